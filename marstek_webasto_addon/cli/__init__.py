@@ -1,0 +1,46 @@
+"""Command line: `python -m marstek_webasto_addon <command> ...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import demo, marstek
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m marstek_webasto_addon",
+        description="Marstek Venus batteries and Webasto/Ampure wallboxes for Home Assistant.",
+    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = {
+        "simulate": commands.add_parser("simulate", help="run simulated devices on this machine"),
+        "probe": commands.add_parser("probe", help="read everything from one device once"),
+        "discover": commands.add_parser("discover", help="find devices on the network"),
+    }
+    devices = {
+        name: group.add_subparsers(dest="device", required=True, metavar="DEVICE")
+        for name, group in groups.items()
+    }
+    marstek.register(devices)
+    demo.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result: int = asyncio.run(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+    return result

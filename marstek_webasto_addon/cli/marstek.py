@@ -1,0 +1,196 @@
+"""`simulate marstek`, `probe marstek` and `discover marstek`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from ..devices.marstek.client import DEFAULT_PORT, MarstekClient, Pacing
+from ..devices.marstek.datapoints import BATTERY_POINTS, READ_METHODS, Group
+from ..devices.marstek.discovery import broadcast_addresses, discover, expand_targets
+from ..devices.marstek.simulator import PROFILES, MarstekSimulator, Quirks
+from ..devices.marstek.transport import UdpEndpoint
+
+
+def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]]) -> None:
+    sim = devices["simulate"].add_parser("marstek", help="simulated Venus batteries on UDP")
+    sim.add_argument("--count", type=int, default=3, help="number of batteries (default 3)")
+    sim.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        help="127.0.0.1: battery i listens on 127.0.0.(10+i); other addresses: consecutive ports",
+    )
+    sim.add_argument("--port", type=int, default=DEFAULT_PORT)
+    sim.add_argument("--profile", default="venus_e3_v150", choices=sorted(PROFILES))
+    sim.add_argument("--speed", type=float, default=1.0, help="simulated time runs this many times faster")
+    sim.add_argument("--soc", type=float, action="append", help="initial SOC per battery (repeatable)")
+    sim.add_argument("--latency-ms", type=float, default=0.0, help="reply delay")
+    quirks = sim.add_argument_group("quirks (all off by default)")
+    quirks.add_argument("--loss", type=float, default=0.0, metavar="PCT", help="drop this share of requests")
+    quirks.add_argument("--duplicates", action="store_true", help="send every reply twice")
+    quirks.add_argument(
+        "--parse-errors",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="answer this share of valid requests with -32700",
+    )
+    quirks.add_argument(
+        "--ignore-first-setmode", action="store_true", help="apply a new SetMode only when resent"
+    )
+    quirks.add_argument(
+        "--leave-passive-after", type=float, metavar="S", help="silently leave Passive after S s"
+    )
+    quirks.add_argument(
+        "--reply-to-port", type=int, metavar="PORT", help="reply only to this port (e.g. 30000)"
+    )
+    quirks.add_argument("--outage-every", type=float, metavar="S", help="a network outage every S seconds")
+    quirks.add_argument("--outage-duration", type=float, default=3.0, metavar="S")
+    sim.set_defaults(handler=simulate)
+
+    probe_parser = devices["probe"].add_parser("marstek", help="one full read of one battery")
+    probe_parser.add_argument("target", metavar="HOST[:PORT]")
+    probe_parser.add_argument("--json", action="store_true", help="print JSON")
+    probe_parser.add_argument("--bind", default="0.0.0.0", help="local address to bind")
+    probe_parser.add_argument("--timeout", type=float, default=3.0, help="seconds per attempt")
+    probe_parser.add_argument("--gap", type=float, default=1.0, help="seconds between requests")
+    probe_parser.set_defaults(handler=probe)
+
+    disc = devices["discover"].add_parser("marstek", help="broadcast Marstek.GetDevice and list who answers")
+    disc.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="send to ADDR, ADDR:PORT or a CIDR block instead of broadcasting (repeatable)",
+    )
+    disc.add_argument("--port", type=int, default=DEFAULT_PORT)
+    disc.add_argument("--timeout", type=float, default=10.0)
+    disc.add_argument("--bind", default="0.0.0.0", help="local address to bind")
+    disc.add_argument("--json", action="store_true", help="print JSON")
+    disc.set_defaults(handler=discover_command)
+
+
+def split_host_port(target: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = target.rpartition(":")
+    if not sep:
+        return target, default_port
+    return host, int(port)
+
+
+async def simulate(args: argparse.Namespace) -> int:
+    quirks = Quirks(
+        loss_percent=args.loss,
+        duplicate_replies=args.duplicates,
+        spurious_parse_error_percent=args.parse_errors,
+        ignore_first_setmode=args.ignore_first_setmode,
+        leave_passive_after_s=args.leave_passive_after,
+        reply_to_port=args.reply_to_port,
+    )
+    simulator = MarstekSimulator.build(
+        args.count,
+        bind=args.bind,
+        port=args.port,
+        profile=args.profile,
+        speed=args.speed,
+        quirks=quirks,
+        socs=args.soc,
+        latency=args.latency_ms / 1000,
+    )
+    async with simulator:
+        for battery, (host, port) in zip(simulator.batteries, simulator.addresses, strict=True):
+            print(
+                f"{battery.profile.device} v{battery.profile.ver} {battery.ble_mac} on {host}:{port}",
+                flush=True,
+            )
+        print(f"{args.count} batteries running at {args.speed}x speed; Ctrl-C stops.", flush=True)
+        next_outage = args.outage_every
+        elapsed = 0.0
+        while True:
+            await asyncio.sleep(5)
+            elapsed += 5
+            if next_outage is not None and elapsed >= next_outage:
+                for index in range(len(simulator.batteries)):
+                    simulator.outage(index, args.outage_duration)
+                next_outage += args.outage_every
+            states = "  ".join(
+                f"{b.ip}: {b.physics.soc:5.1f}% {b.mode:<7} {b.physics.ac_power:+6.0f} W"
+                for b in simulator.batteries
+            )
+            print(
+                f"{simulator.clock.now():%H:%M:%S} grid {simulator.site.total_power():+6.0f} W  {states}",
+                flush=True,
+            )
+
+
+def grouped(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Values by section, in table order."""
+    sections: dict[str, dict[str, Any]] = {group.value: {} for group in Group}
+    for point in BATTERY_POINTS:
+        if point.key in values:
+            sections[point.group.value][point.key] = values[point.key]
+    return sections
+
+
+async def probe(args: argparse.Namespace) -> int:
+    host, port = split_host_port(args.target, DEFAULT_PORT)
+    pacing = Pacing(request_gap=args.gap, timeout=args.timeout)
+    async with MarstekClient.connect(host, port, local_host=args.bind, pacing=pacing) as client:
+        report = await client.read(READ_METHODS)
+    snapshot = client.snapshot
+    document: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "model": snapshot.firmware.model,
+        "family": snapshot.firmware.family.value,
+        **grouped(snapshot.values),
+        "unsupported": sorted(m.value for m in report.skipped),
+        "errors": {m.value: str(e) for m, e in report.errors.items()},
+        "problems": report.problems,
+    }
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        _print_probe(document)
+    if not report.any_answer:
+        print(f"error: no answer from {host}:{port}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_probe(document: dict[str, Any]) -> None:
+    units = {p.key: p.unit or "" for p in BATTERY_POINTS}
+    print(f"{document['model']} at {document['host']}:{document['port']}")
+    for group in Group:
+        section = document[group.value]
+        if section:
+            print(f"  {group.value}")
+            for key, value in section.items():
+                shown = f"{value:.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
+                print(f"    {key:<22} {shown} {units[key]}".rstrip())
+    for label in ("unsupported", "errors", "problems"):
+        if document[label]:
+            print(f"  {label}: {document[label]}")
+
+
+async def discover_command(args: argparse.Namespace) -> int:
+    targets = (
+        expand_targets(args.target, args.port)
+        if args.target
+        else [(address, args.port) for address in broadcast_addresses()]
+    )
+    endpoint = await UdpEndpoint.open(args.bind, args.port)
+    try:
+        found = await discover(endpoint, targets, timeout=args.timeout)
+    finally:
+        endpoint.close()
+    if args.json:
+        print(json.dumps([battery.__dict__ for battery in found], indent=2))
+    else:
+        for b in found:
+            print(f"{b.host}:{b.port}  {b.model} v{b.firmware}  ble_mac {b.ble_mac}  wifi_mac {b.wifi_mac}")
+        print(f"{len(found)} batter{'y' if len(found) == 1 else 'ies'} found")
+    return 0

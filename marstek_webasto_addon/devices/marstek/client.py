@@ -1,0 +1,464 @@
+"""Async client for one Marstek Venus battery.
+
+One request in flight per device, a minimum gap between requests and a longer one between writes,
+timeouts with retries and backoff, methods the firmware does not serve remembered and skipped, and
+writes verified by their effect. Many clients share one `UdpEndpoint` and poll concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .commands import (
+    DOD_MAX,
+    DOD_MIN,
+    AiMode,
+    AutoMode,
+    ManualSlot,
+    ModeCommand,
+    Observation,
+    prepare,
+    to_config,
+    unmet_expectation,
+)
+from .datapoints import READ_METHODS, Method
+from .decode import BatterySnapshot
+from .firmware import Mode, PowerLimits, parse_mode
+from .models import SetResult, validate_result
+from .protocol import (
+    IdentityMismatch,
+    InvalidParams,
+    InvalidRequest,
+    MarstekError,
+    MethodNotFound,
+    ParseError,
+    RequestTimeout,
+    UnsupportedMethod,
+    rpc_error,
+)
+from .transport import UdpEndpoint
+
+_LOG = logging.getLogger(__name__)
+
+DEFAULT_PORT = 30000
+DEFAULT_SOC_FLOOR = 12.0  # DOD 88 by default
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """Timing per device. Defaults follow the reference's recommendations (section 1.8)."""
+
+    request_gap: float = 1.0
+    write_gap: float = 5.0
+    timeout: float = 3.0
+    attempts: int = 3
+    backoff: tuple[float, ...] = (1.5, 3.0)
+    verify_delay: float = 5.0  # after an accepted write, before reading its effect back
+    write_attempts: int = 3  # sends of one command until its effect is seen
+    clear_attempts: int = 6  # per slot when clearing schedules; the first write is often rejected
+    silences_before_unsupported: int = 3  # full timeouts while the device answers other methods
+    unsupported_recheck: float = 3600.0
+
+
+class WriteStatus(StrEnum):
+    APPLIED = "applied"
+    NOT_APPLIED = "not_applied"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    status: WriteStatus
+    command: str
+    attempts: int
+    detail: str
+    clamped: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is WriteStatus.APPLIED
+
+
+@dataclass
+class ReadReport:
+    """Result of reading a set of methods: what answered, what failed and why."""
+
+    results: dict[Method, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[Method, MarstekError] = field(default_factory=dict)
+    skipped: list[Method] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def any_answer(self) -> bool:
+        return bool(self.results)
+
+
+class MarstekClient:
+    """Talks to one battery. Create with an endpoint, or use `MarstekClient.connect()` in scripts."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        endpoint: UdpEndpoint,
+        pacing: Pacing | None = None,
+        limits: PowerLimits | None = None,
+        ble_mac: str | None = None,
+    ) -> None:
+        self.host = host
+        self.identity = ble_mac.lower() if ble_mac else None  # learned from the first GetDevice otherwise
+        self.port = port
+        self.endpoint = endpoint
+        self.pacing = pacing or Pacing()
+        self.limits_override = limits
+        self.snapshot = BatterySnapshot()
+        self.soc_floor = DEFAULT_SOC_FLOOR
+        self.schedule: dict[int, ManualSlot] = {}  # slots this client wrote; the device cannot be read back
+        self._lock = asyncio.Lock()
+        self._last_request = -1e9
+        self._last_write = -1e9
+        self._unsupported: dict[Method, float] = {}
+        self._silences: dict[Method, int] = {}
+        self._answers = 0
+        self._answers_at_silence: dict[Method, int] = {}
+        self.last_round_trip: float | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, host: str, port: int = DEFAULT_PORT, *, local_host: str = "0.0.0.0", pacing: Pacing | None = None
+    ) -> AsyncIterator[MarstekClient]:
+        """A client with its own endpoint, bound to the API port if free: for scripts and `probe`."""
+        endpoint = await UdpEndpoint.open(local_host, port)
+        try:
+            yield cls(host, port, endpoint=endpoint, pacing=pacing)
+        finally:
+            endpoint.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def limits(self) -> PowerLimits:
+        return self.limits_override or self.snapshot.firmware.power_limits
+
+    def move_to(self, host: str) -> None:
+        """The battery answered from a new IP (DHCP, subnet change): talk to it there from now on."""
+        _LOG.info("battery %s moved from %s to %s", self.snapshot.ble_mac or "?", self.host, host)
+        self.host = host
+
+    # unsupported-method memory ----------------------------------------------------------------
+
+    def is_unsupported(self, method: Method) -> bool:
+        marked = self._unsupported.get(method)
+        if marked is None:
+            return False
+        if time.monotonic() - marked > self.pacing.unsupported_recheck:
+            del self._unsupported[method]  # ask again now and then: an OTA update may have added it
+            return False
+        return True
+
+    @property
+    def unsupported_methods(self) -> list[Method]:
+        return [m for m in self._unsupported if self.is_unsupported(m)]
+
+    def forget_unsupported(self) -> None:
+        self._unsupported.clear()
+        self._silences.clear()
+
+    def _mark_unsupported(self, method: Method, why: str) -> None:
+        if method is Method.GET_DEVICE or method in self._unsupported:
+            return
+        _LOG.info(
+            "%s: %s is not served by this firmware (%s); not asking again for a while", self.host, method, why
+        )
+        self._unsupported[method] = time.monotonic()
+
+    def _count_silence(self, method: Method) -> None:
+        # Silence only counts against a method while the device is answering other methods:
+        # a battery that is offline altogether says nothing about what its firmware supports.
+        if self._answers > self._answers_at_silence.get(method, -1):
+            self._silences[method] = self._silences.get(method, 0) + 1
+            self._answers_at_silence[method] = self._answers
+        if self._silences.get(method, 0) >= self.pacing.silences_before_unsupported:
+            self._mark_unsupported(
+                method, f"no answer {self._silences[method]} times while other methods answer"
+            )
+
+    # requests ---------------------------------------------------------------------------------
+
+    async def call(
+        self, method: Method, params: dict[str, Any] | None = None, *, write: bool = False
+    ) -> dict[str, Any]:
+        """One paced request with retries; returns the `result` object or raises a MarstekError."""
+        if self.is_unsupported(method):
+            raise UnsupportedMethod(f"{method} is not served by the battery at {self.host}")
+        if params is None:
+            params = {"ble_mac": "0"} if method is Method.GET_DEVICE else {"id": 0}
+        pacing = self.pacing
+        async with self._lock:
+            last_error: MarstekError | None = None
+            for attempt in range(pacing.attempts):
+                await self._wait_gap(write)
+                request_id = self.endpoint.allocate_id()
+                started = time.monotonic()
+                try:
+                    reply = await self.endpoint.request(
+                        self.address, request_id, method, params, pacing.timeout
+                    )
+                except TimeoutError:
+                    last_error = RequestTimeout(f"{method}: no reply from {self.host}:{self.port}")
+                    await self._backoff(attempt)
+                    continue
+                finally:
+                    self._last_request = time.monotonic()
+                    if write:
+                        self._last_write = self._last_request
+                self._check_identity(reply.src)
+                if reply.error is not None:
+                    error = rpc_error(method, reply.error.code, reply.error.message, reply.error.data)
+                    if isinstance(error, ParseError):
+                        # Sporadic on valid requests under load (Q10): just ask again.
+                        last_error = error
+                        continue
+                    self._answers += 1
+                    if isinstance(error, MethodNotFound):
+                        self._mark_unsupported(method, "Method not found")
+                    raise error
+                self.last_round_trip = time.monotonic() - started
+                self._answers += 1
+                self._silences.pop(method, None)
+                assert reply.result is not None
+                return reply.result
+            if isinstance(last_error, RequestTimeout):
+                self._count_silence(method)
+                raise RequestTimeout(
+                    f"{method}: no reply from {self.host}:{self.port} after {pacing.attempts} attempts"
+                )
+            assert last_error is not None
+            raise last_error
+
+    def _check_identity(self, src: str | None) -> None:
+        """Replies carry `<model>-<ble_mac>`: an address now used by another battery is caught at once."""
+        if not self.identity or not src or "-" not in src:
+            return
+        mac = src.rsplit("-", 1)[1].lower()
+        if len(mac) == 12 and mac != self.identity:
+            raise IdentityMismatch(
+                f"another battery ({mac}) answers at {self.host}; expected {self.identity}"
+            )
+
+    async def _wait_gap(self, write: bool) -> None:
+        now = time.monotonic()
+        ready = self._last_request + self.pacing.request_gap
+        if write:
+            ready = max(ready, self._last_write + self.pacing.write_gap)
+        if ready > now:
+            await asyncio.sleep(ready - now)
+
+    async def _backoff(self, attempt: int) -> None:
+        if attempt + 1 < self.pacing.attempts and self.pacing.backoff:
+            await asyncio.sleep(self.pacing.backoff[min(attempt, len(self.pacing.backoff) - 1)])
+
+    # reads ------------------------------------------------------------------------------------
+
+    async def read(self, methods: Iterable[Method] = READ_METHODS) -> ReadReport:
+        """Read these methods one after the other; update `snapshot`. Errors are collected, not raised."""
+        report = ReadReport()
+        wanted = list(methods)
+        if self.snapshot.firmware.ver is None and Method.GET_DEVICE not in wanted:
+            wanted.insert(0, Method.GET_DEVICE)  # scaling depends on the firmware: identify first
+        for method in wanted:
+            if self.is_unsupported(method):
+                report.skipped.append(method)
+                continue
+            try:
+                raw = await self.call(method)
+            except UnsupportedMethod:
+                report.skipped.append(method)
+                continue
+            except IdentityMismatch as exc:
+                report.errors[method] = exc
+                report.results.clear()  # whatever answered belongs to another battery
+                break
+            except MarstekError as exc:
+                report.errors[method] = exc
+                continue
+            fields, problems = validate_result(method, raw)
+            report.results[method] = fields
+            report.problems.extend(problems)
+            if method is Method.GET_DEVICE and self.identity is None and fields.get("ble_mac"):
+                self.identity = str(fields["ble_mac"]).lower()
+        for problem in report.problems:
+            _LOG.warning("%s: %s", self.host, problem)
+        if report.any_answer:
+            previous_ver = self.snapshot.firmware.ver
+            self.snapshot = self.snapshot.merged(report.results, report.problems)
+            if previous_ver is not None and self.snapshot.firmware.ver != previous_ver:
+                _LOG.info(
+                    "%s: firmware changed %s -> %s", self.host, previous_ver, self.snapshot.firmware.ver
+                )
+                self.forget_unsupported()
+        return report
+
+    async def get_device(self) -> dict[str, Any]:
+        """Marstek.GetDevice: identity and firmware."""
+        report = await self.read([Method.GET_DEVICE])
+        if Method.GET_DEVICE in report.errors:
+            raise report.errors[Method.GET_DEVICE]
+        return report.results.get(Method.GET_DEVICE, {})
+
+    async def observe(self) -> Observation:
+        """ES.GetMode as an Observation (mode, AC power, SOC) for write verification."""
+        raw = await self.call(Method.ES_MODE)
+        fields, _ = validate_result(Method.ES_MODE, raw)
+        self.snapshot = self.snapshot.merged({Method.ES_MODE: fields}, [])
+        power, soc = fields.get("ongrid_power"), fields.get("bat_soc")
+        return Observation(parse_mode(fields.get("mode")), power, soc)
+
+    # writes -----------------------------------------------------------------------------------
+
+    async def set_mode(self, command: ModeCommand) -> WriteOutcome:
+        """ES.SetMode, resent until the effect is seen or the attempts run out."""
+        command, clamped = prepare(command, self.snapshot.firmware, self.limits)
+        if clamped:
+            _LOG.warning("%s: %s", self.host, clamped)
+        params = {"id": 0, "config": to_config(command)}
+        described = command.describe()
+        detail = ""
+        accepted_once = False
+        attempts = 0
+        for attempts in range(1, self.pacing.write_attempts + 1):
+            try:
+                result = SetResult.model_validate(await self.call(Method.SET_MODE, params, write=True))
+            except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
+                return self._outcome(WriteStatus.REJECTED, described, attempts, str(exc), clamped)
+            except (MarstekError, ValueError) as exc:
+                detail = str(exc)
+                continue
+            if not result.set_result:
+                detail = "device answered set_result false"
+                continue
+            accepted_once = True
+            if isinstance(command, ManualSlot):
+                self.schedule[command.slot] = command
+            await asyncio.sleep(self.pacing.verify_delay)
+            try:
+                seen = await self.observe()
+            except MarstekError as exc:
+                detail = f"accepted, but the effect could not be read back: {exc}"
+                continue
+            unmet = unmet_expectation(command, seen, self.soc_floor)
+            if unmet is None:
+                return self._outcome(
+                    WriteStatus.APPLIED, described, attempts, "verified by ES.GetMode", clamped
+                )
+            detail = f"accepted but not applied: {unmet}"
+        status = WriteStatus.NOT_APPLIED if accepted_once or "reply" in detail else WriteStatus.REJECTED
+        return self._outcome(status, described, attempts, detail, clamped)
+
+    def _outcome(
+        self, status: WriteStatus, command: str, attempts: int, detail: str, clamped: str
+    ) -> WriteOutcome:
+        outcome = WriteOutcome(status, command, attempts, detail, clamped)
+        level = logging.INFO if outcome.ok else logging.WARNING
+        _LOG.log(
+            level, "%s: %s -> %s after %d attempt(s): %s", self.host, command, status.value, attempts, detail
+        )
+        return outcome
+
+    async def _simple_write(self, method: Method, params: dict[str, Any], described: str) -> WriteOutcome:
+        """Setters without a getter: accepted is all that can be known."""
+        last = ""
+        for attempt in range(1, self.pacing.write_attempts + 1):
+            try:
+                result = SetResult.model_validate(await self.call(method, params, write=True))
+            except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
+                return self._outcome(WriteStatus.REJECTED, described, attempt, str(exc), "")
+            except (MarstekError, ValueError) as exc:
+                last = str(exc)
+                continue
+            if result.set_result:
+                return self._outcome(
+                    WriteStatus.APPLIED, described, attempt, "accepted (no read-back exists)", ""
+                )
+            last = "device answered set_result false"
+        return self._outcome(WriteStatus.NOT_APPLIED, described, self.pacing.write_attempts, last, "")
+
+    async def set_dod(self, depth_percent: int) -> WriteOutcome:
+        """DOD.SET: depth of discharge 30..88 %, i.e. a SOC floor of 70..12 %."""
+        value = max(DOD_MIN, min(DOD_MAX, int(depth_percent)))
+        outcome = await self._simple_write(Method.SET_DOD, {"value": value}, f"depth of discharge {value} %")
+        if outcome.ok:
+            self.soc_floor = 100.0 - value
+        return outcome
+
+    async def set_led(self, on: bool) -> WriteOutcome:
+        return await self._simple_write(Method.LED_CTRL, {"state": int(on)}, f"LED {'on' if on else 'off'}")
+
+    async def set_ble_advertising(self, on: bool) -> WriteOutcome:
+        # Inverted on the wire: enable 0 = advertising ON.
+        return await self._simple_write(
+            Method.BLE_ADV, {"enable": 0 if on else 1}, f"BLE advertising {'on' if on else 'off'}"
+        )
+
+    # manual schedules -------------------------------------------------------------------------
+
+    async def write_slot(self, slot: ManualSlot) -> WriteOutcome:
+        return await self.set_mode(slot)
+
+    async def write_schedule(self, slots: Iterable[ManualSlot]) -> list[WriteOutcome]:
+        """Write all slots: the given ones, and a disabled placeholder in every other slot."""
+        by_slot = {s.slot: s for s in slots}
+        count = self.snapshot.firmware.manual_slots
+        return [await self.set_mode(by_slot.get(i, ManualSlot.disabled(i))) for i in range(count)]
+
+    async def clear_schedules(self, *, restore: bool = True) -> WriteOutcome:
+        """Disable every slot (the first writes are often rejected, so each slot is retried patiently).
+
+        Writing slots leaves the battery in Manual with nothing scheduled, i.e. idle; with `restore` the
+        mode it had before (Auto or AI) is set again.
+        """
+        before = self.snapshot.mode
+        failed: list[int] = []
+        sends = 0
+        for slot in range(self.snapshot.firmware.manual_slots):
+            params = {"id": 0, "config": to_config(ManualSlot.disabled(slot))}
+            for _ in range(self.pacing.clear_attempts):
+                sends += 1
+                try:
+                    if SetResult.model_validate(
+                        await self.call(Method.SET_MODE, params, write=True)
+                    ).set_result:
+                        self.schedule[slot] = ManualSlot.disabled(slot)
+                        break
+                except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
+                    return self._outcome(WriteStatus.REJECTED, "clear schedules", sends, str(exc), "")
+                except (MarstekError, ValueError):
+                    pass
+            else:
+                failed.append(slot)
+        if failed:
+            return self._outcome(
+                WriteStatus.NOT_APPLIED,
+                "clear schedules",
+                sends,
+                f"slots {failed} not confirmed by the battery",
+                "",
+            )
+        detail = f"{self.snapshot.firmware.manual_slots} slots disabled"
+        if restore and before in (Mode.AUTO, Mode.AI):
+            restored = await self.set_mode(AutoMode() if before is Mode.AUTO else AiMode())
+            detail += f"; {before.value} mode restored: {restored.status.value}"
+            if not restored.ok:
+                return self._outcome(WriteStatus.NOT_APPLIED, "clear schedules", sends, detail, "")
+        return self._outcome(WriteStatus.APPLIED, "clear schedules", sends, detail, "")

@@ -1,0 +1,300 @@
+"""Every Marstek data point, declared once.
+
+Reply validation (`models.py`), decoding (`decode.py`), Home Assistant discovery and the panel are all
+generated from `BATTERY_POINTS`. Adding a field the firmware reports is one line here.
+
+Sign convention everywhere inside the add-on (Home Assistant's): battery and AC power positive = discharging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .firmware import Mode, Quantity
+
+Value = float | int | str | bool | None
+
+
+class Kind(StrEnum):
+    """How a wire value is validated and represented."""
+
+    FLOAT = "float"
+    INT = "int"
+    TEXT = "text"
+    BOOL = "bool"
+    MODE = "mode"
+
+
+class Group(StrEnum):
+    """Sections of a full read, as `probe` prints them."""
+
+    DEVICE = "device"
+    STATUS = "status"
+    MODE = "mode"
+    BATTERY = "battery"
+    PV = "pv"
+    METER = "meter"
+    WIFI = "wifi"
+    BLE = "ble"
+
+
+class Method(StrEnum):
+    GET_DEVICE = "Marstek.GetDevice"
+    WIFI_STATUS = "Wifi.GetStatus"
+    BLE_STATUS = "BLE.GetStatus"
+    BAT_STATUS = "Bat.GetStatus"
+    PV_STATUS = "PV.GetStatus"
+    ES_STATUS = "ES.GetStatus"
+    ES_MODE = "ES.GetMode"
+    EM_STATUS = "EM.GetStatus"
+    SET_MODE = "ES.SetMode"
+    SET_DOD = "DOD.SET"
+    LED_CTRL = "Led.Ctrl"
+    BLE_ADV = "Ble.Adv"
+
+
+READ_METHODS = (
+    Method.GET_DEVICE,
+    Method.ES_STATUS,
+    Method.ES_MODE,
+    Method.BAT_STATUS,
+    Method.PV_STATUS,
+    Method.EM_STATUS,
+    Method.WIFI_STATUS,
+    Method.BLE_STATUS,
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    method: Method
+    field: str
+
+
+Derivation = Callable[[Mapping[str, Value]], Value]
+
+
+@dataclass(frozen=True)
+class BatteryPoint:
+    """One data point: where it comes from on the wire and how Home Assistant should show it."""
+
+    key: str
+    name: str
+    group: Group
+    kind: Kind
+    sources: tuple[Source, ...] = ()  # first one present in the replies wins
+    scale: float = 1.0  # engineering value = wire value x scale x firmware factor
+    quantity: Quantity | None = None  # firmware-dependent wire unit, see firmware.factor()
+    derive: Derivation | None = None  # computed from other points when no source is present
+    unit: str | None = None
+    device_class: str | None = None
+    state_class: str | None = None
+    entity_category: str | None = None  # None, "diagnostic" or "config"
+    icon: str | None = None
+    precision: int | None = None
+    options: tuple[str, ...] = ()
+    enabled_by_default: bool = True
+
+
+def _s(method: Method, field: str) -> tuple[Source, ...]:
+    return (Source(method, field),)
+
+
+def _number(values: Mapping[str, Value], key: str) -> float | None:
+    value = values.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _pv_total(values: Mapping[str, Value]) -> Value:
+    """Venus A <= 148 hard-codes ES.GetStatus.pv_power to 0 (Q6): add up the MPPT channels instead."""
+    channels = [_number(values, f"pv{i}_power") for i in range(1, 5)]
+    known = [c for c in channels if c is not None]
+    return sum(known) if known else None
+
+
+def _battery_power(values: Mapping[str, Value]) -> Value:
+    """bat_power is missing on almost all firmware (Q5): P_bat = AC out + off-grid out - PV in."""
+    ac = _number(values, "ac_power")
+    if ac is None:
+        return None
+    return ac + (_number(values, "offgrid_power") or 0.0) - (_number(values, "pv_power") or 0.0)
+
+
+def _remaining_energy(values: Mapping[str, Value]) -> Value:
+    soc, rated = _number(values, "soc"), _number(values, "rated_capacity")
+    return None if soc is None or rated is None else soc * rated / 100
+
+
+D, ST, MO, BA, PV, ME, WI, BL = (
+    Group.DEVICE,
+    Group.STATUS,
+    Group.MODE,
+    Group.BATTERY,
+    Group.PV,
+    Group.METER,
+    Group.WIFI,
+    Group.BLE,
+)
+M = Method
+DIAG = "diagnostic"
+MEAS, TOTAL_INC = "measurement", "total_increasing"
+
+_PV_CHANNELS = tuple(
+    point
+    for i in range(1, 5)
+    for point in (
+        BatteryPoint(
+            f"pv{i}_power",
+            f"PV{i} power",
+            PV,
+            Kind.FLOAT,
+            _s(M.PV_STATUS, f"pv{i}_power"),
+            quantity=Quantity.PV1_POWER if i == 1 else None,
+            unit="W",
+            device_class="power",
+            state_class=MEAS,
+            precision=0,
+        ),
+        BatteryPoint(
+            f"pv{i}_voltage",
+            f"PV{i} voltage",
+            PV,
+            Kind.FLOAT,
+            _s(M.PV_STATUS, f"pv{i}_voltage"),
+            unit="V",
+            device_class="voltage",
+            state_class=MEAS,
+            entity_category=DIAG,
+            precision=1,
+            enabled_by_default=False,
+        ),
+        BatteryPoint(
+            f"pv{i}_current",
+            f"PV{i} current",
+            PV,
+            Kind.FLOAT,
+            _s(M.PV_STATUS, f"pv{i}_current"),
+            unit="A",
+            device_class="current",
+            state_class=MEAS,
+            entity_category=DIAG,
+            precision=2,
+            enabled_by_default=False,
+        ),
+        BatteryPoint(
+            f"pv{i}_state",
+            f"PV{i} state",
+            PV,
+            Kind.INT,
+            _s(M.PV_STATUS, f"pv{i}_state"),
+            entity_category=DIAG,
+            enabled_by_default=False,
+        ),
+    )
+)
+
+# Order matters: derivations read points declared above them.
+# fmt: off
+BATTERY_POINTS: tuple[BatteryPoint, ...] = (
+    # identity (Marstek.GetDevice)
+    BatteryPoint("model", "Model", D, Kind.TEXT, _s(M.GET_DEVICE, "device"), entity_category=DIAG),
+    BatteryPoint("firmware", "Firmware", D, Kind.INT, _s(M.GET_DEVICE, "ver"), entity_category=DIAG,
+                 icon="mdi:chip"),
+    BatteryPoint("ble_mac", "BLE MAC", D, Kind.TEXT, _s(M.GET_DEVICE, "ble_mac"), entity_category=DIAG,
+                 enabled_by_default=False),
+    BatteryPoint("wifi_mac", "WiFi MAC", D, Kind.TEXT, _s(M.GET_DEVICE, "wifi_mac"), entity_category=DIAG,
+                 enabled_by_default=False),
+    BatteryPoint("ip", "IP address", D, Kind.TEXT, _s(M.GET_DEVICE, "ip"), entity_category=DIAG,
+                 icon="mdi:ip-network"),
+    # energy system (ES.GetStatus, with ES.GetMode / Bat.GetStatus as fallbacks)
+    BatteryPoint("soc", "State of charge", ST, Kind.INT,
+                 (Source(M.ES_STATUS, "bat_soc"), Source(M.BAT_STATUS, "soc"), Source(M.ES_MODE, "bat_soc")),
+                 unit="%", device_class="battery", state_class=MEAS),
+    BatteryPoint("ac_power", "AC power", ST, Kind.FLOAT,
+                 (Source(M.ES_STATUS, "ongrid_power"), Source(M.ES_MODE, "ongrid_power")),
+                 unit="W", device_class="power", state_class=MEAS, precision=0),
+    BatteryPoint("offgrid_power", "Off-grid power", ST, Kind.FLOAT,
+                 (Source(M.ES_STATUS, "offgrid_power"), Source(M.ES_MODE, "offgrid_power")),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+    *_PV_CHANNELS,
+    BatteryPoint("pv_power", "PV power", ST, Kind.FLOAT, derive=_pv_total, unit="W", device_class="power",
+                 state_class=MEAS, precision=0),
+    BatteryPoint("battery_power", "Battery power", ST, Kind.FLOAT, _s(M.ES_STATUS, "bat_power"),
+                 scale=-1.0,  # wire bat_power is assumed + = charging (jaapp, taurgis); ours: + = discharging
+                 quantity=Quantity.BAT_POWER, derive=_battery_power, unit="W", device_class="power",
+                 state_class=MEAS, precision=0),
+    BatteryPoint("rated_capacity", "Rated capacity", BA, Kind.FLOAT,
+                 (Source(M.BAT_STATUS, "rated_capacity"), Source(M.ES_STATUS, "bat_cap")),
+                 unit="Wh", device_class="energy_storage", entity_category=DIAG, precision=0),
+    BatteryPoint("ac_input_energy", "AC energy in", ST, Kind.FLOAT,
+                 _s(M.ES_STATUS, "total_grid_input_energy"),
+                 quantity=Quantity.ENERGY_COUNTER, scale=0.001, unit="kWh", device_class="energy",
+                 state_class=TOTAL_INC, precision=2),
+    BatteryPoint("ac_output_energy", "AC energy out", ST, Kind.FLOAT,
+                 _s(M.ES_STATUS, "total_grid_output_energy"), quantity=Quantity.ENERGY_COUNTER, scale=0.001,
+                 unit="kWh", device_class="energy", state_class=TOTAL_INC, precision=2),
+    BatteryPoint("pv_energy", "PV energy", ST, Kind.FLOAT, _s(M.ES_STATUS, "total_pv_energy"),
+                 quantity=Quantity.PV_ENERGY, scale=0.001, unit="kWh", device_class="energy",
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+    BatteryPoint("load_energy", "Off-grid energy", ST, Kind.FLOAT, _s(M.ES_STATUS, "total_load_energy"),
+                 quantity=Quantity.ENERGY_COUNTER, scale=0.001, unit="kWh", device_class="energy",
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+    # mode (ES.GetMode)
+    BatteryPoint("mode", "Mode", MO, Kind.MODE, _s(M.ES_MODE, "mode"), device_class="enum",
+                 options=tuple(m.value for m in Mode), icon="mdi:battery-sync"),
+    # battery pack (Bat.GetStatus)
+    BatteryPoint("temperature", "Battery temperature", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_temp"),
+                 quantity=Quantity.TEMPERATURE, unit="°C", device_class="temperature", state_class=MEAS,
+                 precision=1),
+    BatteryPoint("remaining_energy", "Stored energy", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_capacity"),
+                 quantity=Quantity.REMAINING_ENERGY, derive=_remaining_energy, unit="Wh",
+                 device_class="energy_storage", state_class=MEAS, precision=0),
+    BatteryPoint("charge_allowed", "Charging allowed", BA, Kind.BOOL, _s(M.BAT_STATUS, "charg_flag"),
+                 entity_category=DIAG),
+    BatteryPoint("discharge_allowed", "Discharging allowed", BA, Kind.BOOL, _s(M.BAT_STATUS, "dischrg_flag"),
+                 entity_category=DIAG),
+    BatteryPoint("battery_voltage", "Battery voltage", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_voltage"),
+                 scale=0.01, unit="V", device_class="voltage", state_class=MEAS, entity_category=DIAG,
+                 precision=2),
+    BatteryPoint("battery_current", "Battery current", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_current"),
+                 scale=0.01, unit="A", device_class="current", state_class=MEAS, entity_category=DIAG,
+                 precision=2, enabled_by_default=False),
+    BatteryPoint("error_code", "Error code", BA, Kind.INT, _s(M.BAT_STATUS, "error_code"),
+                 entity_category=DIAG,
+                 icon="mdi:alert-circle-outline"),
+    # meter (EM.GetStatus; ES.GetMode's copies read zero on v150 even with a live CT, Q15)
+    BatteryPoint("ct_connected", "Meter connected", ME, Kind.BOOL,
+                 (Source(M.EM_STATUS, "ct_state"), Source(M.ES_MODE, "ct_state")), entity_category=DIAG),
+    BatteryPoint("meter_power", "Meter power", ME, Kind.FLOAT,
+                 (Source(M.EM_STATUS, "total_power"), Source(M.ES_MODE, "total_power")),
+                 unit="W", device_class="power", state_class=MEAS, precision=0),
+    BatteryPoint("meter_power_a", "Meter power phase A", ME, Kind.FLOAT,
+                 (Source(M.EM_STATUS, "a_power"), Source(M.ES_MODE, "a_power")),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+    BatteryPoint("meter_power_b", "Meter power phase B", ME, Kind.FLOAT,
+                 (Source(M.EM_STATUS, "b_power"), Source(M.ES_MODE, "b_power")),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+    BatteryPoint("meter_power_c", "Meter power phase C", ME, Kind.FLOAT,
+                 (Source(M.EM_STATUS, "c_power"), Source(M.ES_MODE, "c_power")),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+    BatteryPoint("meter_import_energy", "Meter energy imported", ME, Kind.FLOAT,
+                 _s(M.EM_STATUS, "input_energy"), scale=0.0001, unit="kWh", device_class="energy",
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+    BatteryPoint("meter_export_energy", "Meter energy exported", ME, Kind.FLOAT,
+                 _s(M.EM_STATUS, "output_energy"), scale=0.0001, unit="kWh", device_class="energy",
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+    # radio links
+    BatteryPoint("wifi_rssi", "WiFi signal", WI, Kind.INT, _s(M.WIFI_STATUS, "rssi"), unit="dBm",
+                 device_class="signal_strength", state_class=MEAS, entity_category=DIAG),
+    BatteryPoint("wifi_ssid", "WiFi network", WI, Kind.TEXT, _s(M.WIFI_STATUS, "ssid"), entity_category=DIAG,
+                 enabled_by_default=False),
+    BatteryPoint("wifi_ip", "WiFi IP address", WI, Kind.TEXT, _s(M.WIFI_STATUS, "sta_ip"),
+                 entity_category=DIAG, enabled_by_default=False),
+    BatteryPoint("ble_state", "Bluetooth", BL, Kind.TEXT, _s(M.BLE_STATUS, "state"), entity_category=DIAG,
+                 enabled_by_default=False),
+)
+# fmt: on
+
+POINTS_BY_KEY: dict[str, BatteryPoint] = {p.key: p for p in BATTERY_POINTS}

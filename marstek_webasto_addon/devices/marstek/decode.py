@@ -1,0 +1,99 @@
+"""Turn validated method results into engineering values, generated from the data-point table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .datapoints import BATTERY_POINTS, BatteryPoint, Kind, Method, Value
+from .firmware import Firmware, Mode, factor, identify, parse_mode, plausible_temperature
+
+
+def _convert(point: BatteryPoint, raw: Any, firmware: Firmware) -> Value:
+    match point.kind:
+        case Kind.TEXT:
+            return str(raw)
+        case Kind.BOOL:
+            return bool(raw)
+        case Kind.MODE:
+            mode = parse_mode(raw)
+            return None if mode is None else mode.value
+    value = float(raw) * point.scale
+    if point.quantity is not None:
+        value *= factor(firmware, point.quantity)
+        if point.key == "temperature":
+            value = plausible_temperature(value)
+    return round(value) if point.kind is Kind.INT else value
+
+
+def _decode_sources(results: Mapping[Method, Mapping[str, Any]], firmware: Firmware) -> dict[str, Value]:
+    values: dict[str, Value] = {}
+    for point in BATTERY_POINTS:
+        for source in point.sources:
+            result = results.get(source.method)
+            if result is not None and source.field in result:
+                values[point.key] = _convert(point, result[source.field], firmware)
+                break
+    return values
+
+
+def _derive(values: dict[str, Value], fresh_sources: Mapping[str, Value]) -> None:
+    """Fill derived points, in table order, unless the firmware reported them directly this time."""
+    for point in BATTERY_POINTS:
+        if point.derive is not None and point.key not in fresh_sources:
+            derived = point.derive(values)
+            if derived is not None:
+                values[point.key] = derived
+
+
+def decode_values(results: Mapping[Method, Mapping[str, Any]], firmware: Firmware) -> dict[str, Value]:
+    """Values for every point whose source (or derivation) is available in these results."""
+    values = _decode_sources(results, firmware)
+    _derive(values, dict(values))
+    return values
+
+
+@dataclass
+class BatterySnapshot:
+    """What one battery reported, merged over the methods read so far."""
+
+    values: dict[str, Value] = field(default_factory=dict)
+    firmware: Firmware = field(default_factory=lambda: identify(None, None))
+    updated_at: float = 0.0  # time.monotonic() of the last successful read
+    problems: list[str] = field(default_factory=list)
+
+    def number(self, key: str) -> float | None:
+        value = self.values.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    @property
+    def soc(self) -> float | None:
+        return self.number("soc")
+
+    @property
+    def ac_power(self) -> float | None:
+        """Battery AC port power, + = discharging."""
+        return self.number("ac_power")
+
+    @property
+    def mode(self) -> Mode | None:
+        return parse_mode(self.values.get("mode"))
+
+    @property
+    def ble_mac(self) -> str | None:
+        value = self.values.get("ble_mac")
+        return value if isinstance(value, str) and value else None
+
+    def merged(self, results: Mapping[Method, Mapping[str, Any]], problems: list[str]) -> BatterySnapshot:
+        """A new snapshot: fresh values win, values of methods not read this time are kept."""
+        raw_device = results.get(Method.GET_DEVICE)
+        firmware = self.firmware
+        if raw_device is not None and ("device" in raw_device or "ver" in raw_device):
+            ver = raw_device.get("ver")
+            firmware = identify(raw_device.get("device"), int(ver) if ver is not None else self.firmware.ver)
+        fresh = _decode_sources(results, firmware)
+        values = {**self.values, **fresh}
+        _derive(values, fresh)
+        return BatterySnapshot(values, firmware, time.monotonic(), problems)
