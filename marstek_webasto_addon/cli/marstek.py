@@ -147,8 +147,8 @@ async def probe(args: argparse.Namespace) -> int:
         "model": snapshot.firmware.model,
         "family": snapshot.firmware.family.value,
         **grouped(snapshot.values),
-        "unsupported": sorted(m.value for m in report.skipped),
-        "errors": {m.value: str(e) for m, e in report.errors.items()},
+        "unsupported": sorted(m.value for m in client.unsupported_methods),
+        "errors": {m.value: str(e) for m, e in report.errors.items() if not client.is_unsupported(m)},
         "problems": report.problems,
     }
     if args.json:

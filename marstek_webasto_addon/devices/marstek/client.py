@@ -36,6 +36,7 @@ from .protocol import (
     IdentityMismatch,
     InvalidParams,
     InvalidRequest,
+    MalformedReply,
     MarstekError,
     MethodNotFound,
     ParseError,
@@ -63,6 +64,7 @@ class Pacing:
     verify_delay: float = 5.0  # after an accepted write, before reading its effect back
     write_attempts: int = 3  # sends of one command until its effect is seen
     clear_attempts: int = 6  # per slot when clearing schedules; the first write is often rejected
+    clear_passes: int = 2  # slots cannot be read back and a write can be acked yet ignored (Q12)
     silences_before_unsupported: int = 3  # full timeouts while the device answers other methods
     unsupported_recheck: float = 3600.0
 
@@ -216,7 +218,7 @@ class MarstekClient:
                         self.address, request_id, method, params, pacing.timeout
                     )
                 except TimeoutError:
-                    last_error = RequestTimeout(f"{method}: no reply from {self.host}:{self.port}")
+                    last_error = self._timeout_error(method, started)
                     await self._backoff(attempt)
                     continue
                 finally:
@@ -246,6 +248,13 @@ class MarstekClient:
                 )
             assert last_error is not None
             raise last_error
+
+    def _timeout_error(self, method: Method, since: float) -> MarstekError:
+        """No usable reply: say so, or say what the device sent instead if it was garbage."""
+        seen = self.endpoint.malformed_from.get(self.host)
+        if seen is not None and seen[0] >= since:
+            return MalformedReply(f"{method}: {self.host} sent an invalid reply: {seen[1]}")
+        return RequestTimeout(f"{method}: no reply from {self.host}:{self.port}")
 
     def _check_identity(self, src: str | None) -> None:
         """Replies carry `<model>-<ble_mac>`: an address now used by another battery is caught at once."""
@@ -277,7 +286,12 @@ class MarstekClient:
         wanted = list(methods)
         if self.snapshot.firmware.ver is None and Method.GET_DEVICE not in wanted:
             wanted.insert(0, Method.GET_DEVICE)  # scaling depends on the firmware: identify first
-        for method in wanted:
+        silent_in_a_row = 0
+        for index, method in enumerate(wanted):
+            if silent_in_a_row >= 2 and not report.results:
+                # Nothing answers at all: the device is away, not missing methods. Don't hammer it.
+                report.skipped.extend(wanted[index:])
+                break
             if self.is_unsupported(method):
                 report.skipped.append(method)
                 continue
@@ -292,7 +306,9 @@ class MarstekClient:
                 break
             except MarstekError as exc:
                 report.errors[method] = exc
+                silent_in_a_row = silent_in_a_row + 1 if isinstance(exc, RequestTimeout) else 0
                 continue
+            silent_in_a_row = 0
             fields, problems = validate_result(method, raw)
             report.results[method] = fields
             report.problems.extend(problems)
@@ -335,8 +351,7 @@ class MarstekClient:
         params = {"id": 0, "config": to_config(command)}
         described = command.describe()
         detail = ""
-        accepted_once = False
-        attempts = 0
+        accepted = refused = attempts = 0
         for attempts in range(1, self.pacing.write_attempts + 1):
             try:
                 result = SetResult.model_validate(await self.call(Method.SET_MODE, params, write=True))
@@ -346,9 +361,10 @@ class MarstekClient:
                 detail = str(exc)
                 continue
             if not result.set_result:
+                refused += 1
                 detail = "device answered set_result false"
                 continue
-            accepted_once = True
+            accepted += 1
             if isinstance(command, ManualSlot):
                 self.schedule[command.slot] = command
             await asyncio.sleep(self.pacing.verify_delay)
@@ -363,7 +379,7 @@ class MarstekClient:
                     WriteStatus.APPLIED, described, attempts, "verified by ES.GetMode", clamped
                 )
             detail = f"accepted but not applied: {unmet}"
-        status = WriteStatus.NOT_APPLIED if accepted_once or "reply" in detail else WriteStatus.REJECTED
+        status = WriteStatus.REJECTED if refused and not accepted else WriteStatus.NOT_APPLIED
         return self._outcome(status, described, attempts, detail, clamped)
 
     def _outcome(
@@ -429,30 +445,31 @@ class MarstekClient:
         mode it had before (Auto or AI) is set again.
         """
         before = self.snapshot.mode
-        failed: list[int] = []
+        failed: set[int] = set()
         sends = 0
-        for slot in range(self.snapshot.firmware.manual_slots):
-            params = {"id": 0, "config": to_config(ManualSlot.disabled(slot))}
-            for _ in range(self.pacing.clear_attempts):
-                sends += 1
-                try:
-                    if SetResult.model_validate(
-                        await self.call(Method.SET_MODE, params, write=True)
-                    ).set_result:
-                        self.schedule[slot] = ManualSlot.disabled(slot)
-                        break
-                except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
-                    return self._outcome(WriteStatus.REJECTED, "clear schedules", sends, str(exc), "")
-                except (MarstekError, ValueError):
-                    pass
-            else:
-                failed.append(slot)
+        for _ in range(self.pacing.clear_passes):
+            for slot in range(self.snapshot.firmware.manual_slots):
+                params = {"id": 0, "config": to_config(ManualSlot.disabled(slot))}
+                for _ in range(self.pacing.clear_attempts):
+                    sends += 1
+                    try:
+                        reply = await self.call(Method.SET_MODE, params, write=True)
+                        if SetResult.model_validate(reply).set_result:
+                            self.schedule[slot] = ManualSlot.disabled(slot)
+                            failed.discard(slot)
+                            break
+                    except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
+                        return self._outcome(WriteStatus.REJECTED, "clear schedules", sends, str(exc), "")
+                    except (MarstekError, ValueError):
+                        pass
+                else:
+                    failed.add(slot)
         if failed:
             return self._outcome(
                 WriteStatus.NOT_APPLIED,
                 "clear schedules",
                 sends,
-                f"slots {failed} not confirmed by the battery",
+                f"slots {sorted(failed)} not confirmed by the battery",
                 "",
             )
         detail = f"{self.snapshot.firmware.manual_slots} slots disabled"

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._listeners: dict[int, Listener] = {}
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._next_id = 0
+        self.malformed_from: dict[str, tuple[float, str]] = {}  # ip -> (monotonic time, reason)
         self.local_address: Address = ("", 0)
         self.bind_note = ""
         self.stats = {
@@ -141,6 +143,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             message = decode_datagram(data)
         except MalformedReply as exc:
             self.stats["malformed"] += 1
+            self.malformed_from[address[0]] = (time.monotonic(), str(exc))
             _LOG.warning("ignoring malformed datagram from %s:%s: %s", *address, exc)
             return
         if isinstance(message, Echo):
@@ -148,7 +151,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if message.is_parse_error:
             self._route_parse_error(message, address)
             return
-        pending = self._pending.get((address[0], message.id))
+        key = (address[0], message.id)
+        pending = self._pending.get(key)
         if pending is not None and not pending.future.done():
             pending.future.set_result(message)
             return
@@ -156,7 +160,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if listener is not None:
             listener(message, address)
             return
-        if (address[0], message.id) in self._recent:
+        if pending is not None or key in self._recent:
             self.stats["late_or_duplicate"] += 1
             _LOG.debug("ignoring late or duplicate reply id=%s from %s:%s", message.id, *address)
         else:

@@ -22,6 +22,7 @@ Address = tuple[str, int]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _AUTO_DEADBAND_W = 10.0
 _AUTO_TIME_CONSTANT_S = 2.0
+_QUIET_SPELL_S = 30.0
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Quirks:
     loss_percent: float = 0.0  # requests dropped
     duplicate_replies: bool = False  # every reply sent twice (pre-150, Q20)
     spurious_parse_error_percent: float = 0.0  # valid requests answered with -32700 id 0 (Q10)
-    ignore_first_setmode: bool = False  # a new SetMode is acknowledged but only applied when resent (Q12)
+    ignore_first_setmode: bool = False  # the first SetMode after a quiet spell is acked, not applied (Q12)
     leave_passive_after_s: float | None = None  # Passive silently abandoned after this long (Q13)
     reply_to_port: int | None = None  # replies go to this port, not the sender's (Q18)
     seed: int = 0
@@ -76,7 +77,7 @@ class SimulatedBattery:
     ble_advertising: bool = True
     requests: int = 0
     setmode_log: list[dict[str, Any]] = field(default_factory=list)
-    _last_setmode_key: str = ""
+    _last_setmode_at: float = -1e18
     _rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
@@ -348,11 +349,10 @@ class SimulatedBattery:
         if apply is None:
             return False
         self.setmode_log.append(config)
-        key = json.dumps(config, sort_keys=True)
-        if self.quirks.ignore_first_setmode and key != self._last_setmode_key:
-            self._last_setmode_key = key
+        quiet = now_s - self._last_setmode_at > _QUIET_SPELL_S
+        self._last_setmode_at = now_s
+        if self.quirks.ignore_first_setmode and quiet:
             return True  # acknowledged, not applied
-        self._last_setmode_key = key
         if name == "Passive":
             if self.mode != "Passive":
                 self.previous_mode = self.mode

@@ -1,0 +1,71 @@
+"""Shared fixtures: free loopback ports, fast pacing, simulators on real sockets."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from marstek_webasto_addon.devices.marstek.client import MarstekClient, Pacing
+from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
+from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+
+# Real timing shrunk ~100x so the whole protocol runs in test time; every rule still applies.
+FAST = Pacing(
+    request_gap=0.005,
+    write_gap=0.01,
+    timeout=0.3,
+    attempts=3,
+    backoff=(0.02, 0.05),
+    verify_delay=0.15,
+    write_attempts=3,
+    clear_attempts=3,
+    silences_before_unsupported=2,
+)
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def udp_port() -> int:
+    return free_port()
+
+
+SimFactory = Callable[..., Awaitable[MarstekSimulator]]
+
+
+@pytest.fixture
+async def make_sim(udp_port: int) -> AsyncIterator[SimFactory]:
+    """Start simulators on the test's port; all are stopped afterwards."""
+    started: list[MarstekSimulator] = []
+
+    async def factory(count: int = 1, **kwargs: Any) -> MarstekSimulator:
+        kwargs.setdefault("port", udp_port)
+        sim = MarstekSimulator.build(count, **kwargs)
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        await sim.stop()
+
+
+@pytest.fixture
+async def endpoint(udp_port: int) -> AsyncIterator[UdpEndpoint]:
+    """The client side, bound to the API port on 127.0.0.1 as the add-on binds it on the LAN."""
+    ep = await UdpEndpoint.open("127.0.0.1", udp_port)
+    yield ep
+    ep.close()
+
+
+def client_for(sim: MarstekSimulator, endpoint: UdpEndpoint, index: int = 0, pacing: Pacing = FAST) -> MarstekClient:
+    host, port = sim.addresses[index]
+    return MarstekClient(host, port, endpoint=endpoint, pacing=pacing)

@@ -1,0 +1,335 @@
+"""The Marstek client against the simulator, over real UDP on 127.0.0.x."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from marstek_webasto_addon.devices.marstek.client import MarstekClient, WriteStatus
+from marstek_webasto_addon.devices.marstek.commands import AutoMode, ManualSlot, PassiveMode, UpsMode
+from marstek_webasto_addon.devices.marstek.datapoints import READ_METHODS, Method
+from marstek_webasto_addon.devices.marstek.firmware import Mode
+from marstek_webasto_addon.devices.marstek.protocol import MethodNotFound, RequestTimeout, UnsupportedMethod
+from marstek_webasto_addon.devices.marstek.simulator import PROFILES, Quirks
+from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+
+from .conftest import FAST, SimFactory, client_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+async def test_every_method_against_every_profile(profile: str, make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, profile=profile, socs=[63.0])
+    sim.frozen = True
+    battery = sim.batteries[0]
+    client = client_for(sim, endpoint)
+    report = await client.read(READ_METHODS)
+    prof = PROFILES[profile]
+    served = {m for m in READ_METHODS if m in prof.methods}
+    assert set(report.results) == served
+    not_served = set(READ_METHODS) - served
+    assert set(report.errors) | set(report.skipped) == not_served
+    for method in not_served:
+        error = report.errors.get(method)
+        if method in prof.silent or prof.unknown_method == "silent":
+            assert isinstance(error, RequestTimeout)
+        else:
+            assert isinstance(error, MethodNotFound)
+            assert client.is_unsupported(method)
+
+    s = client.snapshot
+    physics = battery.physics
+    assert s.ble_mac == battery.ble_mac
+    assert s.firmware.ver == prof.ver
+    assert s.soc == pytest.approx(physics.soc, abs=1)
+    assert s.mode is Mode.AUTO
+    assert s.ac_power == pytest.approx(physics.ac_power, abs=0.5)
+    if Method.BAT_STATUS in served:
+        assert s.number("temperature") == pytest.approx(physics.temperature_c, abs=0.2)
+        assert s.number("remaining_energy") == pytest.approx(physics.remaining_wh, rel=0.05, abs=15)
+        assert s.number("rated_capacity") == prof.capacity_wh
+    if Method.ES_STATUS in served:
+        assert s.number("ac_input_energy") == pytest.approx(physics.ac_in_wh / 1000, abs=0.2)
+    if prof.pv_channels:
+        assert s.number("pv_power") == pytest.approx(physics.pv_total, abs=2)
+    if Method.EM_STATUS in served:
+        assert s.values["ct_connected"] is True
+        assert s.number("meter_power") == pytest.approx(sim.site.total_power(), abs=2)
+    assert report.problems == []
+
+
+async def test_remaining_energy_on_v139_is_rescaled_from_the_wire(make_sim: SimFactory,
+                                                                   endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, profile="venus_e3_v139", socs=[86.0])
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE, Method.BAT_STATUS])
+    assert client.snapshot.number("remaining_energy") == pytest.approx(0.86 * 5120, abs=15)
+    assert 15 < (client.snapshot.number("temperature") or 0) < 40
+
+
+async def test_unsupported_methods_are_remembered_and_not_asked_again(make_sim: SimFactory,
+                                                                     endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, profile="venus_e2_v155")  # the seed's unit: silent Bat/Wifi/EM, -32601 for PV
+    client = client_for(sim, endpoint)
+    for _ in range(FAST.silences_before_unsupported):
+        await client.read([Method.GET_DEVICE, Method.BAT_STATUS, Method.PV_STATUS, Method.ES_STATUS])
+    assert client.is_unsupported(Method.BAT_STATUS)
+    assert client.is_unsupported(Method.PV_STATUS)
+    assert not client.is_unsupported(Method.ES_STATUS)
+    before = sim.batteries[0].requests
+    report = await client.read([Method.BAT_STATUS, Method.PV_STATUS, Method.ES_STATUS])
+    assert sim.batteries[0].requests == before + 1  # only ES.GetStatus went on the wire
+    assert set(report.skipped) == {Method.BAT_STATUS, Method.PV_STATUS}
+    with pytest.raises(UnsupportedMethod):
+        await client.call(Method.BAT_STATUS)
+
+
+async def test_silence_of_an_offline_battery_does_not_mark_methods_unsupported(make_sim: SimFactory,
+                                                                                endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1)
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    sim.outage(0, 10)
+    for _ in range(3):
+        report = await client.read([Method.BAT_STATUS])
+        assert isinstance(report.errors[Method.BAT_STATUS], RequestTimeout)
+    assert not client.is_unsupported(Method.BAT_STATUS)
+
+
+async def test_passive_charge_is_verified_by_its_effect(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, socs=[40.0])
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    outcome = await client.set_mode(PassiveMode(power=-1500, duration_s=600))
+    assert outcome.status is WriteStatus.APPLIED
+    assert outcome.attempts == 1
+    battery = sim.batteries[0]
+    assert battery.mode == "Passive"
+    assert battery.physics.ac_power == pytest.approx(-1500)
+    back = await client.set_mode(AutoMode())
+    assert back.ok
+    assert battery.mode == "Auto"
+
+
+async def test_setpoints_are_clamped_to_the_model_limits(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, profile="venus_a_v148", socs=[60.0])
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    outcome = await client.set_mode(PassiveMode(power=5000, duration_s=10**6))
+    assert outcome.clamped
+    assert "1500 W" in outcome.clamped
+    sent = sim.batteries[0].setmode_log[-1]["passive_cfg"]
+    assert sent == {"power": 1500, "cd_time": 86_400}
+
+
+async def test_ignored_first_setmode_is_resent_until_applied(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, socs=[60.0], quirks=Quirks(ignore_first_setmode=True))
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    outcome = await client.set_mode(PassiveMode(power=800, duration_s=300))
+    assert outcome.status is WriteStatus.APPLIED
+    assert outcome.attempts == 2
+    assert sim.batteries[0].mode == "Passive"
+
+
+async def test_battery_leaving_passive_by_itself_is_reported_not_applied(make_sim: SimFactory,
+                                                                         endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, socs=[60.0], quirks=Quirks(leave_passive_after_s=0.05))
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    outcome = await client.set_mode(PassiveMode(power=800, duration_s=300))
+    assert outcome.status is WriteStatus.NOT_APPLIED
+    assert "mode is Auto" in outcome.detail
+    assert outcome.attempts == FAST.write_attempts
+
+
+async def test_unsupported_mode_is_rejected(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, profile="venus_e3_v148")  # no UPS before 150
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    outcome = await client.set_mode(UpsMode())
+    assert outcome.status is WriteStatus.REJECTED
+    assert "set_result false" in outcome.detail
+
+
+async def test_ups_mode_on_v150(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1)
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    assert (await client.set_mode(UpsMode())).ok
+    assert sim.batteries[0].mode == "UPS"
+
+
+async def test_write_to_a_silent_battery_is_not_applied(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1)
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    sim.outage(0, 30)
+    outcome = await client.set_mode(AutoMode())
+    assert outcome.status is WriteStatus.NOT_APPLIED
+    assert "no reply" in outcome.detail
+
+
+async def test_system_setters(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1)
+    battery = sim.batteries[0]
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    assert (await client.set_dod(95)).ok  # clamped to 88
+    assert battery.physics.dod == 88
+    assert client.soc_floor == 12
+    assert (await client.set_led(False)).ok
+    assert battery.led_on is False
+    assert (await client.set_ble_advertising(False)).ok
+    assert battery.ble_advertising is False
+
+
+async def test_setters_missing_on_older_firmware_are_rejected(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, profile="venus_e2_v156")
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    outcome = await client.set_led(True)
+    assert outcome.status is WriteStatus.REJECTED
+    assert client.is_unsupported(Method.LED_CTRL)
+
+
+async def test_manual_slot_write_all_and_clear(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, socs=[50.0])
+    battery = sim.batteries[0]
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE, Method.ES_MODE])
+    one = await client.write_slot(ManualSlot(3, "01:00", "05:00", 0b0011111, -1200))
+    assert one.ok
+    assert battery.mode == "Manual"
+    assert (battery.slots[3].start, battery.slots[3].end, battery.slots[3].power) == (60, 300, -1200)
+    outcomes = await client.write_schedule([ManualSlot(0, "22:00", "06:00", 127, -800)])
+    assert all(o.ok for o in outcomes)
+    assert len(outcomes) == 10
+    assert battery.slots[0].enabled and battery.slots[0].power == -800
+    assert not battery.slots[3].enabled  # write_schedule writes every slot
+    assert client.schedule[0].power == -800
+    await client.set_mode(AutoMode())
+    await client.read([Method.ES_MODE])
+    cleared = await client.clear_schedules()
+    assert cleared.ok, cleared.detail
+    assert not any(slot.enabled for slot in battery.slots)
+    assert battery.mode == "Auto"  # restored
+    assert all(not slot.enabled for slot in client.schedule.values())
+
+
+async def test_clear_schedules_survives_acked_but_ignored_writes(make_sim: SimFactory,
+                                                                  endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, quirks=Quirks(ignore_first_setmode=True))
+    battery = sim.batteries[0]
+    for slot in battery.slots:
+        slot.enabled, slot.weekdays, slot.end = True, 127, 1439
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    outcome = await client.clear_schedules(restore=False)
+    assert outcome.ok
+    assert not any(slot.enabled for slot in battery.slots)
+
+
+async def test_lossy_wifi_is_handled_by_retries(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, quirks=Quirks(loss_percent=30, seed=7))
+    client = client_for(sim, endpoint)
+    answered = 0
+    for _ in range(20):
+        report = await client.read([Method.ES_STATUS])
+        answered += Method.ES_STATUS in report.results
+    # 3 attempts at 30 % loss: P(all lost) = 2.7 %
+    assert answered >= 17
+    assert sim.batteries[0].requests > 20
+
+
+async def test_duplicate_replies_are_ignored(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, quirks=Quirks(duplicate_replies=True))
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    for _ in range(5):
+        report = await client.read([Method.ES_MODE, Method.BAT_STATUS])
+        assert set(report.results) == {Method.ES_MODE, Method.BAT_STATUS}
+    await asyncio.sleep(0.05)
+    assert endpoint.stats["late_or_duplicate"] == 11
+    assert client.snapshot.mode is Mode.AUTO
+
+
+async def test_spurious_parse_errors_are_retried(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1, quirks=Quirks(spurious_parse_error_percent=40, seed=3))
+    client = client_for(sim, endpoint)
+    ok = 0
+    for _ in range(15):
+        ok += Method.ES_STATUS in (await client.read([Method.ES_STATUS])).results
+    assert ok >= 12
+    assert endpoint.stats["parse_errors"] > 0
+
+
+async def test_device_that_replies_only_to_its_api_port(make_sim: SimFactory, udp_port: int) -> None:
+    sim = await make_sim(1, quirks=Quirks(reply_to_port=udp_port))
+    # bound to the API port, as the add-on does by default: works
+    async with MarstekClient.connect(*sim.addresses[0], local_host="127.0.0.1", pacing=FAST) as client:
+        assert client.endpoint.local_address[1] == udp_port
+        assert (await client.read([Method.ES_MODE])).results
+    # an ephemeral port never hears back: this is why the client binds the API port first
+    ephemeral = await UdpEndpoint.open("127.0.0.1", 0)
+    try:
+        other = MarstekClient(*sim.addresses[0], endpoint=ephemeral, pacing=FAST)
+        report = await other.read([Method.ES_MODE])
+        assert isinstance(report.errors[Method.ES_MODE], RequestTimeout)
+    finally:
+        ephemeral.close()
+
+
+async def test_busy_api_port_falls_back_to_an_ephemeral_port(udp_port: int) -> None:
+    import socket
+
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEADDR: holds the port
+    blocker.bind(("127.0.0.1", udp_port))
+    try:
+        endpoint = await UdpEndpoint.open("127.0.0.1", udp_port)
+        assert endpoint.local_address[1] not in (0, udp_port)
+        assert "in use" in endpoint.bind_note
+        endpoint.close()
+    finally:
+        blocker.close()
+
+
+async def test_pacing_one_request_in_flight_and_a_minimum_gap(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1)
+    host, port = sim.addresses[0]
+    pacing = FAST.__class__(request_gap=0.05, timeout=0.5)
+    client = MarstekClient(host, port, endpoint=endpoint, pacing=pacing)
+    stamps: list[float] = []
+    original = sim.batteries[0].handle
+
+    def recording(data: bytes, sender: tuple[str, int], now_s: float) -> list[tuple[bytes, tuple[str, int]]]:
+        stamps.append(time.monotonic())
+        return original(data, sender, now_s)
+
+    sim.batteries[0].handle = recording  # type: ignore[method-assign]
+    await asyncio.gather(*(client.call(Method.ES_MODE) for _ in range(6)))
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert len(stamps) == 6
+    assert min(gaps) >= 0.045
+
+
+async def test_batteries_are_polled_concurrently_each_at_its_own_pace(make_sim: SimFactory,
+                                                                       endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(4)
+    pacing = FAST.__class__(request_gap=0.05, timeout=0.5)
+    clients = [client_for(sim, endpoint, i, pacing) for i in range(4)]
+    started = time.monotonic()
+    reports = await asyncio.gather(*(c.read([Method.GET_DEVICE, Method.ES_STATUS, Method.ES_MODE]) for c in clients))
+    elapsed = time.monotonic() - started
+    assert all(len(r.results) == 3 for r in reports)
+    assert len({c.snapshot.ble_mac for c in clients}) == 4
+    # sequentially this would take 4 x 3 requests x 50 ms; concurrently about one battery's worth
+    assert elapsed < 0.45
+
+
+async def test_ids_wrap_and_never_use_zero(endpoint: UdpEndpoint) -> None:
+    endpoint._next_id = 65_534
+    assert [endpoint.allocate_id() for _ in range(3)] == [65_535, 1, 2]
