@@ -16,7 +16,6 @@ import json
 import resource
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ class TimedEndpoint(UdpEndpoint):
         super().__init__()
         self.round_trips: list[float] = []
 
-    async def request(self, address: tuple[str, int], request_id: int, method: str, params: dict[str, Any],
-                      timeout: float) -> Reply:
+    async def request(
+        self, address: tuple[str, int], request_id: int, method: str, params: dict[str, Any], timeout: float
+    ) -> Reply:
         started = time.perf_counter()
         reply = await super().request(address, request_id, method, params, timeout)
         self.round_trips.append(time.perf_counter() - started)
@@ -61,19 +61,33 @@ def free_udp_port() -> int:
 
 async def run_case(batteries: int, sim_seconds: float, speed: float, loss: float) -> dict[str, float]:
     port = free_udp_port()
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "marstek_webasto_addon", "simulate", "marstek", "--count", str(batteries),
-         "--port", str(port), "--speed", str(speed), "--loss", str(loss)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "marstek_webasto_addon",
+        "simulate",
+        "marstek",
+        "--count",
+        str(batteries),
+        "--port",
+        str(port),
+        "--speed",
+        str(speed),
+        "--loss",
+        str(loss),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert sim.stdout is not None
-        while "batteries running" not in sim.stdout.readline():
+        while b"batteries running" not in await sim.stdout.readline():
             pass
         defaults = Pacing()
         pacing = Pacing(
-            request_gap=defaults.request_gap / speed, write_gap=defaults.write_gap / speed,
-            timeout=defaults.timeout / speed, backoff=tuple(b / speed for b in defaults.backoff),
+            request_gap=defaults.request_gap / speed,
+            write_gap=defaults.write_gap / speed,
+            timeout=defaults.timeout / speed,
+            backoff=tuple(b / speed for b in defaults.backoff),
         )
         settings = LinkSettings(poll_interval=LinkSettings().poll_interval / speed)
         endpoint = await TimedEndpoint.open("127.0.0.1", port)
@@ -86,8 +100,11 @@ async def run_case(batteries: int, sim_seconds: float, speed: float, loss: float
         links = []
         for i in range(batteries):
             host, _ = battery_address("127.0.0.1", i + 1, port)
-            links.append(BatteryLink(f"b{i}", MarstekClient(host, port, endpoint=endpoint, pacing=pacing),
-                                     settings, count))
+            links.append(
+                BatteryLink(
+                    f"b{i}", MarstekClient(host, port, endpoint=endpoint, pacing=pacing), settings, count
+                )
+            )
 
         async def poll_forever(link: BatteryLink) -> None:
             while True:
@@ -123,24 +140,35 @@ async def run_case(batteries: int, sim_seconds: float, speed: float, loss: float
         }
     finally:
         sim.terminate()
-        sim.wait(10)
+        await sim.wait()
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batteries", type=int, default=32)
     parser.add_argument("--sim-seconds", type=float, default=60.0)
     parser.add_argument("--speed", type=float, default=10.0)
     args = parser.parse_args()
     results = [await run_case(args.batteries, args.sim_seconds, args.speed, loss) for loss in (0.0, 20.0)]
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.batteries} batteries, {args.sim_seconds:g} s of device time at {args.speed:g}x, "
-          f"add-on default pacing scaled by the same factor")
+    print(
+        f"{args.batteries} batteries, {args.sim_seconds:g} s of device time at {args.speed:g}x, "
+        f"add-on default pacing scaled by the same factor"
+    )
     header = ("loss", "polls", "CPU ms/poll", "RTT p50 ms", "RTT p99 ms", "incomplete %", "lost %")
     print("  ".join(f"{h:>12}" for h in header))
     for r in results:
-        row = (f"{r['loss_percent']:g} %", r["polls"], r["cpu_ms_per_battery_poll"], r["rtt_p50_ms"], r["rtt_p99_ms"],
-               r["polls_incomplete_percent"], r["polls_lost_percent"])
+        row = (
+            f"{r['loss_percent']:g} %",
+            r["polls"],
+            r["cpu_ms_per_battery_poll"],
+            r["rtt_p50_ms"],
+            r["rtt_p99_ms"],
+            r["polls_incomplete_percent"],
+            r["polls_lost_percent"],
+        )
         print("  ".join(f"{v!s:>12}" for v in row))
     print(f"peak RSS of the polling process: {peak_rss_mb:.1f} MB")
     print(json.dumps({"cases": results, "peak_rss_mb": round(peak_rss_mb, 1)}))

@@ -66,6 +66,8 @@ async def endpoint(udp_port: int) -> AsyncIterator[UdpEndpoint]:
     ep.close()
 
 
-def client_for(sim: MarstekSimulator, endpoint: UdpEndpoint, index: int = 0, pacing: Pacing = FAST) -> MarstekClient:
+def client_for(
+    sim: MarstekSimulator, endpoint: UdpEndpoint, index: int = 0, pacing: Pacing = FAST
+) -> MarstekClient:
     host, port = sim.addresses[index]
     return MarstekClient(host, port, endpoint=endpoint, pacing=pacing)

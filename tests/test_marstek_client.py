@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-async def test_every_method_against_every_profile(profile: str, make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+async def test_every_method_against_every_profile(
+    profile: str, make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1, profile=profile, socs=[63.0])
     sim.frozen = True
     battery = sim.batteries[0]
@@ -61,8 +64,9 @@ async def test_every_method_against_every_profile(profile: str, make_sim: SimFac
     assert report.problems == []
 
 
-async def test_remaining_energy_on_v139_is_rescaled_from_the_wire(make_sim: SimFactory,
-                                                                   endpoint: UdpEndpoint) -> None:
+async def test_remaining_energy_on_v139_is_rescaled_from_the_wire(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1, profile="venus_e3_v139", socs=[86.0])
     client = client_for(sim, endpoint)
     await client.read([Method.GET_DEVICE, Method.BAT_STATUS])
@@ -70,8 +74,9 @@ async def test_remaining_energy_on_v139_is_rescaled_from_the_wire(make_sim: SimF
     assert 15 < (client.snapshot.number("temperature") or 0) < 40
 
 
-async def test_unsupported_methods_are_remembered_and_not_asked_again(make_sim: SimFactory,
-                                                                     endpoint: UdpEndpoint) -> None:
+async def test_unsupported_methods_are_remembered_and_not_asked_again(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1, profile="venus_e2_v155")  # the seed's unit: silent Bat/Wifi/EM, -32601 for PV
     client = client_for(sim, endpoint)
     for _ in range(FAST.silences_before_unsupported):
@@ -87,8 +92,9 @@ async def test_unsupported_methods_are_remembered_and_not_asked_again(make_sim: 
         await client.call(Method.BAT_STATUS)
 
 
-async def test_silence_of_an_offline_battery_does_not_mark_methods_unsupported(make_sim: SimFactory,
-                                                                                endpoint: UdpEndpoint) -> None:
+async def test_silence_of_an_offline_battery_does_not_mark_methods_unsupported(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1)
     client = client_for(sim, endpoint)
     await client.read([Method.GET_DEVICE])
@@ -125,7 +131,9 @@ async def test_setpoints_are_clamped_to_the_model_limits(make_sim: SimFactory, e
     assert sent == {"power": 1500, "cd_time": 86_400}
 
 
-async def test_ignored_first_setmode_is_resent_until_applied(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+async def test_ignored_first_setmode_is_resent_until_applied(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1, socs=[60.0], quirks=Quirks(ignore_first_setmode=True))
     client = client_for(sim, endpoint)
     await client.read([Method.GET_DEVICE])
@@ -135,8 +143,9 @@ async def test_ignored_first_setmode_is_resent_until_applied(make_sim: SimFactor
     assert sim.batteries[0].mode == "Passive"
 
 
-async def test_battery_leaving_passive_by_itself_is_reported_not_applied(make_sim: SimFactory,
-                                                                         endpoint: UdpEndpoint) -> None:
+async def test_battery_leaving_passive_by_itself_is_reported_not_applied(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1, socs=[60.0], quirks=Quirks(leave_passive_after_s=0.05))
     client = client_for(sim, endpoint)
     await client.read([Method.GET_DEVICE])
@@ -187,7 +196,9 @@ async def test_system_setters(make_sim: SimFactory, endpoint: UdpEndpoint) -> No
     assert battery.ble_advertising is False
 
 
-async def test_setters_missing_on_older_firmware_are_rejected(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+async def test_setters_missing_on_older_firmware_are_rejected(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1, profile="venus_e2_v156")
     client = client_for(sim, endpoint)
     await client.read([Method.GET_DEVICE])
@@ -208,7 +219,8 @@ async def test_manual_slot_write_all_and_clear(make_sim: SimFactory, endpoint: U
     outcomes = await client.write_schedule([ManualSlot(0, "22:00", "06:00", 127, -800)])
     assert all(o.ok for o in outcomes)
     assert len(outcomes) == 10
-    assert battery.slots[0].enabled and battery.slots[0].power == -800
+    assert battery.slots[0].enabled
+    assert battery.slots[0].power == -800
     assert not battery.slots[3].enabled  # write_schedule writes every slot
     assert client.schedule[0].power == -800
     await client.set_mode(AutoMode())
@@ -220,8 +232,9 @@ async def test_manual_slot_write_all_and_clear(make_sim: SimFactory, endpoint: U
     assert all(not slot.enabled for slot in client.schedule.values())
 
 
-async def test_clear_schedules_survives_acked_but_ignored_writes(make_sim: SimFactory,
-                                                                  endpoint: UdpEndpoint) -> None:
+async def test_clear_schedules_survives_acked_but_ignored_writes(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1, quirks=Quirks(ignore_first_setmode=True))
     battery = sim.batteries[0]
     for slot in battery.slots:
@@ -297,7 +310,9 @@ async def test_busy_api_port_falls_back_to_an_ephemeral_port(udp_port: int) -> N
         blocker.close()
 
 
-async def test_pacing_one_request_in_flight_and_a_minimum_gap(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+async def test_pacing_one_request_in_flight_and_a_minimum_gap(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(1)
     host, port = sim.addresses[0]
     pacing = FAST.__class__(request_gap=0.05, timeout=0.5)
@@ -311,18 +326,21 @@ async def test_pacing_one_request_in_flight_and_a_minimum_gap(make_sim: SimFacto
 
     sim.batteries[0].handle = recording  # type: ignore[method-assign]
     await asyncio.gather(*(client.call(Method.ES_MODE) for _ in range(6)))
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert len(stamps) == 6
     assert min(gaps) >= 0.045
 
 
-async def test_batteries_are_polled_concurrently_each_at_its_own_pace(make_sim: SimFactory,
-                                                                       endpoint: UdpEndpoint) -> None:
+async def test_batteries_are_polled_concurrently_each_at_its_own_pace(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
     sim = await make_sim(4)
     pacing = FAST.__class__(request_gap=0.05, timeout=0.5)
     clients = [client_for(sim, endpoint, i, pacing) for i in range(4)]
     started = time.monotonic()
-    reports = await asyncio.gather(*(c.read([Method.GET_DEVICE, Method.ES_STATUS, Method.ES_MODE]) for c in clients))
+    reports = await asyncio.gather(
+        *(c.read([Method.GET_DEVICE, Method.ES_STATUS, Method.ES_MODE]) for c in clients)
+    )
     elapsed = time.monotonic() - started
     assert all(len(r.results) == 3 for r in reports)
     assert len({c.snapshot.ble_mac for c in clients}) == 4

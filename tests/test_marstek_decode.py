@@ -44,8 +44,16 @@ def test_unknown_models_get_the_conservative_power_limit() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "mode"),
-    [("Auto", Mode.AUTO), ("Ups", Mode.UPS), ("UPS", Mode.UPS), (3, Mode.PASSIVE), (2.0, Mode.MANUAL), ("x", None),
-     (True, None), (None, None)],
+    [
+        ("Auto", Mode.AUTO),
+        ("Ups", Mode.UPS),
+        ("UPS", Mode.UPS),
+        (3, Mode.PASSIVE),
+        (2.0, Mode.MANUAL),
+        ("x", None),
+        (True, None),
+        (None, None),
+    ],
 )
 def test_mode_strings_and_ints(raw: object, mode: Mode | None) -> None:
     assert parse_mode(raw) is mode
@@ -92,8 +100,9 @@ def test_battery_power_sign_is_home_assistants_when_derived_and_when_reported() 
     derived = decode_values({Method.ES_STATUS: {"ongrid_power": -984.0}}, E3_150)
     assert derived["ac_power"] == -984  # charging: negative
     assert derived["battery_power"] == -984
-    reported = decode_values({Method.ES_STATUS: {"ongrid_power": -984.0, "bat_power": 9500.0}},
-                             identify("VenusE", 153))
+    reported = decode_values(
+        {Method.ES_STATUS: {"ongrid_power": -984.0, "bat_power": 9500.0}}, identify("VenusE", 153)
+    )
     assert reported["battery_power"] == pytest.approx(-950)  # wire + = charging in deci-W
 
 
@@ -104,9 +113,13 @@ def test_soc_falls_back_to_bat_status_when_es_status_is_missing() -> None:
 
 def test_snapshot_keeps_values_of_methods_not_read_this_time_and_rederives() -> None:
     first = BatterySnapshot().merged(
-        {Method.GET_DEVICE: {"device": "Venus A", "ver": 148},
-         Method.PV_STATUS: {"pv1_power": 1000.0, "pv2_power": 0.0, "pv3_power": 0.0, "pv4_power": 0.0},
-         Method.ES_STATUS: {"ongrid_power": 0.0, "bat_soc": 50.0}}, [])
+        {
+            Method.GET_DEVICE: {"device": "Venus A", "ver": 148},
+            Method.PV_STATUS: {"pv1_power": 1000.0, "pv2_power": 0.0, "pv3_power": 0.0, "pv4_power": 0.0},
+            Method.ES_STATUS: {"ongrid_power": 0.0, "bat_soc": 50.0},
+        },
+        [],
+    )
     assert first.number("battery_power") == pytest.approx(-100)
     second = first.merged({Method.ES_MODE: {"ongrid_power": 100.0, "mode": "Passive"}}, [])
     assert second.number("pv_power") == pytest.approx(100)  # kept from the first read

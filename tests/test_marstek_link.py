@@ -24,13 +24,19 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def settings(port: int, **overrides: float) -> LinkSettings:
-    values: dict[str, float] = {"poll_interval": 0.05, "offline_after": 2, "rediscovery_timeout": 1.0,
-                                "rediscovery_interval": 0.1, **overrides}
+    values: dict[str, float] = {
+        "poll_interval": 0.05,
+        "offline_after": 2,
+        "rediscovery_timeout": 1.0,
+        "rediscovery_interval": 0.1,
+        **overrides,
+    }
     return LinkSettings(rediscovery_targets=tuple(expand_targets(["127.0.0.0/27"], port)), **values)  # type: ignore[arg-type]
 
 
-async def test_discovery_finds_three_batteries_once_each(make_sim: SimFactory, endpoint: UdpEndpoint,
-                                                         udp_port: int) -> None:
+async def test_discovery_finds_three_batteries_once_each(
+    make_sim: SimFactory, endpoint: UdpEndpoint, udp_port: int
+) -> None:
     sim = await make_sim(3)
     found = await discover(endpoint, expand_targets(["127.0.0.0/27"], udp_port), timeout=1.0, repeat=0.3)
     assert [b.host for b in found] == ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
@@ -40,27 +46,36 @@ async def test_discovery_finds_three_batteries_once_each(make_sim: SimFactory, e
     assert len({b.key for b in found}) == 3
 
 
-async def test_discovery_stops_early_when_the_wanted_battery_answers(make_sim: SimFactory, endpoint: UdpEndpoint,
-                                                                     udp_port: int) -> None:
+async def test_discovery_stops_early_when_the_wanted_battery_answers(
+    make_sim: SimFactory, endpoint: UdpEndpoint, udp_port: int
+) -> None:
     sim = await make_sim(3)
     wanted = sim.batteries[1].ble_mac
     loop = asyncio.get_running_loop()
     started = loop.time()
-    found = await discover(endpoint, expand_targets(["127.0.0.12"], udp_port), timeout=5.0,
-                           stop_when=lambda b: b.ble_mac == wanted)
+    found = await discover(
+        endpoint,
+        expand_targets(["127.0.0.12"], udp_port),
+        timeout=5.0,
+        stop_when=lambda b: b.ble_mac == wanted,
+    )
     assert loop.time() - started < 1.0
     assert [b.ble_mac for b in found] == [wanted]
 
 
 def test_targets_accept_addresses_ports_and_blocks() -> None:
-    assert expand_targets(["127.0.0.5", "127.0.0.6:40000"], 30000) == [("127.0.0.5", 30000), ("127.0.0.6", 40000)]
+    assert expand_targets(["127.0.0.5", "127.0.0.6:40000"], 30000) == [
+        ("127.0.0.5", 30000),
+        ("127.0.0.6", 40000),
+    ]
     assert len(expand_targets(["127.0.0.0/30"], 1)) == 2
     with pytest.raises(ValueError, match="at most"):
         expand_targets(["10.0.0.0/8"], 1)
 
 
-async def test_battery_that_changes_ip_is_found_again_by_ble_mac(make_sim: SimFactory, endpoint: UdpEndpoint,
-                                                                 udp_port: int) -> None:
+async def test_battery_that_changes_ip_is_found_again_by_ble_mac(
+    make_sim: SimFactory, endpoint: UdpEndpoint, udp_port: int
+) -> None:
     sim = await make_sim(2)
     link = BatteryLink("FaseA", client_for(sim, endpoint, 0), settings(udp_port))
     assert await link.poll_once()
@@ -77,9 +92,9 @@ async def test_battery_that_changes_ip_is_found_again_by_ble_mac(make_sim: SimFa
     assert link.snapshot.ble_mac == mac
 
 
-async def test_another_battery_at_our_address_is_not_mistaken_for_ours(make_sim: SimFactory,
-                                                                       endpoint: UdpEndpoint,
-                                                                       udp_port: int) -> None:
+async def test_another_battery_at_our_address_is_not_mistaken_for_ours(
+    make_sim: SimFactory, endpoint: UdpEndpoint, udp_port: int
+) -> None:
     sim = await make_sim(2)
     link = BatteryLink("FaseA", client_for(sim, endpoint, 0), settings(udp_port))
     assert await link.poll_once()
@@ -96,11 +111,14 @@ async def test_another_battery_at_our_address_is_not_mistaken_for_ours(make_sim:
     assert link.online
 
 
-async def test_battery_goes_offline_and_comes_back_by_itself(make_sim: SimFactory, endpoint: UdpEndpoint,
-                                                             udp_port: int) -> None:
+async def test_battery_goes_offline_and_comes_back_by_itself(
+    make_sim: SimFactory, endpoint: UdpEndpoint, udp_port: int
+) -> None:
     sim = await make_sim(1)
     updates: list[bool] = []
-    link = BatteryLink("FaseA", client_for(sim, endpoint, 0), settings(udp_port), lambda lk: updates.append(lk.online))
+    link = BatteryLink(
+        "FaseA", client_for(sim, endpoint, 0), settings(udp_port), lambda lk: updates.append(lk.online)
+    )
     assert await link.poll_once()
     sim.outage(0, 60)
     assert await link.poll_once()  # one failed poll is tolerated (WiFi loses packets)
@@ -111,16 +129,24 @@ async def test_battery_goes_offline_and_comes_back_by_itself(make_sim: SimFactor
         if await link.poll_once():
             break
     assert link.online
-    assert updates[0] is True and False in updates and updates[-1] is True
+    assert updates[0] is True
+    assert False in updates
+    assert updates[-1] is True
 
 
 async def test_fleet_polls_every_battery_concurrently(make_sim: SimFactory, udp_port: int) -> None:
     sim = await make_sim(3, socs=[100.0, 22.0, 97.0])
-    configs = [BatteryConfig(f"Fase{c}", host, port) for c, (host, port) in zip("ABC", sim.addresses, strict=True)]
+    configs = [
+        BatteryConfig(f"Fase{c}", host, port) for c, (host, port) in zip("ABC", sim.addresses, strict=True)
+    ]
     seen: set[str] = set()
-    async with BatteryFleet(configs, local_host="127.0.0.1", pacing=FAST,
-                            settings=LinkSettings(poll_interval=0.05),
-                            on_update=lambda link: seen.add(link.name)) as fleet:
+    async with BatteryFleet(
+        configs,
+        local_host="127.0.0.1",
+        pacing=FAST,
+        settings=LinkSettings(poll_interval=0.05),
+        on_update=lambda link: seen.add(link.name),
+    ) as fleet:
         task = asyncio.create_task(fleet.run())
         for _ in range(100):
             if seen == {"FaseA", "FaseB", "FaseC"}:
@@ -177,8 +203,11 @@ async def test_garbage_replies_give_clear_errors_and_the_poll_loop_survives(
 ) -> None:
     quick = FAST.__class__(request_gap=0.001, timeout=0.05, attempts=2, backoff=(0.01,))
     async with rogue_device(udp_port, answer) as host:
-        link = BatteryLink("Rogue", MarstekClient(host, udp_port, endpoint=endpoint, pacing=quick),
-                           LinkSettings(poll_interval=0.01, offline_after=1))
+        link = BatteryLink(
+            "Rogue",
+            MarstekClient(host, udp_port, endpoint=endpoint, pacing=quick),
+            LinkSettings(poll_interval=0.01, offline_after=1),
+        )
         polls = 0
 
         def count(_: BatteryLink) -> None:
@@ -201,12 +230,22 @@ async def test_garbage_replies_give_clear_errors_and_the_poll_loop_survives(
     assert reason in link.last_error
 
 
-async def test_wrong_types_and_unknown_fields_lose_only_the_bad_values(endpoint: UdpEndpoint, udp_port: int) -> None:
+async def test_wrong_types_and_unknown_fields_lose_only_the_bad_values(
+    endpoint: UdpEndpoint, udp_port: int
+) -> None:
     def answer(request: dict[str, object]) -> bytes:
         if request["method"] == "Marstek.GetDevice":
             return envelope(request, {"device": "VenusE 3.0", "ver": 150, "ble_mac": "02a1b2c3d4ff"})
-        return envelope(request, {"id": 0, "bat_soc": "fifty", "ongrid_power": -300, "surprise": [1, 2],
-                                  "total_grid_input_energy": {"nested": True}})
+        return envelope(
+            request,
+            {
+                "id": 0,
+                "bat_soc": "fifty",
+                "ongrid_power": -300,
+                "surprise": [1, 2],
+                "total_grid_input_energy": {"nested": True},
+            },
+        )
 
     async with rogue_device(udp_port, answer) as host:
         client = MarstekClient(host, udp_port, endpoint=endpoint, pacing=FAST)

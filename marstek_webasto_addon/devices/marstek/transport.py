@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from .protocol import MAX_DATAGRAM, MAX_ID, Echo, MalformedReply, Reply, decode_datagram, encode_request
 
@@ -55,7 +55,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     # lifecycle --------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, local_host: str = "0.0.0.0", local_port: int = 30000) -> UdpEndpoint:
+    async def open(cls, local_host: str = "0.0.0.0", local_port: int = 30000) -> Self:
         """Bind the API port with address reuse; when it is taken, fall back to an ephemeral port.
 
         Early HMG-50 firmware only answers to port 30000 (Q18), so the API port is tried first; other
