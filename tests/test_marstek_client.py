@@ -9,7 +9,7 @@ import time
 import pytest
 
 from marstek_webasto_addon.devices.marstek.client import MarstekClient, WriteStatus
-from marstek_webasto_addon.devices.marstek.commands import AutoMode, ManualSlot, PassiveMode, UpsMode
+from marstek_webasto_addon.devices.marstek.commands import AiMode, AutoMode, ManualSlot, PassiveMode, UpsMode
 from marstek_webasto_addon.devices.marstek.datapoints import READ_METHODS, Method
 from marstek_webasto_addon.devices.marstek.firmware import Mode
 from marstek_webasto_addon.devices.marstek.protocol import MethodNotFound, RequestTimeout, UnsupportedMethod
@@ -162,6 +162,14 @@ async def test_unsupported_mode_is_rejected(make_sim: SimFactory, endpoint: UdpE
     outcome = await client.set_mode(UpsMode())
     assert outcome.status is WriteStatus.REJECTED
     assert "set_result false" in outcome.detail
+
+
+async def test_ai_mode(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    sim = await make_sim(1)
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    assert (await client.set_mode(AiMode())).ok
+    assert sim.batteries[0].mode == "AI"
 
 
 async def test_ups_mode_on_v150(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:

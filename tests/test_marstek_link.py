@@ -171,7 +171,9 @@ async def rogue_device(port: int, answer: Callable[[dict[str, object]], bytes]) 
             self.transport = transport
 
         def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            self.transport.sendto(answer(json.loads(data)), addr)  # type: ignore[attr-defined]
+            reply = answer(json.loads(data))
+            if reply:
+                self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -181,6 +183,26 @@ async def rogue_device(port: int, answer: Callable[[dict[str, object]], bytes]) 
         yield host
     finally:
         transport.close()
+
+
+async def test_replies_from_another_source_port_of_the_device_are_accepted(
+    endpoint: UdpEndpoint, udp_port: int
+) -> None:
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.31", 0))  # the device answers from an ephemeral port, not the API port
+
+    def answer(request: dict[str, object]) -> bytes:
+        sender.sendto(
+            envelope(request, {"id": 0, "mode": "Auto", "ongrid_power": 5}), ("127.0.0.1", udp_port)
+        )
+        return b""
+
+    try:
+        async with rogue_device(udp_port, answer) as host:
+            result = await MarstekClient(host, udp_port, endpoint=endpoint, pacing=FAST).call(Method.ES_MODE)
+    finally:
+        sender.close()
+    assert result["mode"] == "Auto"
 
 
 def envelope(request: dict[str, object], result: object) -> bytes:
