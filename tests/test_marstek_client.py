@@ -8,13 +8,14 @@ import time
 
 import pytest
 
-from marstek_webasto_addon.devices.marstek.client import MarstekClient, WriteStatus
+from marstek_webasto_addon.devices.marstek.client import MarstekClient
 from marstek_webasto_addon.devices.marstek.commands import AiMode, AutoMode, ManualSlot, PassiveMode, UpsMode
 from marstek_webasto_addon.devices.marstek.datapoints import READ_METHODS, Method
 from marstek_webasto_addon.devices.marstek.firmware import Mode
 from marstek_webasto_addon.devices.marstek.protocol import MethodNotFound, RequestTimeout, UnsupportedMethod
 from marstek_webasto_addon.devices.marstek.simulator import PROFILES, Quirks
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+from marstek_webasto_addon.devices.outcome import WriteStatus
 
 from .conftest import FAST, SimFactory, client_for
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import demo, marstek
+from . import demo, marstek, webasto
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         for name, group in groups.items()
     }
     marstek.register(devices)
+    webasto.register(devices)
     demo.register(commands)
     return parser
 
@@ -39,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level != "debug":
+        # pymodbus logs every timeout and refused connection at ERROR; our own messages say it better.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         result: int = asyncio.run(args.handler(args))
     except KeyboardInterrupt:

@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from ..outcome import WriteOutcome, WriteStatus
 from .commands import (
     DOD_MAX,
     DOD_MIN,
@@ -67,25 +67,6 @@ class Pacing:
     clear_passes: int = 2  # slots cannot be read back and a write can be acked yet ignored (Q12)
     silences_before_unsupported: int = 3  # full timeouts while the device answers other methods
     unsupported_recheck: float = 3600.0
-
-
-class WriteStatus(StrEnum):
-    APPLIED = "applied"
-    NOT_APPLIED = "not_applied"
-    REJECTED = "rejected"
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    status: WriteStatus
-    command: str
-    attempts: int
-    detail: str
-    clamped: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status is WriteStatus.APPLIED
 
 
 @dataclass
@@ -158,7 +139,7 @@ class MarstekClient:
         _LOG.info("battery %s moved from %s to %s", self.snapshot.ble_mac or "?", self.host, host)
         self.host = host
 
-    # unsupported-method memory ----------------------------------------------------------------
+    # unsupported-method memory --------------------------------------------------------------------
 
     def is_unsupported(self, method: Method) -> bool:
         marked = self._unsupported.get(method)
@@ -196,7 +177,7 @@ class MarstekClient:
                 method, f"no answer {self._silences[method]} times while other methods answer"
             )
 
-    # requests ---------------------------------------------------------------------------------
+    # requests -------------------------------------------------------------------------------------
 
     async def call(
         self, method: Method, params: dict[str, Any] | None = None, *, write: bool = False
@@ -278,7 +259,7 @@ class MarstekClient:
         if attempt + 1 < self.pacing.attempts and self.pacing.backoff:
             await asyncio.sleep(self.pacing.backoff[min(attempt, len(self.pacing.backoff) - 1)])
 
-    # reads ------------------------------------------------------------------------------------
+    # reads ----------------------------------------------------------------------------------------
 
     async def read(self, methods: Iterable[Method] = READ_METHODS) -> ReadReport:
         """Read these methods one after the other; update `snapshot`. Errors are collected, not raised."""
@@ -341,7 +322,7 @@ class MarstekClient:
         power, soc = fields.get("ongrid_power"), fields.get("bat_soc")
         return Observation(parse_mode(fields.get("mode")), power, soc)
 
-    # writes -----------------------------------------------------------------------------------
+    # writes ---------------------------------------------------------------------------------------
 
     async def set_mode(self, command: ModeCommand) -> WriteOutcome:
         """ES.SetMode, resent until the effect is seen or the attempts run out."""
@@ -427,7 +408,7 @@ class MarstekClient:
             Method.BLE_ADV, {"enable": 0 if on else 1}, f"BLE advertising {'on' if on else 'off'}"
         )
 
-    # manual schedules -------------------------------------------------------------------------
+    # manual schedules -----------------------------------------------------------------------------
 
     async def write_slot(self, slot: ManualSlot) -> WriteOutcome:
         return await self.set_mode(slot)

@@ -52,7 +52,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             "parse_errors": 0,
         }
 
-    # lifecycle --------------------------------------------------------------------------------
+    # lifecycle ------------------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, local_host: str = "0.0.0.0", local_port: int = 30000) -> Self:
@@ -93,7 +93,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def is_open(self) -> bool:
         return self._transport is not None
 
-    # sending ----------------------------------------------------------------------------------
+    # sending --------------------------------------------------------------------------------------
 
     def allocate_id(self) -> int:
         """Ids 1..65535, wrapping, never 0 (the firmware's parse-error id) and never one still in flight."""
@@ -134,7 +134,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         finally:
             self._listeners.pop(request_id, None)
 
-    # receiving --------------------------------------------------------------------------------
+    # receiving ------------------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         address: Address = (str(addr[0]), int(addr[1]))

@@ -128,7 +128,7 @@ class SimulatedBattery:
             case _:  # UPS holds the charge
                 return 0.0
 
-    # protocol ---------------------------------------------------------------------------------
+    # protocol -------------------------------------------------------------------------------------
 
     def handle(self, data: bytes, sender: Address, now_s: float) -> list[tuple[bytes, Address]]:
         """Answer one request datagram: zero, one or (with the duplicate quirk) two replies."""

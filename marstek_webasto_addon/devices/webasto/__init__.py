@@ -1,0 +1,1 @@
+"""Webasto/Ampure NEXT and UNITE (Vestel EVC04) wallboxes over Modbus TCP."""

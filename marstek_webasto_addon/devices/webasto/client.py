@@ -1,0 +1,489 @@
+"""Async Modbus TCP client for one Webasto/Ampure NEXT or UNITE wallbox.
+
+One connection, one transaction at a time, no automatic reconnection inside pymodbus (the link owns that,
+with backoff, after closing the socket). Static data is read at connect; each poll follows a read plan
+computed from the register table. Every write is validated, clamped within the documented limits, logged,
+and, where the box allows a read-back, verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from ..outcome import WriteOutcome, WriteStatus
+from .codec import Value, decode, encode
+from .readplan import ReadPlan, ReadRequest
+from .registers import FC, RULES, Cadence, ModelRules, Register, WallboxModel
+
+_LOG = logging.getLogger(__name__)
+
+DEFAULT_PORT = 502
+DEFAULT_UNIT = 255
+HARD_MAX_CURRENT = 63  # no EVSE goes beyond this; anything higher is a mistake, not a wish
+DEFAULT_MIN_CURRENT = 6
+FAILSAFE_TIMEOUT_RANGE = (6, 600)  # s; the UNITE checks the alive bit every T/2, at least every 3 s
+UNSET_TIMEOUT_S = 20.0  # a box that reads 2002 = 0 behaves as if 20 s were set
+
+
+class WallboxError(Exception):
+    """Base class for everything that goes wrong talking to a wallbox."""
+
+
+class WallboxUnavailable(WallboxError):
+    """Not connected, and connecting failed."""
+
+
+class WallboxLinkError(WallboxError):
+    """The connection failed during a transaction; the socket has been closed."""
+
+
+class WallboxDeviceError(WallboxError):
+    """The box answered with a Modbus exception."""
+
+    NAMES: ClassVar[dict[int, str]] = {
+        1: "illegal function",
+        2: "illegal data address",
+        3: "illegal data value",
+        4: "device failure",
+        6: "device busy",
+    }
+
+    def __init__(self, what: str, code: int) -> None:
+        super().__init__(f"{what}: exception {code} ({self.NAMES.get(code, 'unknown')})")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class WallboxConfig:
+    host: str
+    model: WallboxModel
+    port: int = DEFAULT_PORT
+    unit_id: int = DEFAULT_UNIT
+    timeout: float = 3.0
+    installation_max_current: float | None = None  # what the installer's fuse allows; never exceeded
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.value} at {self.host}:{self.port}"
+
+
+@dataclass
+class WallboxSnapshot:
+    values: dict[str, Value] = field(default_factory=dict)
+    updated_at: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def number(self, key: str) -> float | None:
+        value = self.values.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+
+def parse_firmware(text: str | None) -> tuple[int, ...] | None:
+    """UNITE firmware looks like `v3.187.0-1.0.156.0`: HMI version, then power board."""
+    if not text:
+        return None
+    match = re.match(r"v?(\d+(?:\.\d+)*)", text.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+class WebastoClient:
+    """`await client.connect()`, then `poll()` and the setters; `await client.close()` at the end."""
+
+    def __init__(self, config: WallboxConfig) -> None:
+        self.config = config
+        self.rules: ModelRules = RULES[config.model]
+        self.snapshot = WallboxSnapshot()
+        self.current_setpoint: int | None = None  # last charging current written (A); re-sent on reconnect
+        self.phase_setpoint: str | None = None  # UNITE: 405 reverts on every disconnect
+        self.firmware: tuple[int, ...] | None = None
+        self._client: AsyncModbusTcpClient | None = None
+        self._lock = asyncio.Lock()
+        self._connected_at = 0.0
+        self._gap_reads_refused = False
+        self._plans: dict[Cadence, ReadPlan] = {}
+        self._build_plans()
+
+    # connection -----------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    async def connect(self) -> None:
+        """Connect, read static data, re-send the last set-points. Raises WallboxUnavailable."""
+        if self.connected:
+            return
+        self.drop()
+        cfg = self.config
+        client = AsyncModbusTcpClient(
+            cfg.host,
+            port=cfg.port,
+            timeout=cfg.timeout,
+            retries=0,
+            reconnect_delay=0,
+            name=f"wallbox-{cfg.host}",
+        )
+        if not await client.connect():
+            client.close()
+            raise WallboxUnavailable(
+                f"cannot connect to the {cfg.label}: refused or no answer. The wallbox accepts one Modbus "
+                f"client at a time (is evcc or another integration connected?) and may refuse connections"
+                f" until its fail-safe timeout has passed; check also that Modbus is enabled "
+                f"({'HEMS mode' if cfg.model is WallboxModel.NEXT else 'Modbus TCP in the web UI'})."
+            )
+        self._client = client
+        self._connected_at = time.monotonic()
+        _LOG.info("connected to the %s", cfg.label)
+        try:
+            await self._after_connect()
+        except WallboxError:
+            self.drop()
+            raise
+
+    async def _after_connect(self) -> None:
+        static = [r for r in self.rules.registers if r.cadence is Cadence.STATIC]
+        values, problems = await self._read_plan(ReadPlan.for_registers(static, self.rules))
+        self._merge(values, problems)
+        if self.config.model is WallboxModel.UNITE:
+            firmware = values.get("firmware")
+            self.firmware = parse_firmware(firmware if isinstance(firmware, str) else None)
+        self._build_plans()
+        if self.current_setpoint is not None:
+            _LOG.info(
+                "%s: re-sending the charging current of %d A after connecting",
+                self.config.label,
+                self.current_setpoint,
+            )
+            await self._write("charging_current_setpoint", self.current_setpoint)
+        if self.phase_setpoint is not None and self._supports("phase_switch"):
+            await self._write("phase_switch", self.phase_setpoint)
+
+    def drop(self) -> None:
+        """Close the socket (before any reconnect, so the box never sees two of ours)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def close(self) -> None:
+        self.drop()
+
+    # plans ----------------------------------------------------------------------------------------
+
+    def _supports(self, key: str) -> bool:
+        if not self.rules.has(key):
+            return False
+        needed = self.rules.by_key(key).min_firmware
+        return needed is None or (self.firmware is not None and self.firmware >= needed)
+
+    def _build_plans(self) -> None:
+        usable = [r for r in self.rules.registers if self._supports(r.key)]
+        fast = [r for r in usable if r.cadence is Cadence.FAST]
+        slow = [r for r in usable if r.cadence in (Cadence.FAST, Cadence.SLOW)]
+        self._plans = {Cadence.FAST: self._plan(fast), Cadence.SLOW: self._plan(slow)}
+
+    def _plan(self, registers: Iterable[Register]) -> ReadPlan:
+        plan = ReadPlan.for_registers(registers, self.rules)
+        if self._gap_reads_refused:
+            plan = ReadPlan(tuple(part for request in plan.requests for part in request.contiguous_parts()))
+        return plan
+
+    def plan(self, cadence: Cadence = Cadence.FAST) -> ReadPlan:
+        return self._plans[cadence]
+
+    # transactions ---------------------------------------------------------------------------------
+
+    async def _transaction(self, what: str, fc: FC, address: int, payload: int | list[int]) -> list[int]:
+        if not self.connected:
+            raise WallboxUnavailable(f"not connected to the {self.config.label}")
+        assert self._client is not None
+        client, unit = self._client, self.config.unit_id
+        async with self._lock:
+            try:
+                match fc:
+                    case FC.READ_HOLDING:
+                        assert isinstance(payload, int)
+                        response = await client.read_holding_registers(address, count=payload, device_id=unit)
+                    case FC.READ_INPUT:
+                        assert isinstance(payload, int)
+                        response = await client.read_input_registers(address, count=payload, device_id=unit)
+                    case FC.WRITE_SINGLE:
+                        assert isinstance(payload, list)
+                        response = await client.write_register(address, payload[0], device_id=unit)
+                    case FC.WRITE_MULTIPLE:
+                        assert isinstance(payload, list)
+                        response = await client.write_registers(address, payload, device_id=unit)
+            except (ModbusIOException, ConnectionException, ModbusException, OSError) as exc:
+                self.drop()
+                hint = ""
+                if time.monotonic() - self._connected_at < 2:
+                    hint = " right after connecting: another Modbus client probably holds the box"
+                raise WallboxLinkError(f"{what} on the {self.config.label} failed{hint}: {exc}") from None
+        if response.isError():
+            raise WallboxDeviceError(what, int(getattr(response, "exception_code", 0)))
+        registers = list(getattr(response, "registers", []) or [])
+        if fc in (FC.READ_HOLDING, FC.READ_INPUT) and len(registers) != payload:
+            raise WallboxDeviceError(
+                f"{what}: {len(registers)} registers in the reply instead of {payload}", 0
+            )
+        return registers
+
+    async def _read_request(self, request: ReadRequest) -> list[int]:
+        return await self._transaction(
+            f"read {request.describe()}", request.fc, request.address, request.count
+        )
+
+    async def _read_plan(self, plan: ReadPlan) -> tuple[dict[str, Value], list[str]]:
+        values: dict[str, Value] = {}
+        problems: list[str] = []
+        for request in plan.requests:
+            parts = [request]
+            try:
+                words = await self._read_request(request)
+            except WallboxDeviceError as exc:
+                if exc.code == 2 and len(request.contiguous_parts()) > 1 and not self._gap_reads_refused:
+                    _LOG.warning(
+                        "%s: the box refuses reads across gaps; reading contiguous runs from now on",
+                        self.config.label,
+                    )
+                    self._gap_reads_refused = True
+                    self._build_plans()
+                    sub_values, sub_problems = await self._read_plan(
+                        ReadPlan(tuple(request.contiguous_parts()))
+                    )
+                    values.update(sub_values)
+                    problems.extend(sub_problems)
+                    continue
+                problems.append(str(exc))
+                _LOG.warning("%s: %s; those values are unknown until the next read", self.config.label, exc)
+                values.update({r.key: None for r in request.registers})
+                continue
+            for register in parts[0].registers:
+                offset = register.address - request.address
+                try:
+                    values[register.key] = decode(register, words[offset : offset + register.count])
+                except (ValueError, IndexError) as exc:
+                    problems.append(f"{register.key}: {exc}")
+                    values[register.key] = None
+        return values, problems
+
+    def _merge(self, values: dict[str, Value], problems: list[str]) -> None:
+        self.snapshot = WallboxSnapshot({**self.snapshot.values, **values}, time.monotonic(), problems)
+
+    # reading --------------------------------------------------------------------------------------
+
+    async def poll(self, *, include_slow: bool = False) -> WallboxSnapshot:
+        """Read the fast registers (and the slow ones when asked). A failed group reads as unknown."""
+        if not self.connected:
+            await self.connect()
+        values, problems = await self._read_plan(self._plans[Cadence.SLOW if include_slow else Cadence.FAST])
+        self._merge(values, problems)
+        return self.snapshot
+
+    async def read_key(self, key: str) -> Value:
+        register = self.rules.by_key(key)
+        if not register.readable or register.read_fc is None:
+            raise WallboxDeviceError(f"{key} is write-only on the {self.config.model.value}", 2)
+        words = await self._transaction(f"read {key}", register.read_fc, register.address, register.count)
+        value = decode(register, words)
+        self._merge({key: value}, [])
+        return value
+
+    # writing --------------------------------------------------------------------------------------
+
+    async def _write(self, key: str, value: float | int | str) -> None:
+        register = self.rules.by_key(key)
+        if register.write_fc is None:
+            raise WallboxDeviceError(f"{key} is read-only", 2)
+        await self._transaction(
+            f"write {key}={value}", register.write_fc, register.address, encode(register, value)
+        )
+
+    def _outcome(self, status: WriteStatus, command: str, detail: str, clamped: str = "") -> WriteOutcome:
+        outcome = WriteOutcome(status, command, 1, detail, clamped)
+        level = logging.INFO if outcome.ok else logging.WARNING
+        _LOG.log(
+            level,
+            "%s: %s -> %s: %s%s",
+            self.config.label,
+            command,
+            status.value,
+            detail,
+            f" ({clamped})" if clamped else "",
+        )
+        return outcome
+
+    async def _guarded(self, command: str, write: Callable[[], Awaitable[WriteOutcome]]) -> WriteOutcome:
+        try:
+            return await write()
+        except WallboxDeviceError as exc:
+            return self._outcome(WriteStatus.REJECTED, command, f"the box refused: {exc}")
+        except WallboxError as exc:
+            return self._outcome(WriteStatus.NOT_APPLIED, command, str(exc))
+
+    def current_limits(self) -> tuple[int, int]:
+        """(minimum, maximum) charging current in A: the box's own limits, capped by the installation's."""
+        minimum = int(self.snapshot.number("min_current") or DEFAULT_MIN_CURRENT) or DEFAULT_MIN_CURRENT
+        box = [self.snapshot.number(k) for k in (*self.rules.max_current_keys, "evse_max_current")]
+        known = [b for b in box if b is not None and b > 0]
+        maximum = min(known) if known else float(self.config.installation_max_current or 16)
+        if self.config.installation_max_current is not None:
+            maximum = min(maximum, self.config.installation_max_current)
+        return minimum, max(minimum, math.floor(maximum))
+
+    async def set_charging_current(self, amps: float) -> WriteOutcome:
+        """0 pauses; otherwise between the box's minimum and maximum, never above the installation limit."""
+        command = f"charging current {amps:g} A"
+        minimum, maximum = self.current_limits()
+        if not math.isfinite(amps) or amps < 0 or amps > HARD_MAX_CURRENT:
+            return self._outcome(
+                WriteStatus.REJECTED,
+                command,
+                f"must be 0 (pause) or {minimum}..{maximum} A; {amps:g} A is not a charging current",
+            )
+        if 0 < amps < minimum:
+            return self._outcome(
+                WriteStatus.REJECTED,
+                command,
+                f"{amps:g} A is below the box's minimum of {minimum} A; use 0 to pause",
+            )
+        target = 0 if amps == 0 else min(math.floor(amps), maximum)
+        clamped = "" if target == math.floor(amps) else f"clamped to {target} A (limit {maximum} A)"
+        paused_before = self.current_setpoint == 0
+
+        async def write() -> WriteOutcome:
+            await self._write("charging_current_setpoint", target)
+            self.current_setpoint = target
+            if self.config.model is WallboxModel.UNITE:
+                back = await self.read_key("charging_current_setpoint")
+                if back != target:
+                    why = (
+                        " (the UNITE falls back to 6 A when 0 is written with no vehicle connected)"
+                        if target == 0
+                        else ""
+                    )
+                    return self._outcome(
+                        WriteStatus.NOT_APPLIED, command, f"the box reads back {back} A{why}", clamped
+                    )
+                return self._outcome(WriteStatus.APPLIED, command, "verified by read-back", clamped)
+            if target > 0 and paused_before and self.snapshot.values.get("charge_point_state") == "error":
+                # A NEXT can strand in state 7 after a 0 A pause (reference section 5): restart the session.
+                _LOG.warning(
+                    "%s: stuck in the error state after a pause; restarting the session", self.config.label
+                )
+                await self._write("session_command", 0)
+                await self._write("session_command", 1)
+                return self._outcome(
+                    WriteStatus.APPLIED, command, "accepted; session restarted after a 0 A pause", clamped
+                )
+            return self._outcome(
+                WriteStatus.APPLIED, command, "accepted (the NEXT cannot read it back)", clamped
+            )
+
+        return await self._guarded(command, write)
+
+    async def set_failsafe(
+        self, *, current: float | None = None, timeout_s: float | None = None
+    ) -> WriteOutcome:
+        """Fail-safe current (0 = stop, or min..max) and timeout (6..600 s)."""
+        parts = [
+            f"current {current:g} A" if current is not None else "",
+            f"timeout {timeout_s:g} s" if timeout_s is not None else "",
+        ]
+        command = "fail-safe " + ", ".join(p for p in parts if p)
+        minimum, maximum = self.current_limits()
+        if current is not None and not (current == 0 or minimum <= current <= maximum):
+            return self._outcome(
+                WriteStatus.REJECTED, command, f"fail-safe current must be 0 or {minimum}..{maximum} A"
+            )
+        low, high = FAILSAFE_TIMEOUT_RANGE
+        if timeout_s is not None and not low <= timeout_s <= high:
+            return self._outcome(WriteStatus.REJECTED, command, f"fail-safe timeout must be {low}..{high} s")
+
+        async def write() -> WriteOutcome:
+            wanted: dict[str, int] = {}
+            if current is not None:
+                wanted["failsafe_current"] = math.floor(current)
+            if timeout_s is not None:
+                wanted["failsafe_timeout"] = round(timeout_s)
+            for key, value in wanted.items():
+                await self._write(key, value)
+            for key, value in wanted.items():
+                if (back := await self.read_key(key)) != value:
+                    return self._outcome(WriteStatus.NOT_APPLIED, command, f"{key} reads back {back}")
+            return self._outcome(WriteStatus.APPLIED, command, "verified by read-back")
+
+        return await self._guarded(command, write)
+
+    async def start_session(self) -> WriteOutcome:
+        return await self._session_command(1, "start session")
+
+    async def stop_session(self) -> WriteOutcome:
+        return await self._session_command(2, "stop session")
+
+    async def _session_command(self, value: int, command: str) -> WriteOutcome:
+        if not self.rules.has("session_command"):
+            return self._outcome(
+                WriteStatus.REJECTED, command, f"the {self.config.model.value} has no session command"
+            )
+
+        async def write() -> WriteOutcome:
+            # 5006 is edge-triggered: 0 first re-arms it, so a repeated command acts again.
+            await self._write("session_command", 0)
+            await self._write("session_command", value)
+            return self._outcome(WriteStatus.APPLIED, command, "accepted")
+
+        return await self._guarded(command, write)
+
+    async def set_phases(self, phases: int) -> WriteOutcome:
+        """UNITE 405: 1 or 3 phases (firmware 3.187 and a three-phase installation)."""
+        command = f"{phases} phase{'s' if phases != 1 else ''}"
+        if not self.rules.has("phase_switch"):
+            return self._outcome(WriteStatus.REJECTED, command, "the NEXT has no phase switching over Modbus")
+        if phases not in (1, 3):
+            return self._outcome(WriteStatus.REJECTED, command, "phases must be 1 or 3")
+        if not self._supports("phase_switch"):
+            shown = ".".join(map(str, self.firmware)) if self.firmware else "unknown"
+            return self._outcome(
+                WriteStatus.REJECTED, command, f"needs UNITE firmware 3.187 or later (this box: {shown})"
+            )
+        if phases == 3 and self.snapshot.values.get("phases_installed") == "1":
+            return self._outcome(
+                WriteStatus.REJECTED, command, "the installation is single-phase (register 404)"
+            )
+        label = str(phases)
+
+        async def write() -> WriteOutcome:
+            await self._write("phase_switch", label)
+            self.phase_setpoint = label
+            back = await self.read_key("phase_switch")
+            if back != label:
+                return self._outcome(WriteStatus.NOT_APPLIED, command, f"the box reads back {back} phase(s)")
+            return self._outcome(WriteStatus.APPLIED, command, "verified by read-back")
+
+        return await self._guarded(command, write)
+
+    # keepalive ------------------------------------------------------------------------------------
+
+    @property
+    def failsafe_timeout(self) -> float:
+        value = self.snapshot.number("failsafe_timeout")
+        return float(value) if value else UNSET_TIMEOUT_S
+
+    @property
+    def keepalive_interval(self) -> float:
+        """Often enough for the fail-safe timeout (T/4), never slower than 5 s nor faster than 1 s."""
+        return max(1.0, min(5.0, self.failsafe_timeout / 4))
+
+    async def keepalive(self) -> None:
+        """Write the life bit; the box clears it, and falls back to the fail-safe current if we stop."""
+        await self._write("life_bit", 1)

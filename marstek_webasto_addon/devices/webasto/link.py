@@ -1,0 +1,135 @@
+"""Keeps one wallbox connected and polled, and its life bit renewed.
+
+Two loops share the client (whose lock keeps one transaction at a time): polling with reconnect backoff,
+and the keepalive that writes the life bit often enough for the box's fail-safe timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .client import WallboxError, WallboxSnapshot, WebastoClient
+from .registers import WallboxModel
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WallboxLinkSettings:
+    poll_interval: float = 5.0
+    slow_every: int = 12  # settings and session metadata every 12th poll
+    offline_after: int = 2  # failed polls before the box counts as unavailable
+    reconnect_min: float = 2.0
+    reconnect_max: float = 120.0
+    keepalive: bool = True
+    keepalive_interval: float | None = None  # None: derived from the box's fail-safe timeout
+    stale_after: float = 60.0  # UNITE: its clock register frozen this long means stale data; reconnect
+
+
+class WallboxLink:
+    """`await link.run()` until cancelled. `on_update` is called after every poll attempt."""
+
+    def __init__(
+        self,
+        name: str,
+        client: WebastoClient,
+        settings: WallboxLinkSettings | None = None,
+        on_update: Callable[[WallboxLink], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.settings = settings or WallboxLinkSettings()
+        self.on_update = on_update
+        self.online = False
+        self.failures = 0
+        self.last_error = ""
+        self.keepalives = 0
+        self._polls = 0
+        self._retry_delay = self.settings.reconnect_min
+        self._clock_value: object = None
+        self._clock_changed_at = time.monotonic()
+
+    @property
+    def snapshot(self) -> WallboxSnapshot:
+        return self.client.snapshot
+
+    async def run(self) -> None:
+        keepalive = asyncio.create_task(self._keepalive_loop(), name=f"keepalive-{self.name}")
+        try:
+            while True:
+                ok = await self.poll_once()
+                await asyncio.sleep(self.settings.poll_interval if ok else self._retry_delay)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+            await self.client.close()
+
+    async def poll_once(self) -> bool:
+        try:
+            await self.client.poll(include_slow=self._polls % self.settings.slow_every == 0)
+        except WallboxError as exc:
+            self._failed(str(exc))
+        else:
+            self._polls += 1
+            if not self.online:
+                _LOG.info("%s: online", self.name)
+            self.online, self.failures, self.last_error = True, 0, ""
+            self._retry_delay = self.settings.reconnect_min
+            self._check_stale()
+        if self.on_update is not None:
+            self.on_update(self)
+        return self.online and self.failures == 0
+
+    def _failed(self, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+        self._polls = 0  # re-read everything after a reconnect
+        if self.failures >= self.settings.offline_after and self.online:
+            self.online = False
+            _LOG.warning("%s: unavailable: %s", self.name, error)
+        elif self.failures == 1:
+            _LOG.info("%s: %s", self.name, error)
+        self._retry_delay = (
+            min(self._retry_delay * 2, self.settings.reconnect_max)
+            if self.failures > 1
+            else (self.settings.reconnect_min)
+        )
+
+    def _check_stale(self) -> None:
+        """The UNITE can keep serving old values until the connection is reopened (nymea's check)."""
+        if self.client.config.model is not WallboxModel.UNITE:
+            return
+        clock = self.client.snapshot.values.get("time")
+        now = time.monotonic()
+        if clock != self._clock_value:
+            self._clock_value, self._clock_changed_at = clock, now
+        elif now - self._clock_changed_at > self.settings.stale_after:
+            _LOG.warning(
+                "%s: the wallbox clock has not moved for %.0f s; reconnecting",
+                self.name,
+                now - self._clock_changed_at,
+            )
+            self.client.drop()
+            self._clock_changed_at = now
+
+    def keepalive_interval(self) -> float:
+        return self.settings.keepalive_interval or self.client.keepalive_interval
+
+    async def _keepalive_loop(self) -> None:
+        if not self.settings.keepalive:
+            return
+        while True:
+            await asyncio.sleep(self.keepalive_interval())
+            if not self.client.connected:
+                continue  # the poll loop reconnects; the box is in fail-safe meanwhile, as designed
+            try:
+                await self.client.keepalive()
+                self.keepalives += 1
+            except WallboxError as exc:
+                _LOG.warning("%s: keepalive failed: %s", self.name, exc)
