@@ -30,7 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
     marstek.register(devices)
     webasto.register(devices)
     demo.register(commands)
+    docs_parser = commands.add_parser("docs", help="check or refresh the generated tables in docs/devices.md")
+    docs_parser.add_argument("--write", action="store_true", help="rewrite the file instead of checking it")
+    docs_parser.set_defaults(handler=_docs)
     return parser
+
+
+async def _docs(args: argparse.Namespace) -> int:
+    from .. import docs
+
+    if args.write:
+        print("docs/devices.md updated" if docs.write() else "docs/devices.md is up to date")
+        return 0
+    current = docs.DEVICES_DOC.read_text()
+    if docs.render(current) != current:
+        print("docs/devices.md is out of date: run `python -m marstek_webasto_addon docs --write`")
+        return 1
+    print("docs/devices.md is up to date")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
