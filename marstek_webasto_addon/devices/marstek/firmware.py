@@ -87,6 +87,18 @@ class Firmware:
         return self.family in (Family.VENUS_A, Family.VENUS_D)
 
     @property
+    def has_system_setters(self) -> bool:
+        """UPS mode, DOD.SET, Led.Ctrl and Ble.Adv arrived with firmware 150 (not on the HMG-50 line)."""
+        gen = self.generation
+        if self.family is Family.VENUS_E_MINI:
+            return True
+        return (
+            self.family in (Family.VENUS_E3, Family.VENUS_A, Family.VENUS_D)
+            and gen is not None
+            and gen >= 150
+        )
+
+    @property
     def manual_slots(self) -> int:
         return 6 if self.family is Family.VENUS_E_MINI else 10
 

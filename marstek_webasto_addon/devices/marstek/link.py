@@ -84,9 +84,9 @@ class BatteryLink:
         else:
             errors = "; ".join(str(e) for e in report.errors.values()) or "no reply"
             self._failed(errors)
-        if self.failures >= self.settings.offline_after:
-            await self._maybe_rediscover()
         if self.on_update is not None:
+            self.on_update(self)  # before any search, so "offline" is published at once
+        if self.failures >= self.settings.offline_after and await self._maybe_rediscover() and self.on_update:
             self.on_update(self)
         return self.online
 
@@ -97,11 +97,12 @@ class BatteryLink:
             self.online = False
             _LOG.warning("%s: offline after %d failed polls (%s)", self.name, self.failures, error)
 
-    async def _maybe_rediscover(self) -> None:
+    async def _maybe_rediscover(self) -> bool:
+        """Search the network for this battery's BLE MAC; True when it was found at a new address."""
         mac = self.client.identity
         targets = self.settings.rediscovery_targets
         if not mac or not targets or time.monotonic() < self._next_rediscovery:
-            return
+            return False
         _LOG.info("%s: looking for battery %s on the network", self.name, mac)
         found = await discover(
             self.client.endpoint,
@@ -118,9 +119,11 @@ class BatteryLink:
             _LOG.warning(
                 "%s: battery %s not found; next search in %.0f s", self.name, mac, self._rediscovery_interval
             )
-            return
-        if match.host != self.client.host:
+            return False
+        moved = match.host != self.client.host
+        if moved:
             _LOG.warning("%s: battery %s moved from %s to %s", self.name, mac, self.client.host, match.host)
             self.client.move_to(match.host)
         self.failures = 0
         self._next_rediscovery = 0.0
+        return moved

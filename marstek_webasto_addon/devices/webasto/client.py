@@ -165,7 +165,7 @@ class WebastoClient:
                 self.current_setpoint,
             )
             await self._write("charging_current_setpoint", self.current_setpoint)
-        if self.phase_setpoint is not None and self._supports("phase_switch"):
+        if self.phase_setpoint is not None and self.supports("phase_switch"):
             await self._write("phase_switch", self.phase_setpoint)
 
     def drop(self) -> None:
@@ -179,14 +179,14 @@ class WebastoClient:
 
     # plans ----------------------------------------------------------------------------------------
 
-    def _supports(self, key: str) -> bool:
+    def supports(self, key: str) -> bool:
         if not self.rules.has(key):
             return False
         needed = self.rules.by_key(key).min_firmware
         return needed is None or (self.firmware is not None and self.firmware >= needed)
 
     def _build_plans(self) -> None:
-        usable = [r for r in self.rules.registers if self._supports(r.key)]
+        usable = [r for r in self.rules.registers if self.supports(r.key)]
         fast = [r for r in usable if r.cadence is Cadence.FAST]
         slow = [r for r in usable if r.cadence in (Cadence.FAST, Cadence.SLOW)]
         self._plans = {Cadence.FAST: self._plan(fast), Cadence.SLOW: self._plan(slow)}
@@ -451,7 +451,7 @@ class WebastoClient:
             return self._outcome(WriteStatus.REJECTED, command, "the NEXT has no phase switching over Modbus")
         if phases not in (1, 3):
             return self._outcome(WriteStatus.REJECTED, command, "phases must be 1 or 3")
-        if not self._supports("phase_switch"):
+        if not self.supports("phase_switch"):
             shown = ".".join(map(str, self.firmware)) if self.firmware else "unknown"
             return self._outcome(
                 WriteStatus.REJECTED, command, f"needs UNITE firmware 3.187 or later (this box: {shown})"

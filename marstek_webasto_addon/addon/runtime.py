@@ -1,0 +1,185 @@
+"""Runtime wiring in one place: options -> device links -> bridged devices -> MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ..bridge.devices import BatteryDevice, BridgedDevice, BridgeDevice, SiteDevice, WallboxDevice
+from ..bridge.mqtt import BrokerSettings, MqttBridge
+from ..bridge.topics import Topics
+from ..devices.marstek.client import MarstekClient, Pacing
+from ..devices.marstek.discovery import broadcast_addresses, expand_targets
+from ..devices.marstek.link import BatteryLink, LinkSettings
+from ..devices.marstek.transport import UdpEndpoint
+from ..devices.webasto.client import WallboxConfig, WebastoClient
+from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
+from ..devices.webasto.registers import WallboxModel
+from .options import BatteryOptions, Options, WallboxOptions
+from .state import StateStore
+
+_LOG = logging.getLogger(__name__)
+
+
+def _battery_key(options: BatteryOptions) -> str:
+    return f"battery:{options.name}@{options.host}:{options.port}"
+
+
+def _wallbox_key(options: WallboxOptions) -> str:
+    return f"wallbox:{options.name}@{options.host}:{options.port}/{options.unit_id}"
+
+
+class Runtime:
+    """`async with Runtime(...) as runtime: await runtime.run()`."""
+
+    def __init__(self, options: Options, state: StateStore, broker: BrokerSettings) -> None:
+        self.options = options
+        self.state = state
+        self.broker = broker
+        self.endpoints: dict[int, UdpEndpoint] = {}
+        self.battery_links: list[BatteryLink] = []
+        self.wallbox_links: list[WallboxLink] = []
+        self.batteries: list[BatteryDevice] = []
+        self.wallboxes: list[WallboxDevice] = []
+        self.site: SiteDevice | None = None
+        self.bridge_device = BridgeDevice()
+        self.mqtt: MqttBridge | None = None
+        self._device_of: dict[int, BridgedDevice] = {}
+
+    @property
+    def devices(self) -> list[BridgedDevice]:
+        site: list[BridgedDevice] = [self.site] if self.site else []
+        return [self.bridge_device, *site, *self.batteries, *self.wallboxes]
+
+    async def __aenter__(self) -> Runtime:
+        options = self.options
+        identities = self.state.section("identities")
+        settings = self.state.section("settings")
+        timing = options.timing
+        pacing = Pacing(
+            request_gap=timing.request_gap,
+            write_gap=timing.write_gap,
+            timeout=timing.timeout,
+            backoff=(timing.timeout / 2, timing.timeout),  # the reference's 1.5 s / 3 s at the default 3 s
+            verify_delay=timing.verify_delay,
+        )
+        targets = (
+            expand_targets(options.rediscovery_targets, 0)
+            if options.rediscovery_targets
+            else [(address, 0) for address in broadcast_addresses()]
+        )
+        link_settings = LinkSettings(
+            poll_interval=options.battery_poll_interval,
+            offline_after=options.offline_after,
+            rediscovery_targets=tuple(targets),
+        )
+        for item in options.batteries:
+            if item.port not in self.endpoints:
+                endpoint = await UdpEndpoint.open(options.marstek_bind, item.port)
+                self.endpoints[item.port] = endpoint
+                _LOG.info("Marstek UDP: %s", endpoint.bind_note)
+            key = _battery_key(item)
+            client = MarstekClient(
+                item.host,
+                item.port,
+                endpoint=self.endpoints[item.port],
+                pacing=pacing,
+                ble_mac=item.ble_mac or identities.get(key),
+            )
+            link = BatteryLink(item.name, client, link_settings, self._battery_updated)
+            device = BatteryDevice(link, settings.setdefault(key, {}), self._save)
+            self.battery_links.append(link)
+            self.batteries.append(device)
+            self._device_of[id(link)] = device
+        wallbox_settings = WallboxLinkSettings(
+            poll_interval=options.wallbox_poll_interval, offline_after=options.offline_after
+        )
+        for box in options.wallboxes:
+            config = WallboxConfig(
+                box.host,
+                WallboxModel(box.model),
+                port=box.port,
+                unit_id=box.unit_id,
+                installation_max_current=box.max_current,
+            )
+            wallbox_link = WallboxLink(
+                box.name, WebastoClient(config), wallbox_settings, self._wallbox_updated
+            )
+            wallbox = WallboxDevice(wallbox_link, known_serial=identities.get(_wallbox_key(box)))
+            self.wallbox_links.append(wallbox_link)
+            self.wallboxes.append(wallbox)
+            self._device_of[id(wallbox_link)] = wallbox
+        self.site = SiteDevice(self.batteries)
+        self.mqtt = MqttBridge(
+            self.broker,
+            Topics(options.base_topic, options.discovery_prefix),
+            self.devices,
+            refresh_interval=options.state_refresh_interval,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.mqtt is not None:
+            await self.mqtt.close()
+        for link in self.wallbox_links:
+            await link.client.close()
+        for endpoint in self.endpoints.values():
+            endpoint.close()
+        self._save()
+
+    async def run(self) -> None:
+        assert self.mqtt is not None
+        tasks = [asyncio.create_task(self.mqtt.run(), name="mqtt")]
+        tasks += [asyncio.create_task(link.run(), name=f"battery-{link.name}") for link in self.battery_links]
+        tasks += [asyncio.create_task(link.run(), name=f"wallbox-{link.name}") for link in self.wallbox_links]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # callbacks from the links ------------------------------------------------------------------------------
+
+    def _battery_updated(self, link: BatteryLink) -> None:
+        identity = link.client.identity
+        key = next(_battery_key(o) for o in self.options.batteries if o.name == link.name)
+        identities = self.state.section("identities")
+        if identity and identities.get(key) != identity:
+            identities[key] = identity
+            self._save()
+        self._notify(self._device_of[id(link)])
+        if self.site is not None:
+            self._notify(self.site)
+
+    def _wallbox_updated(self, link: WallboxLink) -> None:
+        serial = link.snapshot.values.get("serial_number")
+        key = next(_wallbox_key(o) for o in self.options.wallboxes if o.name == link.name)
+        identities = self.state.section("identities")
+        if isinstance(serial, str) and serial and identities.get(key) != serial:
+            identities[key] = serial
+            self._save()
+        self._notify(self._device_of[id(link)])
+
+    def _notify(self, device: BridgedDevice) -> None:
+        if self.mqtt is not None:
+            self.mqtt.notify(device)
+
+    def _save(self) -> None:
+        try:
+            self.state.save()
+        except OSError as exc:
+            _LOG.warning("could not save %s: %s", self.state.path, exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the panel and `api/state` show."""
+        return {
+            "batteries": [{"name": d.name, "id": d.device_id, **d.state()} for d in self.batteries],
+            "wallboxes": [{"name": d.name, "id": d.device_id, **d.state()} for d in self.wallboxes],
+            "site": self.site.state() if self.site else {},
+            "mqtt": self.mqtt.status() if self.mqtt else {},
+        }

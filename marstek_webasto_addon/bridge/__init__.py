@@ -1,0 +1,1 @@
+"""Devices -> MQTT -> Home Assistant, and commands back through one validated path."""

@@ -1,0 +1,116 @@
+"""The controls each device offers, declared once. Bounds that depend on the device are filled in later."""
+
+from __future__ import annotations
+
+from .exposes import Component, Expose
+
+CONFIG = "config"
+
+# Battery. Passive power is signed like everything else here: + = discharge, - = charge.
+MODE = Expose("mode", "Mode", Component.SELECT, icon="mdi:battery-sync")
+PASSIVE_POWER = Expose(
+    "passive_power",
+    "Passive power",
+    Component.NUMBER,
+    "W",
+    "power",
+    entity_category=CONFIG,
+    minimum=-2500,
+    maximum=2500,
+    step=50,
+    icon="mdi:flash",
+)
+PASSIVE_DURATION = Expose(
+    "passive_duration",
+    "Passive duration",
+    Component.NUMBER,
+    "min",
+    "duration",
+    entity_category=CONFIG,
+    minimum=1,
+    maximum=1440,
+    step=1,
+)
+CHARGE_NOW = Expose("charge_now", "Charge now", Component.BUTTON, icon="mdi:battery-arrow-up")
+DISCHARGE_NOW = Expose("discharge_now", "Discharge now", Component.BUTTON, icon="mdi:battery-arrow-down")
+STOP = Expose("stop", "Stop", Component.BUTTON, icon="mdi:battery-off")
+CLEAR_SCHEDULES = Expose(
+    "clear_schedules",
+    "Clear manual schedules",
+    Component.BUTTON,
+    entity_category=CONFIG,
+    icon="mdi:calendar-remove",
+)
+DEPTH_OF_DISCHARGE = Expose(
+    "depth_of_discharge",
+    "Depth of discharge",
+    Component.NUMBER,
+    "%",
+    entity_category=CONFIG,
+    minimum=30,
+    maximum=88,
+    step=1,
+    icon="mdi:battery-arrow-down-outline",
+)
+LED = Expose("led", "LED", Component.SWITCH, entity_category=CONFIG, icon="mdi:led-on")
+
+# Wallbox
+CHARGING_CURRENT = Expose(
+    "charging_current",
+    "Charging current",
+    Component.NUMBER,
+    "A",
+    "current",
+    minimum=0,
+    maximum=32,
+    step=1,
+    icon="mdi:current-ac",
+)
+FAILSAFE_CURRENT = Expose(
+    "failsafe_current",
+    "Fail-safe current",
+    Component.NUMBER,
+    "A",
+    "current",
+    entity_category=CONFIG,
+    minimum=0,
+    maximum=32,
+    step=1,
+)
+FAILSAFE_TIMEOUT = Expose(
+    "failsafe_timeout",
+    "Fail-safe timeout",
+    Component.NUMBER,
+    "s",
+    "duration",
+    entity_category=CONFIG,
+    minimum=6,
+    maximum=600,
+    step=1,
+)
+KEEPALIVE = Expose(
+    "keepalive", "Send keepalive", Component.BUTTON, entity_category=CONFIG, icon="mdi:heart-pulse"
+)
+START_SESSION = Expose("start_session", "Start session", Component.BUTTON, icon="mdi:play")
+STOP_SESSION = Expose("stop_session", "Stop session", Component.BUTTON, icon="mdi:stop")
+PHASES = Expose("phases", "Phases", Component.SELECT, options=("1", "3"), icon="mdi:sine-wave")
+
+# On every device
+LAST_COMMAND = Expose(
+    "last_command",
+    "Last command",
+    Component.SENSOR,
+    entity_category="diagnostic",
+    icon="mdi:console",
+    attributes=True,
+)
+CONNECTION = Expose(
+    "connection",
+    "Connection",
+    Component.SENSOR,
+    device_class="enum",
+    entity_category="diagnostic",
+    options=("online", "offline"),
+    icon="mdi:lan-connect",
+    attributes=True,
+)

@@ -1,0 +1,518 @@
+"""Bridged devices: one adapter per physical device (and the site totals, and the bridge itself).
+
+Each turns a device link into what the MQTT bridge and the panel need: a stable id, Home Assistant
+device info, its exposes, a state object, availability, and the execution of validated commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import __version__
+from ..devices.marstek.commands import AiMode, AutoMode, ManualSlot, ModeCommand, PassiveMode, UpsMode
+from ..devices.marstek.datapoints import BATTERY_POINTS
+from ..devices.marstek.firmware import Mode
+from ..devices.marstek.link import BatteryLink
+from ..devices.outcome import WriteOutcome, WriteStatus
+from ..devices.webasto.client import WallboxError
+from ..devices.webasto.link import WallboxLink
+from ..devices.webasto.registers import Cadence, WallboxModel
+from . import controls as c
+from .exposes import Component, Expose, bounded, sensor_from_point, sensor_from_register, state_value
+
+_LOG = logging.getLogger(__name__)
+Settings = dict[str, Any]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "device"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A command outcome as published: what was asked, what happened, when."""
+
+    status: str
+    command: str
+    detail: str
+    at: float
+
+    @property
+    def summary(self) -> str:
+        return f"{self.status}: {self.command}"[:250]
+
+
+class BridgedDevice:
+    """Common parts: last command outcome and connection state."""
+
+    name: str
+    kind: str = "device"
+
+    def __init__(self) -> None:
+        self.last_outcome: Outcome | None = None
+
+    @property
+    def device_id(self) -> str | None:
+        raise NotImplementedError
+
+    def device_info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def exposes(self) -> list[Expose]:
+        raise NotImplementedError
+
+    def values(self) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    def connection_attributes(self) -> dict[str, Any]:
+        return {}
+
+    async def execute(self, key: str, value: Any) -> WriteOutcome:
+        raise NotImplementedError
+
+    def channel(self, key: str) -> str:
+        """Commands on the same channel replace each other while queued (the latest wins)."""
+        return key
+
+    def record(self, outcome: WriteOutcome) -> None:
+        self.last_outcome = Outcome(
+            outcome.status.value,
+            outcome.command,
+            outcome.detail + (f" ({outcome.clamped})" if outcome.clamped else ""),
+            time.time(),
+        )
+
+    def reject(self, command: str, detail: str) -> None:
+        self.last_outcome = Outcome(WriteStatus.REJECTED.value, command, detail, time.time())
+
+    def state(self) -> dict[str, Any]:
+        """The JSON object on the device's state topic: every exposed key, None when unknown."""
+        values = {
+            **self.values(),
+            "last_command": self.last_outcome.summary if self.last_outcome else None,
+            "connection": "online" if self.available else "offline",
+        }
+        state: dict[str, Any] = {}
+        for expose in self.exposes():
+            if expose.component is Component.BUTTON:
+                continue
+            value = state_value(expose, values.get(expose.key))
+            if expose.options and value is not None and value not in expose.options:
+                value = None  # an enum value Home Assistant would refuse
+            state[expose.key] = value
+        return state
+
+    def attributes(self) -> dict[str, dict[str, Any]]:
+        """JSON attributes, for the exposes that have an attributes topic."""
+        outcome = self.last_outcome
+        wanted = {e.key for e in self.exposes() if e.attributes}
+        every = {
+            "last_command": {}
+            if outcome is None
+            else {
+                "status": outcome.status,
+                "command": outcome.command,
+                "detail": outcome.detail,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.at)),
+            },
+            "connection": self.connection_attributes(),
+        }
+        return {key: value for key, value in every.items() if key in wanted}
+
+    def common_exposes(self) -> list[Expose]:
+        return [c.LAST_COMMAND, c.CONNECTION]
+
+
+class BatteryDevice(BridgedDevice):
+    kind = "battery"
+
+    def __init__(
+        self, link: BatteryLink, settings: Settings, save: Callable[[], None] = lambda: None
+    ) -> None:
+        super().__init__()
+        self.link = link
+        self.name = link.name
+        self.settings = settings
+        self.settings.setdefault("passive_power", 1000)
+        self.settings.setdefault("passive_duration", 30)
+        self._save = save
+
+    @property
+    def device_id(self) -> str | None:
+        mac = self.link.client.identity
+        return f"battery_{mac}" if mac else None
+
+    @property
+    def available(self) -> bool:
+        return self.link.online
+
+    def device_info(self) -> dict[str, Any]:
+        firmware = self.link.snapshot.firmware
+        mac = self.link.client.identity or ""
+        info: dict[str, Any] = {
+            "name": self.name,
+            "manufacturer": "Marstek",
+            "model": firmware.model if firmware.family.value != "unknown" else "Venus",
+            "connections": [["bluetooth", ":".join(mac[i : i + 2] for i in range(0, 12, 2))]] if mac else [],
+        }
+        if firmware.ver is not None:
+            info["sw_version"] = str(firmware.ver)
+        return info
+
+    def modes(self) -> tuple[str, ...]:
+        firmware = self.link.snapshot.firmware
+        modes = [Mode.AUTO, Mode.AI, Mode.MANUAL, Mode.PASSIVE]
+        if firmware.has_system_setters:
+            modes.append(Mode.UPS)
+        return tuple(m.value for m in modes)
+
+    def exposes(self) -> list[Expose]:
+        limits = self.link.client.limits
+        # Only what this firmware reports: a Venus E has no PV inputs, only the HMG-50 sends pack voltage.
+        seen = self.link.snapshot.values
+        sensors = [sensor_from_point(p) for p in BATTERY_POINTS if p.key != "mode" and p.key in seen]
+        exposes = [
+            *sensors,
+            Expose(**{**c.MODE.__dict__, "options": self.modes()}),
+            bounded(c.PASSIVE_POWER, -limits.charge_w, limits.discharge_w),
+            c.PASSIVE_DURATION,
+            c.CHARGE_NOW,
+            c.DISCHARGE_NOW,
+            c.STOP,
+            c.CLEAR_SCHEDULES,
+        ]
+        if self.link.snapshot.firmware.has_system_setters:
+            exposes += [c.DEPTH_OF_DISCHARGE, c.LED]
+        return exposes + self.common_exposes()
+
+    def values(self) -> Mapping[str, Any]:
+        snapshot = self.link.snapshot
+        mode = snapshot.mode
+        return {
+            **snapshot.values,
+            "mode": mode.value if mode else None,
+            "passive_power": self.settings.get("passive_power"),
+            "passive_duration": self.settings.get("passive_duration"),
+            "depth_of_discharge": self.settings.get("depth_of_discharge"),
+            "led": self.settings.get("led"),
+        }
+
+    def connection_attributes(self) -> dict[str, Any]:
+        client = self.link.client
+        return {
+            "address": f"{client.host}:{client.port}",
+            "last_error": self.link.last_error or None,
+            "unsupported_methods": [m.value for m in client.unsupported_methods],
+            "problems": self.link.snapshot.problems[-5:],
+            "firmware": self.link.snapshot.firmware.ver,
+        }
+
+    def channel(self, key: str) -> str:
+        # Everything that changes the battery's mode is one channel: the latest request wins.
+        return "mode" if key in ("mode", "charge_now", "discharge_now", "stop", "clear_schedules") else key
+
+    def _passive(self, sign: int) -> PassiveMode:
+        power = abs(int(self.settings["passive_power"])) * sign
+        return PassiveMode(power, int(self.settings["passive_duration"]) * 60)
+
+    def _mode_command(self, mode: str) -> ModeCommand:
+        if mode == "Passive":
+            return self._passive(1 if self.settings["passive_power"] >= 0 else -1)
+        if mode == "Manual":
+            # Manual follows the battery's own schedule; slot 9 takes the disabled placeholder (Q22).
+            return ManualSlot.disabled(9)
+        commands: dict[str, ModeCommand] = {"Auto": AutoMode(), "AI": AiMode(), "UPS": UpsMode()}
+        return commands[mode]
+
+    async def execute(self, key: str, value: Any) -> WriteOutcome:
+        client = self.link.client
+        match key:
+            case "passive_power" | "passive_duration":
+                self.settings[key] = int(value)
+                self._save()
+                return WriteOutcome(
+                    WriteStatus.APPLIED, f"{key} = {int(value)}", 1, "stored for the next command"
+                )
+            case "mode":
+                return await client.set_mode(self._mode_command(str(value)))
+            case "charge_now":
+                return await client.set_mode(self._passive(-1))
+            case "discharge_now":
+                return await client.set_mode(self._passive(1))
+            case "stop":
+                return await client.set_mode(PassiveMode(0, int(self.settings["passive_duration"]) * 60))
+            case "clear_schedules":
+                return await client.clear_schedules()
+            case "depth_of_discharge":
+                outcome = await client.set_dod(int(value))
+                if outcome.ok:
+                    self.settings[key] = int(value)
+                    self._save()
+                return outcome
+            case "led":
+                outcome = await client.set_led(bool(value))
+                if outcome.ok:
+                    self.settings[key] = bool(value)
+                    self._save()
+                return outcome
+        return WriteOutcome(WriteStatus.REJECTED, key, 1, f"{key} is not a battery command")
+
+
+_WALLBOX_CONTROLLED = {
+    "failsafe_current",
+    "failsafe_timeout",
+    "charging_current_setpoint",
+    "phase_switch",
+    "life_bit",
+}
+
+
+class WallboxDevice(BridgedDevice):
+    kind = "wallbox"
+
+    def __init__(self, link: WallboxLink, known_serial: str | None = None) -> None:
+        super().__init__()
+        self.link = link
+        self.name = link.name
+        self.known_serial = known_serial  # learned before: entities exist even while the box is away
+
+    @property
+    def device_id(self) -> str | None:
+        serial = self.link.snapshot.values.get("serial_number") or self.known_serial
+        if isinstance(serial, str) and serial:
+            return f"wallbox_{slug(serial)}"
+        cfg = self.link.client.config
+        if cfg.model is WallboxModel.UNITE and not self.link.online:
+            return None  # its serial is the identity: wait for the first connection
+        return f"wallbox_{slug(cfg.host)}_{cfg.unit_id}"
+
+    @property
+    def available(self) -> bool:
+        return self.link.online
+
+    def device_info(self) -> dict[str, Any]:
+        values, cfg = self.link.snapshot.values, self.link.client.config
+        brand = values.get("brand")
+        info: dict[str, Any] = {
+            "name": self.name,
+            "manufacturer": brand if isinstance(brand, str) and brand else "Webasto",
+            "model": "UNITE" if cfg.model is WallboxModel.UNITE else "NEXT",
+            "configuration_url": f"http://{cfg.host}/",
+        }
+        if isinstance(values.get("firmware"), str):
+            info["sw_version"] = values["firmware"]
+        return info
+
+    def exposes(self) -> list[Expose]:
+        client = self.link.client
+        _, maximum = client.current_limits()
+        registers = [
+            r
+            for r in client.rules.registers
+            if r.readable
+            and r.cadence is not Cadence.NEVER
+            and r.key not in _WALLBOX_CONTROLLED
+            and client.supports(r.key)
+        ]
+        exposes = [sensor_from_register(r) for r in registers]
+        exposes += [
+            bounded(c.CHARGING_CURRENT, 0, maximum),
+            bounded(c.FAILSAFE_CURRENT, 0, maximum),
+            c.FAILSAFE_TIMEOUT,
+            c.KEEPALIVE,
+        ]
+        if client.rules.has("session_command"):
+            exposes += [c.START_SESSION, c.STOP_SESSION]
+        if client.supports("phase_switch"):
+            exposes.append(c.PHASES)
+        return exposes + self.common_exposes()
+
+    def values(self) -> Mapping[str, Any]:
+        values, client = self.link.snapshot.values, self.link.client
+        readable_setpoint = values.get("charging_current_setpoint")
+        return {
+            **values,
+            "charging_current": readable_setpoint
+            if readable_setpoint is not None
+            else client.current_setpoint,
+            "phases": values.get("phase_switch"),
+        }
+
+    def connection_attributes(self) -> dict[str, Any]:
+        cfg = self.link.client.config
+        return {
+            "address": f"{cfg.host}:{cfg.port}",
+            "unit_id": cfg.unit_id,
+            "model": cfg.model.value,
+            "last_error": self.link.last_error or None,
+            "problems": self.link.snapshot.problems[-5:],
+            "keepalive_interval_s": self.link.keepalive_interval(),
+        }
+
+    async def execute(self, key: str, value: Any) -> WriteOutcome:
+        client = self.link.client
+        match key:
+            case "charging_current":
+                return await client.set_charging_current(float(value))
+            case "failsafe_current":
+                return await client.set_failsafe(current=float(value))
+            case "failsafe_timeout":
+                return await client.set_failsafe(timeout_s=float(value))
+            case "keepalive":
+                try:
+                    await client.keepalive()
+                except WallboxError as exc:
+                    return WriteOutcome(WriteStatus.NOT_APPLIED, "keepalive", 1, str(exc))
+                return WriteOutcome(WriteStatus.APPLIED, "keepalive", 1, "life bit written")
+            case "start_session":
+                return await client.start_session()
+            case "stop_session":
+                return await client.stop_session()
+            case "phases":
+                return await client.set_phases(int(value))
+        return WriteOutcome(WriteStatus.REJECTED, key, 1, f"{key} is not a wallbox command")
+
+
+@dataclass(frozen=True)
+class SitePoint:
+    key: str
+    name: str
+    unit: str | None
+    device_class: str | None
+    precision: int | None
+    compute: Callable[[list[BatteryDevice]], float | int | None]
+
+
+def _online(batteries: list[BatteryDevice]) -> list[BatteryDevice]:
+    return [b for b in batteries if b.available]
+
+
+def _numbers(batteries: list[BatteryDevice], key: str) -> list[float]:
+    return [v for b in _online(batteries) if (v := b.link.snapshot.number(key)) is not None]
+
+
+def _weighted_soc(batteries: list[BatteryDevice]) -> float | None:
+    pairs = [
+        (b.link.snapshot.soc, b.link.snapshot.number("rated_capacity") or 1.0) for b in _online(batteries)
+    ]
+    known = [(soc, cap) for soc, cap in pairs if soc is not None]
+    total = sum(cap for _, cap in known)
+    return round(sum(soc * cap for soc, cap in known) / total, 1) if known and total else None
+
+
+def _stored_kwh(batteries: list[BatteryDevice]) -> float | None:
+    parts = _numbers(batteries, "remaining_energy")
+    return round(sum(parts) / 1000, 3) if parts else None
+
+
+SITE_POINTS: tuple[SitePoint, ...] = (
+    SitePoint(
+        "battery_power",
+        "Battery power",
+        "W",
+        "power",
+        0,
+        lambda bs: sum(p) if (p := _numbers(bs, "ac_power")) else None,
+    ),
+    SitePoint("soc_average", "Average state of charge", "%", "battery", 1, _weighted_soc),
+    SitePoint(
+        "soc_min",
+        "Lowest state of charge",
+        "%",
+        "battery",
+        0,
+        lambda bs: min(_numbers(bs, "soc"), default=None),
+    ),
+    SitePoint(
+        "soc_max",
+        "Highest state of charge",
+        "%",
+        "battery",
+        0,
+        lambda bs: max(_numbers(bs, "soc"), default=None),
+    ),
+    SitePoint("stored_energy", "Stored energy", "kWh", "energy_storage", 2, _stored_kwh),
+    SitePoint("batteries_online", "Batteries online", None, None, 0, lambda bs: len(_online(bs))),
+)
+
+
+class SiteDevice(BridgedDevice):
+    """Totals over every battery (and later the meter and the optimiser)."""
+
+    kind = "site"
+
+    def __init__(
+        self,
+        batteries: Iterable[BatteryDevice],
+        extra: Callable[[], tuple[list[Expose], dict[str, Any]]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.batteries = list(batteries)
+        self.name = "Energy site"
+        self.extra = extra
+
+    @property
+    def device_id(self) -> str:
+        return "site"
+
+    def device_info(self) -> dict[str, Any]:
+        return {"name": self.name, "manufacturer": "marstek_webasto_addon", "model": "Site totals"}
+
+    def exposes(self) -> list[Expose]:
+        exposes = [
+            Expose(
+                p.key, p.name, Component.SENSOR, p.unit, p.device_class, "measurement", precision=p.precision
+            )
+            for p in SITE_POINTS
+        ]
+        if self.extra is not None:
+            exposes += self.extra()[0]
+        return exposes
+
+    def values(self) -> Mapping[str, Any]:
+        values: dict[str, Any] = {p.key: p.compute(self.batteries) for p in SITE_POINTS}
+        if self.extra is not None:
+            values.update(self.extra()[1])
+        return values
+
+    def state(self) -> dict[str, Any]:
+        return {e.key: state_value(e, self.values().get(e.key)) for e in self.exposes()}
+
+
+class BridgeDevice(BridgedDevice):
+    kind = "bridge"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "Marstek & Webasto bridge"
+        self.started = time.time()
+
+    @property
+    def device_id(self) -> str:
+        return "bridge"
+
+    def device_info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "manufacturer": "marstek_webasto_addon",
+            "model": "Add-on",
+            "sw_version": __version__,
+        }
+
+    def exposes(self) -> list[Expose]:
+        return [Expose("version", "Version", Component.SENSOR, entity_category="diagnostic", icon="mdi:tag")]
+
+    def values(self) -> Mapping[str, Any]:
+        return {"version": __version__}
+
+    def state(self) -> dict[str, Any]:
+        return {"version": __version__}

@@ -1,0 +1,287 @@
+"""The MQTT side of the bridge: one session to the broker, kept alive for as long as the add-on runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+
+from ..devices.outcome import WriteOutcome
+from .commands import CommandRouter
+from .devices import BridgedDevice
+from .discovery import discovery_messages
+from .topics import Topics
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+
+    def describe(self) -> str:
+        user = f" as {self.username}" if self.username else ""
+        return f"{self.host}:{self.port}{user}"
+
+
+class MqttBridge:
+    """`await bridge.run()` until cancelled. Devices call `notify(device)` when they have news."""
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        topics: Topics,
+        devices: Iterable[BridgedDevice],
+        *,
+        refresh_interval: float = 300.0,
+        scan_seconds: float = 2.0,
+        reconnect_max: float = 60.0,
+        birth_delay: tuple[float, float] = (0.5, 2.0),
+    ) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.devices = list(devices)
+        self.refresh_interval = refresh_interval
+        self.scan_seconds = scan_seconds
+        self.reconnect_max = reconnect_max
+        self.birth_delay = birth_delay
+        self.router = CommandRouter(self.devices_by_id, self._after_command)
+        self.connected = asyncio.Event()
+        self.last_error = ""
+        self.sessions = 0
+        self._client: aiomqtt.Client | None = None
+        self._dirty: set[int] = set()
+        self._wake = asyncio.Event()
+        self._published_state: dict[str, str] = {}
+        self._published_discovery: dict[str, dict[str, str]] = {}  # device id -> topic -> payload
+        self._found_configs: set[str] = set()
+        self._scanning = False
+
+    def devices_by_id(self) -> dict[str, BridgedDevice]:
+        return {d.device_id: d for d in self.devices if d.device_id is not None}
+
+    # lifecycle --------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc)
+                _LOG.warning("MQTT broker %s: %s; reconnecting in %.0f s", self.broker.describe(), exc, delay)
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max)
+            if self.sessions and delay > self.reconnect_max / 2:
+                delay = self.reconnect_max / 2
+
+    async def _session(self) -> None:
+        will = aiomqtt.Will(self.topics.bridge_status, "offline", qos=1, retain=True)
+        identifier = f"{self.topics.namespace}-{random.getrandbits(32):08x}"
+        async with aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            username=self.broker.username or None,
+            password=self.broker.password or None,
+            identifier=identifier,
+            will=will,
+            keepalive=30,
+        ) as client:
+            self._client = client
+            self.sessions += 1
+            self.last_error = ""
+            _LOG.info("connected to the MQTT broker %s", self.broker.describe())
+            await client.subscribe(self.topics.command_filter, qos=1)
+            await client.subscribe(self.topics.ha_status, qos=1)
+            self._found_configs.clear()
+            self._scanning = True
+            await client.subscribe(self.topics.discovery_filter, qos=1)
+            await self.publish_everything()
+            await client.publish(self.topics.bridge_status, "online", qos=1, retain=True)
+            self.connected.set()
+            tasks = [
+                asyncio.create_task(self._publisher(), name="mqtt-publisher"),
+                asyncio.create_task(self._end_scan(), name="mqtt-scan"),
+            ]
+            try:
+                async for message in client.messages:
+                    await self._on_message(message)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def close(self) -> None:
+        """Say goodbye cleanly (the will only fires on an unclean loss)."""
+        await self.router.close()
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.publish(self.topics.bridge_status, "offline", qos=1, retain=True)
+
+    # publishing -------------------------------------------------------------------------------------------
+
+    async def _publish(self, topic: str, payload: str | None, *, retain: bool = True, qos: int = 0) -> None:
+        client = self._client
+        if client is None:
+            return  # everything is published again after the next connect
+        await client.publish(topic, "" if payload is None else payload, qos=qos, retain=retain)
+
+    async def publish_everything(self) -> None:
+        self._published_discovery.clear()
+        self._published_state.clear()
+        for device in self.devices:
+            await self.publish_device(device, force=True)
+
+    async def publish_device(self, device: BridgedDevice, *, force: bool = False) -> None:
+        device_id = device.device_id
+        if device_id is None:
+            return
+        await self._publish_discovery(device)
+        state = json.dumps(device.state(), separators=(",", ":"), default=str)
+        if force or self._published_state.get(device_id) != state:
+            if device.kind in ("battery", "wallbox"):
+                await self._publish(
+                    self.topics.availability(device_id), "online" if device.available else "offline", qos=1
+                )
+            await self._publish(self.topics.state(device_id), state)
+            for key, attributes in device.attributes().items():
+                await self._publish(
+                    self.topics.attributes(device_id, key), json.dumps(attributes, default=str)
+                )
+            self._published_state[device_id] = state
+
+    async def _publish_discovery(self, device: BridgedDevice) -> None:
+        assert device.device_id is not None
+        wanted = {
+            topic: json.dumps(payload, separators=(",", ":"))
+            for topic, payload in discovery_messages(device, self.topics)
+        }
+        before = self._published_discovery.get(device.device_id, {})
+        if wanted == before:
+            return
+        for topic in before.keys() - wanted.keys():
+            await self._publish(topic, None, qos=1)  # an entity the device no longer has
+        for topic, payload in wanted.items():
+            if before.get(topic) != payload:
+                await self._publish(topic, payload, qos=1)
+        self._published_discovery[device.device_id] = wanted
+
+    def notify(self, device: BridgedDevice) -> None:
+        """Called by device links after each poll: publish what changed soon."""
+        self._dirty.add(id(device))
+        self._wake.set()
+
+    async def _publisher(self) -> None:
+        next_refresh = time.monotonic() + self.refresh_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_refresh - time.monotonic()))
+            self._wake.clear()
+            refresh = time.monotonic() >= next_refresh
+            if refresh:
+                next_refresh = time.monotonic() + self.refresh_interval
+            dirty, self._dirty = self._dirty, set()
+            for device in self.devices:
+                if refresh or id(device) in dirty:
+                    await self.publish_device(device, force=refresh)
+            if dirty and not self._scanning:
+                await self._clear_stale()  # identities learned since: nodes may now be known
+
+    async def _after_command(self, device: BridgedDevice, outcome: WriteOutcome | None) -> None:
+        # Always re-publish: a rejected value must snap back to the device's true state in Home Assistant.
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.publish_device(device, force=True)
+
+    # receiving --------------------------------------------------------------------------------------------
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = (
+            message.payload if isinstance(message.payload, bytes | str) else str(message.payload).encode()
+        )
+        if topic == self.topics.ha_status:
+            if payload in (b"online", "online"):
+                asyncio.get_running_loop().call_later(
+                    random.uniform(*self.birth_delay),
+                    lambda: asyncio.ensure_future(self._republish_after_birth()),
+                )
+            return
+        command = self.topics.parse_command(topic)
+        if command is not None:
+            if message.retain:
+                _LOG.warning("ignoring a retained command on %s (commands must never be retained)", topic)
+                return
+            await self.router.submit(*command, payload, source="mqtt")
+            return
+        if self._scanning and self.topics.parse_discovery(topic) is not None and payload:
+            self._found_configs.add(topic)
+
+    async def _republish_after_birth(self) -> None:
+        _LOG.info("Home Assistant came online: publishing discovery and states again")
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.publish_everything()
+
+    # stale topics -----------------------------------------------------------------------------------------
+
+    async def _end_scan(self) -> None:
+        await asyncio.sleep(self.scan_seconds)
+        self._scanning = False
+        if self._client is not None:
+            await self._client.unsubscribe(self.topics.discovery_filter)
+        await self._clear_stale()
+
+    async def _clear_stale(self) -> None:
+        """Clear retained discovery of devices no longer configured and entities no longer offered."""
+        if not self._found_configs:
+            return
+        known = self.devices_by_id()
+        pending_kinds = {d.kind for d in self.devices if d.device_id is None}
+        expected = {topic for wanted in self._published_discovery.values() for topic in wanted}
+        for topic in sorted(self._found_configs - expected):
+            parsed = self.topics.parse_discovery(topic)
+            assert parsed is not None
+            device_id = parsed[0].removeprefix(f"{self.topics.namespace}_")
+            kind = device_id.split("_", 1)[0]
+            if device_id not in known and kind in pending_kinds:
+                continue  # may belong to a configured device that has not answered yet
+            if device_id in known and not known[device_id].available:
+                continue  # an offline device only offers part of its entities until it answers again
+            _LOG.info("removing stale discovery topic %s", topic)
+            await self._publish(topic, None, qos=1)
+            self._found_configs.discard(topic)
+            if device_id not in known:
+                leftovers = [self.topics.state(device_id), self.topics.availability(device_id)]
+                leftovers += [
+                    self.topics.attributes(device_id, key) for key in ("last_command", "connection")
+                ]
+                for leftover in leftovers:
+                    await self._publish(leftover, None, qos=1)
+
+    # panel / tests ----------------------------------------------------------------------------------------
+
+    async def submit(self, device_id: str, key: str, payload: str) -> str | None:
+        return await self.router.submit(device_id, key, payload, source="panel")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected.is_set(),
+            "broker": self.broker.describe(),
+            "last_error": self.last_error,
+            "sessions": self.sessions,
+        }
