@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,14 @@ async def test_every_method_against_every_profile(
     sim = await make_sim(1, profile=profile, socs=[63.0])
     sim.frozen = True
     battery = sim.batteries[0]
+    # Non-zero everything, so every scale and sign is really compared (not zero against zero).
+    battery.physics.ac_in_wh, battery.physics.ac_out_wh, battery.physics.ac_power = (
+        123_456.0,
+        65_432.0,
+        -1234.0,
+    )
+    if battery.profile.pv_channels:
+        battery.physics.pv_w, battery.physics.pv_wh = [123.4, 200.0, 0.0, 50.0], 43_210.0
     client = client_for(sim, endpoint)
     report = await client.read(READ_METHODS)
     prof = PROFILES[profile]
@@ -50,15 +60,23 @@ async def test_every_method_against_every_profile(
     assert s.firmware.ver == prof.ver
     assert s.soc == pytest.approx(physics.soc, abs=1)
     assert s.mode is Mode.AUTO
-    assert s.ac_power == pytest.approx(physics.ac_power, abs=0.5)
+    assert s.ac_power == pytest.approx(-1234, abs=0.5)  # charging: negative
+    expected_battery_power = physics.ac_power - physics.pv_total  # + = discharging
+    assert s.number("battery_power") == pytest.approx(expected_battery_power, abs=1.5)
     if Method.BAT_STATUS in served:
         assert s.number("temperature") == pytest.approx(physics.temperature_c, abs=0.2)
         assert s.number("remaining_energy") == pytest.approx(physics.remaining_wh, rel=0.05, abs=15)
         assert s.number("rated_capacity") == prof.capacity_wh
     if Method.ES_STATUS in served:
-        assert s.number("ac_input_energy") == pytest.approx(physics.ac_in_wh / 1000, abs=0.2)
+        # 0.1 kWh resolution on HMG-50 >= 154, Wh elsewhere
+        assert s.number("ac_input_energy") == pytest.approx(123.456, abs=0.06)
+        assert s.number("ac_output_energy") == pytest.approx(65.432, abs=0.06)
+        if prof.pv_channels and not prof.es_pv_broken:
+            assert s.number("pv_energy") == pytest.approx(43.21, abs=0.06)
     if prof.pv_channels:
-        assert s.number("pv_power") == pytest.approx(physics.pv_total, abs=2)
+        resolution = 0.06 if prof.pv1_scale == 10 else 0.5  # 0.1 W units on Venus A <= 148, W from 150
+        assert s.number("pv1_power") == pytest.approx(123.4, abs=resolution)
+        assert s.number("pv_power") == pytest.approx(373.4, abs=1)
     if Method.EM_STATUS in served:
         assert s.values["ct_connected"] is True
         assert s.number("meter_power") == pytest.approx(sim.site.total_power(), abs=2)
@@ -346,17 +364,149 @@ async def test_batteries_are_polled_concurrently_each_at_its_own_pace(
     sim = await make_sim(4)
     pacing = FAST.__class__(request_gap=0.05, timeout=0.5)
     clients = [client_for(sim, endpoint, i, pacing) for i in range(4)]
-    started = time.monotonic()
+    arrivals: list[tuple[float, int]] = []
+
+    def recorder(
+        index: int, original: Callable[..., list[tuple[bytes, tuple[str, int]]]]
+    ) -> Callable[..., Any]:
+        def recording(
+            data: bytes, sender: tuple[str, int], now_s: float
+        ) -> list[tuple[bytes, tuple[str, int]]]:
+            arrivals.append((time.monotonic(), index))
+            return original(data, sender, now_s)
+
+        return recording
+
+    for index, battery in enumerate(sim.batteries):
+        battery.handle = recorder(index, battery.handle)  # type: ignore[method-assign]
     reports = await asyncio.gather(
         *(c.read([Method.GET_DEVICE, Method.ES_STATUS, Method.ES_MODE]) for c in clients)
     )
-    elapsed = time.monotonic() - started
     assert all(len(r.results) == 3 for r in reports)
     assert len({c.snapshot.ble_mac for c in clients}) == 4
-    # sequentially this would take 4 x 3 requests x 50 ms; concurrently about one battery's worth
-    assert elapsed < 0.45
+    order = [index for _, index in sorted(arrivals)]
+    # concurrent: every battery got its first request before any battery got its second
+    assert set(order[:4]) == {0, 1, 2, 3}
+    for index in range(4):
+        mine = sorted(t for t, i in arrivals if i == index)
+        assert min(b - a for a, b in itertools.pairwise(mine)) >= 0.045  # each at its own pace
 
 
 async def test_ids_wrap_and_never_use_zero(endpoint: UdpEndpoint) -> None:
     endpoint._next_id = 65_534
     assert [endpoint.allocate_id() for _ in range(3)] == [65_535, 1, 2]
+
+
+async def test_a_write_that_reaches_another_battery_is_not_repeated(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    sim = await make_sim(2)
+    client = client_for(sim, endpoint, 0)
+    await client.read([Method.GET_DEVICE])
+    await sim.move(0, "127.0.0.21")
+    await sim.move(1, "127.0.0.11")  # battery B now answers at A's address
+    outcome = await client.set_mode(PassiveMode(-1000, 300))
+    assert outcome.status is WriteStatus.REJECTED
+    assert "another battery" in outcome.detail
+    assert len(sim.batteries[1].setmode_log) == 1  # sent once, never again
+
+
+async def test_silence_never_marks_mode_or_writes_unsupported(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    sim = await make_sim(1)
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    for _ in range(4):
+        sim.outage(0, 30)
+        await client.set_mode(AutoMode())
+        await client.read([Method.ES_MODE])
+        sim.outage(0, 0)
+        await client.read([Method.ES_STATUS])
+    assert not client.is_unsupported(Method.SET_MODE)
+    assert not client.is_unsupported(Method.ES_MODE)
+    assert (await client.set_mode(AutoMode())).ok
+
+
+async def test_a_configured_limit_lowers_the_model_limit_but_never_raises_it(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    from marstek_webasto_addon.devices.marstek.firmware import PowerLimits
+
+    sim = await make_sim(1, socs=[50.0])
+    host, port = sim.addresses[0]
+    raised = MarstekClient(host, port, endpoint=endpoint, pacing=FAST, limits=PowerLimits(5000, 800))
+    await raised.set_mode(PassiveMode(4000, 60))
+    assert sim.batteries[0].setmode_log[-1]["passive_cfg"]["power"] == 800
+    await raised.set_mode(PassiveMode(-4000, 60))
+    assert sim.batteries[0].setmode_log[-1]["passive_cfg"]["power"] == -2500  # the model's own limit
+
+
+async def test_manual_slots_running_now_are_verified_by_power_others_only_accepted(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    from datetime import datetime, timedelta
+
+    sim = await make_sim(1, socs=[50.0])
+    client = client_for(sim, endpoint)
+    await client.read([Method.GET_DEVICE])
+    now = datetime.now()
+    window = (now - timedelta(minutes=2)).strftime("%H:%M"), (now + timedelta(minutes=3)).strftime("%H:%M")
+    if window[0] > window[1]:
+        pytest.skip("the test window would wrap past midnight")
+    sim.clock._start = now - timedelta(seconds=sim.clock.seconds())  # the battery's clock is ours
+    running = await client.write_slot(ManualSlot(0, *window, 127, -900))
+    assert running.status is WriteStatus.APPLIED
+    assert "AC -900 W" in running.detail
+    later = await client.write_slot(ManualSlot(1, "03:00", "03:01", 0, -900))  # no weekday: never runs
+    assert later.status is WriteStatus.ACCEPTED
+    zero = await client.write_slot(ManualSlot(2, "01:00", "02:00", 127, 0))
+    assert zero.status is WriteStatus.REJECTED
+    assert "needs a power" in zero.detail
+
+
+async def test_writes_wait_until_the_battery_identified_itself(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    sim = await make_sim(1, profile="venus_a_v148", socs=[60.0])
+    client = client_for(sim, endpoint)
+    outcome = await client.set_mode(PassiveMode(2000, 60))  # no read before: the client identifies first
+    assert outcome.ok
+    assert sim.batteries[0].setmode_log[-1]["passive_cfg"]["power"] == 1500  # Venus A limit, not the default
+    sim.outage(0, 30)
+    blind = client_for(sim, endpoint)
+    refused = await blind.set_mode(AutoMode())
+    assert refused.status is WriteStatus.REJECTED
+    assert "not identified" in refused.detail
+
+
+async def test_a_battery_configured_by_host_name(make_sim: SimFactory, udp_port: int) -> None:
+    from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
+
+    single = MarstekSimulator.build(1, port=udp_port)
+    sim = MarstekSimulator(single.batteries, [("127.0.0.1", udp_port)], single.site, single.clock)
+    await sim.start()
+    endpoint = await UdpEndpoint.open("127.0.0.1", 0)
+    try:
+        client = MarstekClient("localhost", udp_port, endpoint=endpoint, pacing=FAST)
+        report = await client.read([Method.GET_DEVICE, Method.ES_MODE])
+        assert set(report.results) == {Method.GET_DEVICE, Method.ES_MODE}
+        assert client.address == ("127.0.0.1", udp_port)
+    finally:
+        endpoint.close()
+        await sim.stop()
+
+
+async def test_closing_the_endpoint_is_an_error_not_a_cancellation(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    from marstek_webasto_addon.devices.marstek.protocol import MarstekError
+
+    sim = await make_sim(1)
+    sim.outage(0, 30)
+    client = client_for(sim, endpoint)
+    pending = asyncio.create_task(client.call(Method.ES_MODE))
+    await asyncio.sleep(0.05)
+    endpoint.close()
+    with pytest.raises(MarstekError, match="closed"):
+        await pending

@@ -111,6 +111,25 @@ def test_soc_falls_back_to_bat_status_when_es_status_is_missing() -> None:
     assert values["soc"] == 41
 
 
+def test_firmware_dependent_values_wait_for_the_firmware() -> None:
+    unknown = BatterySnapshot().merged(
+        {Method.ES_STATUS: {"total_grid_input_energy": 919.0, "bat_soc": 40.0}}, []
+    )
+    assert "ac_input_energy" not in unknown.values  # x1 or x100? unknown until GetDevice answers
+    assert unknown.values["soc"] == 40
+    known = unknown.merged(
+        {
+            Method.GET_DEVICE: {"device": "VenusE", "ver": 155},
+            Method.ES_STATUS: {"total_grid_input_energy": 919.0},
+        },
+        [],
+    )
+    assert known.values["ac_input_energy"] == pytest.approx(91.9)
+    only_ver = known.merged({Method.GET_DEVICE: {"ver": 156}}, [])
+    assert only_ver.firmware.family is Family.VENUS_E2  # the model is kept when only ver comes
+    assert only_ver.firmware.ver == 156
+
+
 def test_snapshot_keeps_values_of_methods_not_read_this_time_and_rederives() -> None:
     first = BatterySnapshot().merged(
         {

@@ -74,6 +74,12 @@ def test_malformed_datagrams_raise_a_readable_error(data: bytes, reason: str) ->
         decode_datagram(data)
 
 
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1" * 5000])
+def test_non_numbers_and_absurd_integers_are_malformed(literal: bytes) -> None:
+    with pytest.raises(MalformedReply, match="not usable JSON"):
+        decode_datagram(b'{"id": 1, "src": "VenusE-02a1b2c3d400", "result": {"bat_soc": ' + literal + b"}}")
+
+
 def test_huge_datagram_is_refused_before_parsing() -> None:
     data = json.dumps({"id": 1, "result": {"pad": "x" * MAX_REPLY_BYTES}}).encode()
     with pytest.raises(MalformedReply, match="exceeds"):
@@ -133,7 +139,11 @@ def test_missing_fields_are_simply_absent() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),

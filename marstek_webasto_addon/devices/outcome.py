@@ -7,9 +7,10 @@ from enum import StrEnum
 
 
 class WriteStatus(StrEnum):
-    APPLIED = "applied"
-    NOT_APPLIED = "not_applied"
-    REJECTED = "rejected"
+    APPLIED = "applied"  # the effect was seen (read back, or mode and power as expected)
+    ACCEPTED = "accepted"  # the device took it, and offers no way to read it back
+    NOT_APPLIED = "not_applied"  # no reply, or accepted but the effect did not show
+    REJECTED = "rejected"  # refused by the device, or invalid: nothing was changed
 
 
 @dataclass(frozen=True)
@@ -22,4 +23,4 @@ class WriteOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status is WriteStatus.APPLIED
+        return self.status in (WriteStatus.APPLIED, WriteStatus.ACCEPTED)

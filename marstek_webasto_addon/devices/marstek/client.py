@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..outcome import WriteOutcome, WriteStatus
@@ -21,6 +24,7 @@ from .commands import (
     DOD_MIN,
     AiMode,
     AutoMode,
+    CommandError,
     ManualSlot,
     ModeCommand,
     Observation,
@@ -50,6 +54,30 @@ _LOG = logging.getLogger(__name__)
 
 DEFAULT_PORT = 30000
 DEFAULT_SOC_FLOOR = 12.0  # DOD 88 by default
+_RESOLVE_EVERY_S = 300.0
+# Reads a firmware may simply not serve (reference section 2); everything else is never given up on.
+_SILENCE_MAY_MEAN_UNSUPPORTED = frozenset(
+    {
+        Method.BAT_STATUS,
+        Method.PV_STATUS,
+        Method.EM_STATUS,
+        Method.WIFI_STATUS,
+        Method.BLE_STATUS,
+        Method.ES_STATUS,
+    }
+)
+
+
+# The device (or another one at its address) refused: resending cannot help.
+_REFUSALS = (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod, IdentityMismatch)
+
+
+def _mac_from_src(src: str | None) -> str | None:
+    """`VenusE 3.0-02a1b2c3d4e5` -> `02a1b2c3d4e5` (None when the src carries no MAC)."""
+    if not src or "-" not in src:
+        return None
+    mac = src.rsplit("-", 1)[1].lower()
+    return mac if len(mac) == 12 and all(c in "0123456789abcdef" for c in mac) else None
 
 
 @dataclass(frozen=True)
@@ -96,7 +124,7 @@ class MarstekClient:
         limits: PowerLimits | None = None,
         ble_mac: str | None = None,
     ) -> None:
-        self.host = host
+        self.host = host  # an IP address or a host name (resolved, and re-resolved now and then)
         self.identity = ble_mac.lower() if ble_mac else None  # learned from the first GetDevice otherwise
         self.port = port
         self.endpoint = endpoint
@@ -113,6 +141,9 @@ class MarstekClient:
         self._answers = 0
         self._answers_at_silence: dict[Method, int] = {}
         self.last_round_trip: float | None = None
+        self.last_src: str | None = None
+        self._ip: str | None = None
+        self._resolved_at = -1e9
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -128,16 +159,48 @@ class MarstekClient:
 
     @property
     def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
+        """Where requests go: the resolved IP (replies are matched on it)."""
+        return (self._ip or self.host, self.port)
+
+    async def _resolve(self) -> str:
+        """Host names are resolved off the event loop, and again every few minutes (DHCP, DNS changes)."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            pass
+        else:
+            self._ip = self.host
+            return self.host
+        if self._ip is None or time.monotonic() - self._resolved_at > _RESOLVE_EVERY_S:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    self.host, self.port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+                )
+            except OSError as exc:
+                if self._ip is None:
+                    raise MarstekError(f"cannot resolve {self.host}: {exc}") from None
+                _LOG.warning("%s: name lookup failed (%s); keeping %s", self.host, exc, self._ip)
+            else:
+                self._ip = str(infos[0][4][0])
+            self._resolved_at = time.monotonic()
+        return self._ip
 
     @property
     def limits(self) -> PowerLimits:
-        return self.limits_override or self.snapshot.firmware.power_limits
+        """The model's limits, lowered (never raised) by a configured limit."""
+        model = self.snapshot.firmware.power_limits
+        if self.limits_override is None:
+            return model
+        return PowerLimits(
+            min(model.charge_w, self.limits_override.charge_w),
+            min(model.discharge_w, self.limits_override.discharge_w),
+        )
 
     def move_to(self, host: str) -> None:
         """The battery answered from a new IP (DHCP, subnet change): talk to it there from now on."""
         _LOG.info("battery %s moved from %s to %s", self.snapshot.ble_mac or "?", self.host, host)
         self.host = host
+        self._ip = None
 
     # unsupported-method memory --------------------------------------------------------------------
 
@@ -167,8 +230,11 @@ class MarstekClient:
         self._unsupported[method] = time.monotonic()
 
     def _count_silence(self, method: Method) -> None:
-        # Silence only counts against a method while the device is answering other methods:
-        # a battery that is offline altogether says nothing about what its firmware supports.
+        # Silence only counts against optional reads, and only while the device answers other methods:
+        # a battery that is offline altogether says nothing about what its firmware supports, and the
+        # methods everything depends on (identity, mode, writes) are never given up on.
+        if method not in _SILENCE_MAY_MEAN_UNSUPPORTED:
+            return
         if self._answers > self._answers_at_silence.get(method, -1):
             self._silences[method] = self._silences.get(method, 0) + 1
             self._answers_at_silence[method] = self._answers
@@ -189,6 +255,7 @@ class MarstekClient:
             params = {"ble_mac": "0"} if method is Method.GET_DEVICE else {"id": 0}
         pacing = self.pacing
         async with self._lock:
+            await self._resolve()
             last_error: MarstekError | None = None
             for attempt in range(pacing.attempts):
                 await self._wait_gap(write)
@@ -202,10 +269,17 @@ class MarstekClient:
                     last_error = self._timeout_error(method, started)
                     await self._backoff(attempt)
                     continue
+                except ConnectionError as exc:  # the endpoint is gone: retrying cannot help
+                    raise MarstekError(f"{method}: {exc}") from None
+                except OSError as exc:  # e.g. network unreachable: like a lost packet
+                    last_error = MarstekError(f"{method}: sending to {self.host} failed: {exc}")
+                    await self._backoff(attempt)
+                    continue
                 finally:
                     self._last_request = time.monotonic()
                     if write:
                         self._last_write = self._last_request
+                self.last_src = reply.src or self.last_src
                 self._check_identity(reply.src)
                 if reply.error is not None:
                     error = rpc_error(method, reply.error.code, reply.error.message, reply.error.data)
@@ -232,17 +306,15 @@ class MarstekClient:
 
     def _timeout_error(self, method: Method, since: float) -> MarstekError:
         """No usable reply: say so, or say what the device sent instead if it was garbage."""
-        seen = self.endpoint.malformed_from.get(self.host)
+        seen = self.endpoint.malformed_from.get(self.address[0])
         if seen is not None and seen[0] >= since:
             return MalformedReply(f"{method}: {self.host} sent an invalid reply: {seen[1]}")
         return RequestTimeout(f"{method}: no reply from {self.host}:{self.port}")
 
     def _check_identity(self, src: str | None) -> None:
         """Replies carry `<model>-<ble_mac>`: an address now used by another battery is caught at once."""
-        if not self.identity or not src or "-" not in src:
-            return
-        mac = src.rsplit("-", 1)[1].lower()
-        if len(mac) == 12 and mac != self.identity:
+        mac = _mac_from_src(src)
+        if self.identity and mac and mac != self.identity:
             raise IdentityMismatch(
                 f"another battery ({mac}) answers at {self.host}; expected {self.identity}"
             )
@@ -293,8 +365,10 @@ class MarstekClient:
             fields, problems = validate_result(method, raw)
             report.results[method] = fields
             report.problems.extend(problems)
-            if method is Method.GET_DEVICE and self.identity is None and fields.get("ble_mac"):
-                self.identity = str(fields["ble_mac"]).lower()
+            if method is Method.GET_DEVICE and self.identity is None:
+                # Some HMG-50 Venus C builds leave the MACs out; the reply's src still ends in it.
+                mac = str(fields.get("ble_mac") or _mac_from_src(self.last_src) or "").lower()
+                self.identity = mac or None
         for problem in report.problems:
             _LOG.warning("%s: %s", self.host, problem)
         if report.any_answer:
@@ -324,9 +398,25 @@ class MarstekClient:
 
     # writes ---------------------------------------------------------------------------------------
 
+    async def _refuse_blind_write(self, command: str) -> WriteOutcome | None:
+        """Limits and scaling depend on the model: identify the battery before the first write."""
+        if self.snapshot.firmware.ver is None:
+            await self.read([Method.GET_DEVICE])
+        if self.snapshot.firmware.ver is None:
+            return self._outcome(
+                WriteStatus.REJECTED, command, 0, "the battery has not identified itself yet", ""
+            )
+        return None
+
     async def set_mode(self, command: ModeCommand) -> WriteOutcome:
         """ES.SetMode, resent until the effect is seen or the attempts run out."""
-        command, clamped = prepare(command, self.snapshot.firmware, self.limits)
+        described = command.describe()
+        if (refusal := await self._refuse_blind_write(described)) is not None:
+            return refusal
+        try:
+            command, clamped = prepare(command, self.snapshot.firmware, self.limits)
+        except CommandError as exc:
+            return self._outcome(WriteStatus.REJECTED, described, 0, str(exc), "")
         if clamped:
             _LOG.warning("%s: %s", self.host, clamped)
         params = {"id": 0, "config": to_config(command)}
@@ -336,7 +426,7 @@ class MarstekClient:
         for attempts in range(1, self.pacing.write_attempts + 1):
             try:
                 result = SetResult.model_validate(await self.call(Method.SET_MODE, params, write=True))
-            except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
+            except _REFUSALS as exc:
                 return self._outcome(WriteStatus.REJECTED, described, attempts, str(exc), clamped)
             except (MarstekError, ValueError) as exc:
                 detail = str(exc)
@@ -351,13 +441,28 @@ class MarstekClient:
             await asyncio.sleep(self.pacing.verify_delay)
             try:
                 seen = await self.observe()
+            except IdentityMismatch as exc:
+                return self._outcome(WriteStatus.REJECTED, described, attempts, str(exc), clamped)
             except MarstekError as exc:
                 detail = f"accepted, but the effect could not be read back: {exc}"
                 continue
-            unmet = unmet_expectation(command, seen, self.soc_floor)
+            active_slot = (
+                isinstance(command, ManualSlot) and command.enabled and command.covers(datetime.now())
+            )
+            unmet = unmet_expectation(command, seen, self.soc_floor, slot_active=active_slot)
             if unmet is None:
+                power = "" if seen.ac_power is None else f", AC {seen.ac_power:+.0f} W"
+                if isinstance(command, ManualSlot) and not active_slot:
+                    # The mode is confirmed; a slot that is not running now cannot be checked by its power.
+                    return self._outcome(
+                        WriteStatus.ACCEPTED,
+                        described,
+                        attempts,
+                        f"mode Manual confirmed{power}; the slot cannot be read back",
+                        clamped,
+                    )
                 return self._outcome(
-                    WriteStatus.APPLIED, described, attempts, "verified by ES.GetMode", clamped
+                    WriteStatus.APPLIED, described, attempts, f"verified by ES.GetMode{power}", clamped
                 )
             detail = f"accepted but not applied: {unmet}"
         status = WriteStatus.REJECTED if refused and not accepted else WriteStatus.NOT_APPLIED
@@ -374,19 +479,21 @@ class MarstekClient:
         return outcome
 
     async def _simple_write(self, method: Method, params: dict[str, Any], described: str) -> WriteOutcome:
-        """Setters without a getter: accepted is all that can be known."""
+        """Setters without a getter: "accepted" is all that can be known."""
+        if (refusal := await self._refuse_blind_write(described)) is not None:
+            return refusal
         last = ""
         for attempt in range(1, self.pacing.write_attempts + 1):
             try:
                 result = SetResult.model_validate(await self.call(method, params, write=True))
-            except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
+            except _REFUSALS as exc:
                 return self._outcome(WriteStatus.REJECTED, described, attempt, str(exc), "")
             except (MarstekError, ValueError) as exc:
                 last = str(exc)
                 continue
             if result.set_result:
                 return self._outcome(
-                    WriteStatus.APPLIED, described, attempt, "accepted (no read-back exists)", ""
+                    WriteStatus.ACCEPTED, described, attempt, "accepted; it cannot be read back", ""
                 )
             last = "device answered set_result false"
         return self._outcome(WriteStatus.NOT_APPLIED, described, self.pacing.write_attempts, last, "")
@@ -425,6 +532,8 @@ class MarstekClient:
         Writing slots leaves the battery in Manual with nothing scheduled, i.e. idle; with `restore` the
         mode it had before (Auto or AI) is set again.
         """
+        if (refusal := await self._refuse_blind_write("clear schedules")) is not None:
+            return refusal
         before = self.snapshot.mode
         failed: set[int] = set()
         sends = 0
@@ -439,7 +548,7 @@ class MarstekClient:
                             self.schedule[slot] = ManualSlot.disabled(slot)
                             failed.discard(slot)
                             break
-                    except (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod) as exc:
+                    except _REFUSALS as exc:
                         return self._outcome(WriteStatus.REJECTED, "clear schedules", sends, str(exc), "")
                     except (MarstekError, ValueError):
                         pass
@@ -453,10 +562,12 @@ class MarstekClient:
                 f"slots {sorted(failed)} not confirmed by the battery",
                 "",
             )
-        detail = f"{self.snapshot.firmware.manual_slots} slots disabled"
+        passes = self.pacing.clear_passes
+        slots = self.snapshot.firmware.manual_slots
+        detail = f"{slots} disabled slots accepted {passes}x (slots cannot be read back)"
         if restore and before in (Mode.AUTO, Mode.AI):
             restored = await self.set_mode(AutoMode() if before is Mode.AUTO else AiMode())
             detail += f"; {before.value} mode restored: {restored.status.value}"
             if not restored.ok:
                 return self._outcome(WriteStatus.NOT_APPLIED, "clear schedules", sends, detail, "")
-        return self._outcome(WriteStatus.APPLIED, "clear schedules", sends, detail, "")
+        return self._outcome(WriteStatus.ACCEPTED, "clear schedules", sends, detail, "")

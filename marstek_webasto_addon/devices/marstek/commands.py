@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from .firmware import Firmware, Mode, PowerLimits
@@ -78,6 +79,14 @@ class ManualSlot:
     def disabled(cls, slot: int) -> ManualSlot:
         return cls(slot, "00:00", "00:00", 0, 0, enabled=False)
 
+    def covers(self, at: datetime) -> bool:
+        """Is this slot running at `at` (weekday bit and time window; a window may wrap past midnight)?"""
+        if not self.enabled or not self.weekdays & (1 << at.weekday()):
+            return False
+        minute = at.hour * 60 + at.minute
+        start, end = (int(t[:2]) * 60 + int(t[3:]) for t in (self.start, self.end))
+        return start <= minute <= end if start <= end else (minute >= start or minute <= end)
+
 
 ModeCommand = AutoMode | AiMode | UpsMode | PassiveMode | ManualSlot
 
@@ -113,6 +122,9 @@ def prepare(
                 raise CommandError(f"{label} time {value!r} is not HH:MM (00:00..23:59)")
         if not 0 <= command.weekdays <= EVERY_DAY:
             raise CommandError(f"weekday mask {command.weekdays} is outside 0..127")
+        if command.enabled and command.power == 0:
+            # One client reports that 0 W means "no limit" in an enabled slot: never risk full power.
+            raise CommandError("an enabled slot needs a power; use a disabled slot to idle")
     return command, "; ".join(notes)
 
 
@@ -150,7 +162,9 @@ class Observation:
     soc: float | None
 
 
-def unmet_expectation(command: ModeCommand, seen: Observation, soc_floor: float) -> str | None:
+def unmet_expectation(
+    command: ModeCommand, seen: Observation, soc_floor: float, *, slot_active: bool = False
+) -> str | None:
     """None when the command has visibly taken effect, else what is still wrong.
 
     `set_result: true` only means "accepted" (Q12, Q13), so writes are checked against the mode and,
@@ -158,8 +172,10 @@ def unmet_expectation(command: ModeCommand, seen: Observation, soc_floor: float)
     """
     if seen.mode is not command.mode:
         return f"mode is {seen.mode.value if seen.mode else 'unknown'}, expected {command.mode.value}"
-    if not isinstance(command, PassiveMode) or seen.ac_power is None:
+    running = isinstance(command, PassiveMode) or (isinstance(command, ManualSlot) and slot_active)
+    if not running or seen.ac_power is None:
         return None
+    assert isinstance(command, PassiveMode | ManualSlot)
     power, soc = seen.ac_power, seen.soc
     needed = min(IDLE_THRESHOLD_W, abs(command.power) / 2)
     if command.power < 0 and power > -needed and not (soc is not None and soc >= 99):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ def _convert(point: BatteryPoint, raw: Any, firmware: Firmware) -> Value:
             mode = parse_mode(raw)
             return None if mode is None else mode.value
     value = float(raw) * point.scale
+    if not math.isfinite(value):
+        return None
     if point.quantity is not None:
         value *= factor(firmware, point.quantity)
         if point.key == "temperature":
@@ -31,10 +34,14 @@ def _convert(point: BatteryPoint, raw: Any, firmware: Firmware) -> Value:
 def _decode_sources(results: Mapping[Method, Mapping[str, Any]], firmware: Firmware) -> dict[str, Value]:
     values: dict[str, Value] = {}
     for point in BATTERY_POINTS:
+        if point.quantity is not None and firmware.ver is None:
+            continue  # its wire unit depends on the firmware: a wrong scale now would corrupt HA's statistics
         for source in point.sources:
             result = results.get(source.method)
             if result is not None and source.field in result:
-                values[point.key] = _convert(point, result[source.field], firmware)
+                converted = _convert(point, result[source.field], firmware)
+                if converted is not None:
+                    values[point.key] = converted
                 break
     return values
 
@@ -92,7 +99,9 @@ class BatterySnapshot:
         firmware = self.firmware
         if raw_device is not None and ("device" in raw_device or "ver" in raw_device):
             ver = raw_device.get("ver")
-            firmware = identify(raw_device.get("device"), int(ver) if ver is not None else self.firmware.ver)
+            device = raw_device.get("device") or self.values.get("model")  # keep the model if only ver came
+            known_ver = int(ver) if isinstance(ver, int | float) and math.isfinite(ver) else self.firmware.ver
+            firmware = identify(device if isinstance(device, str) else None, known_ver)
         fresh = _decode_sources(results, firmware)
         values = {**self.values, **fresh}
         _derive(values, fresh)

@@ -41,6 +41,14 @@ class BatteryFleet:
         self.links: list[BatteryLink] = []
 
     async def __aenter__(self) -> BatteryFleet:
+        try:
+            await self._open()
+        except BaseException:  # close the sockets opened so far
+            await self.__aexit__()
+            raise
+        return self
+
+    async def _open(self) -> None:
         for config in self.configs:
             if config.port not in self.endpoints:
                 self.endpoints[config.port] = await UdpEndpoint.open(self.local_host, config.port)
@@ -52,7 +60,6 @@ class BatteryFleet:
                 ble_mac=config.ble_mac,
             )
             self.links.append(BatteryLink(config.name, client, self.settings, self.on_update))
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         for endpoint in self.endpoints.values():

@@ -63,14 +63,19 @@ class BatteryLink:
             return (*RARE, *FAST, *SLOW)
         methods: list[Method] = list(FAST)
         if poll_number % self.settings.slow_every == 0:
-            methods += SLOW
+            firmware = self.client.snapshot.firmware
+            methods += [m for m in SLOW if m is not Method.PV_STATUS or firmware.has_pv_inputs]
         if poll_number % self.settings.rare_every == 0:
             methods += RARE
         return methods
 
     async def run(self) -> None:
         while True:
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:  # one battery's surprise must never stop the polling of any battery
+                _LOG.exception("%s: poll failed unexpectedly", self.name)
+                self._failed(f"internal error: {exc}")
             await asyncio.sleep(self.settings.poll_interval)
 
     async def poll_once(self) -> bool:
@@ -121,9 +126,16 @@ class BatteryLink:
             )
             return False
         moved = match.host != self.client.host
-        if moved:
-            _LOG.warning("%s: battery %s moved from %s to %s", self.name, mac, self.client.host, match.host)
-            self.client.move_to(match.host)
+        if not moved:
+            # It answers a broadcast but not our polls: keep backing off rather than broadcast again and
+            # again (frequent broadcasts were reported to destabilise a v148 unit, jaapp#114).
+            self._next_rediscovery = time.monotonic() + self._rediscovery_interval
+            self._rediscovery_interval = min(
+                self._rediscovery_interval * 2, self.settings.rediscovery_interval_max
+            )
+            return False
+        _LOG.warning("%s: battery %s moved from %s to %s", self.name, mac, self.client.host, match.host)
+        self.client.move_to(match.host)
         self.failures = 0
         self._next_rediscovery = 0.0
-        return moved
+        return True

@@ -134,13 +134,15 @@ def decode_datagram(data: bytes) -> Reply | Echo:
     if len(data) > MAX_REPLY_BYTES:
         raise MalformedReply(f"datagram of {len(data)} bytes exceeds the {MAX_REPLY_BYTES}-byte limit")
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError as exc:
         raise MalformedReply(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise MalformedReply(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise MalformedReply("JSON nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
+        raise MalformedReply(f"not usable JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise MalformedReply(f"JSON {type(obj).__name__} where an object was expected")
     if "method" in obj and "result" not in obj and "error" not in obj:
@@ -152,6 +154,10 @@ def decode_datagram(data: bytes) -> Reply | Echo:
         return Reply.model_validate(obj)
     except ValidationError as exc:
         raise MalformedReply(describe_validation_error("reply", exc)) from None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number a device may send")
 
 
 def describe_validation_error(what: str, exc: ValidationError) -> str:

@@ -86,7 +86,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._transport = None
         for pending in self._pending.values():
             if not pending.future.done():
-                pending.future.cancel()
+                # not cancel(): the caller's task was not cancelled, its socket went away
+                pending.future.set_exception(ConnectionError("the UDP endpoint was closed"))
         self._pending.clear()
 
     @property

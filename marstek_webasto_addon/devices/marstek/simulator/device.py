@@ -35,6 +35,7 @@ class Quirks:
     ignore_first_setmode: bool = False  # the first SetMode after a quiet spell is acked, not applied (Q12)
     leave_passive_after_s: float | None = None  # Passive silently abandoned after this long (Q13)
     reply_to_port: int | None = None  # replies go to this port, not the sender's (Q18)
+    passive_returns_to_auto: bool = False  # after cd_time: Auto (taurgis mock) instead of the previous mode
     seed: int = 0
 
 
@@ -102,7 +103,8 @@ class SimulatedBattery:
             if left_by_quirk:
                 self.mode = "Auto"
             elif now_s >= self.passive_until:
-                self.mode = self.previous_mode
+                # Which mode follows is undocumented: the previous one (foae) by default, Auto as an option.
+                self.mode = "Auto" if self.quirks.passive_returns_to_auto else self.previous_mode
         if self.profile.pv_channels:
             share = self.site.household.pv_w(at)[0] * 3 / max(self.site.household.pv_kwp, 0.1) / 1000
             self.physics.pv_w = [
@@ -265,13 +267,13 @@ class SimulatedBattery:
                     "offgrid_power": 0,
                     "total_pv_energy": 0
                     if prof.es_pv_broken or not prof.pv_channels
-                    else self._energy(p.pv_wh),
+                    else self._energy(p.pv_wh, prof.pv_energy_scale),
                     "total_grid_output_energy": self._energy(p.ac_out_wh),
                     "total_grid_input_energy": self._energy(p.ac_in_wh),
                     "total_load_energy": self._energy(0.0),
                 }
                 if prof.bat_power_field:
-                    result["bat_power"] = round(-p.dc_power)
+                    result["bat_power"] = round(-p.dc_power * prof.bat_power_scale)  # wire: + = charging
                 return result
             case Method.ES_MODE:
                 result = {
@@ -309,8 +311,8 @@ class SimulatedBattery:
                     self.ble_advertising = enable == 0  # inverted on the wire
                 return {"id": 0, "set_result": enable in (0, 1)}
 
-    def _energy(self, wh: float) -> float | int:
-        raw = wh * self.profile.energy_scale
+    def _energy(self, wh: float, scale: float | None = None) -> float | int:
+        raw = wh * (self.profile.energy_scale if scale is None else scale)
         return float(round(raw, 1)) if self.profile.energy_as_float else round(raw)
 
     def _meter(self, *, zero: bool) -> dict[str, Any]:

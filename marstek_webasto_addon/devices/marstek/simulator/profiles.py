@@ -41,6 +41,7 @@ class FirmwareProfile:
     pv_energy_scale: float = 1.0
     es_pv_broken: bool = False  # ES.GetStatus pv_power / total_pv_energy hard-coded 0
     bat_power_field: bool = False
+    bat_power_scale: float = 1.0  # wire = W x scale (10 = deci-W); wire sign + = charging
     bat_extras: bool = False  # bat_voltage, bat_current, error_code (HMG-50)
     em_parse_state: bool = False
     getmode_ct_fields: bool = True
@@ -142,6 +143,27 @@ PROFILES: dict[str, FirmwareProfile] = {
             em_parse_state=True,
         ),
         FirmwareProfile(
+            # Early HMG-50 with the uncertain [?] scales as jaapp decodes them (reference 2.4, 2.6): bat_power
+            # in 0.1 W, energy counters raw x 10 = Wh, stored energy raw / 100 = Wh, and no EM server yet.
+            name="venus_e2_v153",
+            description="Venus E 2.0 (HMG-50), firmware 153 (bat_power present; early scales)",
+            device="VenusE",
+            src_prefix="VenusE",
+            ver=153,
+            capacity_wh=5120,
+            max_charge_w=2500,
+            max_discharge_w=2500,
+            methods=_BASE_READS - {M.EM_STATUS},
+            silent=frozenset({M.EM_STATUS}),
+            unknown_method="silent",
+            energy_scale=0.1,
+            energy_as_float=False,
+            remaining_scale=100.0,
+            bat_power_field=True,
+            bat_power_scale=10.0,
+            bat_extras=True,
+        ),
+        FirmwareProfile(
             name="venus_a_v148",
             description="Venus A, firmware 148 (4 MPPT, PV1 in 0.1 W, ES PV fields broken)",
             device="Venus A",
@@ -156,6 +178,22 @@ PROFILES: dict[str, FirmwareProfile] = {
             pv1_scale=10.0,
             es_pv_broken=True,
             getmode_ct_zero=True,
+        ),
+        FirmwareProfile(
+            name="venus_a_v150",
+            description="Venus A, firmware 150 (PV in W, PV energy in 0.01 kWh, UPS and setters)",
+            device="Venus A",
+            src_prefix="VenusA",
+            ver=150,
+            capacity_wh=2080,
+            max_charge_w=1500,
+            max_discharge_w=1500,
+            methods=_BASE_READS | {M.PV_STATUS} | _SETTERS,
+            energy_as_float=False,
+            pv_channels=4,
+            pv_energy_scale=0.1,
+            getmode_ct_zero=True,
+            modes=frozenset({"Auto", "AI", "Manual", "Passive", "UPS"}),
         ),
     )
 }

@@ -50,6 +50,8 @@ class _Endpoint(asyncio.DatagramProtocol):
                 self._send(payload, target)
 
     def _send(self, payload: bytes, target: Address) -> None:
+        if self.simulator.in_outage(self.battery):
+            return  # a reply delayed into an outage is lost too
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(payload, target)
 
@@ -132,8 +134,13 @@ class MarstekSimulator:
         await self.stop()
 
     async def start(self) -> None:
-        for index in range(len(self.batteries)):
-            await self._open(index)
+        try:
+            for index in range(len(self.batteries)):
+                await self._open(index)
+        except BaseException:
+            for index in list(self._endpoints):
+                self._close(index)
+            raise
         self.site.update(self.clock.now())
         self._last_tick = self.clock.seconds()
         self._ticker = asyncio.create_task(self._tick_loop(), name="marstek-sim-tick")
