@@ -101,31 +101,42 @@ class MqttBridge:
             will=will,
             keepalive=30,
         ) as client:
-            self._client = client
-            self.sessions += 1
-            self.last_error = ""
-            _LOG.info("connected to the MQTT broker %s", self.broker.describe())
-            await client.subscribe(self.topics.command_filter, qos=1)
-            await client.subscribe(self.topics.ha_status, qos=1)
-            self._found_configs.clear()
-            self._scanning = True
-            await client.subscribe(self.topics.discovery_filter, qos=1)
-            await self.publish_everything()
-            await client.publish(self.topics.bridge_status, "online", qos=1, retain=True)
-            self.connected.set()
-            tasks = [
-                asyncio.create_task(self._publisher(), name="mqtt-publisher"),
-                asyncio.create_task(self._end_scan(), name="mqtt-scan"),
-            ]
             try:
-                async for message in client.messages:
-                    await self._on_message(message)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await self._connected_session(client)
+            except asyncio.CancelledError:
+                # A clean stop: say so now (the will only fires when the connection is lost uncleanly).
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await asyncio.wait_for(
+                        client.publish(self.topics.bridge_status, "offline", qos=1, retain=True), 3
+                    )
+                raise
+
+    async def _connected_session(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self.sessions += 1
+        self.last_error = ""
+        _LOG.info("connected to the MQTT broker %s", self.broker.describe())
+        await client.subscribe(self.topics.command_filter, qos=1)
+        await client.subscribe(self.topics.ha_status, qos=1)
+        self._found_configs.clear()
+        self._scanning = True
+        await client.subscribe(self.topics.discovery_filter, qos=1)
+        await self.publish_everything()
+        await client.publish(self.topics.bridge_status, "online", qos=1, retain=True)
+        self.connected.set()
+        tasks = [
+            asyncio.create_task(self._publisher(), name="mqtt-publisher"),
+            asyncio.create_task(self._end_scan(), name="mqtt-scan"),
+        ]
+        try:
+            async for message in client.messages:
+                await self._on_message(message)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def close(self) -> None:
         """Say goodbye cleanly (the will only fires on an unclean loss)."""
