@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import demo, marstek, run, webasto
+from . import demo, marstek, replay, run, webasto
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     webasto.register(devices)
     demo.register(commands)
     run.register(commands)
+    replay.register(commands)
     docs_parser = commands.add_parser("docs", help="check or refresh the generated tables in docs/devices.md")
     docs_parser.add_argument("--write", action="store_true", help="rewrite the file instead of checking it")
     docs_parser.set_defaults(handler=_docs)

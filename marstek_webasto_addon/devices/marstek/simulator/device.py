@@ -371,6 +371,13 @@ class SimulatedBattery:
         return True
 
 
+def ticking_order(batteries: list[SimulatedBattery]) -> list[SimulatedBattery]:
+    """Set-point batteries first, self-regulating ones (Auto, AI) last: in a real house the Auto control
+    reacts within seconds to everything else on the meter, so within one simulation step it must see the
+    others' new power, not last step's."""
+    return sorted(batteries, key=lambda b: b.mode in ("Auto", "AI"))
+
+
 def _validated(mode: str, cfg: dict[str, Any]) -> dict[str, Any] | None:
     def is_int(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from .device import Address, Quirks, SimulatedBattery
+from .device import Address, Quirks, SimulatedBattery, ticking_order
 from .physics import BatteryPhysics, Household, SimClock, Site
 from .profiles import DEFAULT_PROFILE, PROFILES, FirmwareProfile
 
@@ -193,7 +193,7 @@ class MarstekSimulator:
             now_s = self._last_tick + done
             at = self.clock.now()
             self.site.update(at)
-            for battery in self.batteries:
+            for battery in ticking_order(self.batteries):
                 battery.tick(step, now_s, at)
             self.site.integrate(step)
         self._last_tick += seconds

@@ -1,0 +1,728 @@
+"""The optimiser: one `step(inputs)` at a time, decisions out, no I/O.
+
+Strategies (each switchable, defaults from the seed):
+- rotation: one battery in Auto; on surplus the emptiest is the active one, on consumption the fullest;
+  2 min hysteresis, 5 min between switches, make-before-break handover (never two in Auto);
+- day/night: no rotation at night; night charging in the cheapest quarter-hours;
+- overflow: a second battery charges in Passive with the surplus the active one cannot take;
+- all full: every battery >= 95 % and exporting stops rotation; sustained consumption restarts it;
+- peak assist: keeps the quarter-hour average offtake under the target (capacity tariff);
+- mismatch detector: actions relying on a battery whose mode is in doubt are blocked.
+
+Safety: set-points within each battery's limits and SOC window; at most one Auto<->Passive change per battery
+per minimum switch interval; every Passive command carries a countdown and is refreshed before it runs out,
+so a battery falls back by itself when the add-on dies; stale grid input or the master switch off means Auto.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import mismatch
+from .model import PASSIVE_ROLES, BatteryView, Command, Decision, Inputs, NightPlan, Role, Status, StepResult
+from .night import evening_of, plan_night, target_soc
+from .settings import Settings
+from .tariff import CapacityTracker, Tariff
+
+HANDOVER_S = 15.0  # the new battery holds the old one's power in Passive this long before it goes Auto
+POWER_DEADBAND_W = 100
+POWER_UPDATE_S = (
+    30.0  # Passive set-point updates at most this often (the Marstek wants >= 5 s between writes)
+)
+REPAIR_S = 60.0  # a battery that left its commanded mode on its own is told again at most this often
+SOC_MARGIN = 2.0  # % above the floor / below full before a battery counts as able to discharge / charge
+PEAK_RELEASE_KW = 0.2
+OVERFLOW_STOP_S = 60.0  # consumption must last this long before overflow charging stops
+
+
+def _holding(power: int) -> tuple[Role, int]:
+    """The Passive role that delivers `power` (+ discharge): a new active battery takes over the old one's."""
+    if abs(power) < POWER_DEADBAND_W:
+        return Role.IDLE, 0
+    return (Role.DISCHARGE if power > 0 else Role.CHARGE), power
+
+
+@dataclass
+class _Sent:
+    role: Role
+    power: int
+    at: float  # t of the last send (a refresh counts)
+    role_since: float  # t of the last Auto <-> Passive change
+
+
+@dataclass(frozen=True)
+class _Want:
+    role: Role
+    power: int = 0
+    reason: str = ""
+
+
+class Optimiser:
+    def __init__(self, settings: Settings, tariff: Tariff, history: int = 50) -> None:
+        self.settings = settings
+        self.tariff = tariff
+        self.capacity = CapacityTracker()
+        self.decisions: deque[Decision] = deque(maxlen=history)
+        self.sent: dict[str, _Sent] = {}
+        self.active: str | None = None
+        self.last_switch = -1e18
+        self.surplus_since: float | None = None
+        self.consumption_since: float | None = None
+        self.all_full = False
+        self.overflow: str | None = None
+        self.overflow_until = 0.0
+        self.overflow_power = 0
+        self.overflow_import_since: float | None = None
+        self.support: str | None = None
+        self.at_night = False
+        self.support_power = 0
+        self.peak_since: float | None = None
+        self.peak_assist_on = False
+        self.plan: NightPlan | None = None
+        self.plan_soc: dict[str, float] = {}
+        self.cleared_for = ""
+        self.handover: tuple[str, float, int] | None = None  # new active battery, since, power taken over
+        self.last_t: float | None = None
+        self.last_grid: float | None = None
+        self.was_enabled = True
+        self.strategy = "starting"
+        self.next_action = ""
+        self._new: list[Decision] = []
+
+    # entry point ------------------------------------------------------------------------------------
+
+    def step(self, inputs: Inputs) -> StepResult:
+        s = self.settings
+        self._new = []
+        self._account(inputs)
+        stale = inputs.grid_power is None or inputs.grid_age is None or inputs.grid_age > s.input_stale_after
+        batteries = {b.id: b for b in inputs.batteries}
+        commands: list[Command] = []
+        doubts = {
+            b.id: mismatch.check(
+                b,
+                self.sent[b.id].role if b.id in self.sent else None,
+                inputs.t - self.sent[b.id].at if b.id in self.sent else 0.0,
+                s.mismatch_power,
+            )
+            for b in inputs.batteries
+        }
+        hold = ""
+        if not s.enabled:
+            hold = "optimiser switched off"
+            if self.was_enabled:
+                self._decide(inputs.now, "Optimiser switched off: batteries back to Auto")
+                commands += self._release(inputs, "optimiser switched off")
+            self.was_enabled = False
+            return self._result(inputs, commands, hold, stale, doubts)
+        if not self.was_enabled:
+            self._decide(inputs.now, "Optimiser switched on")
+            self.was_enabled = True
+        if stale:
+            hold = (
+                "no grid input"
+                if inputs.grid_power is None or inputs.grid_age is None
+                else "grid input stale"
+            )
+            if self.strategy != "hold":
+                self._decide(inputs.now, f"Safe hold: {hold}; every battery back to its own Auto control")
+            self.strategy = "hold"
+            self.active = None
+            commands += self._apply(
+                inputs, {i: _Want(Role.AUTO, reason=hold) for i in batteries}, safety=True
+            )
+            return self._result(inputs, commands, hold, stale, doubts)
+        wants = self._wants(inputs, batteries, doubts)
+        commands += self._night_clearing(inputs)
+        commands += self._apply(inputs, wants)
+        return self._result(inputs, commands, hold, stale, doubts)
+
+    def stop(self, inputs: Inputs) -> list[Command]:
+        """A clean shutdown: every battery the optimiser steered goes back to Auto."""
+        self._decide(inputs.now, "Stopping: batteries back to Auto")
+        return self._release(inputs, "add-on stopping")
+
+    # strategies -----------------------------------------------------------------------------------------
+
+    def _wants(
+        self, inputs: Inputs, batteries: dict[str, BatteryView], doubts: dict[str, str]
+    ) -> dict[str, _Want]:
+        s = self.settings
+        assert inputs.grid_power is not None
+        grid = inputs.grid_power
+        usable = {i: b for i, b in batteries.items() if b.online and b.soc is not None}
+        wants: dict[str, _Want] = {i: _Want(Role.IDLE, reason="standing by") for i in usable}
+        if not usable:
+            self.strategy = "no battery online"
+            return {}
+        if not s.rotation:
+            self.strategy = "rotation off: every battery on its own Auto control"
+            self.active = None
+            return {i: _Want(Role.AUTO, reason="rotation is off") for i in usable}
+        evening = evening_of(inputs.now, s.night_start_time, s.day_start_time)
+        # A doubtful active battery stays active (its Auto command is repeated when its reading says
+        # otherwise): switching away on unreliable readings could leave two batteries told to be in Auto.
+        if self.active not in usable and not self.all_full:
+            self._pick_active(inputs, usable, doubts, reason="no active battery online")
+        if evening is not None:
+            self._night(inputs, usable, wants, evening, doubts)
+        else:
+            self.plan = None
+            self._day(inputs, usable, wants, doubts, grid)
+        self.at_night = evening is not None
+        if s.peak_assist and not doubts.get(self.active or ""):
+            self._peak_assist(inputs, usable, wants, grid)
+        return wants
+
+    def _pick_active(
+        self, inputs: Inputs, usable: dict[str, BatteryView], doubts: dict[str, str], reason: str
+    ) -> None:
+        candidates = [b for b in usable.values() if not doubts.get(b.id)]
+        if not candidates:
+            self.active = None
+            return
+        surplus = inputs.grid_power is not None and inputs.grid_power < 0
+        chosen = (
+            min(candidates, key=lambda b: b.soc or 0)
+            if surplus
+            else max(candidates, key=lambda b: b.soc or 0)
+        )
+        if chosen.id != self.active:
+            self._decide(inputs.now, f"{chosen.name} becomes the active battery ({reason})")
+        self.active = chosen.id
+        self.last_switch = inputs.t
+
+    def _day(
+        self,
+        inputs: Inputs,
+        usable: dict[str, BatteryView],
+        wants: dict[str, _Want],
+        doubts: dict[str, str],
+        grid: float,
+    ) -> None:
+        s = self.settings
+        self._track_grid(inputs.t, grid)
+        if s.all_full_stop and self._all_full(inputs, usable, grid):
+            self.strategy = "all full: surplus goes to the grid"
+            self.overflow = self.support = None
+            for i in usable:
+                wants[i] = _Want(Role.IDLE, reason="all batteries full")
+            self.next_action = (
+                f"restart after {s.hysteresis:g} min of consumption with a battery above {s.restart_soc:g} %"
+            )
+            return
+        self.strategy = "rotation"
+        self._rotate(inputs, usable, wants, doubts, grid, night=False)
+
+    def _track_grid(self, t: float, grid: float) -> None:
+        s = self.settings
+        self.surplus_since = (self.surplus_since or t) if grid < -s.surplus_threshold else None
+        self.consumption_since = (self.consumption_since or t) if grid > s.consumption_threshold else None
+
+    def _rotate(
+        self,
+        inputs: Inputs,
+        usable: dict[str, BatteryView],
+        wants: dict[str, _Want],
+        doubts: dict[str, str],
+        grid: float,
+        *,
+        night: bool,
+    ) -> None:
+        """The active battery in Auto, the handover when another should take over, and its helpers.
+
+        At night only an empty active battery hands over (no rotation for its own sake); by day the rules
+        of the seed apply, with a SOC margin so equal batteries do not take turns every few minutes.
+        """
+        s = self.settings
+        t = inputs.t
+        active = usable.get(self.active or "")
+        if self.handover is not None and active is not None:
+            if inputs.t - self.handover[1] < HANDOVER_S:
+                wants[active.id] = _Want(
+                    *_holding(self.handover[2]), reason="taking over (make-before-break)"
+                )
+                return
+            self.handover = None
+        candidate, why = self._candidate(t, active, usable, doubts, grid, night=night)
+        if active is not None and doubts.get(active.id):
+            candidate = None
+            self.next_action = f"waiting: {doubts[active.id]}"
+        if active is not None and candidate is not None and candidate.id != active.id:
+            interval_over = t - self.last_switch >= s.min_switch_interval * 60
+            # both must be allowed to change mode now, or the handover would stall half-way
+            if (
+                interval_over
+                and self._may_change_mode(active.id, t)
+                and self._may_change_mode(candidate.id, t)
+            ):
+                kind = "emptiest" if grid < 0 else "fullest"
+                self._decide(
+                    inputs.now,
+                    f"Rotation: {candidate.name} takes over from {active.name} on {why}: {kind} battery "
+                    f"({candidate.soc:.0f} % vs {active.soc:.0f} %)",
+                )
+                taken_over = round(active.ac_power or 0)
+                self.handover = (candidate.id, t, taken_over)
+                self.active, self.last_switch = candidate.id, t
+                if self.overflow == candidate.id:
+                    self.overflow = None
+                if self.support == candidate.id:
+                    self.support = None
+                wants[candidate.id] = _Want(*_holding(taken_over), reason="taking over (make-before-break)")
+                return
+            wait = s.min_switch_interval * 60 - (t - self.last_switch)
+            self.next_action = f"switch to {candidate.name} in {wait / 60:.1f} min ({why})"
+        elif active is not None and not doubts.get(active.id):
+            self.next_action = ""
+        if active is None:
+            return
+        wants[active.id] = _Want(Role.AUTO, reason="covers the night load" if night else "active battery")
+        if s.overflow_charging and not night and not doubts.get(active.id):
+            self._overflow(inputs, usable, wants, active, grid, doubts)
+        else:
+            self.overflow = None
+        if s.load_support and not doubts.get(active.id):
+            self._support(inputs, usable, wants, active, grid, doubts)
+        else:
+            self.support = None
+
+    def _may_change_mode(self, battery_id: str, t: float) -> bool:
+        sent = self.sent.get(battery_id)
+        return sent is None or t - sent.role_since >= self.settings.min_switch_interval * 60
+
+    def _candidate(
+        self,
+        t: float,
+        active: BatteryView | None,
+        usable: dict[str, BatteryView],
+        doubts: dict[str, str],
+        grid: float,
+        *,
+        night: bool,
+    ) -> tuple[BatteryView | None, str]:
+        """Which battery should be active instead, and why (None when the present one should stay)."""
+        s = self.settings
+        hysteresis = s.hysteresis * 60
+        if active is None:
+            return None, ""
+        ready = [b for b in usable.values() if not doubts.get(b.id)]
+        margin = s.rotation_soc_margin
+        surplus = self.surplus_since is not None and t - self.surplus_since >= hysteresis
+        consumption = self.consumption_since is not None and t - self.consumption_since >= hysteresis
+        if surplus and not night:
+            room = [b for b in ready if (b.soc or 0) < s.all_full_soc]
+            emptiest = min(room, key=lambda b: b.soc or 0) if room else None
+            active_full = (active.soc or 0) >= s.all_full_soc - SOC_MARGIN
+            if emptiest is not None and (active_full or (emptiest.soc or 0) + margin <= (active.soc or 0)):
+                return emptiest, f"solar surplus ({-grid:.0f} W)"
+        if consumption:
+            charged = [b for b in ready if (b.soc or 0) > b.soc_floor + SOC_MARGIN]
+            fullest = max(charged, key=lambda b: b.soc or 0) if charged else None
+            active_empty = (active.soc or 0) <= active.soc_floor + SOC_MARGIN
+            fuller = fullest is not None and (fullest.soc or 0) >= (active.soc or 0) + margin
+            if fullest is not None and (active_empty or (fuller and not night)):
+                return fullest, f"consumption ({grid:.0f} W)"
+        return None, ""
+
+    def _all_full(self, inputs: Inputs, usable: dict[str, BatteryView], grid: float) -> bool:
+        s = self.settings
+        full = all((b.soc or 0) >= s.all_full_soc for b in usable.values())
+        if not self.all_full and full and grid < -s.surplus_threshold:
+            self.all_full = True
+            self.active = None
+            self._decide(
+                inputs.now,
+                f"All batteries >= {s.all_full_soc:g} % and exporting {-grid:.0f} W: "
+                "rotation stopped, the surplus goes to the grid",
+            )
+        elif self.all_full:
+            sustained = (
+                self.consumption_since is not None and inputs.t - self.consumption_since >= s.hysteresis * 60
+            )
+            if sustained and any((b.soc or 0) > s.restart_soc for b in usable.values()):
+                self.all_full = False
+                self._decide(
+                    inputs.now, f"Consumption of {grid:.0f} W for {s.hysteresis:g} min: rotation restarts"
+                )
+                self.active = None
+                self._pick_active(inputs, usable, {}, reason="restart after all full")
+        return self.all_full
+
+    def _overflow(
+        self,
+        inputs: Inputs,
+        usable: dict[str, BatteryView],
+        wants: dict[str, _Want],
+        active: BatteryView,
+        grid: float,
+        doubts: dict[str, str],
+    ) -> None:
+        """A second battery takes the surplus the active one cannot: only what exceeds the active battery's
+        own maximum charge, so the two never pass energy back and forth."""
+        s = self.settings
+        t = inputs.t
+        importing = grid > s.overflow_stop_import
+        self.overflow_import_since = (self.overflow_import_since or t) if importing else None
+        export = max(0.0, -grid)
+        headroom = max(
+            0.0, active.max_charge_w - max(0.0, -(active.ac_power or 0.0))
+        )  # what the active could add
+        current = usable.get(self.overflow or "")
+        if current is not None:
+            consumption = (
+                self.overflow_import_since is not None and t - self.overflow_import_since >= OVERFLOW_STOP_S
+            )
+            wanted = int(self.overflow_power + export - headroom)
+            why = (
+                "consumption"
+                if consumption
+                else "the time is up"
+                if t >= self.overflow_until
+                else "it is full"
+                if (current.soc or 0) >= s.all_full_soc
+                else "the active battery can take the surplus again"
+                if wanted < 100
+                else ""
+            )
+            if why:
+                self._decide(inputs.now, f"Overflow charging of {current.name} stops: {why}")
+                self.overflow = None
+                return
+            self.overflow_power = max(100, min(int(s.overflow_max_power), current.max_charge_w, wanted))
+            wants[current.id] = _Want(Role.CHARGE, -self.overflow_power, reason="overflow charging")
+            return
+        sustained = self.surplus_since is not None and t - self.surplus_since >= s.hysteresis * 60
+        saturated = headroom < 0.1 * active.max_charge_w
+        if sustained and saturated and (active.soc or 100) < s.overflow_max_soc:
+            others = [
+                b
+                for b in usable.values()
+                if b.id != active.id and not doubts.get(b.id) and (b.soc or 100) < s.all_full_soc
+            ]
+            if others:
+                second = min(others, key=lambda b: b.soc or 0)
+                power = max(100, min(int(s.overflow_max_power), second.max_charge_w, int(export)))
+                self.overflow, self.overflow_power = second.id, power
+                self.overflow_until = t + s.overflow_duration * 60
+                self._decide(
+                    inputs.now,
+                    f"Overflow: {active.name} ({active.soc:.0f} %) charges at its maximum and {export:.0f} W "
+                    f"still go to the grid; {second.name} charges {power} W for {s.overflow_duration:g} min",
+                )
+                wants[second.id] = _Want(Role.CHARGE, -power, reason="overflow charging")
+
+    def _support(
+        self,
+        inputs: Inputs,
+        usable: dict[str, BatteryView],
+        wants: dict[str, _Want],
+        active: BatteryView,
+        grid: float,
+        doubts: dict[str, str],
+    ) -> None:
+        """A second battery covers the load the active one cannot: it discharges at its maximum and the grid
+        still delivers. Only the excess, so the two never pass energy back and forth."""
+        s = self.settings
+        t = inputs.t
+        imported = max(0.0, grid)
+        headroom = max(0.0, active.max_discharge_w - max(0.0, active.ac_power or 0.0))
+        current = usable.get(self.support or "")
+        if current is not None:
+            wanted = int(self.support_power + imported - headroom)
+            why = (
+                "the active battery covers the load again"
+                if wanted < 100
+                else "it is empty"
+                if (current.soc or 0) <= current.soc_floor + SOC_MARGIN
+                else ""
+            )
+            if why or wants[current.id].role is not Role.IDLE:
+                if why:
+                    self._decide(inputs.now, f"Load support by {current.name} stops: {why}")
+                self.support = None
+                return
+            self.support_power = max(100, min(current.max_discharge_w, wanted))
+            wants[current.id] = _Want(Role.DISCHARGE, self.support_power, reason="load support")
+            return
+        sustained = self.consumption_since is not None and t - self.consumption_since >= s.hysteresis * 60
+        saturated = headroom < 0.1 * active.max_discharge_w
+        if sustained and saturated:
+            others = [
+                b
+                for b in usable.values()
+                if b.id != active.id
+                and not doubts.get(b.id)
+                and wants[b.id].role is Role.IDLE
+                and (b.soc or 0) > b.soc_floor + SOC_MARGIN
+            ]
+            if others:
+                second = max(others, key=lambda b: b.soc or 0)
+                power = max(100, min(second.max_discharge_w, int(imported)))
+                self.support, self.support_power = second.id, power
+                self._decide(
+                    inputs.now,
+                    f"Load support: {active.name} discharges at its maximum and {imported:.0f} W "
+                    f"still come from the grid; {second.name} adds {power} W",
+                )
+                wants[second.id] = _Want(Role.DISCHARGE, power, reason="load support")
+
+    def _night(
+        self,
+        inputs: Inputs,
+        usable: dict[str, BatteryView],
+        wants: dict[str, _Want],
+        evening: Any,
+        doubts: dict[str, str],
+    ) -> None:
+        s = self.settings
+        if not self.at_night:  # dusk: the day's helpers stop
+            self.overflow, self.all_full = None, False
+        if s.night_charging and (self.plan is None or self.plan.night_of != evening.isoformat()):
+            expected_pv = 1000 * (inputs.pv_forecast_tomorrow_kwh or 0.0)
+            self.plan = plan_night(
+                evening,
+                tuple(usable.values()),
+                s.desired_total_capacity * 1000,
+                expected_pv,
+                self.tariff,
+                s.night_start_time,
+                s.day_start_time,
+                inputs.now,
+            )
+            self.plan_soc = {i: b.soc or 0.0 for i, b in usable.items()}
+            self._decide(inputs.now, self._describe_plan(self.plan, usable))
+        plan = self.plan if s.night_charging else None
+        if plan is not None and plan.energy_wh and plan.charging_at(inputs.now):
+            self.strategy = f"night charging ({plan.period})"
+            for i, battery in usable.items():
+                goal = target_soc(plan, battery, self.plan_soc.get(i, battery.soc or 0))
+                if i in plan.power_w and (battery.soc or 0) < goal - 0.5:
+                    wants[i] = _Want(Role.CHARGE, -plan.power_w[i], reason=f"night charging to {goal:.0f} %")
+                else:
+                    wants[i] = _Want(Role.IDLE, reason="night charging: this battery is done")
+            self.next_action = ""
+            return
+        self.strategy = "night: no rotation"
+        self._track_grid(inputs.t, inputs.grid_power or 0.0)
+        self._rotate(inputs, usable, wants, doubts, inputs.grid_power or 0.0, night=True)
+        if plan is not None and plan.energy_wh and plan.windows:
+            start = next((a for a, _ in plan.windows if a > inputs.now), None)
+            self.next_action = f"night charging from {start:%H:%M}" if start else ""
+
+    def _describe_plan(self, plan: NightPlan, usable: dict[str, BatteryView]) -> str:
+        pv_kwh = plan.expected_pv_wh / 1000
+        if not plan.energy_wh:
+            stored_kwh = sum(b.stored_wh for b in usable.values()) / 1000
+            return (
+                f"Night plan: no charging needed (stored {stored_kwh:.1f} kWh + expected PV {pv_kwh:.1f} kWh)"
+            )
+        parts = ", ".join(
+            f"{usable[i].name} {e / 1000:.1f} kWh at {plan.power_w[i]} W" for i, e in plan.energy_wh.items()
+        )
+        first = plan.windows[0][0] if plan.windows else None
+        return (
+            f"Night plan: deficit {plan.deficit_wh / 1000:.1f} kWh (expected PV {pv_kwh:.1f} kWh): {parts}, "
+            f"in {plan.period}" + (f" from {first:%H:%M}" if first else "")
+        )
+
+    def _night_clearing(self, inputs: Inputs) -> list[Command]:
+        """Old manual schedules are cleared before night charging (they caused double charging)."""
+        plan = self.plan
+        if plan is None or not plan.energy_wh or not self.settings.clear_schedules_before_night_charging:
+            return []
+        if self.cleared_for == plan.night_of:
+            return []
+        self.cleared_for = plan.night_of
+        self._decide(inputs.now, "Clearing old manual schedules before night charging")
+        return [
+            Command(b.id, None, clear_schedules=True, reason="before night charging")
+            for b in inputs.batteries
+            if b.online
+        ]
+
+    def _peak_assist(
+        self, inputs: Inputs, usable: dict[str, BatteryView], wants: dict[str, _Want], grid: float
+    ) -> None:
+        s = self.settings
+        target = self.peak_target()
+        projected = self.capacity.projected_kw(inputs.now, grid)
+        over = projected > target
+        self.peak_since = (self.peak_since or inputs.t) if over else None
+        if self.peak_assist_on and projected < target - PEAK_RELEASE_KW and not over:
+            self.peak_assist_on = False
+            self._decide(inputs.now, f"Peak assist ends: quarter-hour heading for {projected:.2f} kW")
+        if (
+            over
+            and not self.peak_assist_on
+            and self.peak_since is not None
+            and (inputs.t - self.peak_since >= s.peak_assist_delay)
+        ):
+            self.peak_assist_on = True
+            self._decide(
+                inputs.now,
+                f"Peak assist: this quarter-hour heads for {projected:.2f} kW, above the "
+                f"{target:.2f} kW target; discharging the other batteries",
+            )
+        if not self.peak_assist_on:
+            return
+        remaining_h = max(self.capacity.remaining_s(inputs.now), 30.0) / 3600
+        allowed_w = max(0.0, (target * 250 - self.capacity.quarter_import_wh) / remaining_h)
+        charging = [b for b in usable.values() if wants[b.id].role is Role.CHARGE]
+        if charging:
+            # Charging is what lifts the peak: charge slower, rather than discharge one battery into another.
+            excess = max(0.0, grid - allowed_w)
+            total = sum(-wants[b.id].power for b in charging)
+            scale = max(0.0, (total - excess) / total) if total else 0.0
+            for battery in charging:
+                power = int(-wants[battery.id].power * scale) // 50 * 50
+                wants[battery.id] = _Want(
+                    Role.CHARGE, -power, reason=f"charging slowed by peak assist ({target:.2f} kW)"
+                )
+            self.strategy = f"{self.strategy} + peak assist"
+            return
+        helpers = [
+            b
+            for b in usable.values()
+            if wants[b.id].role is not Role.AUTO
+            and wants[b.id].role is not Role.CHARGE
+            and (b.soc or 0) > b.soc_floor + SOC_MARGIN
+        ]
+        # what they already deliver stays; the rest of the excess is shared
+        present = sum(max(0.0, b.ac_power or 0.0) for b in helpers)
+        needed = max(0.0, grid - allowed_w) + present
+        if not helpers:
+            self.next_action = "peak assist: no battery left to discharge"
+            return
+        share = needed / len(helpers)
+        for battery in helpers:
+            power = int(min(battery.max_discharge_w, max(0.0, share)) // 50 * 50)
+            if power >= 100:
+                wants[battery.id] = _Want(
+                    Role.DISCHARGE, power, reason=f"peak assist (target {target:.2f} kW)"
+                )
+        self.strategy = f"{self.strategy} + peak assist"
+
+    def peak_target(self) -> float:
+        s = self.settings
+        return max(s.peak_target, self.capacity.month_peak_kw) if s.peak_follow_month else s.peak_target
+
+    # commands ------------------------------------------------------------------------------------------
+
+    def _apply(self, inputs: Inputs, wants: dict[str, _Want], *, safety: bool = False) -> list[Command]:
+        s = self.settings
+        commands: list[Command] = []
+        countdown = int(s.passive_countdown * 60)
+        batteries = {b.id: b for b in inputs.batteries}
+        # Auto last: a battery leaves Auto before another one enters it (never two in Auto together)
+        for battery_id in sorted(wants, key=lambda i: wants[i].role is Role.AUTO):
+            want, battery = wants[battery_id], batteries[battery_id]
+            power = self._clamp(battery, want)
+            sent = self.sent.get(battery_id)
+            t = inputs.t
+            mode_change = sent is None or (sent.role is Role.AUTO) != (want.role is Role.AUTO)
+            if (
+                sent is not None
+                and mode_change
+                and not safety
+                and t - sent.role_since < s.min_switch_interval * 60
+            ):
+                continue  # at most one Auto <-> Passive change per battery per switch interval
+            reason = want.reason
+            if not mode_change and sent is not None:
+                if want.role in PASSIVE_ROLES:
+                    changed = want.role is not sent.role or abs(power - sent.power) >= POWER_DEADBAND_W
+                    refresh = t - sent.at >= countdown * 2 / 3
+                    left = battery.mode not in (None, "Passive") and t - sent.at >= REPAIR_S
+                    if changed and t - sent.at < POWER_UPDATE_S and want.role is sent.role:
+                        continue
+                    if not (changed or refresh or left):
+                        continue
+                    if left:
+                        reason = f"{battery.name} left Passive on its own ({battery.mode}): sent again"
+                    elif refresh and not changed:
+                        reason = "countdown refresh"
+                else:
+                    left = battery.mode not in (None, "Auto") and t - sent.at >= REPAIR_S
+                    if not left:
+                        continue
+                    reason = f"{battery.name} is in {battery.mode}, not Auto: sent again"
+            command = Command(
+                battery_id,
+                want.role,
+                power if want.role in PASSIVE_ROLES else 0,
+                countdown if want.role in PASSIVE_ROLES else 0,
+                reason=reason,
+            )
+            role_since = t if mode_change or sent is None else sent.role_since
+            self.sent[battery_id] = _Sent(want.role, command.power_w, t, role_since)
+            commands.append(command)
+        return commands
+
+    def _clamp(self, battery: BatteryView, want: _Want) -> int:
+        """Within the battery's limits and its SOC window."""
+        if want.role is Role.CHARGE:
+            if (battery.soc or 100) >= 100:
+                return 0
+            return max(-battery.max_charge_w, min(0, want.power))
+        if want.role is Role.DISCHARGE:
+            if (battery.soc or 0) <= battery.soc_floor:
+                return 0
+            return min(battery.max_discharge_w, max(0, want.power))
+        return 0
+
+    def _release(self, inputs: Inputs, reason: str) -> list[Command]:
+        commands = [
+            Command(i, Role.AUTO, reason=reason)
+            for i, sent in self.sent.items()
+            if sent.role is not Role.AUTO
+        ]
+        self.sent.clear()
+        self.active = None
+        return commands
+
+    # bookkeeping ----------------------------------------------------------------------------------------
+
+    def _account(self, inputs: Inputs) -> None:
+        if self.last_t is not None and self.last_grid is not None:
+            self.capacity.add(inputs.now, max(0.0, inputs.t - self.last_t), self.last_grid)
+        elif self.capacity.quarter is None:
+            self.capacity.add(inputs.now, 0.0, 0.0)
+        self.last_t = inputs.t
+        fresh = inputs.grid_age is not None and inputs.grid_age <= self.settings.input_stale_after
+        self.last_grid = inputs.grid_power if fresh else None
+
+    def _decide(self, at: datetime, text: str) -> None:
+        decision = Decision(at, text)
+        self.decisions.append(decision)
+        self._new.append(decision)
+
+    def _result(
+        self, inputs: Inputs, commands: list[Command], hold: str, stale: bool, doubts: dict[str, str]
+    ) -> StepResult:
+        s = self.settings
+        evening = evening_of(inputs.now, s.night_start_time, s.day_start_time)
+        active = next((b.name for b in inputs.batteries if b.id == self.active), None)
+        status = Status(
+            enabled=s.enabled,
+            hold=hold,
+            strategy=self.strategy if not hold else "hold",
+            active_battery=active,
+            day=evening is None,
+            tariff_period=self.tariff.period_at(inputs.now),
+            quarter_average_kw=round(self.capacity.average_so_far_kw(inputs.now), 3),
+            month_peak_kw=round(self.capacity.month_peak_kw, 3),
+            peak_target_kw=round(self.peak_target(), 3),
+            stale_input=stale,
+            mismatch="; ".join(d for d in doubts.values() if d),
+            next_action=self.next_action,
+            night_plan=self.plan,
+            roles={
+                b.name: (self.sent[b.id].role.value if b.id in self.sent else "untouched")
+                for b in inputs.batteries
+            },
+        )
+        return StepResult(tuple(commands), tuple(self._new), status)

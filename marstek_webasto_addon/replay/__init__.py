@@ -1,0 +1,1 @@
+"""Replay the optimiser over a year of 15-minute household data against the simulated batteries."""
