@@ -56,6 +56,7 @@ REQUIRED = {
     "select": {"command_topic", "options"},
     "button": {"command_topic"},
     "switch": {"command_topic"},
+    "text": {"command_topic"},
 }
 NUMBER_DEVICE_CLASSES = {"current", "power", "duration", "voltage", "energy", "battery", "temperature", None}
 
@@ -115,6 +116,11 @@ def problems(topic: str, payload: dict[str, Any]) -> list[str]:
             found.append(f"{topic}: step {step}")
         if device_class not in NUMBER_DEVICE_CLASSES:
             found.append(f"{topic}: number device_class {device_class}")
+    if component == "text" and "pattern" in payload:
+        try:
+            re.compile(payload["pattern"])
+        except re.error:
+            found.append(f"{topic}: text pattern does not compile")
     if component == "select" and (not isinstance(payload.get("options"), list) or not payload["options"]):
         found.append(f"{topic}: select without options")
     if component == "binary_sensor" and device_class not in (

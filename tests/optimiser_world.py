@@ -34,7 +34,7 @@ class World:
     grid: float = 0.0
     now: datetime = datetime(2026, 6, 3, 12, 0)  # a Wednesday noon: day mode, peak period
     t: float = 1000.0
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings = field(default_factory=lambda: Settings(enabled=True))
     tariff: Tariff = DEFAULT_TARIFF
     obey: bool = True
     pv_forecast_kwh: float | None = 0.0

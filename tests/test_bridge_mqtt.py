@@ -139,7 +139,7 @@ async def test_discovery_is_valid_for_every_entity_kind(broker: Broker, site: Si
     all_problems = [p for topic, payload in found.items() for p in problems(topic, payload)]
     assert all_problems == []
     components = {topic.split("/")[1] for topic in found}
-    assert components == {"sensor", "binary_sensor", "select", "number", "button", "switch"}
+    assert components == {"sensor", "binary_sensor", "select", "number", "button", "switch", "text"}
     unique_ids = [payload["unique_id"] for payload in found.values()]
     assert len(unique_ids) == len(set(unique_ids))
     battery = next(p for t, p in found.items() if t.endswith("/ac_input_energy/config"))

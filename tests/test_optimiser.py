@@ -114,7 +114,7 @@ def test_night_plan_fills_the_deficit_emptiest_first_in_the_cheapest_period() ->
         three(50, 20, 90),
         now=datetime(2026, 6, 3, 21, 59, 50),
         pv_forecast_kwh=2.0,
-        settings=Settings(desired_total_capacity=15.0),
+        settings=Settings(enabled=True, desired_total_capacity=15.0),
     )
     world.step()
     plan = world.step().status.night_plan
@@ -132,7 +132,9 @@ def test_night_plan_fills_the_deficit_emptiest_first_in_the_cheapest_period() ->
 
 def test_night_charging_runs_in_the_window_after_clearing_schedules() -> None:
     world = World(
-        three(50, 20, 90), now=datetime(2026, 6, 4, 0, 55), settings=Settings(desired_total_capacity=12.0)
+        three(50, 20, 90),
+        now=datetime(2026, 6, 4, 0, 55),
+        settings=Settings(enabled=True, desired_total_capacity=12.0),
     )
     start(world)
     clears = [c for c in world.log if c.clear_schedules]
@@ -150,7 +152,9 @@ def test_clearing_schedules_can_be_switched_off() -> None:
     world = World(
         three(50, 20, 90),
         now=datetime(2026, 6, 4, 0, 55),
-        settings=Settings(desired_total_capacity=12.0, clear_schedules_before_night_charging=False),
+        settings=Settings(
+            enabled=True, desired_total_capacity=12.0, clear_schedules_before_night_charging=False
+        ),
     )
     world.run(600)
     assert not any(c.clear_schedules for c in world.log)
@@ -240,7 +244,11 @@ def test_all_full_stops_rotation_and_restarts_on_consumption() -> None:
 
 
 def test_peak_assist_discharges_helpers_when_the_quarter_heads_over_target() -> None:
-    world = World(three(60, 50, 65), now=datetime(2026, 6, 3, 17, 54, 50), settings=Settings(peak_target=2.5))
+    world = World(
+        three(60, 50, 65),
+        now=datetime(2026, 6, 3, 17, 54, 50),
+        settings=Settings(enabled=True, peak_target=2.5),
+    )
     world.engine.active, world.engine.last_switch = "a", 1000.0
     start(world)
     world.set("A", ac_power=2500.0)
@@ -256,7 +264,11 @@ def test_peak_assist_discharges_helpers_when_the_quarter_heads_over_target() -> 
 
 
 def test_peak_assist_follows_the_quarter_hour_boundary() -> None:
-    world = World(three(60, 50, 65), now=datetime(2026, 6, 3, 17, 53, 40), settings=Settings(peak_target=2.5))
+    world = World(
+        three(60, 50, 65),
+        now=datetime(2026, 6, 3, 17, 53, 40),
+        settings=Settings(enabled=True, peak_target=2.5),
+    )
     world.engine.active, world.engine.last_switch = "a", 1000.0
     start(world)
     world.grid = 6000
@@ -274,10 +286,10 @@ def test_peak_assist_follows_the_quarter_hour_boundary() -> None:
 
 
 def test_the_target_follows_this_months_peak() -> None:
-    world = World(three(), settings=Settings(peak_target=2.5))
+    world = World(three(), settings=Settings(enabled=True, peak_target=2.5))
     world.engine.capacity.month_peak_kw = 4.2
     assert world.engine.peak_target() == pytest.approx(4.2)
-    fixed = World(three(), settings=Settings(peak_target=2.5, peak_follow_month=False))
+    fixed = World(three(), settings=Settings(enabled=True, peak_target=2.5, peak_follow_month=False))
     fixed.engine.capacity.month_peak_kw = 4.2
     assert fixed.engine.peak_target() == pytest.approx(2.5)
 
@@ -312,7 +324,11 @@ def test_mismatch_detector(role: Role, mode: str | None, power: float | None, pr
 
 
 def test_a_doubtful_active_battery_blocks_peak_assist_and_overflow() -> None:
-    world = World(three(50, 45, 80), settings=Settings(peak_target=2.5), now=datetime(2026, 6, 3, 17, 54, 50))
+    world = World(
+        three(50, 45, 80),
+        settings=Settings(enabled=True, peak_target=2.5),
+        now=datetime(2026, 6, 3, 17, 54, 50),
+    )
     start(world)
     active = next(b.name for b in world.batteries if b.mode == "Auto")
     world.obey = False
@@ -377,7 +393,7 @@ def test_a_clean_stop_returns_the_batteries_to_auto() -> None:
 
 
 def test_passive_commands_carry_a_countdown_and_are_refreshed_before_it_runs_out() -> None:
-    world = World(three(), settings=Settings(passive_countdown=15))
+    world = World(three(), settings=Settings(enabled=True, passive_countdown=15))
     world.step()
     idle = [c for c in world.log if c.role is Role.IDLE]
     assert len(idle) == 2
@@ -417,7 +433,7 @@ def test_setpoints_stay_within_limits_and_the_soc_window() -> None:
     world = World(
         [battery("A", 50), battery("B", 100), battery("C", 12)],
         now=datetime(2026, 6, 4, 1, 30),
-        settings=Settings(desired_total_capacity=15.0),
+        settings=Settings(enabled=True, desired_total_capacity=15.0),
     )
     world.run(300)
     for command in world.log:
@@ -436,6 +452,7 @@ def test_settings_defaults_are_the_parameter_table_and_the_seed() -> None:
     for parameter in PARAMETERS:
         assert getattr(settings, parameter.key) == parameter.default, parameter.key
     assert set(BY_KEY) == set(settings.as_dict())
+    assert settings.enabled is False  # opt-in: nothing steers the batteries until the user says so
     assert (settings.surplus_threshold, settings.consumption_threshold) == (200, 200)
     assert (settings.hysteresis, settings.min_switch_interval) == (2, 5)
     assert (settings.overflow_max_soc, settings.all_full_soc, settings.restart_soc) == (85, 95, 20)
@@ -456,6 +473,14 @@ def test_settings_are_checked(key: str, value: object, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         check(key, value)
     assert Settings().with_values({"night_start": "21:30"}).night_start_time.hour == 21
+
+
+def test_starting_switched_off_commands_nothing() -> None:
+    world = World(three(), settings=Settings())
+    results = world.run(600)
+    assert world.log == []
+    assert all(not r.decisions for r in results)
+    assert results[-1].status.hold == "optimiser switched off"
 
 
 def test_time_moves_forward_in_the_world() -> None:

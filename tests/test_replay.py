@@ -78,7 +78,8 @@ def test_batteries_lower_the_bill_and_the_optimiser_uses_cheap_night_hours(year:
     assert (
         winter["optimiser"]["bill_eur"] < winter["auto_all"]["bill_eur"]
     )  # night charging at super-off-peak
-    assert winter["optimiser"]["mean_monthly_peak_kw"] <= winter["no_battery"]["mean_monthly_peak_kw"]
+    # never a higher peak than without batteries, but for their standby (3 W each at an empty floor)
+    assert winter["optimiser"]["mean_monthly_peak_kw"] <= winter["no_battery"]["mean_monthly_peak_kw"] + 0.01
 
 
 def test_replay_command_prints_json_and_writes_the_plot(cache: Path, tmp_path: Path) -> None:

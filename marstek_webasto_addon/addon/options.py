@@ -12,13 +12,27 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from ..optimiser.settings import PARAMETERS
+from ..optimiser.tariff import DAY_NAMES, Tariff
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 _TOPIC_WORD = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _NAME = re.compile(r"^[^\x00-\x1f/#+]{1,40}$")
+_CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
+_DAY = "(" + "|".join(DAY_NAMES) + ")"
+_DAYS = rf"^(all|{_DAY}(-{_DAY})?(,{_DAY}(-{_DAY})?)*)$"
 
 
 def _host(value: str) -> str:
@@ -29,6 +43,14 @@ def _host(value: str) -> str:
         if not _HOSTNAME.match(value):
             raise ValueError("must be an IP address or a host name") from None
     return value
+
+
+_PATTERN_HELP = {
+    _CLOCK: "must be a time HH:MM (00:00..23:59)",
+    _DAYS: "must be days such as mon-fri, sat,sun or all",
+    r"^[a-z][a-z0-9_]{0,30}$": "must be a short name in lower case: letters, digits and _",
+    r"^[0-9a-fA-F]{12}$": "must be 12 hexadecimal digits (the BLE MAC without separators)",
+}
 
 
 class _Strict(BaseModel):
@@ -76,6 +98,100 @@ class TimingOptions(_Strict):
     verify_delay: Annotated[float, Field(ge=0, le=60)] = 5.0
 
 
+def _optimiser_options() -> type[BaseModel]:
+    """The optimiser's options, generated from its parameter table (one declaration for option,
+    entity and validation)."""
+    fields: dict[str, Any] = {}
+    for parameter in PARAMETERS:
+        if parameter.kind == "switch":
+            fields[parameter.key] = (bool, parameter.default)
+        elif parameter.kind == "time":
+            fields[parameter.key] = (Annotated[str, Field(pattern=_CLOCK)], parameter.default)
+        else:
+            bounds = Field(ge=parameter.minimum, le=parameter.maximum)
+            fields[parameter.key] = (Annotated[float, bounds], parameter.default)
+    return create_model("OptimiserOptions", __base__=_Strict, **fields)
+
+
+OptimiserOptions = _optimiser_options()
+
+
+class GridSourceOptions(_Strict):
+    """Where the grid power (the P1 meter, + = import) comes from."""
+
+    type: Literal["battery", "mqtt", "entity"] = "battery"
+    battery: str = ""  # battery: its CT meter (EM.GetStatus); empty = the first battery
+    topic: str = ""  # mqtt: a topic with a number, or JSON with `json_key`
+    json_key: str = ""
+    entity_id: str = ""  # entity: a Home Assistant sensor, through the Supervisor
+    unit: Literal["W", "kW"] = "W"
+    invert: bool = False  # for meters that report export as positive
+
+    @model_validator(mode="after")
+    def _complete(self) -> GridSourceOptions:
+        if self.type == "mqtt" and not self.topic:
+            raise ValueError("grid_source.topic is required when grid_source.type is mqtt")
+        if self.type == "entity" and not re.fullmatch(r"sensor\.[a-z0-9_]+", self.entity_id):
+            raise ValueError(
+                "grid_source.entity_id must be a sensor entity id (sensor.xxx) when type is entity"
+            )
+        return self
+
+
+class PvForecastOptions(_Strict):
+    """Tomorrow's PV: an energy forecast entity in kWh, or a weather entity's sunny hours."""
+
+    type: Literal["none", "entity", "weather"] = "none"
+    entity_id: str = ""
+
+    @model_validator(mode="after")
+    def _complete(self) -> PvForecastOptions:
+        domain = {"entity": "sensor", "weather": "weather"}.get(self.type)
+        if domain and not re.fullmatch(rf"{domain}\.[a-z0-9_]+", self.entity_id):
+            raise ValueError(f"pv_forecast.entity_id must be a {domain} entity id when type is {self.type}")
+        return self
+
+
+class TariffPeriodOptions(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
+    price: Annotated[float, Field(ge=-1, le=5)]  # EUR per kWh, all-in
+    days: Annotated[str, Field(pattern=_DAYS)]
+    start: Annotated[str, Field(pattern=_CLOCK)]
+    end: Annotated[str, Field(pattern=_CLOCK)]
+
+
+class TariffOptions(_Strict):
+    default_period: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")] = "off_peak"
+    default_price: Annotated[float, Field(ge=-1, le=5)] = 0.236
+    periods: list[TariffPeriodOptions] = [
+        TariffPeriodOptions(name="peak", price=0.279, days="mon-fri", start="07:00", end="22:00"),
+        TariffPeriodOptions(name="super_off_peak", price=0.208, days="all", start="01:00", end="07:00"),
+    ]
+    injection_price: Annotated[float, Field(ge=-1, le=5)] = 0.02
+    capacity_price: Annotated[float, Field(ge=0, le=1000)] = 52.37  # EUR per kW per year
+    capacity_floor: Annotated[float, Field(ge=0, le=50)] = 2.5
+
+    @model_validator(mode="after")
+    def _one_price_per_period(self) -> TariffOptions:
+        prices: dict[str, float] = {self.default_period: self.default_price}
+        for period in self.periods:
+            if prices.setdefault(period.name, period.price) != period.price:
+                raise ValueError(f"tariff period {period.name!r} has two different prices")
+        return self
+
+    def build(self) -> Tariff:
+        prices = {self.default_period: self.default_price} | {p.name: p.price for p in self.periods}
+        rules = [{"period": p.name, "days": p.days, "start": p.start, "end": p.end} for p in self.periods]
+        return Tariff.from_rules(
+            rules,
+            prices,
+            self.default_period,
+            injection_price=self.injection_price,
+            capacity_price=self.capacity_price,
+            capacity_floor_kw=self.capacity_floor,
+        )
+
+
 class Options(_Strict):
     batteries: list[BatteryOptions] = []
     wallboxes: list[WallboxOptions] = []
@@ -90,6 +206,16 @@ class Options(_Strict):
     rediscovery_targets: list[str] = []  # empty: broadcast; addresses or blocks otherwise
     timing: TimingOptions = TimingOptions()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    optimiser: OptimiserOptions = OptimiserOptions()  # type: ignore[valid-type]
+    grid_source: GridSourceOptions = GridSourceOptions()
+    pv_forecast: PvForecastOptions = PvForecastOptions()
+    tariff: TariffOptions = TariffOptions()
+    control_interval: Annotated[float, Field(ge=1, le=300)] = 10.0
+
+    def optimiser_values(self) -> dict[str, Any]:
+        """The optimiser section as plain values (its model is generated, so typed access goes here)."""
+        section: BaseModel = self.optimiser
+        return section.model_dump()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Options:
@@ -130,7 +256,8 @@ def _explain(error: Any) -> str:
     if kind == "literal_error":
         return f"{where}: must be one of {ctx.get('expected')}{shown}"
     if kind == "string_pattern_mismatch":
-        return f"{where}: has characters that are not allowed{shown}"
+        expected = _PATTERN_HELP.get(str(ctx.get("pattern")), "has characters that are not allowed")
+        return f"{where}: {expected}{shown}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         bound = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[
             kind

@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from ..bridge.devices import BatteryDevice, BridgedDevice, BridgeDevice, SiteDevice, WallboxDevice
 from ..bridge.mqtt import BrokerSettings, MqttBridge
+from ..bridge.optimiser_device import OptimiserDevice
 from ..bridge.topics import Topics
 from ..devices.marstek.client import MarstekClient, Pacing
+from ..devices.marstek.datapoints import Method
 from ..devices.marstek.discovery import broadcast_addresses, expand_targets
 from ..devices.marstek.link import BatteryLink, LinkSettings
 from ..devices.marstek.transport import UdpEndpoint
 from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
 from ..devices.webasto.registers import WallboxModel
+from .controller import OptimiserController
+from .inputs import BatteryMeterInput, GridInput, MqttGridInput, PvForecast
 from .options import BatteryOptions, Options, WallboxOptions
 from .state import StateStore
 
@@ -46,12 +51,14 @@ class Runtime:
         self.site: SiteDevice | None = None
         self.bridge_device = BridgeDevice()
         self.mqtt: MqttBridge | None = None
+        self.optimiser: OptimiserController | None = None
+        self.optimiser_device: OptimiserDevice | None = None
         self._device_of: dict[int, BridgedDevice] = {}
 
     @property
     def devices(self) -> list[BridgedDevice]:
-        site: list[BridgedDevice] = [self.site] if self.site else []
-        return [self.bridge_device, *site, *self.batteries, *self.wallboxes]
+        extra: list[BridgedDevice] = [d for d in (self.site, self.optimiser_device) if d is not None]
+        return [self.bridge_device, *extra, *self.batteries, *self.wallboxes]
 
     async def __aenter__(self) -> Runtime:
         options = self.options
@@ -75,6 +82,7 @@ class Runtime:
             offline_after=options.offline_after,
             rediscovery_targets=tuple(targets),
         )
+        meter_battery = self._meter_battery()
         for item in options.batteries:
             if item.port not in self.endpoints:
                 endpoint = await UdpEndpoint.open(options.marstek_bind, item.port)
@@ -88,7 +96,10 @@ class Runtime:
                 pacing=pacing,
                 ble_mac=item.ble_mac or identities.get(key),
             )
-            link = BatteryLink(item.name, client, link_settings, self._battery_updated)
+            own = link_settings
+            if item is meter_battery:  # its CT is the optimiser's meter: read it on every poll
+                own = replace(link_settings, extra_fast=(Method.EM_STATUS,))
+            link = BatteryLink(item.name, client, own, self._battery_updated)
             device = BatteryDevice(link, settings.setdefault(key, {}), self._save)
             self.battery_links.append(link)
             self.batteries.append(device)
@@ -112,15 +123,52 @@ class Runtime:
             self.wallboxes.append(wallbox)
             self._device_of[id(wallbox_link)] = wallbox
         self.site = SiteDevice(self.batteries)
+        grid = self._grid_input(meter_battery)
+        if self.batteries:
+            self.optimiser = OptimiserController(
+                options,
+                self.batteries,
+                grid,
+                PvForecast("none"),
+                self.state.section("optimiser"),
+                self._save,
+                on_change=self._optimiser_changed,
+                on_outcome=self._notify,
+            )
+            self.optimiser_device = OptimiserDevice(self.optimiser)
         self.mqtt = MqttBridge(
             self.broker,
             Topics(options.base_topic, options.discovery_prefix),
             self.devices,
             refresh_interval=options.state_refresh_interval,
         )
+        if isinstance(grid, MqttGridInput):
+            self.mqtt.add_listener(options.grid_source.topic, grid.on_payload)
         return self
 
+    def _meter_battery(self) -> BatteryOptions | None:
+        source = self.options.grid_source
+        if source.type != "battery" or not self.options.batteries:
+            return None
+        named = [b for b in self.options.batteries if b.name == source.battery]
+        return named[0] if named else self.options.batteries[0]
+
+    def _grid_input(self, meter_battery: BatteryOptions | None) -> GridInput:
+        source = self.options.grid_source
+        if source.type == "mqtt":
+            return MqttGridInput(
+                source.topic, json_key=source.json_key, unit=source.unit, invert=source.invert
+            )
+        if source.type == "battery" and meter_battery is not None:
+            device = next(d for d in self.batteries if d.name == meter_battery.name)
+            return BatteryMeterInput(device)
+        return GridInput(
+            f"Home Assistant {source.entity_id}" if source.type == "entity" else "no grid source"
+        )
+
     async def __aexit__(self, *exc: object) -> None:
+        if self.optimiser is not None:
+            await self.optimiser.stop()  # batteries back to Auto while the links are still up
         if self.mqtt is not None:
             await self.mqtt.close()
         for link in self.wallbox_links:
@@ -134,6 +182,8 @@ class Runtime:
         tasks = [asyncio.create_task(self.mqtt.run(), name="mqtt")]
         tasks += [asyncio.create_task(link.run(), name=f"battery-{link.name}") for link in self.battery_links]
         tasks += [asyncio.create_task(link.run(), name=f"wallbox-{link.name}") for link in self.wallbox_links]
+        if self.optimiser is not None:
+            tasks.append(asyncio.create_task(self.optimiser.run(), name="optimiser"))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -164,6 +214,10 @@ class Runtime:
             identities[key] = serial
             self._save()
         self._notify(self._device_of[id(link)])
+
+    def _optimiser_changed(self) -> None:
+        if self.optimiser_device is not None:
+            self._notify(self.optimiser_device)
 
     def _notify(self, device: BridgedDevice) -> None:
         if self.mqtt is not None:

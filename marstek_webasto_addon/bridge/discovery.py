@@ -64,6 +64,8 @@ def entity_config(device: BridgedDevice, expose: Expose, topics: Topics) -> dict
         config["options"] = list(expose.options)
     if expose.component is Component.NUMBER:
         config.update({"min": expose.minimum, "max": expose.maximum, "step": expose.step or 1, "mode": "box"})
+    if expose.component is Component.TEXT and expose.pattern:
+        config["pattern"] = expose.pattern
     if expose.attributes:
         config["json_attributes_topic"] = topics.attributes(device_id, expose.key)
     return config

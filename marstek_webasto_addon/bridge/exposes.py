@@ -7,6 +7,7 @@ controls. Sensors are generated from the device tables; controls are declared in
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -25,10 +26,17 @@ class Component(StrEnum):
     NUMBER = "number"
     BUTTON = "button"
     SWITCH = "switch"
+    TEXT = "text"
 
     @property
     def commandable(self) -> bool:
-        return self in (Component.SELECT, Component.NUMBER, Component.BUTTON, Component.SWITCH)
+        return self in (
+            Component.SELECT,
+            Component.NUMBER,
+            Component.BUTTON,
+            Component.SWITCH,
+            Component.TEXT,
+        )
 
 
 PRESS = "PRESS"
@@ -52,6 +60,7 @@ class Expose:
     maximum: float | None = None
     step: float | None = None
     attributes: bool = False  # has a JSON attributes topic
+    pattern: str | None = None  # text: what a valid value looks like
 
     def validate(self, payload: bytes | str) -> str | float | bool:
         """The command value, or CommandRejected with a message that says what is allowed."""
@@ -74,6 +83,10 @@ class Expose:
                 return text
             case Component.NUMBER:
                 return self._number(text)
+            case Component.TEXT:
+                if self.pattern is not None and not re.fullmatch(self.pattern, text):
+                    raise CommandRejected(f"{self.name}: {text[:40]!r} is not a valid value ({self.pattern})")
+                return text
         raise CommandRejected(f"{self.name} cannot be commanded")
 
     def _number(self, text: str) -> float:

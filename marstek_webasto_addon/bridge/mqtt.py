@@ -8,7 +8,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,11 @@ class MqttBridge:
         self._published_discovery: dict[str, dict[str, str]] = {}  # device id -> topic -> payload
         self._found_configs: set[str] = set()
         self._scanning = False
+        self._listeners: dict[str, Callable[[bytes], None]] = {}
+
+    def add_listener(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Deliver every message on `topic` (e.g. a P1 meter's power) to `callback`, across reconnects."""
+        self._listeners[topic] = callback
 
     def devices_by_id(self) -> dict[str, BridgedDevice]:
         return {d.device_id: d for d in self.devices if d.device_id is not None}
@@ -118,6 +123,8 @@ class MqttBridge:
         _LOG.info("connected to the MQTT broker %s", self.broker.describe())
         await client.subscribe(self.topics.command_filter, qos=1)
         await client.subscribe(self.topics.ha_status, qos=1)
+        for topic in self._listeners:
+            await client.subscribe(topic, qos=0)
         self._found_configs.clear()
         self._scanning = True
         await client.subscribe(self.topics.discovery_filter, qos=1)
@@ -232,6 +239,10 @@ class MqttBridge:
                     random.uniform(*self.birth_delay),
                     lambda: asyncio.ensure_future(self._republish_after_birth()),
                 )
+            return
+        listener = self._listeners.get(topic)
+        if listener is not None:
+            listener(payload)
             return
         command = self.topics.parse_command(topic)
         if command is not None:

@@ -87,7 +87,7 @@ class Optimiser:
         self.handover: tuple[str, float, int] | None = None  # new active battery, since, power taken over
         self.last_t: float | None = None
         self.last_grid: float | None = None
-        self.was_enabled = True
+        self.was_enabled = settings.enabled  # nothing to release when it starts switched off
         self.strategy = "starting"
         self.next_action = ""
         self._new: list[Decision] = []

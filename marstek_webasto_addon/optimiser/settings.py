@@ -40,7 +40,8 @@ def _time(key: str, name: str, default: str) -> Parameter:
 
 # fmt: off
 PARAMETERS: tuple[Parameter, ...] = (
-    _sw("enabled", "Optimiser", True, "mdi:robot"),
+    # Off until the user switches it on: the add-on never takes over batteries by surprise.
+    _sw("enabled", "Optimiser", False, "mdi:robot"),
     # strategies
     _sw("rotation", "Battery rotation", True, "mdi:rotate-3d-variant"),
     _sw("night_charging", "Night charging", True, "mdi:weather-night"),
@@ -88,7 +89,7 @@ BY_KEY = {p.key: p for p in PARAMETERS}
 class Settings:
     """The values in force (options, then changes made from Home Assistant)."""
 
-    enabled: bool = True
+    enabled: bool = False
     rotation: bool = True
     night_charging: bool = True
     clear_schedules_before_night_charging: bool = True

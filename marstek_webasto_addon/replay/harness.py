@@ -77,7 +77,7 @@ class ReplaySetup:
     profile: str = "venus_e3_v150"
     start_soc: float = 50.0
     step_s: int = 60
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings = field(default_factory=lambda: Settings(enabled=True))
 
 
 def _config(command: Command) -> dict[str, Any]:

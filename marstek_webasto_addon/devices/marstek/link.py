@@ -31,6 +31,7 @@ class LinkSettings:
     rediscovery_timeout: float = 10.0
     rediscovery_interval: float = 60.0  # doubled after each miss, up to the maximum
     rediscovery_interval_max: float = 900.0
+    extra_fast: tuple[Method, ...] = ()  # e.g. EM.GetStatus when this battery's CT is the optimiser's meter
 
 
 class BatteryLink:
@@ -61,7 +62,7 @@ class BatteryLink:
     def methods_for(self, poll_number: int) -> Sequence[Method]:
         if poll_number == 0:
             return (*RARE, *FAST, *SLOW)
-        methods: list[Method] = list(FAST)
+        methods: list[Method] = [*FAST, *self.settings.extra_fast]
         if poll_number % self.settings.slow_every == 0:
             firmware = self.client.snapshot.firmware
             methods += [m for m in SLOW if m is not Method.PV_STATUS or firmware.has_pv_inputs]

@@ -103,7 +103,12 @@ class BatteryPhysics:
         hours = seconds / 3600
         dc = self.dc_power
         stored = -dc * self.charge_efficiency if dc < 0 else -dc / self.discharge_efficiency
-        stored -= self.standby_w
+        if self.soc <= self.soc_floor and dc >= 0:
+            # At the floor the inverter's standby comes from the AC side, not from the cells (an assumption:
+            # the BMS keeps the pack above its floor; the grid sees a few watts).
+            self.ac_power -= self.standby_w
+        else:
+            stored -= self.standby_w
         self.soc = max(0.0, min(100.0, self.soc + stored * hours / self.capacity_wh * 100))
         if self.ac_power >= 0:
             self.ac_out_wh += self.ac_power * hours

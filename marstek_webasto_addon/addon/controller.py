@@ -1,0 +1,229 @@
+"""Runs the pure optimiser against the live devices: gathers its inputs, executes its commands.
+
+The engine decides; this module only translates. Commands go to each battery's client through a small
+per-battery actuator: one write at a time, the latest role command replaces a queued one, a queued
+schedule clearing is never dropped. Every outcome shows on the battery's `Last command` sensor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..bridge.devices import BatteryDevice
+from ..devices.marstek.commands import AutoMode, PassiveMode
+from ..devices.outcome import WriteOutcome, WriteStatus
+from ..optimiser.engine import Optimiser
+from ..optimiser.model import BatteryView, Command, Decision, Inputs, Role, Status
+from ..optimiser.settings import Settings, check
+from .inputs import GridInput, PvForecast
+from .options import Options
+
+_LOG = logging.getLogger(__name__)
+DEFAULT_CAPACITY_WH = 5120.0  # a Venus E; used until the battery reports its rated capacity
+
+
+class _Actuator:
+    def __init__(self, device: BatteryDevice, report: Callable[[BatteryDevice, WriteOutcome], None]) -> None:
+        self.device = device
+        self.report = report
+        self.clear = False
+        self.role: Command | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def submit(self, command: Command) -> None:
+        if command.clear_schedules:
+            self.clear = True
+        else:
+            self.role = command  # a newer role replaces one that has not been sent yet
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._work(), name=f"optimiser-{self.device.name}")
+
+    async def _work(self) -> None:
+        client = self.device.link.client
+        while self.clear or self.role is not None:
+            if self.clear:
+                self.clear = False
+                outcome = await client.clear_schedules()
+            else:
+                command, self.role = self.role, None
+                assert command is not None
+                if command.role is Role.AUTO:
+                    outcome = await client.set_mode(AutoMode())
+                else:
+                    outcome = await client.set_mode(PassiveMode(command.power_w, command.duration_s))
+                outcome = WriteOutcome(
+                    outcome.status,
+                    f"{outcome.command} (optimiser: {command.reason})",
+                    outcome.attempts,
+                    outcome.detail,
+                    outcome.clamped,
+                )
+            self.report(self.device, outcome)
+
+    async def drain(self, timeout: float) -> None:
+        if self.task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+
+
+class OptimiserController:
+    def __init__(
+        self,
+        options: Options,
+        batteries: Sequence[BatteryDevice],
+        grid: GridInput,
+        pv: PvForecast,
+        store: dict[str, Any],
+        save: Callable[[], None],
+        on_change: Callable[[], None] = lambda: None,
+        on_outcome: Callable[[BatteryDevice], None] = lambda device: None,
+    ) -> None:
+        self.options = options
+        self.batteries = list(batteries)
+        self.grid_input = grid
+        self.pv = pv
+        self.store = store
+        self.save = save
+        self.on_change = on_change
+        self.on_outcome = on_outcome
+        self.engine = Optimiser(self._settings_from(options), options.tariff.build())
+        self.interval = options.control_interval
+        self._status: Status | None = None
+        self._actuators = {id(b): _Actuator(b, self._report) for b in self.batteries}
+        self._stale_logged = False
+
+    # settings: the options, then changes made from Home Assistant ------------------------------------
+
+    def _settings_from(self, options: Options) -> Settings:
+        """Options win when they changed since the last start; otherwise entity changes stay in force."""
+        configured = options.optimiser_values()
+        if self.store.get("options") != configured:
+            self.store["options"], self.store["overrides"] = configured, {}
+        values = {**configured, **self.store.get("overrides", {})}
+        try:
+            return Settings().with_values(values)
+        except ValueError as exc:  # a stored override the parameter table no longer accepts
+            _LOG.warning("ignoring stored optimiser settings: %s", exc)
+            self.store["overrides"] = {}
+            return Settings().with_values(configured)
+
+    @property
+    def settings(self) -> Settings:
+        return self.engine.settings
+
+    def change_setting(self, key: str, value: Any) -> str | None:
+        try:
+            checked = check(key, value)
+        except ValueError as exc:
+            return str(exc)
+        self.engine.settings = self.engine.settings.with_values({key: checked})
+        self.store.setdefault("overrides", {})[key] = checked
+        self.save()
+        _LOG.info("optimiser setting %s = %s (from Home Assistant)", key, checked)
+        self.on_change()
+        return None
+
+    # the port the Home Assistant device reads -----------------------------------------------------------
+
+    @property
+    def status(self) -> Status | None:
+        return self._status
+
+    @property
+    def decisions(self) -> Sequence[Decision]:
+        return list(self.engine.decisions)
+
+    def grid(self) -> tuple[float | None, float | None, str]:
+        reading = self.grid_input.current()
+        return reading.value, reading.age(), reading.source
+
+    def pv_forecast_kwh(self) -> float | None:
+        return self.pv.kwh()
+
+    # running ------------------------------------------------------------------------------------------
+
+    def inputs(self) -> Inputs:
+        now = time.monotonic()
+        reading = self.grid_input.current()
+        views = tuple(view for device in self.batteries if (view := self._view(device, now)) is not None)
+        return Inputs(now, datetime.now(), reading.value, reading.age(now), views, self.pv.kwh())
+
+    def _view(self, device: BatteryDevice, now: float) -> BatteryView | None:
+        device_id = device.device_id
+        if device_id is None:
+            return None  # never answered: nothing is known, nothing can be commanded
+        link = device.link
+        snapshot, client = link.snapshot, link.client
+        fresh = now - snapshot.updated_at <= 3 * link.settings.poll_interval + 10
+        mode = snapshot.mode
+        limits = client.limits
+        return BatteryView(
+            id=device_id,
+            name=device.name,
+            online=link.online and fresh,
+            soc=snapshot.soc,
+            capacity_wh=snapshot.number("rated_capacity") or DEFAULT_CAPACITY_WH,
+            soc_floor=client.soc_floor,
+            max_charge_w=limits.charge_w,
+            max_discharge_w=limits.discharge_w,
+            ac_power=snapshot.ac_power if fresh else None,
+            mode=mode.value if fresh and mode else None,
+        )
+
+    def step(self) -> None:
+        inputs = self.inputs()
+        result = self.engine.step(inputs)
+        for decision in result.decisions:
+            _LOG.info("optimiser: %s", decision.text)
+        if result.status.stale_input and not self._stale_logged:
+            reading = self.grid_input.current()
+            _LOG.warning(
+                "optimiser holds every battery in Auto: %s (%s)",
+                result.status.hold,
+                reading.problem or reading.source,
+            )
+        self._stale_logged = result.status.stale_input
+        self._status = result.status
+        self._dispatch(result.commands)
+        self.on_change()
+
+    def _dispatch(self, commands: Sequence[Command]) -> None:
+        by_id = {b.device_id: b for b in self.batteries}
+        for command in commands:
+            device = by_id.get(command.battery_id)
+            if device is not None:
+                self._actuators[id(device)].submit(command)
+
+    def _report(self, device: BatteryDevice, outcome: WriteOutcome) -> None:
+        device.record(outcome)
+        if outcome.status not in (WriteStatus.APPLIED, WriteStatus.ACCEPTED):
+            _LOG.warning(
+                "optimiser: %s: %s -> %s (%s)",
+                device.name,
+                outcome.command,
+                outcome.status.value,
+                outcome.detail,
+            )
+        self.on_outcome(device)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.step()
+            except Exception:  # one bad step must not end the control of the batteries
+                _LOG.exception("optimiser step failed")
+            await asyncio.sleep(self.interval)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """A clean shutdown: every battery the optimiser steered goes back to Auto."""
+        for actuator in self._actuators.values():
+            actuator.role, actuator.clear = None, False  # nothing queued may outlive the release
+        self._dispatch(self.engine.stop(self.inputs()))
+        for actuator in self._actuators.values():
+            await actuator.drain(timeout)

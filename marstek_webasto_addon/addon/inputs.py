@@ -1,0 +1,95 @@
+"""The optimiser's inputs from the outside world: the grid meter and tomorrow's PV.
+
+Each source keeps its latest reading with the moment it arrived, so the optimiser can tell a live meter
+from a stale one (and hold the batteries in Auto).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..bridge.devices import BatteryDevice
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Reading:
+    value: float | None = None
+    at: float | None = None  # time.monotonic() when it arrived
+    source: str = ""
+    problem: str = ""  # why the last payload could not be used
+
+    def age(self, now: float | None = None) -> float | None:
+        return None if self.at is None else (now if now is not None else time.monotonic()) - self.at
+
+
+class GridInput:
+    """Grid power in W, + = import."""
+
+    def __init__(self, description: str) -> None:
+        self.reading = Reading(source=description)
+
+    def current(self) -> Reading:
+        return self.reading
+
+    def set(self, watts: float) -> None:
+        self.reading.value, self.reading.at, self.reading.problem = watts, time.monotonic(), ""
+
+
+class MqttGridInput(GridInput):
+    """A topic with a number (ESPHome, a DSMR reader) or a JSON object with the number under `json_key`."""
+
+    def __init__(self, topic: str, *, json_key: str = "", unit: str = "W", invert: bool = False) -> None:
+        super().__init__(f"MQTT {topic}" + (f" [{json_key}]" if json_key else ""))
+        self.json_key, self.scale = json_key, (1000.0 if unit == "kW" else 1.0) * (-1.0 if invert else 1.0)
+
+    def on_payload(self, payload: bytes) -> None:
+        text = payload.decode("utf-8", errors="replace").strip()
+        try:
+            value = json.loads(text) if text else None
+            if self.json_key:
+                value = value.get(self.json_key) if isinstance(value, dict) else None
+            number = float(value)  # type: ignore[arg-type]
+        except (ValueError, TypeError, AttributeError):
+            number = math.nan
+        if not math.isfinite(number):
+            problem = f"{self.reading.source}: {text[:60]!r} is not a power reading"
+            if problem != self.reading.problem:
+                _LOG.warning("%s", problem)  # once per kind of bad payload, not on every message
+            self.reading.problem = problem
+            return
+        self.set(number * self.scale)
+
+
+class BatteryMeterInput(GridInput):
+    """The CT meter a battery itself reads (EM.GetStatus): + = import, like a P1 meter."""
+
+    def __init__(self, battery: BatteryDevice) -> None:
+        super().__init__(f"the CT meter of {battery.name}")
+        self.battery = battery
+
+    def current(self) -> Reading:
+        snapshot = self.battery.link.snapshot
+        value = snapshot.number("meter_power")
+        connected = snapshot.values.get("ct_connected")
+        if value is None or connected is False or not self.battery.available:
+            return Reading(None, None, self.reading.source, f"{self.reading.source} gives no reading")
+        # The value is as old as the battery's last successful poll.
+        return Reading(value, snapshot.updated_at, self.reading.source)
+
+
+class PvForecast:
+    """Tomorrow's expected PV in kWh, from whatever source the options name."""
+
+    def __init__(self, description: str, value: Callable[[], float | None] = lambda: None) -> None:
+        self.description = description
+        self._value = value
+
+    def kwh(self) -> float | None:
+        return self._value()

@@ -1,0 +1,203 @@
+"""The optimiser as a Home Assistant device: every parameter an entity, its status as sensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .. import __version__
+from ..devices.outcome import WriteOutcome, WriteStatus
+from ..optimiser.model import Decision, NightPlan, Status
+from ..optimiser.settings import PARAMETERS, Parameter, Settings
+from .devices import BridgedDevice
+from .exposes import Component, Expose
+
+CONFIG, DIAG = "config", "diagnostic"
+CLOCK_PATTERN = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+
+
+class OptimiserPort(Protocol):
+    """What the device needs from the running optimiser (the controller provides it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def status(self) -> Status | None: ...
+
+    @property
+    def decisions(self) -> Sequence[Decision]: ...
+
+    def grid(self) -> tuple[float | None, float | None, str]: ...  # value W, age s, source
+
+    def pv_forecast_kwh(self) -> float | None: ...
+
+    def change_setting(self, key: str, value: Any) -> str | None: ...  # None, or why it was refused
+
+
+def _parameter_expose(p: Parameter) -> Expose:
+    category = None if p.key == "enabled" else CONFIG
+    if p.kind == "switch":
+        return Expose(p.key, p.name, Component.SWITCH, entity_category=category, icon=p.icon)
+    if p.kind == "time":
+        return Expose(
+            p.key, p.name, Component.TEXT, entity_category=category, icon=p.icon, pattern=CLOCK_PATTERN
+        )
+    device_class = {"W": "power", "kW": "power", "min": "duration", "s": "duration", "kWh": "energy"}.get(
+        p.unit or ""
+    )
+    if device_class == "energy":
+        device_class = None  # a number entity with class energy is fine, but the unit says enough
+    return Expose(
+        p.key,
+        p.name,
+        Component.NUMBER,
+        p.unit,
+        device_class,
+        entity_category=category,
+        icon=p.icon,
+        minimum=p.minimum,
+        maximum=p.maximum,
+        step=p.step,
+    )
+
+
+STATUS_EXPOSES = (
+    Expose("strategy", "Strategy", Component.SENSOR, icon="mdi:strategy"),
+    Expose("active_battery", "Active battery", Component.SENSOR, icon="mdi:battery-sync"),
+    Expose("next_action", "Next action", Component.SENSOR, icon="mdi:calendar-clock"),
+    Expose(
+        "last_decision", "Last decision", Component.SENSOR, icon="mdi:comment-text-outline", attributes=True
+    ),
+    Expose("tariff_period", "Tariff period", Component.SENSOR, icon="mdi:cash-clock"),
+    Expose("grid_power", "Grid power", Component.SENSOR, "W", "power", "measurement", precision=0),
+    Expose(
+        "quarter_average", "Quarter-hour average", Component.SENSOR, "kW", "power", "measurement", precision=2
+    ),
+    Expose("month_peak", "Month peak", Component.SENSOR, "kW", "power", "measurement", precision=2),
+    Expose("peak_target_in_force", "Peak target in force", Component.SENSOR, "kW", "power", precision=2),
+    Expose(
+        "pv_forecast_tomorrow",
+        "PV forecast tomorrow",
+        Component.SENSOR,
+        "kWh",
+        precision=1,
+        icon="mdi:solar-power",
+    ),
+    Expose("night_plan", "Night plan", Component.SENSOR, icon="mdi:weather-night", attributes=True),
+    Expose(
+        "input_stale", "Grid input stale", Component.BINARY_SENSOR, device_class="problem", attributes=True
+    ),
+    Expose(
+        "mode_mismatch",
+        "Battery mode mismatch",
+        Component.BINARY_SENSOR,
+        device_class="problem",
+        attributes=True,
+    ),
+)
+
+
+class OptimiserDevice(BridgedDevice):
+    kind = "optimiser"
+
+    def __init__(self, port: OptimiserPort) -> None:
+        super().__init__()
+        self.port = port
+        self.name = "Energy optimiser"
+
+    @property
+    def device_id(self) -> str:
+        return "optimiser"
+
+    def device_info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "manufacturer": "marstek_webasto_addon",
+            "model": "Optimiser v1",
+            "sw_version": __version__,
+        }
+
+    def exposes(self) -> list[Expose]:
+        return [*(_parameter_expose(p) for p in PARAMETERS), *STATUS_EXPOSES, self.common_exposes()[0]]
+
+    def values(self) -> Mapping[str, Any]:
+        status = self.port.status
+        grid, _, _ = self.port.grid()
+        values: dict[str, Any] = dict(self.port.settings.as_dict())
+        decisions = self.port.decisions
+        values.update(
+            {
+                "grid_power": grid,
+                "pv_forecast_tomorrow": self.port.pv_forecast_kwh(),
+                "last_decision": decisions[-1].text[:250] if decisions else None,
+            }
+        )
+        if status is not None:
+            values.update(
+                {
+                    "strategy": status.strategy,
+                    "active_battery": status.active_battery,
+                    "next_action": status.next_action or "none",
+                    "tariff_period": status.tariff_period,
+                    "quarter_average": status.quarter_average_kw,
+                    "month_peak": status.month_peak_kw,
+                    "peak_target_in_force": status.peak_target_kw,
+                    "night_plan": _plan_summary(status.night_plan),
+                    "input_stale": status.stale_input,
+                    "mode_mismatch": bool(status.mismatch),
+                }
+            )
+        return values
+
+    def attributes(self) -> dict[str, dict[str, Any]]:
+        status = self.port.status
+        _, age, source = self.port.grid()
+        plan = status.night_plan if status else None
+        return {
+            "last_command": super().attributes().get("last_command", {}),
+            "last_decision": {
+                "decisions": [
+                    {"at": d.at.isoformat(timespec="seconds"), "text": d.text}
+                    for d in list(self.port.decisions)[-10:]
+                ]
+            },
+            "night_plan": {}
+            if plan is None
+            else {
+                "night_of": plan.night_of,
+                "deficit_kwh": round(plan.deficit_wh / 1000, 2),
+                "expected_pv_kwh": round(plan.expected_pv_wh / 1000, 2),
+                "period": plan.period,
+                "energy_kwh": {k: round(v / 1000, 2) for k, v in plan.energy_wh.items()},
+                "power_w": plan.power_w,
+                "windows": [f"{a:%H:%M}-{b:%H:%M}" for a, b in plan.windows],
+            },
+            "input_stale": {
+                "source": source,
+                "age_s": None if age is None else round(age, 1),
+                "limit_s": self.port.settings.input_stale_after,
+                "hold": status.hold if status else "",
+            },
+            "mode_mismatch": {"detail": status.mismatch if status else ""},
+        }
+
+    async def execute(self, key: str, value: Any) -> WriteOutcome:
+        refused = self.port.change_setting(key, value)
+        if refused:
+            return WriteOutcome(WriteStatus.REJECTED, f"{key} = {value}", 1, refused)
+        return WriteOutcome(WriteStatus.APPLIED, f"{key} = {value}", 1, "in force from the next step; stored")
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state.pop("connection", None)
+        return state
+
+
+def _plan_summary(plan: NightPlan | None) -> str:
+    if plan is None:
+        return "none"
+    if not plan.energy_wh:
+        return "no charging needed"
+    start = plan.windows[0][0] if plan.windows else None
+    return f"{sum(plan.energy_wh.values()) / 1000:.1f} kWh" + (f" from {start:%H:%M}" if start else "")

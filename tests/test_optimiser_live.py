@@ -1,0 +1,148 @@
+"""The optimiser controlling simulated batteries live, through `run`'s runtime, a broker and a P1 topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import SimFactory
+from .mqtt_fixtures import Broker, Recorder, broker, recording
+from .test_bridge_mqtt import bridge
+
+__all__ = ["broker"]
+pytestmark = pytest.mark.timeout(120)
+P1 = "home/p1/power"
+BASE = "marstek_webasto"
+
+
+def options(sim: Any, enabled: bool) -> dict[str, Any]:
+    return {
+        "batteries": [
+            {"name": f"Fase{'ABC'[i]}", "host": host, "port": port}
+            for i, (host, port) in enumerate(sim.addresses)
+        ],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": 1,
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+        "grid_source": {"type": "mqtt", "topic": P1, "unit": "kW"},
+        "control_interval": 1,
+        # night charging off: the test must behave the same at any hour it runs
+        "optimiser": {
+            "enabled": enabled,
+            "hysteresis": 0,
+            "min_switch_interval": 1,
+            "input_stale_after": 10,
+            "night_charging": False,
+        },
+    }
+
+
+async def keep_publishing(recorder: Recorder, kw: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await recorder.publish(P1, str(kw))
+        await asyncio.sleep(0.5)
+
+
+def modes(sim: Any) -> list[str]:
+    return [battery.mode for battery in sim.batteries]
+
+
+async def test_the_optimiser_steers_batteries_holds_on_a_stale_meter_and_lets_go(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(3, socs=[60.0, 30.0, 90.0])
+    stop = asyncio.Event()
+    async with recording(broker) as recorder, bridge(broker, options(sim, enabled=True), tmp_path) as runtime:
+        meter = asyncio.create_task(keep_publishing(recorder, 0.4, stop))  # 400 W import
+        await recorder.wait_for(
+            lambda: sorted(modes(sim)) == ["Auto", "Passive", "Passive"],
+            30,
+            "one battery in Auto, the others idle in Passive",
+        )
+        status = f"{BASE}/optimiser/state"
+        await recorder.wait_for(
+            lambda: (
+                status in recorder.latest
+                and json.loads(recorder.latest[status])["strategy"] in ("rotation", "night: no rotation")
+            ),
+            10,
+            "status",
+        )
+        state = json.loads(recorder.latest[status])
+        assert state["grid_power"] == pytest.approx(400)
+        assert state["input_stale"] == "OFF"
+        active = state["active_battery"]
+        assert active in ("FaseA", "FaseB", "FaseC")
+        passive = [b for b in sim.batteries if b.mode == "Passive"]
+        assert all(b.passive_power == 0 for b in passive)  # idle
+        assert all(b.passive_until > sim.clock.seconds() for b in passive)  # with a countdown
+
+        # a parameter changed in Home Assistant is used and stored
+        await recorder.publish(f"{BASE}/optimiser/peak_target/set", "4.5")
+        await recorder.wait_for(
+            lambda: json.loads(recorder.latest[status])["peak_target"] == 4.5, 10, "setting"
+        )
+        assert runtime.optimiser is not None
+        assert runtime.optimiser.settings.peak_target == 4.5
+        saved = json.loads((tmp_path / "state.json").read_text())
+        assert saved["optimiser"]["overrides"]["peak_target"] == 4.5
+
+        # the meter goes quiet: hold, every battery back on its own Auto control
+        stop.set()
+        await meter
+        await recorder.wait_for(lambda: modes(sim) == ["Auto", "Auto", "Auto"], 30, "hold in Auto")
+        await recorder.wait_for(
+            lambda: json.loads(recorder.latest[status])["input_stale"] == "ON", 5, "problem"
+        )
+
+
+async def test_the_master_switch_releases_the_batteries_and_stops_commanding(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    stop = asyncio.Event()
+    async with recording(broker) as recorder, bridge(broker, options(sim, enabled=True), tmp_path):
+        meter = asyncio.create_task(keep_publishing(recorder, 0.4, stop))
+        await recorder.wait_for(lambda: "Passive" in modes(sim), 30, "one battery idle in Passive")
+        await recorder.publish(f"{BASE}/optimiser/enabled/set", "OFF")
+        await recorder.wait_for(lambda: modes(sim) == ["Auto", "Auto"], 30, "released to Auto")
+        sent = [len(b.setmode_log) for b in sim.batteries]
+        await asyncio.sleep(3)
+        assert [len(b.setmode_log) for b in sim.batteries] == sent
+        stop.set()
+        await meter
+
+
+async def test_a_clean_stop_returns_steered_batteries_to_auto(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    stop = asyncio.Event()
+    async with recording(broker) as recorder:
+        async with bridge(broker, options(sim, enabled=True), tmp_path):
+            meter = asyncio.create_task(keep_publishing(recorder, 0.3, stop))
+            await recorder.wait_for(lambda: "Passive" in modes(sim), 30, "one battery idle in Passive")
+        stop.set()
+        await meter
+    assert modes(sim) == ["Auto", "Auto"]
+
+
+async def test_switched_off_by_default_nothing_is_commanded(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(2)
+    opts = options(sim, enabled=True)
+    del opts["optimiser"]["enabled"]
+    stop = asyncio.Event()
+    async with recording(broker) as recorder, bridge(broker, opts, tmp_path):
+        meter = asyncio.create_task(keep_publishing(recorder, 0.3, stop))
+        await recorder.wait_for(lambda: f"{BASE}/optimiser/state" in recorder.latest, 20, "optimiser state")
+        await asyncio.sleep(3)
+        stop.set()
+        await meter
+        assert json.loads(recorder.latest[f"{BASE}/optimiser/state"])["enabled"] == "OFF"
+    assert all(b.setmode_log == [] for b in sim.batteries)
