@@ -94,6 +94,8 @@ class FakeHomeAssistant:
         self.hanging_services: set[str] = set()  # "domain.service" that never get an answer
         self.received: list[dict[str, Any]] = []  # every command after auth, in order
         self.auth_attempts: list[float] = []  # time.monotonic() of each auth message
+        self.core_down = False  # the Supervisor's proxy answers 502 while Core is not up
+        self.upgrades: list[float] = []  # time.monotonic() of each connection attempt that reached us
         self.connections: list[Connection] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -120,10 +122,6 @@ class FakeHomeAssistant:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
 
     async def drop_connections(self) -> None:
         """What the Supervisor does to the add-on's socket when Core goes away."""
@@ -200,12 +198,13 @@ class FakeHomeAssistant:
         for connection in list(self.connections):
             await connection.send(message)
 
-    def entity_subscription_ids(self) -> list[int]:
-        return [sub_id for connection in self.connections for sub_id in connection.entity_subscriptions]
-
     # the protocol --------------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.upgrades.append(time.monotonic())
+        await self._note()
+        if self.core_down:
+            return web.Response(status=502, text="502: Bad Gateway")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"type": "auth_required", "ha_version": HA_VERSION})

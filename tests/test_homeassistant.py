@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -250,16 +251,23 @@ async def test_a_refused_token_is_a_clear_error_and_is_not_retried_fast(
             assert isinstance(client.last_error, HomeAssistantAuthError)
             assert not client.connected
             await fake.wait_for(lambda: len(fake.auth_attempts) >= 3, timeout=5)
+            first, second, third = fake.auth_attempts[:3]
+            assert second - first >= 0.45  # the maximum backoff, not 10 ms
+            assert third - second >= 0.45
+            assert fake.received == []
+            [error] = warnings_of(caplog)  # one error for the outage, not one per attempt
+            assert error.levelno == logging.ERROR
+            assert "refused the token: Invalid access" in error.getMessage()
+            assert "homeassistant_api: true" in error.getMessage()
+            # Once the token works the client connects; a refusal in a later outage is reported again.
+            fake.token = "test-token"
+            await client.wait_connected(5)
+            fake.token = "the-next-token"
+            await fake.drop_connections()
+            await eventually(lambda: len(warnings_of(caplog)) >= 3)
     finally:
         await fake.stop()
-    first, second, third = fake.auth_attempts[:3]
-    assert second - first >= 0.45  # the maximum backoff, not 10 ms
-    assert third - second >= 0.45
-    assert fake.received == []
-    [error] = warnings_of(caplog)  # one error for the outage, not one per attempt
-    assert error.levelno == logging.ERROR
-    assert "refused the token: Invalid access" in error.getMessage()
-    assert "homeassistant_api: true" in error.getMessage()
+    assert [r.levelname for r in warnings_of(caplog)] == ["ERROR", "WARNING", "ERROR"]
 
 
 async def test_the_token_comes_from_the_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -326,6 +334,36 @@ async def test_reconnects_after_a_restart_and_sees_what_changed_meanwhile(
     assert "failed attempts" in restored
 
 
+@pytest.mark.parametrize("mode", ["subscribe_entities"])
+async def test_the_backoff_doubles_to_its_maximum_and_starts_again_after_a_success(
+    fake: FakeHomeAssistant,
+) -> None:
+    client = make_client(fake, backoff=(0.05, 0.4))
+    async with running(client):
+        await client.wait_connected(5)
+        fake.core_down = True  # a Core restart as the add-on sees it: the proxy answers 502 until Core is up
+        await fake.drop_connections()
+        dropped = time.monotonic()
+        await fake.wait_for(lambda: len(fake.upgrades) >= 8)
+        attempts = fake.upgrades[1:]
+        assert attempts[0] - dropped < 0.3  # the first delay again, not the 0.4 s where it ended
+        gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+        for gap, delay in zip(gaps, [0.05, 0.1, 0.2, 0.4, 0.4, 0.4], strict=False):
+            assert gap >= delay - 0.01
+        assert max(gaps) < 0.7  # held at the maximum, never 0.8
+        assert "502" in str(client.last_error)
+        assert not client.connected
+        fake.core_down = False
+        await client.wait_connected(5)
+        # After a success the next outage starts with the first delay again.
+        fake.core_down = True
+        await fake.drop_connections()
+        dropped = time.monotonic()
+        count = len(fake.upgrades)
+        await fake.wait_for(lambda: len(fake.upgrades) > count)
+        assert fake.upgrades[count] - dropped < 0.3
+
+
 async def test_a_silent_connection_is_noticed_by_the_keepalive(fake: FakeHomeAssistant) -> None:
     client = make_client(fake, ping_interval=0.05, request_timeout=0.3)
     async with running(client):
@@ -351,11 +389,19 @@ async def test_a_failing_callback_and_a_malformed_update_do_not_stop_the_client(
     client.on_change = broken
     async with running(client):
         await client.wait_connected(5)
-        subscription = client._subscription
+        subscription = fake.commands("subscribe_entities" if fake.subscribe_entities else "subscribe_events")[
+            -1
+        ]["id"]
         update = {"c": {P1: {"+": {"s": 5}}}} if fake.subscribe_entities else {"event_type": "state_changed"}
         await fake.push_raw({"id": subscription, "type": "event", "event": update})
+        # An event for a subscription that is not ours (one of a previous connection, say).
+        stray = (
+            {"c": {P1: {"+": {"s": "666"}}}} if fake.subscribe_entities else {"event_type": "state_changed"}
+        )
+        await fake.push_raw({"id": subscription + 100, "type": "event", "event": stray})
         await fake.set_state(P1, "1600")
         await changes.wait_for(lambda: state_of(client, P1) == "1600")
+        assert [s.state for _, s in changes.seen if s is not None and s.entity_id == P1] == ["1234", "1600"]
         assert client.connected
         assert len(fake.auth_attempts) == 1
     [callback_error, malformed] = warnings_of(caplog)  # the callback's first failure only, not each one
@@ -406,6 +452,18 @@ async def test_call_service_returns_the_response(fake: FakeHomeAssistant) -> Non
         "target": {"entity_id": WEATHER},
         "return_response": True,
     }
+
+
+@pytest.mark.parametrize("mode", ["subscribe_entities"])
+async def test_a_client_for_service_calls_only_subscribes_to_nothing(fake: FakeHomeAssistant) -> None:
+    # subscribe_entities without entity_ids would stream every entity of the house.
+    fake.forecasts[WEATHER] = FORECAST
+    client = HomeAssistantClient([], url=fake.url, token="test-token")
+    async with running(client):
+        await client.wait_connected(5)
+        assert await client.forecast(WEATHER) == FORECAST
+    assert [m["type"] for m in fake.received] == ["call_service"]
+    assert client.states == {}
 
 
 @pytest.mark.parametrize("mode", ["subscribe_entities"])

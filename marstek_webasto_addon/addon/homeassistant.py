@@ -9,6 +9,7 @@ stays readable, with the moment it arrived, so a reader can judge how old it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -343,7 +344,6 @@ class HomeAssistantClient:
                 try:
                     await self._connection(session)
                 except HomeAssistantError as exc:
-                    self._disconnected()
                     await asyncio.sleep(self._failed(exc))
 
     def _failed(self, error: HomeAssistantError) -> float:
@@ -356,7 +356,7 @@ class HomeAssistantClient:
         if isinstance(error, HomeAssistantAuthError):
             if not self._auth_reported:
                 _LOG.error(
-                    "%s; is homeassistant_api: true in the add-on's config.yaml? Retrying every %.0f s",
+                    "%s; is homeassistant_api: true in the add-on's config.yaml? Retrying every %g s",
                     error,
                     self.backoff[1],
                 )
@@ -384,12 +384,6 @@ class HomeAssistantClient:
         self._outage_since, self._auth_reported, self._delay = None, False, self.backoff[0]
         self._connected.set()
 
-    def _disconnected(self) -> None:
-        self._connected.clear()
-        self._ws = None
-        self._subscription = None
-        self._fail_pending(HomeAssistantConnectionError("the connection to Home Assistant was lost"))
-
     async def _connection(self, session: aiohttp.ClientSession) -> NoReturn:
         """One connection, from connect to close; always ends with a HomeAssistantError saying why."""
         try:
@@ -414,11 +408,15 @@ class HomeAssistantClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise HomeAssistantConnectionError(f"the connection failed: {_describe(exc)}") from exc
         finally:
+            self._connected.clear()
+            self._ws, self._subscription = None, None
             if reader is not None:
                 reader.cancel()
                 await asyncio.wait({reader})
-            self._ws = None
-            await ws.close()
+            # Closing is a courtesy to the other end: a dead link must not hold up the reconnection.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await ws.close()
 
     async def _authenticate(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         hello = await self._receive(ws)
@@ -476,29 +474,28 @@ class HomeAssistantClient:
         except ValueError:
             _LOG.warning("ignoring a message from Home Assistant that is not JSON: %s", _short(text))
             return
-        # A list is several coalesced messages (only sent to clients that ask for it, but harmless to accept).
-        for item in payload if isinstance(payload, list) else [payload]:
-            if not isinstance(item, dict) or item.get("type") not in _KNOWN_TYPES:
-                _LOG.debug("ignoring a message from Home Assistant: %s", _short(item))
-                continue
-            try:
-                message = _INCOMING.validate_python(item)
-            except ValidationError as exc:
-                _LOG.warning("ignoring a malformed %s message: %s", item.get("type"), _short(exc))
-                continue
-            if isinstance(message, _Result | _Pong):
-                pending = self._pending.pop(message.id, None)
-                if pending is None or pending.future.done():
-                    continue
-                if isinstance(message, _Result) and message.success and pending.on_result is not None:
-                    try:
-                        pending.on_result(message)
-                    except HomeAssistantError as exc:
-                        pending.future.set_exception(exc)
-                        continue
-                pending.future.set_result(message)
-            elif isinstance(message, _Event) and message.id == self._subscription:
-                self._on_event(message.event)
+        # Core only coalesces messages into a list for clients that ask for it; we do not.
+        if not isinstance(payload, dict) or payload.get("type") not in _KNOWN_TYPES:
+            _LOG.debug("ignoring a message from Home Assistant: %s", _short(payload))
+            return
+        try:
+            message = _INCOMING.validate_python(payload)
+        except ValidationError as exc:
+            _LOG.warning("ignoring a malformed %s message: %s", payload.get("type"), _short(exc))
+            return
+        if isinstance(message, _Result | _Pong):
+            pending = self._pending.pop(message.id, None)
+            if pending is None or pending.future.done():
+                return
+            if isinstance(message, _Result) and message.success and pending.on_result is not None:
+                try:
+                    pending.on_result(message)
+                except HomeAssistantError as exc:
+                    pending.future.set_exception(exc)
+                    return
+            pending.future.set_result(message)
+        elif isinstance(message, _Event) and message.id == self._subscription:
+            self._on_event(message.event)
 
     def _fail_pending(self, error: HomeAssistantError) -> None:
         pending, self._pending = self._pending, {}
