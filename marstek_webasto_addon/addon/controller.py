@@ -146,6 +146,9 @@ class OptimiserController:
     def pv_forecast_kwh(self) -> float | None:
         return self.pv.kwh()
 
+    def pv_forecast_detail(self) -> dict[str, Any]:
+        return dict(self.pv.detail())
+
     # running ------------------------------------------------------------------------------------------
 
     def inputs(self) -> Inputs:

@@ -85,11 +85,15 @@ class BatteryMeterInput(GridInput):
 
 
 class PvForecast:
-    """Tomorrow's expected PV in kWh, from whatever source the options name."""
+    """Tomorrow's expected PV in kWh, from whatever source the options name; None when unknown."""
 
     def __init__(self, description: str, value: Callable[[], float | None] = lambda: None) -> None:
         self.description = description
+        self.problem = ""  # why there is no forecast, for the log and the panel
         self._value = value
 
     def kwh(self) -> float | None:
         return self._value()
+
+    def detail(self) -> dict[str, object]:
+        return {"source": self.description, "problem": self.problem}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +22,8 @@ from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
 from ..devices.webasto.registers import WallboxModel
 from .controller import OptimiserController
+from .ha_inputs import EntityGridInput, EntityPvForecast, HomeAssistantInputs, WeatherPvForecast
+from .homeassistant import SUPERVISOR_WEBSOCKET_URL
 from .inputs import BatteryMeterInput, GridInput, MqttGridInput, PvForecast
 from .options import BatteryOptions, Options, WallboxOptions
 from .state import StateStore
@@ -39,8 +42,20 @@ def _wallbox_key(options: WallboxOptions) -> str:
 class Runtime:
     """`async with Runtime(...) as runtime: await runtime.run()`."""
 
-    def __init__(self, options: Options, state: StateStore, broker: BrokerSettings) -> None:
+    def __init__(
+        self,
+        options: Options,
+        state: StateStore,
+        broker: BrokerSettings,
+        *,
+        ha_url: str | None = None,
+        ha_token: str | None = None,
+    ) -> None:
         self.options = options
+        # Outside the add-on, MWA_HA_URL / MWA_HA_TOKEN (a long-lived token) reach Home Assistant directly.
+        self.ha_url = ha_url or os.environ.get("MWA_HA_URL") or SUPERVISOR_WEBSOCKET_URL
+        self.ha_token = ha_token or os.environ.get("MWA_HA_TOKEN") or None
+        self.ha_inputs: HomeAssistantInputs | None = None
         self.state = state
         self.broker = broker
         self.endpoints: dict[int, UdpEndpoint] = {}
@@ -124,18 +139,30 @@ class Runtime:
             self._device_of[id(wallbox_link)] = wallbox
         self.site = SiteDevice(self.batteries)
         grid = self._grid_input(meter_battery)
+        pv = self._pv_forecast()
         if self.batteries:
             self.optimiser = OptimiserController(
                 options,
                 self.batteries,
                 grid,
-                PvForecast("none"),
+                pv,
                 self.state.section("optimiser"),
                 self._save,
                 on_change=self._optimiser_changed,
                 on_outcome=self._notify,
             )
             self.optimiser_device = OptimiserDevice(self.optimiser)
+            if isinstance(pv, WeatherPvForecast):
+                controller = self.optimiser
+                pv.per_sunny_hour_wh = lambda: controller.settings.pv_per_sunny_hour
+            entity_grid = grid if isinstance(grid, EntityGridInput) else None
+            if entity_grid is not None or isinstance(pv, EntityPvForecast | WeatherPvForecast):
+                self.ha_inputs = HomeAssistantInputs(
+                    entity_grid,
+                    pv if isinstance(pv, EntityPvForecast | WeatherPvForecast) else None,
+                    url=self.ha_url,
+                    token=self.ha_token,
+                )
         self.mqtt = MqttBridge(
             self.broker,
             Topics(options.base_topic, options.discovery_prefix),
@@ -162,9 +189,19 @@ class Runtime:
         if source.type == "battery" and meter_battery is not None:
             device = next(d for d in self.batteries if d.name == meter_battery.name)
             return BatteryMeterInput(device)
-        return GridInput(
-            f"Home Assistant {source.entity_id}" if source.type == "entity" else "no grid source"
-        )
+        if source.type == "entity":
+            return EntityGridInput(source.entity_id, unit=source.unit, invert=source.invert)
+        return GridInput("no grid source")
+
+    def _pv_forecast(self) -> PvForecast:
+        source = self.options.pv_forecast
+        if source.type == "entity":
+            return EntityPvForecast(source.entity_id)
+        if source.type == "weather":
+            return WeatherPvForecast(source.entity_id)
+        pv = PvForecast("none")
+        pv.problem = "no PV forecast configured: night charging assumes no PV tomorrow"
+        return pv
 
     async def __aexit__(self, *exc: object) -> None:
         if self.optimiser is not None:
@@ -184,6 +221,8 @@ class Runtime:
         tasks += [asyncio.create_task(link.run(), name=f"wallbox-{link.name}") for link in self.wallbox_links]
         if self.optimiser is not None:
             tasks.append(asyncio.create_task(self.optimiser.run(), name="optimiser"))
+        if self.ha_inputs is not None:
+            tasks.append(asyncio.create_task(self.ha_inputs.run(), name="homeassistant-inputs"))
         try:
             await asyncio.gather(*tasks)
         finally:

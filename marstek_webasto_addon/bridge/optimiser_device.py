@@ -32,6 +32,8 @@ class OptimiserPort(Protocol):
 
     def pv_forecast_kwh(self) -> float | None: ...
 
+    def pv_forecast_detail(self) -> dict[str, Any]: ...  # source, problem and how the figure was made
+
     def change_setting(self, key: str, value: Any) -> str | None: ...  # None, or why it was refused
 
 
@@ -83,6 +85,7 @@ STATUS_EXPOSES = (
         "kWh",
         precision=1,
         icon="mdi:solar-power",
+        attributes=True,
     ),
     Expose("night_plan", "Night plan", Component.SENSOR, icon="mdi:weather-night", attributes=True),
     Expose(
@@ -180,6 +183,7 @@ class OptimiserDevice(BridgedDevice):
                 "hold": status.hold if status else "",
             },
             "mode_mismatch": {"detail": status.mismatch if status else ""},
+            "pv_forecast_tomorrow": self.port.pv_forecast_detail(),
         }
 
     async def execute(self, key: str, value: Any) -> WriteOutcome:

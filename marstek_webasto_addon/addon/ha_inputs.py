@@ -1,0 +1,235 @@
+"""The optimiser's inputs from Home Assistant entities: a grid power sensor and tomorrow's PV.
+
+One WebSocket connection (HomeAssistantClient) carries both. Every way a value can be unusable (no token,
+Home Assistant down, the entity unavailable or gone, a unit of the wrong kind, an old forecast) becomes a
+`problem` text the panel and the log show; the optimiser then sees no value and holds or plans without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time as clock
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from .forecast_inputs import numeric_state, sunny_hours
+from .homeassistant import (
+    SUPERVISOR_WEBSOCKET_URL,
+    EntityState,
+    HomeAssistantAuthError,
+    HomeAssistantClient,
+    HomeAssistantError,
+)
+from .inputs import GridInput, PvForecast
+
+_LOG = logging.getLogger(__name__)
+FORECAST_REFRESH_S = 1800.0
+# Older than this, the weather has moved on: better no forecast than a wrong one.
+FORECAST_MAX_AGE_S = 3 * 3600.0
+
+
+def coming_day(now: datetime) -> date:
+    """The daylight the next night plan is for: today before noon (a plan made after midnight), else
+    tomorrow."""
+    return now.date() if now.time() < time(12) else now.date() + timedelta(days=1)
+
+
+class EntityGridInput(GridInput):
+    """A Home Assistant power sensor (+ = import): its state in W, converted from the entity's own unit."""
+
+    def __init__(self, entity_id: str, *, unit: str = "W", invert: bool = False) -> None:
+        super().__init__(f"Home Assistant {entity_id}")
+        self.entity_id = entity_id
+        self.default_unit = unit  # for template sensors without a unit_of_measurement
+        self.sign = -1.0 if invert else 1.0
+        self.reading.problem = f"{self.reading.source}: not received yet"
+
+    def on_state(self, state: EntityState | None) -> None:
+        if state is None:
+            self._unusable(f"{self.entity_id} does not exist in Home Assistant (renamed or removed?)")
+            return
+        try:
+            value = numeric_state(state.state, state.unit or self.default_unit, want_unit="W")
+        except ValueError as exc:
+            self._unusable(f"{self.entity_id}: {exc} (grid_source.entity_id must be a power sensor)")
+            return
+        if value is None:
+            self._unusable(f"{self.entity_id} is {state.state!r}")
+            return
+        self.reading.value, self.reading.at, self.reading.problem = value * self.sign, state.received_at, ""
+
+    def _unusable(self, problem: str) -> None:
+        self.reading.value = None  # an unavailable meter must not leave its last number in force
+        self._report(problem)
+
+    def _report(self, problem: str) -> None:
+        if problem != self.reading.problem:
+            _LOG.warning("grid input: %s", problem)
+        self.reading.problem = problem
+
+    def lost(self, why: str) -> None:
+        """The connection is gone: the value ages out by itself; say why it stopped updating."""
+        self._report(f"{self.reading.source}: {why}")
+
+
+class EntityPvForecast(PvForecast):
+    """An energy sensor with tomorrow's PV (Forecast.Solar, Solcast, ...), in kWh."""
+
+    def __init__(self, entity_id: str) -> None:
+        super().__init__(f"Home Assistant {entity_id}")
+        self.entity_id = entity_id
+        self.value: float | None = None
+        self.problem = "not received yet"
+
+    def kwh(self) -> float | None:
+        return self.value
+
+    def on_state(self, state: EntityState | None) -> None:
+        self.value, problem = None, ""
+        if state is None:
+            problem = f"{self.entity_id} does not exist in Home Assistant"
+        else:
+            try:
+                self.value = numeric_state(state.state, state.unit, want_unit="kWh")
+            except ValueError as exc:
+                problem = f"{self.entity_id}: {exc} (pv_forecast.entity_id must be an energy sensor)"
+            else:
+                if self.value is None:
+                    problem = f"{self.entity_id} is {state.state!r}"
+                elif self.value < 0:
+                    self.value, problem = None, f"{self.entity_id} forecasts {state.state} kWh"
+        if problem and problem != self.problem:
+            _LOG.warning("PV forecast: %s", problem)
+        self.problem = problem
+
+
+class WeatherPvForecast(PvForecast):
+    """Sunny hours (07:00-20:00) of the coming day in a weather entity's hourly forecast, times a yield per
+    sunny hour (the optimiser parameter pv_per_sunny_hour, in Wh): the seed's own estimate."""
+
+    def __init__(self, entity_id: str, per_sunny_hour_wh: Callable[[], float] = lambda: 600.0) -> None:
+        super().__init__(f"Home Assistant {entity_id} (sunny hours)")
+        self.entity_id = entity_id
+        self.per_sunny_hour_wh = per_sunny_hour_wh
+        self.hours: int | None = None
+        self.day: date | None = None
+        self.fetched_at: float | None = None  # time.monotonic()
+        self.problem = "not fetched yet"
+
+    def update(self, forecast: Sequence[dict[str, Any]], now: datetime) -> None:
+        self.day = coming_day(now)
+        self.hours = sunny_hours(forecast, self.day)
+        self.fetched_at = clock.monotonic()
+        covered = any(str(entry.get("datetime", "")).startswith(self.day.isoformat()) for entry in forecast)
+        self.problem = "" if covered else f"the forecast does not reach {self.day.isoformat()}"
+
+    def failed(self, why: str) -> None:
+        if why != self.problem:
+            _LOG.warning("PV forecast from %s: %s", self.entity_id, why)
+        self.problem = why
+
+    def kwh(self, now: float | None = None) -> float | None:
+        if self.hours is None or self.fetched_at is None:
+            return None
+        if (now if now is not None else clock.monotonic()) - self.fetched_at > FORECAST_MAX_AGE_S:
+            return None
+        return self.hours * self.per_sunny_hour_wh() / 1000
+
+    def detail(self) -> dict[str, object]:
+        return {
+            **super().detail(),
+            "sunny_hours": self.hours,
+            "day": self.day.isoformat() if self.day else None,
+            "per_sunny_hour_wh": self.per_sunny_hour_wh(),
+        }
+
+
+class HomeAssistantInputs:
+    """Runs the connection for the entity-based inputs and keeps the weather forecast fresh."""
+
+    def __init__(
+        self,
+        grid: EntityGridInput | None,
+        pv: EntityPvForecast | WeatherPvForecast | None,
+        *,
+        url: str = SUPERVISOR_WEBSOCKET_URL,
+        token: str | None = None,
+        refresh: float = FORECAST_REFRESH_S,
+        now: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.grid, self.pv = grid, pv
+        self.url, self.token, self.refresh, self.now = url, token, refresh, now
+        self.client: HomeAssistantClient | None = None
+        self.problem = ""
+
+    def _entities(self) -> list[str]:
+        ids = [self.grid.entity_id] if self.grid else []
+        if isinstance(self.pv, EntityPvForecast):
+            ids.append(self.pv.entity_id)
+        return ids
+
+    def _on_change(self, entity_id: str, state: EntityState | None) -> None:
+        if self.grid is not None and entity_id == self.grid.entity_id:
+            self.grid.on_state(state)
+        if isinstance(self.pv, EntityPvForecast) and entity_id == self.pv.entity_id:
+            self.pv.on_state(state)
+
+    def _fail_all(self, why: str) -> None:
+        self.problem = why
+        if self.grid is not None:
+            self.grid.lost(why)
+        if isinstance(self.pv, WeatherPvForecast):
+            self.pv.failed(why)
+        elif self.pv is not None:
+            self.pv.problem = why
+
+    async def run(self) -> None:
+        try:
+            self.client = HomeAssistantClient(
+                self._entities(), self._on_change, url=self.url, token=self.token
+            )
+        except HomeAssistantAuthError as exc:
+            _LOG.error("Home Assistant inputs unavailable: %s", exc)
+            self._fail_all(f"no connection to Home Assistant: {exc}")
+            await asyncio.Event().wait()  # nothing to do, but stay a task like the others
+            return
+        tasks = [asyncio.create_task(self.client.run(), name="homeassistant")]
+        tasks.append(asyncio.create_task(self._watch(), name="homeassistant-watch"))
+        if isinstance(self.pv, WeatherPvForecast):
+            tasks.append(asyncio.create_task(self._weather(self.pv), name="weather-forecast"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch(self) -> None:
+        """Turn a lost connection into a problem the user sees, not just an input that quietly ages."""
+        assert self.client is not None
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.client.connected:
+                why = f"Home Assistant not connected ({self.client.last_error or 'connecting'})"
+                if self.grid is not None:
+                    self.grid.lost(why)
+                self.problem = why
+            else:
+                self.problem = ""
+
+    async def _weather(self, pv: WeatherPvForecast) -> None:
+        assert self.client is not None
+        while True:
+            try:
+                await self.client.wait_connected()
+                pv.update(await self.client.forecast(pv.entity_id), self.now())
+                _LOG.info("PV forecast: %s sunny hours on %s -> %.1f kWh", pv.hours, pv.day, pv.kwh() or 0.0)
+                await asyncio.sleep(self.refresh)
+            except HomeAssistantError as exc:
+                pv.failed(f"weather.get_forecasts for {pv.entity_id} failed: {exc}")
+                await asyncio.sleep(min(self.refresh, 60.0))
