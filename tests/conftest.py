@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -71,3 +73,12 @@ def client_for(
 ) -> MarstekClient:
     host, port = sim.addresses[index]
     return MarstekClient(host, port, endpoint=endpoint, pacing=pacing)
+
+
+async def until(predicate: Callable[[], object], timeout: float = 15.0, every: float = 0.02) -> None:
+    """Wait for a condition that has no event to wait on from outside (a flag, a log line, a page)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s")
+        await asyncio.sleep(every)

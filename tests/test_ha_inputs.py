@@ -14,18 +14,17 @@ import pytest
 
 from marstek_webasto_addon.addon.ha_inputs import (
     FORECAST_MAX_AGE_S,
-    EntityGridInput,
+    EntityPowerInput,
     EntityPvForecast,
     HomeAssistantInputs,
     WeatherPvForecast,
     coming_day,
 )
 
-from .conftest import SimFactory
+from .conftest import SimFactory, until
 from .ha_fake import FakeHomeAssistant
 from .mqtt_fixtures import Broker, broker, recording
 from .test_bridge_mqtt import bridge
-from .test_homeassistant import eventually as until
 
 __all__ = ["broker"]
 P1 = "sensor.p1_power"
@@ -64,8 +63,8 @@ def hourly(day: date, sunny: range, other: str = "cloudy") -> list[dict[str, Any
 
 
 async def test_a_grid_sensor_in_kw_becomes_watts_and_follows_every_change(fake: FakeHomeAssistant) -> None:
-    grid = EntityGridInput(P1)
-    async with running(HomeAssistantInputs(grid, None, url=fake.url, token=fake.token)):
+    grid = EntityPowerInput(P1)
+    async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)):
         await until(lambda: grid.current().value is not None)
         assert grid.current().value == pytest.approx(800)
         assert grid.current().problem == ""
@@ -77,8 +76,8 @@ async def test_a_grid_sensor_in_kw_becomes_watts_and_follows_every_change(fake: 
 
 
 async def test_an_unavailable_or_removed_meter_leaves_no_number_and_says_why(fake: FakeHomeAssistant) -> None:
-    grid = EntityGridInput(P1)
-    async with running(HomeAssistantInputs(grid, None, url=fake.url, token=fake.token)):
+    grid = EntityPowerInput(P1)
+    async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)):
         await until(lambda: grid.current().value is not None)
         await fake.set_state(P1, "unavailable")
         await until(lambda: grid.current().value is None)
@@ -91,8 +90,8 @@ async def test_an_unavailable_or_removed_meter_leaves_no_number_and_says_why(fak
 
 
 async def test_an_energy_sensor_as_grid_source_is_a_configuration_error(fake: FakeHomeAssistant) -> None:
-    grid = EntityGridInput(PV)
-    async with running(HomeAssistantInputs(grid, None, url=fake.url, token=fake.token)):
+    grid = EntityPowerInput(PV)
+    async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)):
         await until(lambda: grid.current().problem != "" and "not received" not in grid.current().problem)
         assert grid.current().value is None
         assert "power sensor" in grid.current().problem
@@ -100,15 +99,15 @@ async def test_an_energy_sensor_as_grid_source_is_a_configuration_error(fake: Fa
 
 async def test_invert_and_the_unit_of_a_sensor_without_one(fake: FakeHomeAssistant) -> None:
     fake.preset("sensor.export_positive", "300")  # a template sensor without unit_of_measurement
-    grid = EntityGridInput("sensor.export_positive", unit="kW", invert=True)
-    async with running(HomeAssistantInputs(grid, None, url=fake.url, token=fake.token)):
+    grid = EntityPowerInput("sensor.export_positive", unit="kW", invert=True)
+    async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)):
         await until(lambda: grid.current().value is not None)
         assert grid.current().value == pytest.approx(-300_000)
 
 
 async def test_a_lost_connection_is_reported_and_the_reading_ages(fake: FakeHomeAssistant) -> None:
-    grid = EntityGridInput(P1)
-    async with running(HomeAssistantInputs(grid, None, url=fake.url, token=fake.token)) as inputs:
+    grid = EntityPowerInput(P1)
+    async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)) as inputs:
         await until(lambda: grid.current().value is not None)
         fake.core_down = True
         await fake.drop_connections()
@@ -124,8 +123,8 @@ async def test_without_a_token_the_inputs_say_so_and_the_task_keeps_running(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("SUPERVISOR_TOKEN", raising=False)
-    grid, pv = EntityGridInput(P1), EntityPvForecast(PV)
-    inputs = HomeAssistantInputs(grid, pv, url="ws://127.0.0.1:9/core/websocket")
+    grid, pv = EntityPowerInput(P1), EntityPvForecast(PV)
+    inputs = HomeAssistantInputs([grid], pv, url="ws://127.0.0.1:9/core/websocket")
     async with running(inputs):
         await until(lambda: "SUPERVISOR_TOKEN" in grid.current().problem)
         assert "SUPERVISOR_TOKEN" in pv.problem
@@ -135,7 +134,7 @@ async def test_without_a_token_the_inputs_say_so_and_the_task_keeps_running(
 
 async def test_an_energy_forecast_entity_in_wh_or_kwh(fake: FakeHomeAssistant) -> None:
     pv = EntityPvForecast(PV)
-    async with running(HomeAssistantInputs(None, pv, url=fake.url, token=fake.token)):
+    async with running(HomeAssistantInputs([], pv, url=fake.url, token=fake.token)):
         await until(lambda: pv.kwh() is not None)
         assert pv.kwh() == pytest.approx(9.6)
         await fake.set_state(PV, "12500", {"unit_of_measurement": "Wh"})
@@ -152,7 +151,7 @@ async def test_sunny_hours_of_the_coming_day_times_the_yield_per_hour(fake: Fake
     fake.forecasts[WEATHER] = hourly(evening.date(), range(24)) + hourly(tomorrow, range(5, 22))
     per_hour = [600.0]
     pv = WeatherPvForecast(WEATHER, lambda: per_hour[0])
-    inputs = HomeAssistantInputs(None, pv, url=fake.url, token=fake.token, now=lambda: evening)
+    inputs = HomeAssistantInputs([], pv, url=fake.url, token=fake.token, now=lambda: evening)
     async with running(inputs):
         await until(lambda: pv.kwh() is not None)
         assert pv.hours == 13
@@ -166,7 +165,7 @@ async def test_sunny_hours_of_the_coming_day_times_the_yield_per_hour(fake: Fake
 
 async def test_a_weather_entity_without_a_forecast_is_a_visible_problem(fake: FakeHomeAssistant) -> None:
     pv = WeatherPvForecast("weather.nowhere")
-    async with running(HomeAssistantInputs(None, pv, url=fake.url, token=fake.token)):
+    async with running(HomeAssistantInputs([], pv, url=fake.url, token=fake.token)):
         await until(lambda: "get_forecasts" in pv.problem)
         assert pv.kwh() is None
 

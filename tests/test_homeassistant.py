@@ -26,6 +26,7 @@ from marstek_webasto_addon.addon.homeassistant import (
     HomeAssistantTimeoutError,
 )
 
+from .conftest import until
 from .ha_fake import HA_VERSION, FakeHomeAssistant
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,15 +55,6 @@ class Changes:
             while not predicate():
                 self._event.clear()
                 await self._event.wait()
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """For the client's own flags and logs, which have no event to wait on from outside: look every 10 ms."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 def state_of(client: HomeAssistantClient, entity_id: str) -> str | None:
@@ -264,7 +256,7 @@ async def test_a_refused_token_is_a_clear_error_and_is_not_retried_fast(
             await client.wait_connected(5)
             fake.token = "the-next-token"
             await fake.drop_connections()
-            await eventually(lambda: len(warnings_of(caplog)) >= 3)
+            await until(lambda: len(warnings_of(caplog)) >= 3)
     finally:
         await fake.stop()
     assert [r.levelname for r in warnings_of(caplog)] == ["ERROR", "WARNING", "ERROR"]
@@ -317,11 +309,11 @@ async def test_reconnects_after_a_restart_and_sees_what_changed_meanwhile(
     async with running(client):
         await client.wait_connected(5)
         await fake.stop()
-        await eventually(lambda: not client.connected)
+        await until(lambda: not client.connected)
         # While Core is down: the meter moves and the forecast entity is deleted.
         fake.preset(P1, "2000", {"unit_of_measurement": "W"})
         del fake.states[ENERGY]
-        await eventually(lambda: sum("still unreachable" in r.getMessage() for r in caplog.records) >= 3)
+        await until(lambda: sum("still unreachable" in r.getMessage() for r in caplog.records) >= 3)
         assert state_of(client, P1) == "1234"  # the last known value stays readable during the outage
         await fake.start()
         await changes.wait_for(lambda: state_of(client, P1) == "2000" and (ENERGY, None) in changes.seen)
@@ -507,7 +499,7 @@ async def test_call_service_fails_fast_without_a_connection(fake: FakeHomeAssist
         await fake.stop()
         with pytest.raises(HomeAssistantConnectionError, match="connection to Home Assistant was lost"):
             await call
-        await eventually(lambda: not client.connected)
+        await until(lambda: not client.connected)
         started = time.monotonic()
         with pytest.raises(HomeAssistantConnectionError, match="not connected"):
             await client.call_service("weather", "get_forecasts", {"type": "hourly"}, return_response=True)

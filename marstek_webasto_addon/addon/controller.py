@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ..bridge.devices import BatteryDevice
 from ..devices.marstek.commands import AutoMode, PassiveMode
@@ -25,7 +25,29 @@ from .inputs import GridInput, PvForecast
 from .options import Options
 
 _LOG = logging.getLogger(__name__)
-DEFAULT_CAPACITY_WH = 5120.0  # a Venus E; used until the battery reports its rated capacity
+DEFAULT_CAPACITY_WH = 5120.0
+STARTUP_GRACE_S = 30.0  # a Venus E; used until the battery reports its rated capacity
+
+
+class EngineClock(Protocol):
+    """The optimiser's time: real time on real hardware, the simulators' faster clock in the demo."""
+
+    @property
+    def speed(self) -> float: ...  # engine seconds per real second
+
+    def seconds(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+
+class RealClock:
+    speed = 1.0
+
+    def seconds(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now()
 
 
 class _Actuator:
@@ -83,8 +105,10 @@ class OptimiserController:
         save: Callable[[], None],
         on_change: Callable[[], None] = lambda: None,
         on_outcome: Callable[[BatteryDevice], None] = lambda device: None,
+        clock: EngineClock | None = None,
     ) -> None:
         self.options = options
+        self.clock: EngineClock = clock or RealClock()
         self.batteries = list(batteries)
         self.grid_input = grid
         self.pv = pv
@@ -97,6 +121,8 @@ class OptimiserController:
         self._status: Status | None = None
         self._actuators = {id(b): _Actuator(b, self._report) for b in self.batteries}
         self._stale_logged = False
+        self._started = time.monotonic()
+        self._waiting_logged = False
 
     # settings: the options, then changes made from Home Assistant ------------------------------------
 
@@ -152,10 +178,18 @@ class OptimiserController:
     # running ------------------------------------------------------------------------------------------
 
     def inputs(self) -> Inputs:
-        now = time.monotonic()
+        real = time.monotonic()  # the links and inputs stamp their readings in real time
         reading = self.grid_input.current()
-        views = tuple(view for device in self.batteries if (view := self._view(device, now)) is not None)
-        return Inputs(now, datetime.now(), reading.value, reading.age(now), views, self.pv.kwh())
+        age = reading.age(real)
+        views = tuple(view for device in self.batteries if (view := self._view(device, real)) is not None)
+        return Inputs(
+            self.clock.seconds(),
+            self.clock.now(),
+            reading.value,
+            None if age is None else age * self.clock.speed,
+            views,
+            self.pv.kwh(),
+        )
 
     def _view(self, device: BatteryDevice, now: float) -> BatteryView | None:
         device_id = device.device_id
@@ -184,14 +218,23 @@ class OptimiserController:
         result = self.engine.step(inputs)
         for decision in result.decisions:
             _LOG.info("optimiser: %s", decision.text)
-        if result.status.stale_input and not self._stale_logged:
+        stale = result.status.stale_input and result.status.enabled
+        if stale and not self._stale_logged:
             reading = self.grid_input.current()
-            _LOG.warning(
-                "optimiser holds every battery in Auto: %s (%s)",
-                result.status.hold,
-                reading.problem or reading.source,
-            )
-        self._stale_logged = result.status.stale_input
+            # Right after a start the meter has simply not spoken yet: that is news, not a warning.
+            if reading.at is None and time.monotonic() - self._started < STARTUP_GRACE_S:
+                if not self._waiting_logged:
+                    _LOG.info("optimiser: waiting for the first reading from %s", reading.source)
+                    self._waiting_logged = True
+            else:
+                _LOG.warning(
+                    "optimiser holds every battery in Auto: %s (%s)",
+                    result.status.hold,
+                    reading.problem or reading.source,
+                )
+                self._stale_logged = True
+        elif not stale:
+            self._stale_logged = False
         self._status = result.status
         self._dispatch(result.commands)
         self.on_change()

@@ -1,4 +1,4 @@
-"""The optimiser's inputs from Home Assistant entities: a grid power sensor and tomorrow's PV.
+"""Inputs from Home Assistant entities: power sensors (grid, PV) and tomorrow's PV forecast.
 
 One WebSocket connection (HomeAssistantClient) carries both. Every way a value can be unusable (no token,
 Home Assistant down, the entity unavailable or gone, a unit of the wrong kind, an old forecast) becomes a
@@ -8,13 +8,13 @@ Home Assistant down, the entity unavailable or gone, a unit of the wrong kind, a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time as clock
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from ..tasks import cancel_all
 from .forecast_inputs import numeric_state, sunny_hours
 from .homeassistant import (
     SUPERVISOR_WEBSOCKET_URL,
@@ -37,12 +37,15 @@ def coming_day(now: datetime) -> date:
     return now.date() if now.time() < time(12) else now.date() + timedelta(days=1)
 
 
-class EntityGridInput(GridInput):
-    """A Home Assistant power sensor (+ = import): its state in W, converted from the entity's own unit."""
+class EntityPowerInput(GridInput):
+    """A Home Assistant power sensor (grid: + = import): its state in W, converted from the entity's unit."""
 
-    def __init__(self, entity_id: str, *, unit: str = "W", invert: bool = False) -> None:
+    def __init__(
+        self, entity_id: str, *, unit: str = "W", invert: bool = False, option: str = "grid_source"
+    ) -> None:
         super().__init__(f"Home Assistant {entity_id}")
         self.entity_id = entity_id
+        self.option = option  # where the user set it, for the error message
         self.default_unit = unit  # for template sensors without a unit_of_measurement
         self.sign = -1.0 if invert else 1.0
         self.reading.problem = f"{self.reading.source}: not received yet"
@@ -54,7 +57,7 @@ class EntityGridInput(GridInput):
         try:
             value = numeric_state(state.state, state.unit or self.default_unit, want_unit="W")
         except ValueError as exc:
-            self._unusable(f"{self.entity_id}: {exc} (grid_source.entity_id must be a power sensor)")
+            self._unusable(f"{self.entity_id}: {exc} ({self.option}.entity_id must be a power sensor)")
             return
         if value is None:
             self._unusable(f"{self.entity_id} is {state.state!r}")
@@ -67,7 +70,7 @@ class EntityGridInput(GridInput):
 
     def _report(self, problem: str) -> None:
         if problem != self.reading.problem:
-            _LOG.warning("grid input: %s", problem)
+            _LOG.warning("%s: %s", self.option, problem)
         self.reading.problem = problem
 
     def lost(self, why: str) -> None:
@@ -152,7 +155,7 @@ class HomeAssistantInputs:
 
     def __init__(
         self,
-        grid: EntityGridInput | None,
+        powers: Sequence[EntityPowerInput],
         pv: EntityPvForecast | WeatherPvForecast | None,
         *,
         url: str = SUPERVISOR_WEBSOCKET_URL,
@@ -160,27 +163,28 @@ class HomeAssistantInputs:
         refresh: float = FORECAST_REFRESH_S,
         now: Callable[[], datetime] = datetime.now,
     ) -> None:
-        self.grid, self.pv = grid, pv
+        self.powers, self.pv = list(powers), pv
         self.url, self.token, self.refresh, self.now = url, token, refresh, now
         self.client: HomeAssistantClient | None = None
         self.problem = ""
 
     def _entities(self) -> list[str]:
-        ids = [self.grid.entity_id] if self.grid else []
+        ids = [power.entity_id for power in self.powers]
         if isinstance(self.pv, EntityPvForecast):
             ids.append(self.pv.entity_id)
         return ids
 
     def _on_change(self, entity_id: str, state: EntityState | None) -> None:
-        if self.grid is not None and entity_id == self.grid.entity_id:
-            self.grid.on_state(state)
+        for power in self.powers:
+            if entity_id == power.entity_id:
+                power.on_state(state)
         if isinstance(self.pv, EntityPvForecast) and entity_id == self.pv.entity_id:
             self.pv.on_state(state)
 
     def _fail_all(self, why: str) -> None:
         self.problem = why
-        if self.grid is not None:
-            self.grid.lost(why)
+        for power in self.powers:
+            power.lost(why)
         if isinstance(self.pv, WeatherPvForecast):
             self.pv.failed(why)
         elif self.pv is not None:
@@ -203,11 +207,7 @@ class HomeAssistantInputs:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(tasks)
 
     async def _watch(self) -> None:
         """Turn a lost connection into a problem the user sees, not just an input that quietly ages."""
@@ -216,8 +216,8 @@ class HomeAssistantInputs:
             await asyncio.sleep(1.0)
             if not self.client.connected:
                 why = f"Home Assistant not connected ({self.client.last_error or 'connecting'})"
-                if self.grid is not None:
-                    self.grid.lost(why)
+                for power in self.powers:
+                    power.lost(why)
                 self.problem = why
             else:
                 self.problem = ""

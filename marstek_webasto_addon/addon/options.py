@@ -138,6 +138,24 @@ class GridSourceOptions(_Strict):
         return self
 
 
+class PvPowerOptions(_Strict):
+    """Where the PV power now comes from (optional): for the site's power flow and house load."""
+
+    type: Literal["none", "mqtt", "entity"] = "none"
+    topic: str = ""
+    json_key: str = ""
+    entity_id: str = ""
+    unit: Literal["W", "kW"] = "W"
+
+    @model_validator(mode="after")
+    def _complete(self) -> PvPowerOptions:
+        if self.type == "mqtt" and not self.topic:
+            raise ValueError("pv_power.topic is required when pv_power.type is mqtt")
+        if self.type == "entity" and not re.fullmatch(r"sensor\.[a-z0-9_]+", self.entity_id):
+            raise ValueError("pv_power.entity_id must be a sensor entity id (sensor.xxx) when type is entity")
+        return self
+
+
 class PvForecastOptions(_Strict):
     """Tomorrow's PV: an energy forecast entity in kWh, or a weather entity's sunny hours."""
 
@@ -209,6 +227,7 @@ class Options(_Strict):
     optimiser: OptimiserOptions = OptimiserOptions()  # type: ignore[valid-type]
     grid_source: GridSourceOptions = GridSourceOptions()
     pv_forecast: PvForecastOptions = PvForecastOptions()
+    pv_power: PvPowerOptions = PvPowerOptions()
     tariff: TariffOptions = TariffOptions()
     control_interval: Annotated[float, Field(ge=1, le=300)] = 10.0
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..bridge.devices import BatteryDevice, BridgedDevice, BridgeDevice, SiteDevice, WallboxDevice
+from ..bridge.devices import (
+    BatteryDevice,
+    BridgedDevice,
+    BridgeDevice,
+    SiteDevice,
+    SiteSources,
+    WallboxDevice,
+)
 from ..bridge.mqtt import BrokerSettings, MqttBridge
 from ..bridge.optimiser_device import OptimiserDevice
 from ..bridge.topics import Topics
@@ -21,14 +28,25 @@ from ..devices.marstek.transport import UdpEndpoint
 from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
 from ..devices.webasto.registers import WallboxModel
-from .controller import OptimiserController
-from .ha_inputs import EntityGridInput, EntityPvForecast, HomeAssistantInputs, WeatherPvForecast
+from ..tasks import cancel_all
+from .controller import EngineClock, OptimiserController
+from .ha_inputs import EntityPowerInput, EntityPvForecast, HomeAssistantInputs, WeatherPvForecast
 from .homeassistant import SUPERVISOR_WEBSOCKET_URL
 from .inputs import BatteryMeterInput, GridInput, MqttGridInput, PvForecast
 from .options import BatteryOptions, Options, WallboxOptions
 from .state import StateStore
 
 _LOG = logging.getLogger(__name__)
+
+
+SITE_REFRESH_S = 2.0
+READING_FRESH_S = 60.0  # an older meter or PV reading is not shown as the present
+
+
+def _fresh(source: GridInput) -> float | None:
+    reading = source.current()
+    age = reading.age()
+    return reading.value if age is not None and age <= READING_FRESH_S else None
 
 
 def _battery_key(options: BatteryOptions) -> str:
@@ -50,12 +68,17 @@ class Runtime:
         *,
         ha_url: str | None = None,
         ha_token: str | None = None,
+        clock: EngineClock | None = None,
     ) -> None:
         self.options = options
         # Outside the add-on, MWA_HA_URL / MWA_HA_TOKEN (a long-lived token) reach Home Assistant directly.
         self.ha_url = ha_url or os.environ.get("MWA_HA_URL") or SUPERVISOR_WEBSOCKET_URL
         self.ha_token = ha_token or os.environ.get("MWA_HA_TOKEN") or None
         self.ha_inputs: HomeAssistantInputs | None = None
+        self.clock = clock  # the optimiser's time; None: real time
+        self.grid: GridInput | None = None
+        self.pv_power: GridInput | None = None
+        self.listeners: list[Callable[[BridgedDevice], None]] = []  # the panel, besides MQTT
         self.state = state
         self.broker = broker
         self.endpoints: dict[int, UdpEndpoint] = {}
@@ -137,8 +160,17 @@ class Runtime:
             self.wallbox_links.append(wallbox_link)
             self.wallboxes.append(wallbox)
             self._device_of[id(wallbox_link)] = wallbox
-        self.site = SiteDevice(self.batteries)
-        grid = self._grid_input(meter_battery)
+        grid = self.grid = self._grid_input(meter_battery)
+        pv_power = self.pv_power = self._pv_power_input()
+        self.site = SiteDevice(
+            SiteSources(
+                self.batteries,
+                self.wallboxes,
+                grid=lambda: _fresh(grid),
+                pv=lambda: _fresh(pv_power) if pv_power is not None else None,
+                pv_measured=pv_power is not None,
+            )
+        )
         pv = self._pv_forecast()
         if self.batteries:
             self.optimiser = OptimiserController(
@@ -150,19 +182,16 @@ class Runtime:
                 self._save,
                 on_change=self._optimiser_changed,
                 on_outcome=self._notify,
+                clock=self.clock,
             )
             self.optimiser_device = OptimiserDevice(self.optimiser)
             if isinstance(pv, WeatherPvForecast):
                 controller = self.optimiser
                 pv.per_sunny_hour_wh = lambda: controller.settings.pv_per_sunny_hour
-            entity_grid = grid if isinstance(grid, EntityGridInput) else None
-            if entity_grid is not None or isinstance(pv, EntityPvForecast | WeatherPvForecast):
-                self.ha_inputs = HomeAssistantInputs(
-                    entity_grid,
-                    pv if isinstance(pv, EntityPvForecast | WeatherPvForecast) else None,
-                    url=self.ha_url,
-                    token=self.ha_token,
-                )
+        powers = [i for i in (grid, pv_power) if isinstance(i, EntityPowerInput)]
+        forecast = pv if self.optimiser and isinstance(pv, EntityPvForecast | WeatherPvForecast) else None
+        if powers or forecast is not None:
+            self.ha_inputs = HomeAssistantInputs(powers, forecast, url=self.ha_url, token=self.ha_token)
         self.mqtt = MqttBridge(
             self.broker,
             Topics(options.base_topic, options.discovery_prefix),
@@ -171,6 +200,8 @@ class Runtime:
         )
         if isinstance(grid, MqttGridInput):
             self.mqtt.add_listener(options.grid_source.topic, grid.on_payload)
+        if isinstance(pv_power, MqttGridInput):
+            self.mqtt.add_listener(options.pv_power.topic, pv_power.on_payload)
         return self
 
     def _meter_battery(self) -> BatteryOptions | None:
@@ -190,8 +221,16 @@ class Runtime:
             device = next(d for d in self.batteries if d.name == meter_battery.name)
             return BatteryMeterInput(device)
         if source.type == "entity":
-            return EntityGridInput(source.entity_id, unit=source.unit, invert=source.invert)
+            return EntityPowerInput(source.entity_id, unit=source.unit, invert=source.invert)
         return GridInput("no grid source")
+
+    def _pv_power_input(self) -> GridInput | None:
+        source = self.options.pv_power
+        if source.type == "mqtt":
+            return MqttGridInput(source.topic, json_key=source.json_key, unit=source.unit)
+        if source.type == "entity":
+            return EntityPowerInput(source.entity_id, unit=source.unit, option="pv_power")
+        return None
 
     def _pv_forecast(self) -> PvForecast:
         source = self.options.pv_forecast
@@ -223,14 +262,11 @@ class Runtime:
             tasks.append(asyncio.create_task(self.optimiser.run(), name="optimiser"))
         if self.ha_inputs is not None:
             tasks.append(asyncio.create_task(self.ha_inputs.run(), name="homeassistant-inputs"))
+        tasks.append(asyncio.create_task(self._site_ticker(), name="site"))
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(tasks)
 
     # callbacks from the links ------------------------------------------------------------------------------
 
@@ -258,15 +294,66 @@ class Runtime:
         if self.optimiser_device is not None:
             self._notify(self.optimiser_device)
 
+    async def _site_ticker(self) -> None:
+        """The meter changes between battery polls: keep the site's power flow current."""
+        while True:
+            await asyncio.sleep(SITE_REFRESH_S)
+            if self.site is not None:
+                self._notify(self.site)
+
     def _notify(self, device: BridgedDevice) -> None:
         if self.mqtt is not None:
             self.mqtt.notify(device)
+        for listener in self.listeners:
+            listener(device)
 
     def _save(self) -> None:
         try:
             self.state.save()
         except OSError as exc:
             _LOG.warning("could not save %s: %s", self.state.path, exc)
+
+    def problems(self) -> list[dict[str, str]]:
+        """What the user should know is wrong, one line each, for the panel (the log has the details)."""
+        found: list[dict[str, str]] = []
+
+        def add(source: str, text: str) -> None:
+            found.append({"source": source, "text": text})
+
+        if self.mqtt is not None and not self.mqtt.connected.is_set():
+            add("MQTT", f"not connected to {self.broker.describe()}: {self.mqtt.last_error or 'connecting'}")
+        links: list[tuple[BridgedDevice, BatteryLink | WallboxLink, str]] = [
+            (b, b.link, f"{b.link.client.host}:{b.link.client.port}") for b in self.batteries
+        ]
+        links += [
+            (w, w.link, f"{w.link.client.config.host}:{w.link.client.config.port}") for w in self.wallboxes
+        ]
+        for device, link, where in links:
+            error = f": {link.last_error}" if link.last_error else ""
+            if device.device_id is None:
+                add(device.name, f"has not answered yet at {where}{error}")
+            elif not device.available:
+                add(device.name, f"offline ({where}){error or ': no answer'}")
+        if self.grid is not None and self.optimiser is not None:
+            reading = self.grid.current()
+            age = reading.age()
+            if reading.problem:
+                add("Grid meter", reading.problem)
+            elif age is None:
+                add("Grid meter", f"no reading yet from {reading.source}")
+            elif age > READING_FRESH_S:
+                add("Grid meter", f"no reading from {reading.source} for {age:.0f} s")
+        if self.pv_power is not None and self.pv_power.current().problem:
+            add("PV power", self.pv_power.current().problem)
+        if self.optimiser is not None:
+            if self.options.pv_forecast.type != "none" and self.optimiser.pv.problem:
+                add("PV forecast", self.optimiser.pv.problem)
+            status = self.optimiser.status
+            if status is not None and status.enabled and status.mismatch:
+                add("Optimiser", status.mismatch)
+        if self.ha_inputs is not None and self.ha_inputs.problem:
+            add("Home Assistant", self.ha_inputs.problem)
+        return found
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the panel and `api/state` show."""

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..devices.outcome import WriteOutcome, WriteStatus
@@ -30,6 +30,17 @@ class Command:
     key: str
     value: Any
     source: str  # "mqtt" or "panel"
+    # Resolved with the outcome, or with None when a newer command on the channel replaced this one.
+    done: asyncio.Future[WriteOutcome | None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of a command: rejected (with the reason), or its outcome once it ran."""
+
+    rejected: str | None = None
+    outcome: WriteOutcome | None = None
+    replaced: bool = False  # a newer command on the same channel took its place before it ran
 
 
 class _DeviceQueue:
@@ -46,7 +57,12 @@ class CommandRouter:
         self._queues: dict[str, _DeviceQueue] = {}
 
     async def submit(
-        self, device_id: str, key: str, payload: bytes | str, source: str = "mqtt"
+        self,
+        device_id: str,
+        key: str,
+        payload: bytes | str,
+        source: str = "mqtt",
+        done: asyncio.Future[WriteOutcome | None] | None = None,
     ) -> str | None:
         """Validate and queue. Returns None when queued, or the reason it was rejected."""
         device = self.devices().get(device_id)
@@ -64,7 +80,7 @@ class CommandRouter:
             except CommandRejected as exc:
                 reason = str(exc)
             else:
-                self._enqueue(device_id, device, Command(key, value, source))
+                self._enqueue(device_id, device, Command(key, value, source, done))
                 return None
         shown = payload[:60] if isinstance(payload, str) else payload[:60].decode("utf-8", "replace")
         _LOG.warning("%s: rejected %s=%r from %s: %s", device.name, key, shown, source, reason)
@@ -77,8 +93,9 @@ class CommandRouter:
         channel = device.channel(command.key)
         if channel in queue.pending:
             queue.coalesced += 1
-            _LOG.info("%s: %s replaces a queued %s", device.name, command.key, queue.pending[channel].key)
-            del queue.pending[channel]
+            replaced = queue.pending.pop(channel)
+            _LOG.info("%s: %s replaces a queued %s", device.name, command.key, replaced.key)
+            _resolve(replaced, None)
         queue.pending[channel] = command
         if queue.task is None or queue.task.done():
             queue.task = asyncio.create_task(self._worker(device, queue), name=f"commands-{device_id}")
@@ -92,7 +109,22 @@ class CommandRouter:
                 _LOG.exception("%s: %s failed", device.name, command.key)
                 outcome = WriteOutcome(WriteStatus.NOT_APPLIED, command.key, 1, f"internal error: {exc}")
             device.record(outcome)
+            _resolve(command, outcome)
             await self.on_outcome(device, outcome)
+
+    async def run(
+        self, device_id: str, key: str, payload: bytes | str, source: str, timeout: float
+    ) -> Submitted:
+        """Submit and wait for the outcome (the panel shows it to the user who asked)."""
+        done: asyncio.Future[WriteOutcome | None] = asyncio.get_running_loop().create_future()
+        rejected = await self.submit(device_id, key, payload, source, done)
+        if rejected is not None:
+            return Submitted(rejected=rejected)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            return Submitted()  # still queued or running: its outcome will show on the device
+        return Submitted(outcome=outcome, replaced=outcome is None)
 
     async def idle(self) -> None:
         """Wait until every queued command has run (tests, clean shutdown)."""
@@ -105,4 +137,11 @@ class CommandRouter:
         for queue in self._queues.values():
             if queue.task is not None:
                 queue.task.cancel()
+            for command in queue.pending.values():
+                _resolve(command, None)
         await self.idle()
+
+
+def _resolve(command: Command, outcome: WriteOutcome | None) -> None:
+    if command.done is not None and not command.done.done():
+        command.done.set_result(outcome)

@@ -7,7 +7,7 @@ from .exposes import Component, Expose
 CONFIG = "config"
 
 # Battery. Passive power is signed like everything else here: + = discharge, - = charge.
-MODE = Expose("mode", "Mode", Component.SELECT, icon="mdi:battery-sync")
+MODE = Expose("mode", "Mode", Component.SELECT, icon="mdi:battery-sync", featured=True)
 PASSIVE_POWER = Expose(
     "passive_power",
     "Passive power",
@@ -19,6 +19,7 @@ PASSIVE_POWER = Expose(
     maximum=2500,
     step=50,
     icon="mdi:flash",
+    featured=True,
 )
 PASSIVE_DURATION = Expose(
     "passive_duration",
@@ -30,10 +31,13 @@ PASSIVE_DURATION = Expose(
     minimum=1,
     maximum=1440,
     step=1,
+    featured=True,
 )
-CHARGE_NOW = Expose("charge_now", "Charge now", Component.BUTTON, icon="mdi:battery-arrow-up")
-DISCHARGE_NOW = Expose("discharge_now", "Discharge now", Component.BUTTON, icon="mdi:battery-arrow-down")
-STOP = Expose("stop", "Stop", Component.BUTTON, icon="mdi:battery-off")
+CHARGE_NOW = Expose("charge_now", "Charge now", Component.BUTTON, icon="mdi:battery-arrow-up", featured=True)
+DISCHARGE_NOW = Expose(
+    "discharge_now", "Discharge now", Component.BUTTON, icon="mdi:battery-arrow-down", featured=True
+)
+STOP = Expose("stop", "Stop", Component.BUTTON, icon="mdi:battery-off", featured=True)
 CLEAR_SCHEDULES = Expose(
     "clear_schedules",
     "Clear manual schedules",
@@ -65,6 +69,7 @@ CHARGING_CURRENT = Expose(
     maximum=32,
     step=1,
     icon="mdi:current-ac",
+    featured=True,
 )
 FAILSAFE_CURRENT = Expose(
     "failsafe_current",
@@ -91,8 +96,8 @@ FAILSAFE_TIMEOUT = Expose(
 KEEPALIVE = Expose(
     "keepalive", "Send keepalive", Component.BUTTON, entity_category=CONFIG, icon="mdi:heart-pulse"
 )
-START_SESSION = Expose("start_session", "Start session", Component.BUTTON, icon="mdi:play")
-STOP_SESSION = Expose("stop_session", "Stop session", Component.BUTTON, icon="mdi:stop")
+START_SESSION = Expose("start_session", "Start session", Component.BUTTON, icon="mdi:play", featured=True)
+STOP_SESSION = Expose("stop_session", "Stop session", Component.BUTTON, icon="mdi:stop", featured=True)
 PHASES = Expose("phases", "Phases", Component.SELECT, options=("1", "3"), icon="mdi:sine-wave")
 
 # On every device

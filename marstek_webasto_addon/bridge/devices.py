@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
@@ -382,6 +382,17 @@ class WallboxDevice(BridgedDevice):
         return WriteOutcome(WriteStatus.REJECTED, key, 1, f"{key} is not a wallbox command")
 
 
+@dataclass
+class SiteSources:
+    """What the site totals are computed from: the devices, and the meter and PV readings (W) if any."""
+
+    batteries: list[BatteryDevice]
+    wallboxes: list[WallboxDevice] = field(default_factory=list)
+    grid: Callable[[], float | None] = lambda: None  # + = import; None: no fresh reading
+    pv: Callable[[], float | None] = lambda: None  # None: no fresh reading
+    pv_measured: bool = False  # a PV source is configured (else the house load leaves PV out)
+
+
 @dataclass(frozen=True)
 class SitePoint:
     key: str
@@ -389,7 +400,8 @@ class SitePoint:
     unit: str | None
     device_class: str | None
     precision: int | None
-    compute: Callable[[list[BatteryDevice]], float | int | None]
+    compute: Callable[[SiteSources], float | int | None]
+    icon: str | None = None
 
 
 def _online(batteries: list[BatteryDevice]) -> list[BatteryDevice]:
@@ -400,29 +412,47 @@ def _numbers(batteries: list[BatteryDevice], key: str) -> list[float]:
     return [v for b in _online(batteries) if (v := b.link.snapshot.number(key)) is not None]
 
 
-def _weighted_soc(batteries: list[BatteryDevice]) -> float | None:
+def _weighted_soc(site: SiteSources) -> float | None:
     pairs = [
-        (b.link.snapshot.soc, b.link.snapshot.number("rated_capacity") or 1.0) for b in _online(batteries)
+        (b.link.snapshot.soc, b.link.snapshot.number("rated_capacity") or 1.0)
+        for b in _online(site.batteries)
     ]
     known = [(soc, cap) for soc, cap in pairs if soc is not None]
     total = sum(cap for _, cap in known)
     return round(sum(soc * cap for soc, cap in known) / total, 1) if known and total else None
 
 
-def _stored_kwh(batteries: list[BatteryDevice]) -> float | None:
-    parts = _numbers(batteries, "remaining_energy")
+def _stored_kwh(site: SiteSources) -> float | None:
+    parts = _numbers(site.batteries, "remaining_energy")
     return round(sum(parts) / 1000, 3) if parts else None
 
 
+def _battery_power(site: SiteSources) -> float | None:
+    parts = _numbers(site.batteries, "ac_power")
+    return sum(parts) if parts else None
+
+
+def _wallbox_power(site: SiteSources) -> float | None:
+    parts = [v for w in site.wallboxes if w.available and (v := w.link.snapshot.number("power")) is not None]
+    return sum(parts) if parts else None
+
+
+def _house_load(site: SiteSources) -> float | None:
+    """What the home itself uses: grid + PV + battery discharge - car charging (energy balance)."""
+    grid = site.grid()
+    pv = site.pv() if site.pv_measured else 0.0
+    if grid is None or pv is None:
+        return None
+    load = grid + pv + (_battery_power(site) or 0.0) - (_wallbox_power(site) or 0.0)
+    return max(0.0, round(load))  # meters sampled at different moments can disagree for a second
+
+
 SITE_POINTS: tuple[SitePoint, ...] = (
-    SitePoint(
-        "battery_power",
-        "Battery power",
-        "W",
-        "power",
-        0,
-        lambda bs: sum(p) if (p := _numbers(bs, "ac_power")) else None,
-    ),
+    SitePoint("grid_power", "Grid power", "W", "power", 0, lambda s: s.grid(), "mdi:transmission-tower"),
+    SitePoint("pv_power", "PV power", "W", "power", 0, lambda s: s.pv(), "mdi:solar-power"),
+    SitePoint("house_load", "House load", "W", "power", 0, _house_load, "mdi:home-lightning-bolt"),
+    SitePoint("battery_power", "Battery power", "W", "power", 0, _battery_power, "mdi:home-battery"),
+    SitePoint("wallbox_power", "Wallbox power", "W", "power", 0, _wallbox_power, "mdi:ev-station"),
     SitePoint("soc_average", "Average state of charge", "%", "battery", 1, _weighted_soc),
     SitePoint(
         "soc_min",
@@ -430,7 +460,7 @@ SITE_POINTS: tuple[SitePoint, ...] = (
         "%",
         "battery",
         0,
-        lambda bs: min(_numbers(bs, "soc"), default=None),
+        lambda s: min(_numbers(s.batteries, "soc"), default=None),
     ),
     SitePoint(
         "soc_max",
@@ -438,27 +468,26 @@ SITE_POINTS: tuple[SitePoint, ...] = (
         "%",
         "battery",
         0,
-        lambda bs: max(_numbers(bs, "soc"), default=None),
+        lambda s: max(_numbers(s.batteries, "soc"), default=None),
     ),
     SitePoint("stored_energy", "Stored energy", "kWh", "energy_storage", 2, _stored_kwh),
-    SitePoint("batteries_online", "Batteries online", None, None, 0, lambda bs: len(_online(bs))),
+    SitePoint("batteries_online", "Batteries online", None, None, 0, lambda s: len(_online(s.batteries))),
 )
 
 
 class SiteDevice(BridgedDevice):
-    """Totals over every battery (and later the meter and the optimiser)."""
+    """Totals over every battery and wallbox, with the grid meter and PV: the home's power flow."""
 
     kind = "site"
 
-    def __init__(
-        self,
-        batteries: Iterable[BatteryDevice],
-        extra: Callable[[], tuple[list[Expose], dict[str, Any]]] | None = None,
-    ) -> None:
+    def __init__(self, sources: SiteSources) -> None:
         super().__init__()
-        self.batteries = list(batteries)
+        self.sources = sources
         self.name = "Energy site"
-        self.extra = extra
+
+    @property
+    def batteries(self) -> list[BatteryDevice]:
+        return self.sources.batteries
 
     @property
     def device_id(self) -> str:
@@ -467,25 +496,36 @@ class SiteDevice(BridgedDevice):
     def device_info(self) -> dict[str, Any]:
         return {"name": self.name, "manufacturer": "marstek_webasto_addon", "model": "Site totals"}
 
+    def _points(self) -> list[SitePoint]:
+        s = self.sources
+        skip = set()
+        if not s.wallboxes:
+            skip.add("wallbox_power")
+        if not s.pv_measured:
+            skip.add("pv_power")
+        return [p for p in SITE_POINTS if p.key not in skip]
+
     def exposes(self) -> list[Expose]:
-        exposes = [
+        return [
             Expose(
-                p.key, p.name, Component.SENSOR, p.unit, p.device_class, "measurement", precision=p.precision
+                p.key,
+                p.name,
+                Component.SENSOR,
+                p.unit,
+                p.device_class,
+                "measurement",
+                icon=p.icon,
+                precision=p.precision,
             )
-            for p in SITE_POINTS
+            for p in self._points()
         ]
-        if self.extra is not None:
-            exposes += self.extra()[0]
-        return exposes
 
     def values(self) -> Mapping[str, Any]:
-        values: dict[str, Any] = {p.key: p.compute(self.batteries) for p in SITE_POINTS}
-        if self.extra is not None:
-            values.update(self.extra()[1])
-        return values
+        return {p.key: p.compute(self.sources) for p in self._points()}
 
     def state(self) -> dict[str, Any]:
-        return {e.key: state_value(e, self.values().get(e.key)) for e in self.exposes()}
+        values = self.values()
+        return {e.key: state_value(e, values.get(e.key)) for e in self.exposes()}
 
 
 class BridgeDevice(BridgedDevice):

@@ -61,6 +61,7 @@ class Expose:
     step: float | None = None
     attributes: bool = False  # has a JSON attributes topic
     pattern: str | None = None  # text: what a valid value looks like
+    featured: bool = False  # the panel shows this control on the card itself, not under "more"
 
     def validate(self, payload: bytes | str) -> str | float | bool:
         """The command value, or CommandRejected with a message that says what is allowed."""

@@ -15,6 +15,7 @@ from typing import Any
 import aiomqtt
 
 from ..devices.outcome import WriteOutcome
+from ..tasks import cancel_all
 from .commands import CommandRouter
 from .devices import BridgedDevice
 from .discovery import discovery_messages
@@ -139,11 +140,7 @@ class MqttBridge:
             async for message in client.messages:
                 await self._on_message(message)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(tasks)
 
     async def close(self) -> None:
         """Say goodbye cleanly (the will only fires on an unclean loss)."""

@@ -40,7 +40,9 @@ class OptimiserPort(Protocol):
 def _parameter_expose(p: Parameter) -> Expose:
     category = None if p.key == "enabled" else CONFIG
     if p.kind == "switch":
-        return Expose(p.key, p.name, Component.SWITCH, entity_category=category, icon=p.icon)
+        return Expose(
+            p.key, p.name, Component.SWITCH, entity_category=category, icon=p.icon, featured=p.featured
+        )
     if p.kind == "time":
         return Expose(
             p.key, p.name, Component.TEXT, entity_category=category, icon=p.icon, pattern=CLOCK_PATTERN
@@ -61,6 +63,7 @@ def _parameter_expose(p: Parameter) -> Expose:
         minimum=p.minimum,
         maximum=p.maximum,
         step=p.step,
+        featured=p.featured,
     )
 
 

@@ -22,16 +22,29 @@ class Parameter:
     maximum: float | None = None
     step: float | None = None
     icon: str | None = None
+    featured: bool = False  # up front on the panel; the rest sit under "all settings"
+
+
+FEATURED = {
+    "enabled",
+    "rotation",
+    "night_charging",
+    "overflow_charging",
+    "peak_assist",
+    "desired_total_capacity",
+    "pv_per_sunny_hour",
+    "peak_target",
+}
 
 
 def _sw(key: str, name: str, default: bool, icon: str | None = None) -> Parameter:
-    return Parameter(key, name, "switch", default, icon=icon)
+    return Parameter(key, name, "switch", default, icon=icon, featured=key in FEATURED)
 
 
 def _num(
     key: str, name: str, default: float, unit: str | None, lo: float, hi: float, step: float
 ) -> Parameter:
-    return Parameter(key, name, "number", default, unit, lo, hi, step)
+    return Parameter(key, name, "number", default, unit, lo, hi, step, featured=key in FEATURED)
 
 
 def _time(key: str, name: str, default: str) -> Parameter:

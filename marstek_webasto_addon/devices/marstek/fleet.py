@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ...tasks import cancel_all
 from .client import DEFAULT_PORT, MarstekClient, Pacing
 from .link import BatteryLink, LinkSettings
 from .transport import UdpEndpoint
@@ -71,8 +71,4 @@ class BatteryFleet:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(tasks)
