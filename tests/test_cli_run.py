@@ -100,13 +100,21 @@ async def test_run_bridges_devices_and_stops_cleanly_on_sigterm(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
+        # Drain its output as it comes: a full pipe would block the process's logging, and so its exit.
+        assert process.stdout is not None
+        output = asyncio.create_task(process.stdout.read())
         state = f"marstek_webasto/battery_{sim.batteries[0].ble_mac}/state"
         await recorder.wait_for(lambda: state in recorder.latest, 20, "the battery's state")
         soc = recorder.json(state)
         assert isinstance(soc, dict)
         assert soc["soc"] == 64
         process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 15)
+        try:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
+            process.kill()
+            raise AssertionError(f"no exit 15 s after SIGTERM:\n{(await output).decode()}") from None
+        await output
         await recorder.wait_for(
             lambda: recorder.latest.get("marstek_webasto/status") == b"offline", 5, "offline on a clean stop"
         )

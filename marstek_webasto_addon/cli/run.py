@@ -1,10 +1,18 @@
-"""`run --options PATH`: the bridge, as the add-on runs it."""
+"""`run --options PATH`: the bridge, as the add-on runs it (and `check-options`, its validation alone).
+
+In the add-on (SUPERVISOR_TOKEN set) the panel starts first, on the ingress port, before any device or
+broker is contacted: Home Assistant's sidebar never shows a 502, and what is wrong shows there. Invalid
+options do not end the process there either: the panel lists the problems and no device is contacted
+until the options are fixed and the add-on restarted. Outside the add-on, invalid options exit with 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,11 +20,13 @@ from pathlib import Path
 from ..addon.options import Options, OptionsError, load_options
 from ..addon.runtime import Runtime
 from ..addon.state import StateStore
-from ..addon.supervisor import SupervisorError, mqtt_service, token
+from ..addon.supervisor import SUPERVISOR_URL, SupervisorError, mqtt_service, token
 from ..bridge.mqtt import BrokerSettings
+from ..web.server import INGRESS_PROXY, Panel
 
 _LOG = logging.getLogger(__name__)
 EXIT_BAD_OPTIONS = 2
+INGRESS_PORT = 8099
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,25 +35,73 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--state-dir", type=Path, help="where to keep state (default: the options file's folder)"
     )
+    parser.add_argument(
+        "--panel-port",
+        type=int,
+        help=f"serve the panel on this port; 0: no panel (default: {INGRESS_PORT} in the add-on, else 0)",
+    )
+    parser.add_argument(
+        "--panel-bind", help="the panel's address (default: 0.0.0.0 in the add-on, else 127.0.0.1)"
+    )
     parser.set_defaults(handler=run)
+    check = commands.add_parser("check-options", help="validate an options file and list every problem")
+    check.add_argument("--options", required=True, type=Path)
+    check.set_defaults(handler=check_options)
 
 
-async def broker_settings(options: Options) -> BrokerSettings:
-    """Explicit options win; otherwise the Supervisor's MQTT service (Mosquitto add-on)."""
+async def check_options(args: argparse.Namespace) -> int:
+    try:
+        options = load_options(args.options)
+    except OptionsError as exc:
+        for problem in exc.problems:
+            print(f"error: options: {problem}", file=sys.stderr)
+        return EXIT_BAD_OPTIONS
+    print(f"options OK: {len(options.batteries)} batteries, {len(options.wallboxes)} wallboxes")
+    return 0
+
+
+def handed_over_broker() -> BrokerSettings | None:
+    """Credentials the s6 run script got from `bashio::services mqtt` and put in the environment."""
+    host = os.environ.get("MWA_MQTT_HOST", "").strip()
+    if not host:
+        return None
+    try:
+        port = int(os.environ.get("MWA_MQTT_PORT") or 1883)
+    except ValueError:
+        port = 1883
+    return BrokerSettings(
+        host, port, os.environ.get("MWA_MQTT_USERNAME", ""), os.environ.get("MWA_MQTT_PASSWORD", "")
+    )
+
+
+async def broker_settings(
+    options: Options,
+    waiting: list[str] | None = None,
+    supervisor_url: str = SUPERVISOR_URL,
+    first_retry_s: float = 5.0,
+) -> BrokerSettings:
+    """Explicit options win; then what the s6 script handed over; then the Supervisor's MQTT service."""
     mqtt = options.mqtt
     if mqtt.host:
         return BrokerSettings(mqtt.host, mqtt.port, mqtt.username, mqtt.password)
+    handed = handed_over_broker()
+    if handed is not None:
+        return handed
     if token() is None:
         raise OptionsError(["mqtt.host: required when not running as a Home Assistant add-on"])
-    delay = 5.0
+    delay = first_retry_s
     while True:  # the broker add-on may still be starting: wait for it rather than give up
         try:
-            service = await mqtt_service()
+            service = await mqtt_service(supervisor_url)
         except SupervisorError as exc:
             _LOG.warning("%s; asking again in %.0f s", exc, delay)
+            if waiting is not None:
+                waiting[:] = [f"waiting for an MQTT broker: {exc}"]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60)
             continue
+        if waiting is not None:
+            waiting.clear()
         return BrokerSettings(
             str(service["host"]),
             int(service.get("port", 1883)),
@@ -52,36 +110,72 @@ async def broker_settings(options: Options) -> BrokerSettings:
         )
 
 
+def _report(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"error: options: {problem}", file=sys.stderr, flush=True)
+
+
 async def run(args: argparse.Namespace) -> int:
-    try:
-        options = load_options(args.options)
-    except OptionsError as exc:
-        for problem in exc.problems:
-            print(f"error: options: {problem}", file=sys.stderr)
-        print("the bridge did not start; nothing was sent to any device", file=sys.stderr)
-        return EXIT_BAD_OPTIONS
-    logging.getLogger().setLevel(options.log_level.upper())
-    try:
-        broker = await broker_settings(options)
-    except OptionsError as exc:
-        for problem in exc.problems:
-            print(f"error: options: {problem}", file=sys.stderr)
-        return EXIT_BAD_OPTIONS
-    state = StateStore((args.state_dir or args.options.resolve().parent) / "state.json")
+    addon = token() is not None
+    panel_port = args.panel_port if args.panel_port is not None else (INGRESS_PORT if addon else 0)
+    bind = args.panel_bind or ("0.0.0.0" if addon else "127.0.0.1")
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, main.cancel)
-    _LOG.info(
-        "starting: %d batteries, %d wallboxes, MQTT %s",
-        len(options.batteries),
-        len(options.wallboxes),
-        broker.describe(),
-    )
+
+    problems: list[dict[str, str]] = []
+    waiting: list[str] = []
+
+    def panel_problems() -> list[dict[str, str]]:
+        return problems + [{"source": "MQTT", "text": text} for text in waiting]
+
+    panel: Panel | None = None
+    state_dir = args.state_dir or args.options.resolve().parent
     try:
-        async with Runtime(options, state, broker) as runtime:
+        if panel_port:
+            # In the add-on only the ingress proxy may open the panel (host networking puts the port on
+            # the LAN); the container's own HEALTHCHECK may ask api/health from loopback.
+            panel = Panel(
+                None,
+                allowed={INGRESS_PROXY} if addon else None,
+                history_path=state_dir / "history.json",
+                problems=panel_problems,
+            )
+            await panel.start(bind, panel_port)
+        try:
+            options = load_options(args.options)
+        except OptionsError as exc:
+            _report(exc.problems)
+            print("the bridge did not start; nothing was sent to any device", file=sys.stderr, flush=True)
+            if panel is None:
+                return EXIT_BAD_OPTIONS
+            problems[:] = [{"source": "Options", "text": text} for text in exc.problems]
+            await asyncio.Event().wait()  # show the problems until the add-on is stopped
+        logging.getLogger().setLevel(options.log_level.upper())
+        try:
+            broker = await broker_settings(options, waiting)
+        except OptionsError as exc:
+            _report(exc.problems)
+            if panel is None:
+                return EXIT_BAD_OPTIONS
+            problems[:] = [{"source": "Options", "text": text} for text in exc.problems]
+            await asyncio.Event().wait()
+        _LOG.info(
+            "starting: %d batteries, %d wallboxes, MQTT %s",
+            len(options.batteries),
+            len(options.wallboxes),
+            broker.describe(),
+        )
+        async with Runtime(options, StateStore(state_dir / "state.json"), broker) as runtime:
+            if panel is not None:
+                panel.attach(runtime)
             await runtime.run()
     except asyncio.CancelledError:
         _LOG.info("stopped")
+    finally:
+        if panel is not None:
+            with contextlib.suppress(Exception):
+                await panel.stop()
     return 0

@@ -1,0 +1,367 @@
+"""The ingress panel's server: the page, a JSON API under `api/`, and server-sent events.
+
+Every URL the page uses is relative, and the page's `<base href>` comes from the `X-Ingress-Path` header, so
+the same files work under Home Assistant's ingress prefix and on a bare port. In the add-on only the ingress
+proxy (172.30.32.2) may connect; everyone else gets 403. Commands go through the bridge's CommandRouter, the
+path MQTT commands take, so the panel can do nothing MQTT could not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .. import __version__
+from ..addon.controller import EngineClock, RealClock
+from ..bridge.devices import BridgedDevice
+from ..bridge.exposes import OFF, ON
+from . import views
+from .history import History
+
+if TYPE_CHECKING:
+    from ..addon.runtime import Runtime
+
+_LOG = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+INGRESS_PROXY = "172.30.32.2"  # the Supervisor's ingress proxy, the only peer allowed in the add-on
+LOOPBACK = frozenset({"127.0.0.1", "::1"})  # the container's HEALTHCHECK, for api/health only
+PUSH_INTERVAL_S = 0.5  # at most two state events a second, however busy the devices are
+SAMPLE_INTERVAL_S = 2.0
+HEARTBEAT_S = 15.0
+COMMAND_WAIT_S = 30.0
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'self'; form-action 'none'"
+)
+
+
+class CommandRequest(BaseModel):
+    """A control from the page: which device, which expose, and the value as the control produced it."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: str = Field(min_length=1, max_length=80)
+    key: str = Field(min_length=1, max_length=60)
+    value: str | float | bool
+
+
+def payload_of(value: str | float | bool) -> str:
+    """The same text an MQTT command would carry, so both take exactly the same validation."""
+    if isinstance(value, bool):
+        return ON if value else OFF
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=32)
+
+    def send(self, event: str, data: Any) -> None:
+        message = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
+        if self.queue.full():  # a stalled browser: drop the oldest, the next state supersedes it anyway
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+        self.queue.put_nowait(message)
+
+
+class Panel:
+    def __init__(
+        self,
+        runtime: Runtime | None,
+        *,
+        allowed: Iterable[str] | None = None,
+        history_path: Path | None = None,
+        clock: EngineClock | None = None,
+        problems: Callable[[], list[dict[str, str]]] | None = None,
+    ) -> None:
+        self.runtime = runtime  # None: the options are invalid, the panel only shows why
+        self.allowed = frozenset(allowed) if allowed is not None else None
+        self.history_path = history_path
+        self.clock: EngineClock = clock or RealClock()
+        self.extra_problems = problems or (lambda: [])
+        self.history = History()
+        self.clients: set[_Client] = set()
+        self._wake = asyncio.Event()
+        self.app = self._build()
+        self._signature = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        if history_path is not None:
+            self.history.load(history_path, self.clock.now().timestamp())
+        if runtime is not None:
+            self.attach(runtime)
+
+    def attach(self, runtime: Runtime) -> None:
+        """The bridge is up: from now on the panel shows it (it served the start-up problems until then)."""
+        self.runtime = runtime
+        runtime.listeners.append(self.on_device)
+        self._wake.set()
+
+    # lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self._tasks = [
+            asyncio.create_task(self._pusher(), name="panel-push"),
+            asyncio.create_task(self._sampler(), name="panel-history"),
+        ]
+        _LOG.info("panel on http://%s:%d/", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for client in list(self.clients):
+            client.send("bye", {})
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.history_path is not None:
+            self.history.save(self.history_path)
+
+    async def __aenter__(self) -> Panel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def on_device(self, device: BridgedDevice) -> None:
+        self._wake.set()
+
+    # the app ------------------------------------------------------------------------------------------------
+
+    def _build(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/api/state", self._state)
+        app.router.add_get("/api/devices", self._devices)
+        app.router.add_get("/api/history", self._history)
+        app.router.add_get("/api/events", self._events)
+        app.router.add_get("/api/health", self._health)
+        app.router.add_post("/api/command", self._command)
+        app.router.add_static("/static/", STATIC, append_version=False)
+        return app
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        loopback_health = request.path == "/api/health" and request.remote in LOOPBACK
+        if self.allowed is not None and request.remote not in self.allowed and not loopback_health:
+            _LOG.warning("panel: refused %s %s from %s", request.method, request.path, request.remote)
+            return web.Response(status=403, text="403: only Home Assistant's ingress may open this panel\n")
+        response = await handler(request)
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    async def _index(self, request: web.Request) -> web.Response:
+        prefix = request.headers.get("X-Ingress-Path", "").rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            prefix = ""  # a header we cannot trust to be a path: serve from the root
+        html = (STATIC / "index.html").read_text(encoding="utf-8")
+        html = html.replace("{{BASE}}", _attribute(prefix + "/")).replace("{{VERSION}}", __version__)
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    # data ---------------------------------------------------------------------------------------------------
+
+    def problems(self) -> list[dict[str, str]]:
+        found = list(self.extra_problems())
+        if self.runtime is not None:
+            found += self.runtime.problems()
+        return found
+
+    def state(self) -> dict[str, Any]:
+        now = self.clock.now().isoformat(timespec="seconds")
+        if self.runtime is None:
+            return {
+                "time": now,
+                "batteries": [],
+                "wallboxes": [],
+                "site": None,
+                "optimiser": None,
+                "bridge": {"version": __version__},
+                "waiting": [],
+                "mqtt": {},
+                "problems": self.problems(),
+            }
+        return views.state(self.runtime, self.problems(), now)
+
+    def meta(self) -> dict[str, Any]:
+        if self.runtime is None:
+            return {"devices": [], "signature": "none"}
+        return views.meta(self.runtime)
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state(), dumps=_dumps)
+
+    async def _devices(self, request: web.Request) -> web.Response:
+        return web.json_response(self.meta(), dumps=_dumps)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        return web.json_response(self.history.series(self.clock.now().timestamp()), dumps=_dumps)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        runtime = self.runtime
+        devices = [d for d in runtime.devices if d.kind in ("battery", "wallbox")] if runtime else []
+        mqtt = runtime.mqtt.status() if runtime and runtime.mqtt else {"connected": False}
+        body = {
+            "ok": runtime is not None and bool(mqtt.get("connected")),
+            "version": __version__,
+            "mqtt": mqtt.get("connected", False),
+            "devices_online": sum(1 for d in devices if d.available),
+            "devices": len(devices),
+            "problems": len(self.problems()),
+        }
+        return web.json_response(body)
+
+    # commands -----------------------------------------------------------------------------------------------
+
+    async def _command(self, request: web.Request) -> web.Response:
+        # Only JSON is accepted: a cross-site form cannot send it without a CORS preflight we never answer.
+        if request.content_type != "application/json":
+            return _error(415, "send the command as application/json")
+        try:
+            command = CommandRequest.model_validate_json(await request.read())
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            return _error(400, f"invalid command: {problem}")
+        if self.runtime is None or self.runtime.mqtt is None:
+            return _error(503, "the bridge is not running (see the problems above)")
+        result = await self.runtime.mqtt.router.run(
+            command.device, command.key, payload_of(command.value), "panel", COMMAND_WAIT_S
+        )
+        self._wake.set()
+        if result.rejected is not None:
+            return _error(400, result.rejected)
+        if result.replaced:
+            return web.json_response(
+                {"ok": True, "status": "replaced", "detail": "a newer command took its place"}
+            )
+        if result.outcome is None:
+            return web.json_response({"ok": True, "status": "pending", "detail": "still running"}, status=202)
+        outcome = result.outcome
+        body = {
+            "ok": outcome.ok,
+            "status": outcome.status.value,
+            "command": outcome.command,
+            "detail": outcome.detail,
+            "clamped": outcome.clamped or None,
+        }
+        return web.json_response(body)
+
+    # server-sent events -------------------------------------------------------------------------------------
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # proxies must pass every event on at once
+            }
+        )
+        await response.prepare(request)
+        client = _Client()
+        client.send("hello", {"version": __version__, "retry_ms": 3000})
+        client.send("devices", {"signature": self.meta()["signature"]})
+        client.send("state", self.state())
+        self.clients.add(client)
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(client.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    message = ": keepalive\n\n"
+                await response.write(message.encode())
+                if message.startswith("event: bye"):
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.clients.discard(client)
+        return response
+
+    def broadcast(self, event: str, data: Any) -> None:
+        for client in list(self.clients):
+            client.send(event, data)
+
+    async def _pusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.clients:
+                try:
+                    signature = self.meta()["signature"]
+                    if signature != self._signature:
+                        self._signature = signature
+                        self.broadcast("devices", {"signature": signature})
+                    self.broadcast("state", self.state())
+                except Exception:  # a bad value must not end the live updates for everyone
+                    _LOG.exception("panel: could not build the state")
+            await asyncio.sleep(PUSH_INTERVAL_S)
+
+    async def _sampler(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            if self.runtime is None or self.runtime.site is None:
+                continue
+            try:
+                sample = self._observe(self.runtime)
+            except Exception:
+                _LOG.exception("panel: history sample failed")
+                continue
+            if sample is not None:
+                self.broadcast("sample", asdict(sample))
+
+    def _observe(self, runtime: Runtime) -> Any:
+        assert runtime.site is not None
+        site = runtime.site.values()
+        powers = {
+            "grid": site.get("grid_power"),
+            "pv": site.get("pv_power"),
+            "load": site.get("house_load"),
+            "battery": site.get("battery_power"),
+            "wallbox": site.get("wallbox_power"),
+        }
+        soc: dict[str, float | None] = {}
+        power: dict[str, float | None] = {}
+        for battery in runtime.batteries:
+            if battery.device_id is None or not battery.available:
+                continue
+            snapshot = battery.link.snapshot
+            soc[battery.device_id] = snapshot.soc
+            power[battery.device_id] = snapshot.ac_power
+        return self.history.observe(self.clock.now().timestamp(), powers, soc, power)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, default=str)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"ok": False, "error": message}, status=status)
+
+
+def _attribute(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,85 @@
+"""The panel's JSON, generated from the same exposes that drive MQTT discovery: nothing is described twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from ..bridge.devices import BridgedDevice
+from ..bridge.exposes import Expose
+
+if TYPE_CHECKING:
+    from ..addon.runtime import Runtime
+
+# Keys the API adds next to a device's state values; a state key must never take one of these names.
+META_KEYS = frozenset({"id", "kind", "name", "available", "attributes", "roles"})
+
+
+def expose_json(expose: Expose) -> dict[str, Any]:
+    data = {k: v for k, v in asdict(expose).items() if v not in (None, (), False) or k == "component"}
+    data["component"] = expose.component.value
+    data["commandable"] = expose.component.commandable
+    if expose.options:
+        data["options"] = list(expose.options)
+    return data
+
+
+def device_meta(device: BridgedDevice) -> dict[str, Any]:
+    return {
+        "id": device.device_id,
+        "kind": device.kind,
+        "name": device.name,
+        "exposes": [expose_json(e) for e in device.exposes()],
+    }
+
+
+def device_state(device: BridgedDevice) -> dict[str, Any]:
+    values = device.state()
+    clash = META_KEYS & values.keys()
+    if clash:  # a table row named like a meta key would silently shadow it
+        raise ValueError(f"{device.name}: state keys {sorted(clash)} are reserved by the panel API")
+    return {
+        **values,
+        "id": device.device_id,
+        "kind": device.kind,
+        "name": device.name,
+        "available": device.available,
+        "attributes": device.attributes(),
+    }
+
+
+def meta(runtime: Runtime) -> dict[str, Any]:
+    devices = [device_meta(d) for d in runtime.devices if d.device_id is not None]
+    return {"devices": devices, "signature": signature(devices)}
+
+
+def signature(devices: list[dict[str, Any]]) -> str:
+    """Changes when a device appears or its exposes change: the page then fetches api/devices again."""
+    text = json.dumps(devices, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def state(runtime: Runtime, problems: list[dict[str, str]], now: str) -> dict[str, Any]:
+    def of_kind(kind: str) -> list[dict[str, Any]]:
+        return [device_state(d) for d in runtime.devices if d.kind == kind and d.device_id is not None]
+
+    named = [d for d in (*runtime.batteries, *runtime.wallboxes) if d.device_id is None]
+    optimiser = runtime.optimiser_device
+    optimiser_state = device_state(optimiser) if optimiser is not None else None
+    if optimiser_state is not None and runtime.optimiser is not None:
+        status = runtime.optimiser.status
+        optimiser_state["roles"] = dict(status.roles) if status is not None else {}
+    return {
+        "time": now,
+        "batteries": of_kind("battery"),
+        "wallboxes": of_kind("wallbox"),
+        "site": device_state(runtime.site) if runtime.site is not None else None,
+        "optimiser": optimiser_state,
+        "bridge": runtime.bridge_device.state(),
+        # configured but never answered: no id yet, still worth showing
+        "waiting": [{"name": d.name, "kind": d.kind} for d in named],
+        "mqtt": runtime.mqtt.status() if runtime.mqtt is not None else {},
+        "problems": problems,
+    }
