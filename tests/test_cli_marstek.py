@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -119,8 +120,12 @@ def test_probe_of_nothing_fails_clearly() -> None:
     assert time.monotonic() - started < 20
 
 
-def test_demo_shows_live_readings() -> None:
-    result = run_cli("demo", "--duration", "4", "--sim-port", str(free_port()), timeout=40)
+def test_demo_reaches_every_battery_and_stops_by_itself() -> None:
+    panel = free_port(socket.SOCK_STREAM)
+    sims = free_port()
+    result = run_cli("demo", "--duration", "6", "--port", str(panel), "--sim-port", str(sims), timeout=60)
     assert result.returncode == 0, result.stderr
-    for name in ("FaseA", "FaseB", "FaseC"):
-        assert f"{name} online" in result.stdout
+    assert f"panel at http://127.0.0.1:{panel}/" in result.stdout
+    for index, name in enumerate(("FaseA", "FaseB", "FaseC"), start=11):
+        assert f"{name}: online at 127.0.0.{index}" in result.stderr
+    assert result.stdout.rstrip().endswith("Demo stopped.")

@@ -1,69 +1,135 @@
-"""`demo`: the product with simulated hardware. For now: three simulated batteries, polled live."""
+"""`demo`: the whole product with simulated hardware, a broker and the panel, all on 127.0.0.1."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import time
+import logging
+import signal
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from ..devices.marstek.client import Pacing
-from ..devices.marstek.fleet import BatteryConfig, BatteryFleet
-from ..devices.marstek.link import BatteryLink, LinkSettings
-from ..devices.marstek.simulator import MarstekSimulator
+from ..addon.options import parse_options
+from ..addon.runtime import Runtime
+from ..addon.state import StateStore
+from ..bridge.mqtt import BrokerSettings
+from ..demo.broker import BrokerError, DemoBroker
+from ..demo.world import DEMO_BATTERIES, P1_TOPIC, PV_TOPIC, DemoWorld
+from ..tasks import cancel_all
+from ..web.server import Panel
 
-# The seed's three batteries, one per phase, with the charge levels its user saw on 2025-11-16.
-DEMO_BATTERIES = (("FaseA", 100.0), ("FaseB", 22.0), ("FaseC", 97.0))
+_LOG = logging.getLogger(__name__)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("demo", help="run everything with simulated hardware")
+    parser = commands.add_parser("demo", help="run everything with simulated hardware, and the panel")
+    parser.add_argument("--port", type=int, default=8099, help="the panel's port on 127.0.0.1 (default 8099)")
     parser.add_argument("--speed", type=float, default=30.0, help="simulated time speed-up (default 30)")
+    parser.add_argument(
+        "--start", type=datetime.fromisoformat, help="simulated start, e.g. 2026-06-21T09:00 (default: now)"
+    )
     parser.add_argument("--sim-port", type=int, default=30000, help="UDP port of the simulated batteries")
+    parser.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="default: Mosquitto if installed",
+    )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument(
+        "--state-dir", type=Path, help="keep the demo's state here (default: a temporary folder)"
+    )
     parser.set_defaults(handler=run_demo)
 
 
+def demo_options(world: DemoWorld, broker_host: str, broker_port: int) -> dict[str, Any]:
+    """The options a user with this home would set in the add-on's options tab."""
+    return {
+        "batteries": [
+            {"name": name, "host": host, "port": port}
+            for (name, _), (host, port) in zip(DEMO_BATTERIES, world.battery_addresses, strict=True)
+        ],
+        "wallboxes": [
+            {
+                "name": "Wallbox",
+                "host": "127.0.0.1",
+                "port": world.wallbox_port,
+                "model": "next",
+                "max_current": 16,
+            }
+        ],
+        "mqtt": {"host": broker_host, "port": broker_port},
+        "marstek_bind": "127.0.0.1",
+        "rediscovery_targets": [host for host, _ in world.battery_addresses],  # never the LAN
+        "battery_poll_interval": 2,
+        "wallbox_poll_interval": 2,
+        "timing": {"request_gap": 0.05, "write_gap": 0.5, "timeout": 1.0, "verify_delay": 0.5},
+        "grid_source": {"type": "mqtt", "topic": P1_TOPIC},
+        "pv_power": {"type": "mqtt", "topic": PV_TOPIC},
+        "control_interval": 1,
+        # Simulated minutes pass in seconds: give the meter as many simulated seconds to arrive.
+        "optimiser": {"enabled": True, "input_stale_after": 300},
+    }
+
+
 async def run_demo(args: argparse.Namespace) -> int:
-    simulator = MarstekSimulator.build(
-        len(DEMO_BATTERIES), port=args.sim_port, speed=args.speed, socs=[soc for _, soc in DEMO_BATTERIES]
-    )
-    configs = [
-        BatteryConfig(name, host, port)
-        for (name, _), (host, port) in zip(DEMO_BATTERIES, simulator.addresses, strict=True)
-    ]
-    started = time.monotonic()
-
-    def show(link: BatteryLink) -> None:
-        s = link.snapshot
-        state = "online " if link.online else "OFFLINE"
-        mode = s.mode.value if s.mode else "?"
-        print(
-            f"[{time.monotonic() - started:6.1f}s] {link.name} {state} {link.client.host:<11} "
-            f"SOC {s.soc or 0:5.1f}%  {mode:<7} AC {s.ac_power or 0:+6.0f} W  "
-            f"meter {s.number('meter_power') or 0:+6.0f} W",
-            flush=True,
-        )
-
-    async with (
-        simulator,
-        BatteryFleet(
-            configs,
-            local_host="127.0.0.1",
-            pacing=Pacing(request_gap=0.2, timeout=1.0, backoff=(0.3, 0.6)),
-            settings=LinkSettings(poll_interval=2.0, slow_every=3),
-            on_update=show,
-        ) as fleet,
-    ):
-        print(f"Demo: {len(configs)} simulated batteries at {args.speed:g}x speed; Ctrl-C stops.", flush=True)
-        runner = asyncio.create_task(fleet.run())
+    logging.getLogger("marstek_webasto_addon").setLevel(min(logging.INFO, logging.getLogger().level))
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
+    with tempfile.TemporaryDirectory(prefix="mwa-demo-") as scratch:
+        state_dir = args.state_dir or Path(scratch)
+        state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            if args.duration is not None:
-                await asyncio.sleep(args.duration)
-            else:
-                await runner
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            await _demo(args, state_dir)
+        except BrokerError as exc:
+            print(f"error: {exc}", flush=True)
+            return 1
+        except OSError as exc:
+            print(f"error: {exc} (is another demo running? try --port and --sim-port)", flush=True)
+            return 1
+        except asyncio.CancelledError:
+            pass
+    print("Demo stopped.", flush=True)
     return 0
+
+
+async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
+    async with (
+        DemoBroker(args.broker) as broker,
+        DemoWorld(speed=args.speed, start=args.start, sim_port=args.sim_port) as world,
+    ):
+        options = parse_options(demo_options(world, broker.host, broker.port))
+        async with Runtime(
+            options,
+            StateStore(state_dir / "state.json"),
+            BrokerSettings(broker.host, broker.port),
+            clock=world.clock,
+        ) as runtime:
+            panel = Panel(runtime, clock=world.clock, history_path=state_dir / "history.json")
+            port = await panel.start("127.0.0.1", args.port)
+            kwp = world.marstek.site.household.pv_kwp
+            print(
+                f"Demo running: panel at http://127.0.0.1:{port}/\n"
+                f"  MQTT: {broker.describe()} (try: mosquitto_sub -p {broker.port} -t '#' -v)\n"
+                f"  3 simulated batteries, a NEXT wallbox and a home with {kwp:g} kWp PV;"
+                f" simulated time x{args.speed:g}, starting {world.clock.now():%Y-%m-%d %H:%M}\n"
+                "  Ctrl-C stops.",
+                flush=True,
+            )
+            tasks = [
+                asyncio.create_task(runtime.run(), name="runtime"),
+                asyncio.create_task(world.publish_meters(broker.host, broker.port), name="meters"),
+            ]
+            try:
+                if args.duration is not None:
+                    await asyncio.sleep(args.duration)
+                else:
+                    await asyncio.gather(*tasks)
+            finally:
+                await cancel_all(tasks)
+                await panel.stop()

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from .device import Address, Quirks, SimulatedBattery, ticking_order
@@ -94,6 +95,7 @@ class MarstekSimulator:
         socs: Sequence[float] | None = None,
         household: Household | None = None,
         latency: float = 0.0,
+        start: datetime | None = None,
     ) -> MarstekSimulator:
         prof = PROFILES[profile] if isinstance(profile, str) else profile
         site = Site(household)
@@ -122,7 +124,7 @@ class MarstekSimulator:
             batteries,
             [battery_address(bind, i + 1, port) for i in range(count)],
             site,
-            SimClock(speed),
+            SimClock(speed, start),
             latency=latency,
         )
 

@@ -1,0 +1,102 @@
+"""The demo's simulated home: three batteries (one per phase, as in the seed), a NEXT wallbox with a car
+that comes home in the evening, a household with rooftop PV, and a P1 meter published to MQTT.
+
+Everything runs on one simulated clock, faster than real time; the wallbox's load is part of what the meter
+and the batteries' own CT see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, time
+
+import aiomqtt
+
+from ..devices.marstek.simulator import MarstekSimulator
+from ..devices.marstek.simulator.physics import Household, SimClock
+from ..devices.webasto.registers import WallboxModel
+from ..devices.webasto.simulator.model import Car, WallboxProfile, WallboxSim
+from ..devices.webasto.simulator.server import WallboxServer
+
+_LOG = logging.getLogger(__name__)
+
+# The seed's three batteries, one per phase, with the charge levels its user saw on 2025-11-16.
+DEMO_BATTERIES = (("FaseA", 100.0), ("FaseB", 22.0), ("FaseC", 97.0))
+P1_TOPIC = "demo/p1/power"  # W, + = import, like a DSMR reader publishes it
+PV_TOPIC = "demo/pv/power"  # W
+CAR_ARRIVES, CAR_LEAVES = time(18, 0), time(7, 30)
+METER_INTERVAL_S = 0.5  # real seconds between meter messages
+
+
+class DemoWorld:
+    def __init__(self, *, speed: float, start: datetime | None, sim_port: int, pv_kwp: float = 6.0) -> None:
+        self.marstek = MarstekSimulator.build(
+            len(DEMO_BATTERIES),
+            port=sim_port,
+            speed=speed,
+            socs=[soc for _, soc in DEMO_BATTERIES],
+            household=Household(pv_kwp=pv_kwp),
+            start=start,
+        )
+        self.clock: SimClock = self.marstek.clock
+        self.wallbox = WallboxSim(WallboxProfile.for_model(WallboxModel.NEXT), sim_now=self.clock.now)
+        self.wallbox_server = WallboxServer(self.wallbox, clock=self.clock)
+        self.wallbox_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def battery_addresses(self) -> list[tuple[str, int]]:
+        return list(self.marstek.addresses)
+
+    async def __aenter__(self) -> DemoWorld:
+        await self.marstek.start()
+        self.wallbox_port = await self.wallbox_server.start()
+        self._tasks.append(asyncio.create_task(self._household(), name="demo-household"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.wallbox_server.stop()
+        await self.marstek.stop()
+
+    def grid_power(self) -> float:
+        return self.marstek.site.total_power()
+
+    def pv_power(self) -> float:
+        return sum(self.marstek.site.pv)
+
+    async def _household(self) -> None:
+        """The car comes and goes; its charging is a load on the phases it uses."""
+        while True:
+            now = self.clock.now().time()
+            home = now >= CAR_ARRIVES or now < CAR_LEAVES
+            if home and self.wallbox.car is None:
+                self.wallbox.plug_in(Car(max_current=16, phases=1, energy_wanted_wh=12_000))
+                _LOG.info("demo: the car is plugged in (12 kWh wanted, one phase)")
+            elif not home and self.wallbox.car is not None:
+                self.wallbox.unplug()
+                _LOG.info("demo: the car left")
+            power = self.wallbox.power_w
+            phases = self.wallbox.phases
+            share = power / 3
+            self.marstek.site.extra = (power, 0.0, 0.0) if phases == 1 else (share, share, share)
+            await asyncio.sleep(0.2)
+
+    async def publish_meters(self, host: str, port: int) -> None:
+        """The P1 meter and the PV inverter, as MQTT numbers (reconnecting like any sensor would)."""
+        while True:
+            try:
+                async with aiomqtt.Client(host, port, identifier="demo-meters") as client:
+                    while True:
+                        await client.publish(P1_TOPIC, f"{self.grid_power():.0f}")
+                        await client.publish(PV_TOPIC, f"{self.pv_power():.0f}")
+                        await asyncio.sleep(METER_INTERVAL_S)
+            except aiomqtt.MqttError as exc:
+                _LOG.warning("demo meters: %s; retrying", exc)
+                await asyncio.sleep(1.0)

@@ -1,0 +1,117 @@
+"""`python -m marstek_webasto_addon demo` as a user runs it: a process, its panel, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import sys
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.timeout(120)
+CLI = [sys.executable, "-m", "marstek_webasto_addon"]
+
+
+async def start_demo(*extra: str) -> tuple[asyncio.subprocess.Process, int, list[str]]:
+    port = free_port(socket.SOCK_STREAM)
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        "--port",
+        str(port),
+        "--sim-port",
+        str(free_port()),
+        "--start",
+        "2026-06-21T11:00",
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(60):
+        while not any("panel at http://" in line for line in lines):
+            line = (await process.stdout.readline()).decode()
+            assert line, "the demo exited early:\n" + "".join(lines)
+            lines.append(line)
+    asyncio.get_running_loop().create_task(_drain(process, lines))
+    return process, port, lines
+
+
+async def _drain(process: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert process.stdout is not None
+    async for raw in process.stdout:
+        lines.append(raw.decode())
+
+
+async def wait_for_state(port: int, predicate: Any, timeout: float = 45) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        while True:
+            async with http.get(f"http://127.0.0.1:{port}/api/state") as response:
+                state: dict[str, Any] = await response.json()
+            if predicate(state):
+                return state
+            await asyncio.sleep(0.5)
+
+
+async def stop(process: asyncio.subprocess.Process) -> int:
+    process.send_signal(signal.SIGINT)
+    return await asyncio.wait_for(process.wait(), 30)
+
+
+def running(state: dict[str, Any]) -> bool:
+    optimiser = state.get("optimiser") or {}
+    return (
+        len(state["batteries"]) == 3
+        and all(isinstance(b.get("soc"), int | float) for b in state["batteries"])
+        and len(state["wallboxes"]) == 1
+        and optimiser.get("strategy") not in (None, "hold")
+        and state["site"].get("grid_power") is not None
+    )
+
+
+async def test_the_demo_runs_the_whole_product_and_stops_cleanly() -> None:
+    process, port, lines = await start_demo()
+    try:
+        state = await wait_for_state(port, running)
+        assert [b["name"] for b in state["batteries"]] == ["FaseA", "FaseB", "FaseC"]
+        assert state["optimiser"]["enabled"] == "ON"
+        assert state["site"]["pv_power"] > 0  # 11:00 on midsummer's day
+        assert state["problems"] == []
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as response:
+            assert response.status == 200
+            assert "static/app.js" in await response.text()
+    finally:
+        code = await stop(process)
+    output = "".join(lines)
+    assert code == 0, output
+    assert "Demo stopped." in output
+    assert "Traceback" not in output
+    with pytest.raises(ConnectionRefusedError):  # the panel is gone with the process
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+
+
+async def test_without_mosquitto_the_demo_brings_its_own_broker() -> None:
+    process, port, lines = await start_demo("--broker", "embedded")
+    try:
+        await wait_for_state(port, running)
+        found = re.search(r"embedded amqtt broker on 127\.0\.0\.1:(\d+)", "".join(lines))
+        assert found, "".join(lines)
+        async with aiomqtt.Client("127.0.0.1", int(found.group(1))) as client:
+            await client.subscribe("homeassistant/#")
+            async with asyncio.timeout(10):
+                async for message in client.messages:
+                    config = json.loads(bytes(message.payload))
+                    if "device" in config:
+                        break
+    finally:
+        code = await stop(process)
+    assert code == 0, "".join(lines)
