@@ -23,6 +23,8 @@ class Broker:
     config: Path
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    username: str | None = None  # for a broker that refuses anonymous clients
+    password: str | None = None
 
     def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -100,7 +102,13 @@ async def recording(broker: Broker, topics: tuple[str, ...] = ("#",)) -> AsyncIt
             else:
                 recorder.latest.pop(message.topic.value, None)
 
-    async with aiomqtt.Client(broker.host, broker.port, identifier=f"recorder-{id(recorder)}") as client:
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=f"recorder-{id(recorder)}",
+        username=broker.username,
+        password=broker.password,
+    ) as client:
         recorder.client = client
         for topic in topics:
             await client.subscribe(topic, qos=1)

@@ -35,7 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     docs_parser = commands.add_parser("docs", help="check or refresh the generated tables in docs/devices.md")
     docs_parser.add_argument("--write", action="store_true", help="rewrite the file instead of checking it")
     docs_parser.set_defaults(handler=_docs)
+    manifest_parser = commands.add_parser("manifest", help="check or refresh the add-on's config.yaml")
+    manifest_parser.add_argument(
+        "--write", action="store_true", help="rewrite the file instead of checking it"
+    )
+    manifest_parser.set_defaults(handler=_manifest)
     return parser
+
+
+async def _manifest(args: argparse.Namespace) -> int:
+    from ..addon import manifest
+
+    if args.write:
+        print("config.yaml updated" if manifest.write() else "config.yaml is up to date")
+        print("DOCS.md updated" if manifest.write_docs() else "DOCS.md is up to date")
+        return 0
+    stale = []
+    if not manifest.CONFIG_PATH.exists() or manifest.CONFIG_PATH.read_text() != manifest.render():
+        stale.append("config.yaml")
+    docs = manifest.DOCS_PATH.read_text()
+    if manifest.render_docs(docs) != docs:
+        stale.append("DOCS.md")
+    if stale:
+        print(f"{' and '.join(stale)} out of date: run `python -m marstek_webasto_addon manifest --write`")
+        return 1
+    print("config.yaml and DOCS.md are up to date")
+    return 0
 
 
 async def _docs(args: argparse.Namespace) -> int:

@@ -1,0 +1,32 @@
+# The add-on image: Home Assistant's Python base (Alpine, s6-overlay v3, bashio) and this package.
+# BUILD_FROM comes from build.yaml when the Supervisor builds; the default serves a plain `docker build`.
+ARG BUILD_FROM=ghcr.io/home-assistant/base-python:3.13-alpine3.23
+FROM ${BUILD_FROM}
+
+ARG BUILD_VERSION=dev
+ARG BUILD_ARCH=amd64
+
+# Only what the package needs, pinned by constraints.txt. Every dependency has a musl wheel (the base image
+# points pip at Home Assistant's wheel index too): no compiler is installed, none is left behind.
+WORKDIR /usr/src/marstek_webasto_addon
+COPY pyproject.toml constraints.txt README.md LICENSE ./
+COPY marstek_webasto_addon ./marstek_webasto_addon
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && cd / && rm -rf /usr/src/marstek_webasto_addon \
+    && python3 -m marstek_webasto_addon --help >/dev/null
+
+COPY rootfs /
+
+LABEL \
+    io.hass.type="addon" \
+    io.hass.name="Marstek & Webasto" \
+    io.hass.version="${BUILD_VERSION}" \
+    io.hass.arch="${BUILD_ARCH}" \
+    org.opencontainers.image.title="Marstek & Webasto" \
+    org.opencontainers.image.version="${BUILD_VERSION}" \
+    org.opencontainers.image.licenses="MIT"
+
+# Liveness of the process (its HTTP server answers); device and broker trouble show in the panel instead,
+# since restarting the add-on would not fix them.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:8099/api/health >/dev/null || exit 1
