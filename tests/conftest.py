@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -82,3 +83,18 @@ async def until(predicate: Callable[[], object], timeout: float = 15.0, every: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s")
         await asyncio.sleep(every)
+
+
+async def bounded(awaitable: Awaitable[Any], seconds: float, what: str) -> None:
+    """Await with a limit; past it, fail with the stack of every task, which shows what was stuck."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        task.result()
+        return
+    stacks = io.StringIO()
+    for other in asyncio.all_tasks():
+        print(f"--- {other.get_name()}", file=stacks)
+        other.print_stack(limit=6, file=stacks)
+    task.cancel()
+    raise AssertionError(f"{what}: still running after {seconds:g} s; the tasks:\n{stacks.getvalue()}")

@@ -7,6 +7,7 @@ Mosquitto. Screenshots of every run land in build/screenshots/ (the README shows
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,14 +23,15 @@ from marstek_webasto_addon.addon.state import StateStore
 from marstek_webasto_addon.bridge.mqtt import BrokerSettings
 from marstek_webasto_addon.cli.demo import demo_options
 from marstek_webasto_addon.demo.world import DemoWorld
+from marstek_webasto_addon.tasks import cancel_all
 from marstek_webasto_addon.web.server import Panel
 
-from .conftest import until
+from .conftest import bounded, until
 from .ingress_proxy import PROXY_ADDRESS, ingress_proxy
 from .mqtt_fixtures import Broker, broker
 
 __all__ = ["broker"]
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 CHROMIUM_FLAGS = [
     "--no-sandbox",  # CI runs as root in a container
@@ -65,36 +67,44 @@ class Home:
 @pytest.fixture
 async def home(broker: Broker, udp_port: int, tmp_path: Path) -> AsyncIterator[Home]:
     world = DemoWorld(speed=30, start=datetime(2026, 6, 21, 11, 0), sim_port=udp_port)
-    async with world:
+    stack = contextlib.AsyncExitStack()
+    try:
+        await stack.enter_async_context(world)
         options = parse_options(demo_options(world, broker.host, broker.port))
-        async with Runtime(
-            options,
-            StateStore(tmp_path / "state.json"),
-            BrokerSettings(broker.host, broker.port),
-            clock=world.clock,
-        ) as runtime:
-            panel = Panel(runtime, allowed={PROXY_ADDRESS}, clock=world.clock)
-            port = await panel.start("127.0.0.1", 0)
-            tasks = [
-                asyncio.create_task(runtime.run()),
-                asyncio.create_task(world.publish_meters(broker.host, broker.port)),
-            ]
-            try:
-                async with ingress_proxy(port) as url:
-                    yield Home(world, runtime, panel, url, f"http://127.0.0.1:{port}/")
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await panel.stop()
+        runtime = await stack.enter_async_context(
+            Runtime(
+                options,
+                StateStore(tmp_path / "state.json"),
+                BrokerSettings(broker.host, broker.port),
+                clock=world.clock,
+            )
+        )
+        panel = Panel(runtime, allowed={PROXY_ADDRESS}, clock=world.clock)
+        port = await panel.start("127.0.0.1", 0)
+        stack.push_async_callback(panel.stop)
+        tasks = [
+            asyncio.create_task(runtime.run()),
+            asyncio.create_task(world.publish_meters(broker.host, broker.port)),
+        ]
+        stack.push_async_callback(cancel_all, tasks)
+        url = await stack.enter_async_context(ingress_proxy(port))
+        yield Home(world, runtime, panel, url, f"http://127.0.0.1:{port}/")
+    finally:
+        # Bounded, and with every task's stack when it is not: a hang here must say where it is.
+        await bounded(stack.aclose(), 60, "stopping the demo home")
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         instance = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
-        yield instance
-        await instance.close()
+        try:
+            yield instance
+        finally:
+            for context in instance.contexts:
+                for page in context.pages:
+                    await bounded(page.close(), 15, "closing a page")
+            await bounded(instance.close(), 30, "closing Chromium")
 
 
 async def open_panel(browser: Browser, url: str, scheme: str = "light", width: int = 1280) -> Page:

@@ -8,7 +8,6 @@ and the batteries' own CT see.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, time
 
@@ -19,6 +18,7 @@ from ..devices.marstek.simulator.physics import Household, SimClock
 from ..devices.webasto.registers import WallboxModel
 from ..devices.webasto.simulator.model import Car, WallboxProfile, WallboxSim
 from ..devices.webasto.simulator.server import WallboxServer
+from ..tasks import cancel_all
 
 _LOG = logging.getLogger(__name__)
 
@@ -57,11 +57,7 @@ class DemoWorld:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.wallbox_server.stop()
         await self.marstek.stop()
 

@@ -24,6 +24,7 @@ from .. import __version__
 from ..addon.controller import EngineClock, RealClock
 from ..bridge.devices import BridgedDevice
 from ..bridge.exposes import OFF, ON
+from ..tasks import cancel_all
 from . import views
 from .history import History
 
@@ -124,11 +125,7 @@ class Panel:
         return self.port
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         for client in list(self.clients):
             client.send("bye", {})
         if self._runner is not None:
