@@ -21,6 +21,7 @@ from ..devices.outcome import WriteOutcome, WriteStatus
 from ..optimiser.engine import Optimiser
 from ..optimiser.model import BatteryView, Command, Decision, Inputs, Role, Status
 from ..optimiser.settings import Settings, check
+from ..optimiser.tariff import CapacityTracker
 from .inputs import GridInput, PvForecast
 from .options import Options
 
@@ -117,6 +118,8 @@ class OptimiserController:
         self.on_change = on_change
         self.on_outcome = on_outcome
         self.engine = Optimiser(self._settings_from(options), options.tariff.build())
+        self.engine.capacity = CapacityTracker.restored(store.get("capacity"))
+        self._saved_quarter = self.engine.capacity.quarter
         self.interval = options.control_interval
         self._status: Status | None = None
         self._actuators = {id(b): _Actuator(b, self._report) for b in self.batteries}
@@ -237,7 +240,14 @@ class OptimiserController:
             self._stale_logged = False
         self._status = result.status
         self._dispatch(result.commands)
+        if self.engine.capacity.quarter != self._saved_quarter:  # once a quarter-hour, not every step
+            self._save_capacity()
         self.on_change()
+
+    def _save_capacity(self) -> None:
+        self.store["capacity"] = self.engine.capacity.snapshot()
+        self._saved_quarter = self.engine.capacity.quarter
+        self.save()
 
     def _dispatch(self, commands: Sequence[Command]) -> None:
         by_id = {b.device_id: b for b in self.batteries}
@@ -271,5 +281,6 @@ class OptimiserController:
         for actuator in self._actuators.values():
             actuator.role, actuator.clear = None, False  # nothing queued may outlive the release
         self._dispatch(self.engine.stop(self.inputs()))
+        self._save_capacity()
         for actuator in self._actuators.values():
             await actuator.drain(timeout)

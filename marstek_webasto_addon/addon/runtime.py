@@ -6,8 +6,10 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..bridge.devices import (
     BatteryDevice,
@@ -21,6 +23,7 @@ from ..bridge.mqtt import BrokerSettings, MqttBridge
 from ..bridge.optimiser_device import OptimiserDevice
 from ..bridge.topics import Topics
 from ..devices.marstek.client import MarstekClient, Pacing
+from ..devices.marstek.commands import ManualSlot
 from ..devices.marstek.datapoints import Method
 from ..devices.marstek.discovery import broadcast_addresses, expand_targets
 from ..devices.marstek.link import BatteryLink, LinkSettings
@@ -47,6 +50,24 @@ def _fresh(source: GridInput) -> float | None:
     reading = source.current()
     age = reading.age()
     return reading.value if age is not None and age <= READING_FRESH_S else None
+
+
+_SLOT = TypeAdapter(ManualSlot)
+
+
+def restore_schedule(saved: object, name: str) -> dict[int, ManualSlot]:
+    """The manual slots written before a restart; a damaged entry is dropped with a warning, not fatal."""
+    if not isinstance(saved, dict):
+        return {}
+    slots: dict[int, ManualSlot] = {}
+    for index, fields in saved.items():
+        try:
+            slot = _SLOT.validate_python(fields)
+        except ValidationError as exc:
+            _LOG.warning("%s: forgetting stored manual slot %s (%s)", name, index, exc.errors()[0]["msg"])
+            continue
+        slots[slot.slot] = slot
+    return slots
 
 
 def _battery_key(options: BatteryOptions) -> str:
@@ -127,13 +148,22 @@ class Runtime:
                 self.endpoints[item.port] = endpoint
                 _LOG.info("Marstek UDP: %s", endpoint.bind_note)
             key = _battery_key(item)
+            learned = self.state.section("addresses").get(key)
+            if isinstance(learned, str) and learned != item.host:
+                _LOG.info(
+                    "%s: starting at %s, where it was last found (configured: %s)",
+                    item.name,
+                    learned,
+                    item.host,
+                )
             client = MarstekClient(
-                item.host,
+                learned if isinstance(learned, str) else item.host,
                 item.port,
                 endpoint=self.endpoints[item.port],
                 pacing=pacing,
                 ble_mac=item.ble_mac or identities.get(key),
             )
+            client.schedule = restore_schedule(self.state.section("schedules").get(key), item.name)
             own = link_settings
             if item is meter_battery:  # its CT is the optimiser's meter: read it on every poll
                 own = replace(link_settings, extra_fast=(Method.EM_STATUS,))
@@ -271,11 +301,28 @@ class Runtime:
     # callbacks from the links ------------------------------------------------------------------------------
 
     def _battery_updated(self, link: BatteryLink) -> None:
-        identity = link.client.identity
-        key = next(_battery_key(o) for o in self.options.batteries if o.name == link.name)
-        identities = self.state.section("identities")
-        if identity and identities.get(key) != identity:
-            identities[key] = identity
+        client = link.client
+        item = next(o for o in self.options.batteries if o.name == link.name)
+        key = _battery_key(item)
+        # What a restart must not forget: who the battery is, where it moved to (its configured address
+        # may be stale after a DHCP change), and the manual slots written to it (the device cannot tell).
+        remembered = {
+            "identities": client.identity or None,
+            "addresses": client.host if client.host != item.host else None,
+            "schedules": {str(i): asdict(slot) for i, slot in sorted(client.schedule.items())} or None,
+        }
+        changed = False
+        for section, value in remembered.items():
+            stored = self.state.section(section)
+            if section == "identities" and value is None:
+                continue  # an identity, once learned, is only replaced by another
+            if stored.get(key) != value and (value is not None or key in stored):
+                if value is None:
+                    del stored[key]
+                else:
+                    stored[key] = value
+                changed = True
+        if changed:
             self._save()
         self._notify(self._device_of[id(link)])
         if self.site is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from .settings import parse_time
 
@@ -90,6 +91,9 @@ DEFAULT_PRICES = {"peak": 0.279, "off_peak": 0.236, "super_off_peak": 0.208}
 DEFAULT_TARIFF = Tariff.from_rules(DEFAULT_PERIOD_RULES, DEFAULT_PRICES, "off_peak")
 
 
+KEPT_MONTHS = 13  # a year back, for the monthly peaks the capacity tariff averages
+
+
 def quarter_start(at: datetime) -> datetime:
     return at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
 
@@ -151,6 +155,39 @@ class CapacityTracker:
 
     def remaining_s(self, at: datetime) -> float:
         return 900.0 if self.quarter is None else max(0.0, (self.quarter + QUARTER - at).total_seconds())
+
+    # A restart must not forget the month's peak: the capacity tariff bills it whatever the add-on did.
+
+    def snapshot(self) -> dict[str, Any]:
+        recent = sorted(self.peaks.items())[-KEPT_MONTHS:]
+        return {
+            "quarter": self.quarter.isoformat() if self.quarter is not None else None,
+            "quarter_import_wh": round(self.quarter_import_wh, 3),
+            "month": list(self.month) if self.month is not None else None,
+            "month_peak_kw": round(self.month_peak_kw, 4),
+            "peaks": {f"{year}-{month:02d}": round(kw, 4) for (year, month), kw in recent},
+        }
+
+    @classmethod
+    def restored(cls, data: object) -> CapacityTracker:
+        """From a snapshot; anything unreadable starts afresh (then the add-on only shaves harder)."""
+        if not isinstance(data, dict):
+            return cls()
+        try:
+            quarter = datetime.fromisoformat(data["quarter"]) if data.get("quarter") else None
+            month = data.get("month")
+            peaks = {
+                (int(key[:4]), int(key[5:7])): float(kw) for key, kw in dict(data.get("peaks") or {}).items()
+            }
+            return cls(
+                quarter=quarter,
+                quarter_import_wh=max(0.0, float(data.get("quarter_import_wh", 0.0))),
+                month=(int(month[0]), int(month[1])) if month else None,
+                month_peak_kw=max(0.0, float(data.get("month_peak_kw", 0.0))),
+                peaks=peaks,
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            return cls()
 
 
 def night_quarters(evening: date, night_start: time, day_start: time) -> list[datetime]:
