@@ -22,6 +22,7 @@ from ..addon.runtime import Runtime
 from ..addon.state import StateStore
 from ..addon.supervisor import SUPERVISOR_URL, SupervisorError, mqtt_service, token
 from ..bridge.mqtt import BrokerSettings
+from ..web.guard import PASSWORD_ENV
 from ..web.server import INGRESS_PROXY, Panel
 
 _LOG = logging.getLogger(__name__)
@@ -42,6 +43,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--panel-bind", help="the panel's address (default: 0.0.0.0 in the add-on, else 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--panel-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="outside the add-on: also open the panel under this host name (besides this machine's own "
+        f"names and addresses); repeatable. A password comes from the {PASSWORD_ENV} environment variable",
     )
     parser.set_defaults(handler=run)
     check = commands.add_parser("check-options", help="validate an options file and list every problem")
@@ -140,6 +149,8 @@ async def run(args: argparse.Namespace) -> int:
             panel = Panel(
                 None,
                 allowed={INGRESS_PROXY} if addon else None,
+                hosts=args.panel_host,
+                password=os.environ.get(PASSWORD_ENV),
                 history_path=state_dir / "history.json",
                 problems=panel_problems,
             )

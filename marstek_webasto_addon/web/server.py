@@ -1,15 +1,17 @@
 """The ingress panel's server: the page, a JSON API under `api/`, and server-sent events.
 
 Every URL the page uses is relative, and the page's `<base href>` comes from the `X-Ingress-Path` header, so
-the same files work under Home Assistant's ingress prefix and on a bare port. In the add-on only the ingress
-proxy (172.30.32.2) may connect; everyone else gets 403. Commands go through the bridge's CommandRouter, the
-path MQTT commands take, so the panel can do nothing MQTT could not.
+the same files work under Home Assistant's ingress prefix and on a bare port. Who may come in is `guard.py`'s
+business: in the add-on only the ingress proxy (172.30.32.2), standalone a Host naming this machine, the
+panel's own origin for changes, and the password when one is set. Commands go through the bridge's
+CommandRouter, the path MQTT commands take, so the panel can do nothing MQTT could not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,7 +28,9 @@ from ..bridge.devices import BridgedDevice
 from ..bridge.exposes import OFF, ON
 from ..tasks import cancel_all
 from . import views
+from .guard import PASSWORD_ENV, Doors, Refusal, ingress_prefix
 from .history import History
+from .server_log import ServerLog, ThrottledLog
 
 if TYPE_CHECKING:
     from ..addon.runtime import Runtime
@@ -34,7 +38,6 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 INGRESS_PROXY = "172.30.32.2"  # the Supervisor's ingress proxy, the only peer allowed in the add-on
-LOOPBACK = frozenset({"127.0.0.1", "::1"})  # the container's HEALTHCHECK, for api/health only
 PUSH_INTERVAL_S = 0.5  # at most two state events a second, however busy the devices are
 SAMPLE_INTERVAL_S = 2.0
 HEARTBEAT_S = 15.0
@@ -81,12 +84,17 @@ class Panel:
         runtime: Runtime | None,
         *,
         allowed: Iterable[str] | None = None,
+        hosts: Iterable[str] = (),
+        password: str | None = None,
         history_path: Path | None = None,
         clock: EngineClock | None = None,
         problems: Callable[[], list[dict[str, str]]] | None = None,
     ) -> None:
         self.runtime = runtime  # None: the options are invalid, the panel only shows why
-        self.allowed = frozenset(allowed) if allowed is not None else None
+        # allowed: the peers of the add-on's ingress; None: standalone, where hosts and password apply.
+        self.doors = Doors(allowed, hosts, password)
+        self.server_log = ServerLog(_LOG)
+        self._refusals: dict[str, ThrottledLog] = {}
         self.history_path = history_path
         self.clock: EngineClock = clock or RealClock()
         self.extra_problems = problems or (lambda: [])
@@ -112,7 +120,7 @@ class Panel:
     # lifecycle ----------------------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0, logger=self.server_log)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -122,6 +130,14 @@ class Panel:
             asyncio.create_task(self._sampler(), name="panel-history"),
         ]
         _LOG.info("panel on http://%s:%d/", host, self.port)
+        if self.doors.peers is None and not self.doors.has_password and not _loopback(host):
+            _LOG.warning(
+                "panel: anyone on the network who can reach %s:%d may control the devices; "
+                "set the %s environment variable to ask for a password",
+                host,
+                self.port,
+                PASSWORD_ENV,
+            )
         return self.port
 
     async def stop(self) -> None:
@@ -161,22 +177,38 @@ class Panel:
     async def _guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        loopback_health = request.path == "/api/health" and request.remote in LOOPBACK
-        if self.allowed is not None and request.remote not in self.allowed and not loopback_health:
-            _LOG.warning("panel: refused %s %s from %s", request.method, request.path, request.remote)
-            return web.Response(status=403, text="403: only Home Assistant's ingress may open this panel\n")
-        response = await handler(request)
+        refusal = self.doors.check(request)
+        response = await handler(request) if refusal is None else self._refuse(request, refusal)
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` on the page's own
+        # POSTs, and the doors would have one witness less. Other sites still get no Referer.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         if request.path.startswith("/api/"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    def _refuse(self, request: web.Request, refusal: Refusal) -> web.Response:
+        # Anyone who reaches the port can repeat a refused request: one line a minute for each reason.
+        if refusal.reason not in self._refusals:
+            self._refusals[refusal.reason] = ThrottledLog(_LOG)
+        self._refusals[refusal.reason].log(
+            logging.WARNING,
+            "panel: refused %s %s from %s: %s",
+            request.method,
+            request.path,
+            request.remote,
+            refusal.message,
+        )
+        if request.path.startswith("/api/"):
+            response = _error(refusal.status, refusal.message)
+        else:
+            response = web.Response(status=refusal.status, text=f"{refusal.status}: {refusal.message}\n")
+        response.headers.update(refusal.headers)
+        return response
+
     async def _index(self, request: web.Request) -> web.Response:
-        prefix = request.headers.get("X-Ingress-Path", "").rstrip("/")
-        if prefix and not prefix.startswith("/"):
-            prefix = ""  # a header we cannot trust to be a path: serve from the root
+        prefix = ingress_prefix(request.headers.get("X-Ingress-Path"))
         html = (STATIC / "index.html").read_text(encoding="utf-8")
         html = html.replace("{{BASE}}", _attribute(prefix + "/")).replace("{{VERSION}}", __version__)
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
@@ -358,6 +390,13 @@ def _dumps(data: Any) -> str:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"ok": False, "error": message}, status=status)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _attribute(text: str) -> str:
