@@ -3,6 +3,10 @@
 The engine decides; this module only translates. Commands go to each battery's client through a small
 per-battery actuator: one write at a time, the latest role command replaces a queued one, a queued
 schedule clearing is never dropped. Every outcome shows on the battery's `Last command` sensor.
+
+A person's command wins: each write takes the battery's mode lock and is dropped when the battery is in a
+manual hold. Schedules are cleared one battery at a time across the site (a battery being cleared sits in
+Manual at 0 W), and not at all where every slot is known to be disabled already.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Protocol
 
 from ..bridge.devices import BatteryDevice
 from ..devices.marstek.commands import AutoMode, PassiveMode
+from ..devices.marstek.firmware import Mode
 from ..devices.outcome import WriteOutcome, WriteStatus
 from ..optimiser.engine import Optimiser
 from ..optimiser.model import BatteryView, Command, Decision, Inputs, Role, Status
@@ -51,12 +56,32 @@ class RealClock:
         return datetime.now()
 
 
+def nothing_to_clear(device: BatteryDevice) -> bool:
+    """Every slot was written disabled by the add-on, and the battery is not in Manual since.
+
+    The firmware cannot read its schedules back, so this is all that can be known; a schedule written from
+    the Marstek app switches the battery to Manual, which makes it worth clearing again.
+    """
+    client = device.link.client
+    slots = client.snapshot.firmware.manual_slots
+    written = client.schedule
+    cleared = all(i in written and not written[i].enabled for i in range(slots))
+    return cleared and device.link.snapshot.mode is not Mode.MANUAL
+
+
 class _Actuator:
-    def __init__(self, device: BatteryDevice, report: Callable[[BatteryDevice, WriteOutcome], None]) -> None:
+    def __init__(
+        self,
+        device: BatteryDevice,
+        report: Callable[[BatteryDevice, WriteOutcome], None],
+        clearing: asyncio.Lock,
+    ) -> None:
         self.device = device
         self.report = report
+        self.clearing = clearing  # shared by every battery of the site
         self.clear = False
         self.role: Command | None = None
+        self.last_role: Command | None = None
         self.task: asyncio.Task[None] | None = None
 
     def submit(self, command: Command) -> None:
@@ -68,26 +93,59 @@ class _Actuator:
             self.task = asyncio.create_task(self._work(), name=f"optimiser-{self.device.name}")
 
     async def _work(self) -> None:
-        client = self.device.link.client
         while self.clear or self.role is not None:
-            if self.clear:
+            if self.clear and (self.role is None or not self.clearing.locked()):
+                # While another battery is being cleared, this one's role goes first: it may be the cover.
                 self.clear = False
-                outcome = await client.clear_schedules()
-            else:
-                command, self.role = self.role, None
-                assert command is not None
-                if command.role is Role.AUTO:
-                    outcome = await client.set_mode(AutoMode())
-                else:
-                    outcome = await client.set_mode(PassiveMode(command.power_w, command.duration_s))
-                outcome = WriteOutcome(
-                    outcome.status,
-                    f"{outcome.command} (optimiser: {command.reason})",
-                    outcome.attempts,
-                    outcome.detail,
-                    outcome.clamped,
+                async with self.clearing:
+                    outcome = await self._clear()
+                    if outcome is not None:
+                        self.report(self.device, outcome)
+                    # Clearing left it in Manual at 0 W: its role again before the next battery is cleared.
+                    again, self.role = self.role or self.last_role, None
+                    written = outcome is not None and outcome.attempts > 0
+                    if written and again is not None and (sent := await self._send(again)) is not None:
+                        self.report(self.device, sent)
+                continue
+            command, self.role = self.role, None
+            assert command is not None
+            outcome = await self._send(command)
+            if outcome is not None:
+                self.report(self.device, outcome)
+
+    async def _clear(self) -> WriteOutcome | None:
+        device = self.device
+        async with device.mode_lock:
+            if device.holds.get(device.device_id) is not None:
+                return None  # a person took over: what they asked stays as it is
+            if nothing_to_clear(device):
+                return WriteOutcome(
+                    WriteStatus.ACCEPTED,
+                    "clear schedules (optimiser: before night charging)",
+                    0,
+                    "nothing to clear: every slot was cleared before and the battery is not in Manual since",
                 )
-            self.report(self.device, outcome)
+            # Restoring Auto here could put two batteries in Auto: the optimiser sends each its role next.
+            return await device.link.client.clear_schedules(restore=False)
+
+    async def _send(self, command: Command) -> WriteOutcome | None:
+        device = self.device
+        async with device.mode_lock:
+            if device.holds.get(device.device_id) is not None:
+                return None  # a person's command wins, even over a write queued before it
+            client = device.link.client
+            if command.role is Role.AUTO:
+                outcome = await client.set_mode(AutoMode())
+            else:
+                outcome = await client.set_mode(PassiveMode(command.power_w, command.duration_s))
+        self.last_role = command
+        return WriteOutcome(
+            outcome.status,
+            f"{outcome.command} (optimiser: {command.reason})",
+            outcome.attempts,
+            outcome.detail,
+            outcome.clamped,
+        )
 
     async def drain(self, timeout: float) -> None:
         if self.task is not None:
@@ -122,7 +180,8 @@ class OptimiserController:
         self._saved_quarter = self.engine.capacity.quarter
         self.interval = options.control_interval
         self._status: Status | None = None
-        self._actuators = {id(b): _Actuator(b, self._report) for b in self.batteries}
+        clearing = asyncio.Lock()
+        self._actuators = {id(b): _Actuator(b, self._report, clearing) for b in self.batteries}
         self._stale_logged = False
         self._started = time.monotonic()
         self._waiting_logged = False
@@ -203,6 +262,10 @@ class OptimiserController:
         fresh = now - snapshot.updated_at <= 3 * link.settings.poll_interval + 10
         mode = snapshot.mode
         limits = client.limits
+        hold = device.holds.get(device_id)
+        changed = device.holds.changed_at(device_id)
+        engine_now = self.clock.seconds()
+        changed_t = None if changed is None else engine_now - (self.clock.now().timestamp() - changed)
         return BatteryView(
             id=device_id,
             name=device.name,
@@ -214,6 +277,8 @@ class OptimiserController:
             max_discharge_w=limits.discharge_w,
             ac_power=snapshot.ac_power if fresh else None,
             mode=mode.value if fresh and mode else None,
+            hold=hold.describe() if hold is not None else "",
+            mode_changed_t=changed_t,
         )
 
     def step(self) -> None:

@@ -19,6 +19,7 @@ from ..bridge.devices import (
     SiteSources,
     WallboxDevice,
 )
+from ..bridge.holds import DEFAULT_HOLD_S, RENEW_S, ManualHolds
 from ..bridge.mqtt import BrokerSettings, MqttBridge
 from ..bridge.optimiser_device import OptimiserDevice
 from ..bridge.topics import Topics
@@ -43,6 +44,7 @@ _LOG = logging.getLogger(__name__)
 
 
 SITE_REFRESH_S = 2.0
+LEASE_CHECKS_PER_RENEWAL = 10  # how often, within one renewal period, the leases are looked at
 READING_FRESH_S = 60.0  # an older meter or PV reading is not shown as the present
 
 
@@ -113,6 +115,13 @@ class Runtime:
         self.optimiser: OptimiserController | None = None
         self.optimiser_device: OptimiserDevice | None = None
         self._device_of: dict[int, BridgedDevice] = {}
+        self.holds = ManualHolds(
+            state.section("holds"), self._save, clock=clock, default_hold_s=self._default_hold_s
+        )
+
+    def _default_hold_s(self) -> float:
+        optimiser = self.optimiser
+        return optimiser.settings.manual_hold * 60 if optimiser is not None else DEFAULT_HOLD_S
 
     @property
     def devices(self) -> list[BridgedDevice]:
@@ -168,7 +177,7 @@ class Runtime:
             if item is meter_battery:  # its CT is the optimiser's meter: read it on every poll
                 own = replace(link_settings, extra_fast=(Method.EM_STATUS,))
             link = BatteryLink(item.name, client, own, self._battery_updated)
-            device = BatteryDevice(link, settings.setdefault(key, {}), self._save)
+            device = BatteryDevice(link, settings.setdefault(key, {}), self._save, self.holds)
             self.battery_links.append(link)
             self.batteries.append(device)
             self._device_of[id(link)] = device
@@ -275,6 +284,7 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         if self.optimiser is not None:
             await self.optimiser.stop()  # batteries back to Auto while the links are still up
+        await self._end_leases()
         if self.mqtt is not None:
             await self.mqtt.close()
         for link in self.wallbox_links:
@@ -293,6 +303,8 @@ class Runtime:
         if self.ha_inputs is not None:
             tasks.append(asyncio.create_task(self.ha_inputs.run(), name="homeassistant-inputs"))
         tasks.append(asyncio.create_task(self._site_ticker(), name="site"))
+        if self.batteries:
+            tasks.append(asyncio.create_task(self._lease_keeper(), name="leases"))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -347,6 +359,32 @@ class Runtime:
             await asyncio.sleep(SITE_REFRESH_S)
             if self.site is not None:
                 self._notify(self.site)
+
+    async def _lease_keeper(self) -> None:
+        """Renews the Passive leases of a person's commands until their duration ends."""
+        speed = self.clock.speed if self.clock is not None else 1.0
+        while True:
+            await asyncio.sleep(RENEW_S / LEASE_CHECKS_PER_RENEWAL / speed)
+            for device in self.batteries:
+                hold = self.holds.get(device.device_id)
+                try:
+                    outcome = await device.renew_lease()
+                except Exception:  # one battery's surprise must not end the leases of the others
+                    _LOG.exception("%s: lease renewal failed", device.name)
+                    continue
+                if outcome is not None and hold is not None:
+                    _LOG.info("%s: %s renewed: %s", device.name, hold.command, outcome.status.value)
+                if (hold is None) != (self.holds.get(device.device_id) is None) or outcome is not None:
+                    self._notify(device)
+
+    async def _end_leases(self, timeout: float = 30.0) -> None:
+        """A clean stop: batteries a person left in Passive go back to Auto, all at once."""
+        ends = [device.end_lease() for device in self.batteries]
+        if ends:
+            try:
+                await asyncio.wait_for(asyncio.gather(*ends, return_exceptions=True), timeout)
+            except TimeoutError:
+                _LOG.warning("not every battery confirmed Auto within %.0f s of the stop", timeout)
 
     def _notify(self, device: BridgedDevice) -> None:
         if self.mqtt is not None:

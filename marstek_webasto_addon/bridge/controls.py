@@ -45,6 +45,18 @@ CLEAR_SCHEDULES = Expose(
     entity_category=CONFIG,
     icon="mdi:calendar-remove",
 )
+# A person's command puts the battery in a manual hold: the optimiser leaves it alone until then.
+MANUAL_HOLD = Expose(
+    "manual_hold",
+    "Manual hold until",
+    Component.SENSOR,
+    device_class="timestamp",
+    icon="mdi:hand-back-right",
+    featured=True,
+)
+RESUME_OPTIMISER = Expose(
+    "resume_optimiser", "Return to optimiser", Component.BUTTON, icon="mdi:robot", featured=True
+)
 DEPTH_OF_DISCHARGE = Expose(
     "depth_of_discharge",
     "Depth of discharge",

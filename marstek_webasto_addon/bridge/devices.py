@@ -6,11 +6,13 @@ device info, its exposes, a state object, availability, and the execution of val
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from .. import __version__
@@ -24,6 +26,7 @@ from ..devices.webasto.link import WallboxLink
 from ..devices.webasto.registers import Cadence, WallboxModel
 from . import controls as c
 from .exposes import Component, Expose, bounded, sensor_from_point, sensor_from_register, state_value
+from .holds import ManualHolds
 
 _LOG = logging.getLogger(__name__)
 Settings = dict[str, Any]
@@ -76,7 +79,7 @@ class BridgedDevice:
     def connection_attributes(self) -> dict[str, Any]:
         return {}
 
-    async def execute(self, key: str, value: Any) -> WriteOutcome:
+    async def execute(self, key: str, value: Any, source: str = "mqtt") -> WriteOutcome:
         raise NotImplementedError
 
     def channel(self, key: str) -> str:
@@ -132,11 +135,19 @@ class BridgedDevice:
         return [c.LAST_COMMAND, c.CONNECTION]
 
 
+# Everything that changes the battery's mode: one channel (the latest request wins), and a manual hold.
+_MODE_KEYS = ("mode", "charge_now", "discharge_now", "stop", "clear_schedules")
+
+
 class BatteryDevice(BridgedDevice):
     kind = "battery"
 
     def __init__(
-        self, link: BatteryLink, settings: Settings, save: Callable[[], None] = lambda: None
+        self,
+        link: BatteryLink,
+        settings: Settings,
+        save: Callable[[], None] = lambda: None,
+        holds: ManualHolds | None = None,
     ) -> None:
         super().__init__()
         self.link = link
@@ -145,6 +156,10 @@ class BatteryDevice(BridgedDevice):
         self.settings.setdefault("passive_power", 1000)
         self.settings.setdefault("passive_duration", 30)
         self._save = save
+        self.holds = holds or ManualHolds({})
+        # Taken by every mode write, the person's and the optimiser's, so that a hold is checked and a
+        # write sent as one step: an optimiser write can never land after a person's command.
+        self.mode_lock = asyncio.Lock()
 
     @property
     def device_id(self) -> str | None:
@@ -154,6 +169,11 @@ class BatteryDevice(BridgedDevice):
     @property
     def available(self) -> bool:
         return self.link.online
+
+    @property
+    def announce_ready(self) -> bool:
+        """Its model is known: the limits, modes and sensors it exposes are its own, not the generic ones."""
+        return self.link.snapshot.firmware.ver is not None
 
     def device_info(self) -> dict[str, Any]:
         firmware = self.link.snapshot.firmware
@@ -189,6 +209,8 @@ class BatteryDevice(BridgedDevice):
             c.DISCHARGE_NOW,
             c.STOP,
             c.CLEAR_SCHEDULES,
+            c.MANUAL_HOLD,
+            c.RESUME_OPTIMISER,
         ]
         if self.link.snapshot.firmware.has_system_setters:
             exposes += [c.DEPTH_OF_DISCHARGE, c.LED]
@@ -204,7 +226,12 @@ class BatteryDevice(BridgedDevice):
             "passive_duration": self.settings.get("passive_duration"),
             "depth_of_discharge": self.settings.get("depth_of_discharge"),
             "led": self.settings.get("led"),
+            "manual_hold": self._hold_end(),
         }
+
+    def _hold_end(self) -> str | None:
+        hold = self.holds.get(self.device_id)
+        return None if hold is None else datetime.fromtimestamp(hold.until).astimezone().isoformat()
 
     def connection_attributes(self) -> dict[str, Any]:
         client = self.link.client
@@ -218,22 +245,78 @@ class BatteryDevice(BridgedDevice):
 
     def channel(self, key: str) -> str:
         # Everything that changes the battery's mode is one channel: the latest request wins.
-        return "mode" if key in ("mode", "charge_now", "discharge_now", "stop", "clear_schedules") else key
+        return "mode" if key in (*_MODE_KEYS, "resume_optimiser") else key
 
-    def _passive(self, sign: int) -> PassiveMode:
-        power = abs(int(self.settings["passive_power"])) * sign
-        return PassiveMode(power, int(self.settings["passive_duration"]) * 60)
+    def _passive_power(self, sign: int) -> int:
+        return abs(int(self.settings["passive_power"])) * sign
 
-    def _mode_command(self, mode: str) -> ModeCommand:
-        if mode == "Passive":
-            return self._passive(1 if self.settings["passive_power"] >= 0 else -1)
-        if mode == "Manual":
+    def _person_command(self, key: str, value: Any) -> tuple[ModeCommand | None, int | None]:
+        """The command for a mode key, and the Passive power to keep leased (None: not Passive)."""
+        if key == "mode" and value == "Passive":
+            key = "charge_now" if self.settings["passive_power"] < 0 else "discharge_now"
+        power = {"charge_now": -1, "discharge_now": 1, "stop": 0}
+        if key in power:
+            return None, self._passive_power(power[key])
+        if key == "clear_schedules":
+            return None, None
+        if value == "Manual":
             # Manual follows the battery's own schedule; slot 9 takes the disabled placeholder (Q22).
-            return ManualSlot.disabled(9)
+            return ManualSlot.disabled(9), None
         commands: dict[str, ModeCommand] = {"Auto": AutoMode(), "AI": AiMode(), "UPS": UpsMode()}
-        return commands[mode]
+        return commands[str(value)], None
 
-    async def execute(self, key: str, value: Any) -> WriteOutcome:
+    async def _execute_mode(self, key: str, value: Any, source: str) -> WriteOutcome:
+        client = self.link.client
+        command, passive_power = self._person_command(key, value)
+        duration_s = int(self.settings["passive_duration"]) * 60 if passive_power is not None else None
+        async with self.mode_lock:
+            device_id = self.device_id or self.name
+            previous = self.holds.get(device_id)
+            if passive_power is not None:
+                wish = f"Passive {passive_power:+d} W for {duration_s // 60 if duration_s else 0} min"
+                hold = self.holds.start(device_id, wish, source, duration_s, passive_power)
+                outcome = await client.set_mode(PassiveMode(passive_power, self.holds.lease_seconds(hold)))
+            elif command is None:
+                hold = self.holds.start(device_id, "clear manual schedules", source)
+                outcome = await client.clear_schedules()
+            else:
+                hold = self.holds.start(device_id, command.describe(), source)
+                outcome = await client.set_mode(command)
+            if outcome.status is WriteStatus.REJECTED:
+                # Nothing changed on the battery: whatever held it before holds it still.
+                self.holds.release(device_id)
+                if previous is not None:
+                    self.holds.restore(previous)
+                return outcome
+        lease = " (renewed every 5 min)" if passive_power is not None else ""
+        return replace(outcome, detail=f"{outcome.detail}; {hold.describe()}{lease}")
+
+    async def renew_lease(self) -> WriteOutcome | None:
+        """Write a person's Passive command again before its countdown runs out (None: nothing due)."""
+        if not self.available or self.holds.lease_due(self.device_id) is None:
+            return None
+        async with self.mode_lock:
+            hold = self.holds.lease_due(self.device_id)  # a newer command may have replaced it meanwhile
+            if hold is None or hold.passive_power is None:
+                return None
+            command = PassiveMode(hold.passive_power, self.holds.lease_seconds(hold))
+            outcome = await self.link.client.set_mode(command)
+            if outcome.status is not WriteStatus.REJECTED and outcome.status is not WriteStatus.NOT_APPLIED:
+                self.holds.leased(hold)
+            else:
+                self.record(replace(outcome, command=f"{outcome.command} (lease renewal)"))
+        return outcome
+
+    async def end_lease(self) -> WriteOutcome | None:
+        """The add-on stops: a battery a person left in Passive goes back to Auto (the hold is kept, and
+        taken up again after a restart if its time has not run out)."""
+        hold = self.holds.get(self.device_id)
+        if hold is None or hold.passive_power is None or not self.available:
+            return None
+        async with self.mode_lock:
+            return await self.link.client.set_mode(AutoMode())
+
+    async def execute(self, key: str, value: Any, source: str = "mqtt") -> WriteOutcome:
         client = self.link.client
         match key:
             case "passive_power" | "passive_duration":
@@ -242,16 +325,14 @@ class BatteryDevice(BridgedDevice):
                 return WriteOutcome(
                     WriteStatus.APPLIED, f"{key} = {int(value)}", 1, "stored for the next command"
                 )
-            case "mode":
-                return await client.set_mode(self._mode_command(str(value)))
-            case "charge_now":
-                return await client.set_mode(self._passive(-1))
-            case "discharge_now":
-                return await client.set_mode(self._passive(1))
-            case "stop":
-                return await client.set_mode(PassiveMode(0, int(self.settings["passive_duration"]) * 60))
-            case "clear_schedules":
-                return await client.clear_schedules()
+            case "mode" | "charge_now" | "discharge_now" | "stop" | "clear_schedules":
+                return await self._execute_mode(key, value, source)
+            case "resume_optimiser":
+                released = self.holds.release(self.device_id or self.name)
+                detail = (
+                    "no manual hold was in force" if released is None else f"ended the {released.describe()}"
+                )
+                return WriteOutcome(WriteStatus.APPLIED, "return to optimiser", 1, detail)
             case "depth_of_discharge":
                 outcome = await client.set_dod(int(value))
                 if outcome.ok:
@@ -358,7 +439,7 @@ class WallboxDevice(BridgedDevice):
             "keepalive_interval_s": self.link.keepalive_interval(),
         }
 
-    async def execute(self, key: str, value: Any) -> WriteOutcome:
+    async def execute(self, key: str, value: Any, source: str = "mqtt") -> WriteOutcome:
         client = self.link.client
         match key:
             case "charging_current":

@@ -189,7 +189,7 @@ class OptimiserDevice(BridgedDevice):
             "pv_forecast_tomorrow": self.port.pv_forecast_detail(),
         }
 
-    async def execute(self, key: str, value: Any) -> WriteOutcome:
+    async def execute(self, key: str, value: Any, source: str = "mqtt") -> WriteOutcome:
         refused = self.port.change_setting(key, value)
         if refused:
             return WriteOutcome(WriteStatus.REJECTED, f"{key} = {value}", 1, refused)

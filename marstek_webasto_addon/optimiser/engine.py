@@ -7,17 +7,19 @@ Strategies (each switchable, defaults from the seed):
 - overflow: a second battery charges in Passive with the surplus the active one cannot take;
 - all full: every battery >= 95 % and exporting stops rotation; sustained consumption restarts it;
 - peak assist: keeps the quarter-hour average offtake under the target (capacity tariff);
-- mismatch detector: actions relying on a battery whose mode is in doubt are blocked.
+- mismatch detector: actions relying on a battery whose mode is in doubt are blocked;
+- manual hold: a battery a person commanded is left alone until the hold ends (a person's command wins).
 
 Safety: set-points within each battery's limits and SOC window; at most one Auto<->Passive change per battery
-per minimum switch interval; every Passive command carries a countdown and is refreshed before it runs out,
-so a battery falls back by itself when the add-on dies; stale grid input or the master switch off means Auto.
+per minimum switch interval, counted from the last change by anyone; every Passive command carries a
+countdown of at most 15 minutes and is refreshed before it runs out, so a battery falls back by itself when
+the add-on dies; stale grid input or the master switch off means Auto.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -84,6 +86,9 @@ class Optimiser:
         self.plan: NightPlan | None = None
         self.plan_soc: dict[str, float] = {}
         self.cleared_for = ""
+        self.uncleared: set[str] = set()  # batteries whose schedules still wait to be cleared tonight
+        self.held: set[str] = set()  # batteries in a person's manual hold
+        self._views: dict[str, BatteryView] = {}
         self.handover: tuple[str, float, int] | None = None  # new active battery, since, power taken over
         self.last_t: float | None = None
         self.last_grid: float | None = None
@@ -98,6 +103,11 @@ class Optimiser:
         s = self.settings
         self._new = []
         self._account(inputs)
+        self._track_holds(inputs)
+        shown = inputs
+        # A battery in a person's hold does not exist for the strategies, the safety hold included.
+        inputs = replace(inputs, batteries=tuple(b for b in inputs.batteries if not b.hold))
+        self._views = {b.id: b for b in inputs.batteries}
         stale = inputs.grid_power is None or inputs.grid_age is None or inputs.grid_age > s.input_stale_after
         batteries = {b.id: b for b in inputs.batteries}
         commands: list[Command] = []
@@ -117,7 +127,7 @@ class Optimiser:
                 self._decide(inputs.now, "Optimiser switched off: batteries back to Auto")
                 commands += self._release(inputs, "optimiser switched off")
             self.was_enabled = False
-            return self._result(inputs, commands, hold, stale, doubts)
+            return self._result(shown, commands, hold, stale, doubts)
         if not self.was_enabled:
             self._decide(inputs.now, "Optimiser switched on")
             self.was_enabled = True
@@ -134,11 +144,11 @@ class Optimiser:
             commands += self._apply(
                 inputs, {i: _Want(Role.AUTO, reason=hold) for i in batteries}, safety=True
             )
-            return self._result(inputs, commands, hold, stale, doubts)
+            return self._result(shown, commands, hold, stale, doubts)
         wants = self._wants(inputs, batteries, doubts)
-        commands += self._night_clearing(inputs)
         commands += self._apply(inputs, wants)
-        return self._result(inputs, commands, hold, stale, doubts)
+        commands += self._night_clearing(inputs, wants)
+        return self._result(shown, commands, hold, stale, doubts)
 
     def stop(self, inputs: Inputs) -> list[Command]:
         """A clean shutdown: every battery the optimiser steered goes back to Auto."""
@@ -291,8 +301,38 @@ class Optimiser:
             self.support = None
 
     def _may_change_mode(self, battery_id: str, t: float) -> bool:
+        since = self._last_change(battery_id)
+        return since is None or t - since >= self.settings.min_switch_interval * 60
+
+    def _last_change(self, battery_id: str) -> float | None:
+        """The last Auto <-> Passive change by anyone: the optimiser, or a person."""
         sent = self.sent.get(battery_id)
-        return sent is None or t - sent.role_since >= self.settings.min_switch_interval * 60
+        view = self._views.get(battery_id)
+        moments = [sent.role_since] if sent is not None else []
+        if view is not None and view.mode_changed_t is not None:
+            moments.append(view.mode_changed_t)
+        return max(moments, default=None)
+
+    def _track_holds(self, inputs: Inputs) -> None:
+        """A person's command wins: forget what was sent to a held battery, and say so once."""
+        held = {b.id: b for b in inputs.batteries if b.hold}
+        for battery_id, battery in held.items():
+            if battery_id not in self.held:
+                self._decide(inputs.now, f"{battery.name}: {battery.hold}; the optimiser leaves it alone")
+            self.sent.pop(battery_id, None)
+            if self.active == battery_id:
+                self.active = None
+            if self.handover is not None and self.handover[0] == battery_id:
+                self.handover = None
+            if self.overflow == battery_id:
+                self.overflow = None
+            if self.support == battery_id:
+                self.support = None
+        names = {b.id: b.name for b in inputs.batteries}
+        for battery_id in sorted(self.held - held.keys()):
+            name = names.get(battery_id, battery_id)
+            self._decide(inputs.now, f"{name}: manual hold ended; the optimiser takes it back")
+        self.held = set(held)
 
     def _candidate(
         self,
@@ -529,20 +569,35 @@ class Optimiser:
             f"in {plan.period}" + (f" from {first:%H:%M}" if first else "")
         )
 
-    def _night_clearing(self, inputs: Inputs) -> list[Command]:
-        """Old manual schedules are cleared before night charging (they caused double charging)."""
+    def _night_clearing(self, inputs: Inputs, wants: dict[str, _Want]) -> list[Command]:
+        """Old manual schedules are cleared before night charging (they caused double charging).
+
+        Clearing leaves a battery in Manual at 0 W for a while, so the battery covering the home (in Auto)
+        is cleared only once it has handed over; the executor clears one battery at a time.
+        """
         plan = self.plan
         if plan is None or not plan.energy_wh or not self.settings.clear_schedules_before_night_charging:
             return []
-        if self.cleared_for == plan.night_of:
-            return []
-        self.cleared_for = plan.night_of
-        self._decide(inputs.now, "Clearing old manual schedules before night charging")
-        return [
-            Command(b.id, None, clear_schedules=True, reason="before night charging")
+        if self.cleared_for != plan.night_of:
+            self.cleared_for = plan.night_of
+            self.uncleared = {b.id for b in inputs.batteries if b.online}
+            self._decide(
+                inputs.now,
+                "Clearing old manual schedules before night charging, one battery at a time, "
+                "never the one covering the home",
+            )
+        due = [
+            b.id
             for b in inputs.batteries
-            if b.online
+            if b.id in self.uncleared
+            and b.online
+            and b.id in wants
+            and wants[b.id].role is not Role.AUTO
+            and b.id in self.sent
+            and self.sent[b.id].role is not Role.AUTO
         ]
+        self.uncleared.difference_update(due)
+        return [Command(i, None, clear_schedules=True, reason="before night charging") for i in due]
 
     def _peak_assist(
         self, inputs: Inputs, usable: dict[str, BatteryView], wants: dict[str, _Want], grid: float
@@ -624,13 +679,9 @@ class Optimiser:
             sent = self.sent.get(battery_id)
             t = inputs.t
             mode_change = sent is None or (sent.role is Role.AUTO) != (want.role is Role.AUTO)
-            if (
-                sent is not None
-                and mode_change
-                and not safety
-                and t - sent.role_since < s.min_switch_interval * 60
-            ):
-                continue  # at most one Auto <-> Passive change per battery per switch interval
+            since = self._last_change(battery_id)
+            if mode_change and not safety and since is not None and t - since < s.min_switch_interval * 60:
+                continue  # at most one Auto <-> Passive change per battery per switch interval, by anyone
             reason = want.reason
             if not mode_change and sent is not None:
                 if want.role in PASSIVE_ROLES:
@@ -721,7 +772,9 @@ class Optimiser:
             next_action=self.next_action,
             night_plan=self.plan,
             roles={
-                b.name: (self.sent[b.id].role.value if b.id in self.sent else "untouched")
+                b.name: "manual hold"
+                if b.hold
+                else (self.sent[b.id].role.value if b.id in self.sent else "untouched")
                 for b in inputs.batteries
             },
         )

@@ -33,6 +33,8 @@ class BatteryView:
     max_discharge_w: int = 2500
     ac_power: float | None = None
     mode: str | None = None  # as last read: "Auto", "Passive", "Manual", ... or None when unknown
+    hold: str = ""  # a person's command holds this battery: the optimiser leaves it alone ("" = none)
+    mode_changed_t: float | None = None  # t of a person's last mode change (the switch interval counts it)
 
     @property
     def stored_wh(self) -> float:

@@ -91,7 +91,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     _num("peak_assist_delay", "Peak assist delay", 20, "s", 0, 600, 5),
     # safety
     _num("input_stale_after", "Grid input stale after", 60, "s", 10, 3600, 5),
-    _num("passive_countdown", "Passive countdown", 15, "min", 2, 240, 1),
+    _num("passive_countdown", "Passive countdown", 15, "min", 2, 15, 1),  # at most 15: the add-on's promise
+    # a person's command without a duration of its own keeps the optimiser away from that battery this long
+    _num("manual_hold", "Manual hold", 30, "min", 1, 1440, 1),
 )
 # fmt: on
 
@@ -131,6 +133,7 @@ class Settings:
     peak_assist_delay: float = 20
     input_stale_after: float = 60
     passive_countdown: float = 15
+    manual_hold: float = 30
 
     @property
     def day_start_time(self) -> time:

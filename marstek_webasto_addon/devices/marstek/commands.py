@@ -13,7 +13,9 @@ from typing import Any
 
 from .firmware import Firmware, Mode, PowerLimits
 
-PASSIVE_MAX_SECONDS = 86_400
+# The device would take up to 86 400 s; the add-on never sends more than 15 minutes, so nothing it sent
+# outlives it by more than that. Longer wishes are kept by the add-on and renewed as leases.
+PASSIVE_MAX_SECONDS = 900
 DOD_MIN, DOD_MAX = 30, 88
 EVERY_DAY = 0b111_1111
 IDLE_THRESHOLD_W = 50  # |AC power| below this counts as idle (vendor verification rule)
@@ -46,7 +48,8 @@ class UpsMode:
 
 @dataclass(frozen=True)
 class PassiveMode:
-    """Hold `power` W (+ discharge, - charge) for `duration_s`; then the battery falls back by itself."""
+    """Hold `power` W (+ discharge, - charge) for `duration_s` (at most 15 min); then the battery falls
+    back by itself."""
 
     power: int
     duration_s: int

@@ -326,15 +326,26 @@ function buildBattery(meta) {
       h("div", { class: "control" }, h("label", { for: durationInput.id, text: "Minutes" }), durationInput),
       ...buttons, nowError);
   }
-  const shown = new Set(["mode", "passive_power", "passive_duration", "charge_now", "discharge_now", "stop"]);
+  // A person's command holds the battery: say until when, and offer to hand it back to the optimiser.
+  const holdText = h("span", { "data-bind": "manual_hold" });
+  const holdError = h("div", { class: "field-error", "data-error": "resume_optimiser" });
+  const hold = h("div", { class: "hold", hidden: true }, holdText);
+  if (meta.byKey.get("resume_optimiser")) {
+    const resume = h("button", { type: "button", "data-key": "resume_optimiser", text: "Return to optimiser" });
+    resume.addEventListener("click", () => send(meta.id, "resume_optimiser", "PRESS", holdError, [resume]));
+    hold.append(resume, holdError);
+  }
+  const shown = new Set(["mode", "passive_power", "passive_duration", "charge_now", "discharge_now", "stop",
+    "manual_hold", "resume_optimiser"]);
   const more = controlGroup(meta, (e) => !shown.has(e.key));
-  const values = valueList(meta, new Set(["soc", "ac_power", "last_command"]));
+  const values = valueList(meta, new Set(["soc", "ac_power", "last_command", "manual_hold"]));
   const outcome = outcomeLine();
   const root = h("section", { class: "card battery", "data-device": meta.id, "aria-label": meta.name },
     h("h2", {}, h("span", { class: "name", text: meta.name }), badge.el),
     h("div", { class: "hero" }, soc.el, h("div", {}, power, facts)),
     mode ? h("div", { class: "controls" }, mode.el) : null,
     now,
+    hold,
     outcome.el,
     h("details", {}, h("summary", { text: "More controls" }), more.el),
     values.el);
@@ -352,6 +363,11 @@ function buildBattery(meta) {
       setText(cells.temperature, fmtValue(meta.byKey.get("temperature"), v.temperature));
       setText(cells.remaining_energy, fmtValue(meta.byKey.get("remaining_energy"), v.remaining_energy));
       if (mode) mode.update(v.mode);
+      hold.hidden = !v.manual_hold;
+      if (v.manual_hold) {
+        const until = new Date(v.manual_hold).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        setText(holdText, `Your command holds this battery until ${until}: the optimiser leaves it alone.`);
+      }
       if (powerInput && !prefilled && v.passive_power !== null && v.passive_power !== undefined) {
         powerInput.value = Math.abs(v.passive_power);
         durationInput.value = v.passive_duration ?? 30;

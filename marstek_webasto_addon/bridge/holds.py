@@ -1,0 +1,154 @@
+"""A person's command wins: manual holds, and the leases that keep a long Passive command alive.
+
+A battery obeys a Passive command only for its countdown (`cd_time`), so no Passive command carries a
+countdown longer than `LEASE_S`: whatever the add-on sent runs out by itself at most 15 minutes after the
+add-on died. A person's longer duration is kept here instead (persisted under /data) and the lease is
+renewed every `RENEW_S` until that duration ends.
+
+Every command from a person that changes a battery's mode also puts the battery in a manual hold: the
+optimiser leaves it alone until the command's duration ends (or the configured hold for commands without
+one) or until the person hands it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import TypeAdapter, ValidationError
+
+_LOG = logging.getLogger(__name__)
+
+LEASE_S = 900  # the longest device countdown the add-on ever sends
+RENEW_S = 300  # renewed this often: two renewals may be lost before the lease runs out
+DEFAULT_HOLD_S = 1800.0
+
+
+class WallClock(Protocol):
+    """Real time on real hardware; the simulators' faster clock in the demo."""
+
+    def now(self) -> datetime: ...
+
+
+class _RealClock:
+    def now(self) -> datetime:
+        return datetime.now()
+
+
+@dataclass
+class ManualHold:
+    """What a person asked of one battery, and until when the optimiser must leave it alone."""
+
+    device_id: str
+    command: str  # as the person would say it: "discharge 2500 W for 240 min"
+    source: str  # "panel" or "mqtt" (Home Assistant)
+    started: float  # epoch seconds
+    until: float  # epoch seconds
+    passive_power: int | None = None  # a Passive set-point kept alive by leases until `until`
+    lease_sent: float = 0.0  # epoch of the last lease written; 0: none since the add-on started
+
+    def describe(self) -> str:
+        end = datetime.fromtimestamp(self.until).strftime("%H:%M")
+        return f"manual hold until {end} ({self.command}, from {self.source})"
+
+
+_HOLD = TypeAdapter(ManualHold)
+
+
+class ManualHolds:
+    """The holds of every battery, persisted in `store` (a section of the state file)."""
+
+    def __init__(
+        self,
+        store: dict[str, Any],
+        save: Callable[[], None] = lambda: None,
+        clock: WallClock | None = None,
+        default_hold_s: Callable[[], float] = lambda: DEFAULT_HOLD_S,
+    ) -> None:
+        self.store = store
+        self.save = save
+        self.clock: WallClock = clock or _RealClock()
+        self.default_hold_s = default_hold_s
+        self._holds: dict[str, ManualHold] = {}
+        self._changed_at: dict[str, float] = {}  # device id -> epoch of a person's last mode change
+        for device_id, fields in list(store.items()):
+            try:
+                hold = _HOLD.validate_python(fields)
+            except ValidationError as exc:
+                _LOG.warning("forgetting a stored manual hold of %s (%s)", device_id, exc.errors()[0]["msg"])
+                del store[device_id]
+                continue
+            hold.lease_sent = 0.0  # whether the last lease reached the battery before the stop is unknown
+            self._holds[device_id] = hold
+
+    def now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def start(
+        self,
+        device_id: str,
+        command: str,
+        source: str,
+        duration_s: float | None = None,
+        passive_power: int | None = None,
+    ) -> ManualHold:
+        now = self.now()
+        length = duration_s if duration_s is not None else self.default_hold_s()
+        hold = ManualHold(device_id, command, source, now, now + length, passive_power, now)
+        self._holds[device_id] = hold
+        self._changed_at[device_id] = now
+        self._persist(device_id)
+        _LOG.info("%s: %s", device_id, hold.describe())
+        return hold
+
+    def release(self, device_id: str) -> ManualHold | None:
+        hold = self._holds.pop(device_id, None)
+        if hold is not None:
+            self._persist(device_id)
+        return hold
+
+    def restore(self, hold: ManualHold) -> None:
+        """Put back a hold that a refused command replaced."""
+        self._holds[hold.device_id] = hold
+        self._persist(hold.device_id)
+
+    def get(self, device_id: str | None) -> ManualHold | None:
+        """The hold in force, if any (one that has ended is forgotten here)."""
+        if device_id is None:
+            return None
+        hold = self._holds.get(device_id)
+        if hold is not None and hold.until <= self.now():
+            _LOG.info("%s: manual hold ended (%s)", device_id, hold.command)
+            self.release(device_id)
+            return None
+        return hold
+
+    def changed_at(self, device_id: str) -> float | None:
+        """When a person last changed this battery's mode (epoch), for the optimiser's switch interval."""
+        return self._changed_at.get(device_id)
+
+    def lease_due(self, device_id: str | None) -> ManualHold | None:
+        """A Passive hold whose lease must be written again now."""
+        hold = self.get(device_id)
+        if hold is None or hold.passive_power is None:
+            return None
+        return hold if self.now() - hold.lease_sent >= RENEW_S else None
+
+    def lease_seconds(self, hold: ManualHold) -> int:
+        """The countdown of the next lease: the rest of the person's duration, at most `LEASE_S`."""
+        return max(1, min(LEASE_S, math.ceil(hold.until - self.now())))
+
+    def leased(self, hold: ManualHold) -> None:
+        hold.lease_sent = self.now()
+
+    def _persist(self, device_id: str) -> None:
+        hold = self._holds.get(device_id)
+        if hold is None:
+            self.store.pop(device_id, None)
+        else:
+            self.store[device_id] = asdict(hold)
+        self.save()
