@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
@@ -22,6 +23,7 @@ from ..bridge.devices import (
 from ..bridge.holds import DEFAULT_HOLD_S, RENEW_S, ManualHolds
 from ..bridge.mqtt import BrokerSettings, MqttBridge
 from ..bridge.optimiser_device import OptimiserDevice
+from ..bridge.site_energy import BatterySource, SiteEnergy
 from ..bridge.topics import Topics
 from ..devices.marstek.client import MarstekClient, Pacing
 from ..devices.marstek.commands import ManualSlot
@@ -44,6 +46,7 @@ _LOG = logging.getLogger(__name__)
 
 
 SITE_REFRESH_S = 2.0
+ENERGY_SAVE_S = 300.0  # the energy meters' totals reach /data this often (and at every stop)
 LEASE_CHECKS_PER_RENEWAL = 10  # how often, within one renewal period, the leases are looked at
 READING_FRESH_S = 60.0  # an older meter or PV reading is not shown as the present
 
@@ -208,6 +211,7 @@ class Runtime:
                 grid=lambda: _fresh(grid),
                 pv=lambda: _fresh(pv_power) if pv_power is not None else None,
                 pv_measured=pv_power is not None,
+                energy=self._site_energy(grid, meter_battery),
             )
         )
         pv = self._pv_forecast()
@@ -242,6 +246,24 @@ class Runtime:
         if isinstance(pv_power, MqttGridInput):
             self.mqtt.add_listener(options.pv_power.topic, pv_power.on_payload)
         return self
+
+    def _site_energy(self, grid: GridInput, meter_battery: BatteryOptions | None) -> SiteEnergy:
+        def source(key: str, device: BatteryDevice) -> BatterySource:
+            return BatterySource(key, lambda: device.link.snapshot, lambda: device.available)
+
+        sources = [
+            source(_battery_key(item), device)
+            for item, device in zip(self.options.batteries, self.batteries, strict=True)
+        ]
+        meter = next((d for d in self.batteries if meter_battery and d.name == meter_battery.name), None)
+
+        def grid_counters() -> tuple[float | None, float | None]:
+            if meter is None or not meter.available:
+                return None, None
+            snapshot = meter.link.snapshot
+            return snapshot.number("meter_import_energy"), snapshot.number("meter_export_energy")
+
+        return SiteEnergy(self.state.section("energy"), sources, lambda: _fresh(grid), grid_counters)
 
     def _meter_battery(self) -> BatteryOptions | None:
         source = self.options.grid_source
@@ -354,11 +376,19 @@ class Runtime:
             self._notify(self.optimiser_device)
 
     async def _site_ticker(self) -> None:
-        """The meter changes between battery polls: keep the site's power flow current."""
+        """The meter changes between battery polls: keep the site's power flow and energy current."""
+        saved = time.monotonic()
         while True:
             await asyncio.sleep(SITE_REFRESH_S)
-            if self.site is not None:
-                self._notify(self.site)
+            if self.site is None:
+                continue
+            energy = self.site.sources.energy
+            if energy is not None:
+                energy.update(self.clock.seconds() if self.clock is not None else time.monotonic())
+                if time.monotonic() - saved >= ENERGY_SAVE_S:
+                    saved = time.monotonic()
+                    self._save()
+            self._notify(self.site)
 
     async def _lease_keeper(self) -> None:
         """Renews the Passive leases of a person's commands until their duration ends."""

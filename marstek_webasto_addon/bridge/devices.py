@@ -27,6 +27,7 @@ from ..devices.webasto.registers import Cadence, WallboxModel
 from . import controls as c
 from .exposes import Component, Expose, bounded, sensor_from_point, sensor_from_register, state_value
 from .holds import ManualHolds
+from .site_energy import METERS, SiteEnergy
 
 _LOG = logging.getLogger(__name__)
 Settings = dict[str, Any]
@@ -472,6 +473,7 @@ class SiteSources:
     grid: Callable[[], float | None] = lambda: None  # + = import; None: no fresh reading
     pv: Callable[[], float | None] = lambda: None  # None: no fresh reading
     pv_measured: bool = False  # a PV source is configured (else the house load leaves PV out)
+    energy: SiteEnergy | None = None  # the Energy dashboard's meters
 
 
 @dataclass(frozen=True)
@@ -587,7 +589,7 @@ class SiteDevice(BridgedDevice):
         return [p for p in SITE_POINTS if p.key not in skip]
 
     def exposes(self) -> list[Expose]:
-        return [
+        exposes = [
             Expose(
                 p.key,
                 p.name,
@@ -600,9 +602,25 @@ class SiteDevice(BridgedDevice):
             )
             for p in self._points()
         ]
+        if self.sources.energy is not None:
+            exposes += [
+                Expose(
+                    m.key,
+                    m.name,
+                    Component.SENSOR,
+                    "kWh",
+                    "energy",
+                    "total_increasing",
+                    icon=m.icon,
+                    precision=3,
+                )
+                for m in METERS
+            ]
+        return exposes
 
     def values(self) -> Mapping[str, Any]:
-        return {p.key: p.compute(self.sources) for p in self._points()}
+        energy = self.sources.energy.totals() if self.sources.energy is not None else {}
+        return {**{p.key: p.compute(self.sources) for p in self._points()}, **energy}
 
     def state(self) -> dict[str, Any]:
         values = self.values()

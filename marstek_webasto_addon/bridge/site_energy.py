@@ -1,0 +1,115 @@
+"""The site's energy meters for Home Assistant's Energy dashboard: grid import and export, battery charge
+and discharge, in kWh, only ever increasing.
+
+Each meter adds up increments: a device's own lifetime counter where it has one (the battery's AC energy
+in and out, its CT meter's import and export), the power integrated over time otherwise. Counting
+increments rather than summing counters keeps a meter from falling when a battery goes offline, and the
+totals and the last counter readings are kept under /data so a restart neither loses nor repeats energy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..devices.marstek.decode import BatterySnapshot
+
+MAX_GAP_S = 120.0  # power readings further apart than this are not integrated: nobody knows what flowed
+
+
+@dataclass(frozen=True)
+class EnergyMeter:
+    key: str
+    name: str
+    icon: str
+
+
+GRID_IMPORT = EnergyMeter("grid_import_energy", "Grid energy imported", "mdi:transmission-tower-import")
+GRID_EXPORT = EnergyMeter("grid_export_energy", "Grid energy exported", "mdi:transmission-tower-export")
+BATTERY_CHARGE = EnergyMeter("battery_charge_energy", "Battery energy charged", "mdi:battery-arrow-up")
+BATTERY_DISCHARGE = EnergyMeter(
+    "battery_discharge_energy", "Battery energy discharged", "mdi:battery-arrow-down"
+)
+METERS = (GRID_IMPORT, GRID_EXPORT, BATTERY_CHARGE, BATTERY_DISCHARGE)
+
+
+@dataclass
+class BatterySource:
+    """One battery, as the energy meters read it."""
+
+    key: str  # stable across restarts: the counters' baselines are kept under it
+    snapshot: Callable[[], BatterySnapshot]
+    online: Callable[[], bool]
+
+
+class SiteEnergy:
+    """`update(t)` on every site tick (t: seconds on the add-on's clock); `totals()` for the state."""
+
+    def __init__(
+        self,
+        store: dict[str, Any],
+        batteries: list[BatterySource],
+        grid_power: Callable[[], float | None],
+        grid_counters: Callable[[], tuple[float | None, float | None]] = lambda: (None, None),
+    ) -> None:
+        self.store = store
+        self.batteries = batteries
+        self.grid_power = grid_power  # W, + = import; None when there is no fresh reading
+        self.grid_counters = grid_counters  # kWh (import, export) of the grid meter, where it has them
+        totals = store.setdefault("totals", {})
+        self.kwh: dict[str, float] = {m.key: float(totals.get(m.key, 0.0)) for m in METERS}
+        self.baselines: dict[str, float] = {
+            k: float(v) for k, v in store.setdefault("baselines", {}).items() if isinstance(v, int | float)
+        }
+        self._last: dict[str, tuple[float, float]] = {}  # power source -> (t, W) of its last reading
+
+    def totals(self) -> dict[str, float]:
+        return {key: round(value, 3) for key, value in self.kwh.items()}
+
+    def update(self, t: float) -> None:
+        for battery in self.batteries:
+            if not battery.online():
+                self._last.pop(battery.key, None)
+                continue
+            snapshot = battery.snapshot()
+            counted_in = self._counter(
+                f"{battery.key}:in", snapshot.number("ac_input_energy"), BATTERY_CHARGE
+            )
+            counted_out = self._counter(
+                f"{battery.key}:out", snapshot.number("ac_output_energy"), BATTERY_DISCHARGE
+            )
+            if not (counted_in and counted_out):
+                # + = discharge, the add-on's sign everywhere
+                self._integrate(battery.key, t, snapshot.ac_power, BATTERY_DISCHARGE, BATTERY_CHARGE)
+        imported, exported = self.grid_counters()
+        counted_import = self._counter("grid:import", imported, GRID_IMPORT)
+        counted_export = self._counter("grid:export", exported, GRID_EXPORT)
+        if not (counted_import and counted_export):
+            self._integrate("grid", t, self.grid_power(), GRID_IMPORT, GRID_EXPORT)
+        self.store["totals"] = self.totals()
+        self.store["baselines"] = dict(self.baselines)
+
+    def _counter(self, key: str, value: float | None, meter: EnergyMeter) -> bool:
+        """Adds what a device counter rose since the last reading; False when there is no counter."""
+        if value is None:
+            return False
+        before = self.baselines.get(key)
+        self.baselines[key] = value
+        if before is not None and value > before:
+            self.kwh[meter.key] += value - before
+        return True  # a counter that fell (replaced device, reset) gives a new baseline, never a negative
+
+    def _integrate(
+        self, key: str, t: float, power: float | None, positive: EnergyMeter, negative: EnergyMeter
+    ) -> None:
+        if power is None:
+            self._last.pop(key, None)
+            return
+        last = self._last.get(key)
+        self._last[key] = (t, power)
+        if last is None or not 0 < t - last[0] <= MAX_GAP_S:
+            return
+        # A reading holds until the next one (a left Riemann sum, as Home Assistant's own integration does).
+        meter = positive if last[1] > 0 else negative
+        self.kwh[meter.key] += abs(last[1]) * (t - last[0]) / 3600 / 1000
