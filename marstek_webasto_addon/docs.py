@@ -18,22 +18,23 @@ DEVICES_DOC = Path(__file__).resolve().parent.parent / "docs" / "devices.md"
 
 def marstek_table() -> str:
     rows = [
-        "| key | name | unit | from (method.field, first present wins) | Home Assistant |",
-        "|---|---|---|---|---|",
+        "| key | name | unit | from (method.field, first present wins) | plausible | Home Assistant |",
+        "|---|---|---|---|---|---|",
     ]
     for p in BATTERY_POINTS:
         sources = ", ".join(f"`{s.method.value}.{s.field}`" for s in p.sources)
         if p.derive is not None:
             sources = f"{sources}, else derived" if sources else "derived"
         ha = ", ".join(x for x in (p.device_class, p.state_class, p.entity_category) if x)
-        rows.append(f"| `{p.key}` | {p.name} | {p.unit or ''} | {sources} | {ha} |")
+        plausible = "" if p.plausible is None else str(p.plausible)
+        rows.append(f"| `{p.key}` | {p.name} | {p.unit or ''} | {sources} | {plausible} | {ha} |")
     return "\n".join(rows)
 
 
 def webasto_table(model: WallboxModel) -> str:
     rows = [
-        "| key | address | regs | read | write | type | unit (scale) | read when | values |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| key | address | regs | read | write | type | unit (scale) | read when | values | plausible |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in RULES[model].registers:
         read = f"FC{int(r.read_fc)}" if r.read_fc else "write-only"
@@ -43,7 +44,7 @@ def webasto_table(model: WallboxModel) -> str:
         values = ", ".join(f"{k}={v}" for k, v in r.enum.items()) if r.enum else ""
         rows.append(
             f"| `{r.key}` | {r.address} | {r.count} | {read} | {write} | {r.type.value} | {unit} | "
-            f"{r.cadence.value}{gate} | {values} |"
+            f"{r.cadence.value}{gate} | {values} | {'' if r.plausible is None else r.plausible} |"
         )
     return "\n".join(rows)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from marstek_webasto_addon.devices.marstek.datapoints import BATTERY_POINTS, Method
+from marstek_webasto_addon.devices.marstek.datapoints import BATTERY_POINTS, Kind, Method
 from marstek_webasto_addon.devices.marstek.decode import BatterySnapshot, decode_values
 from marstek_webasto_addon.devices.marstek.firmware import Family, Mode, identify, parse_mode
 
@@ -154,3 +154,20 @@ def test_every_point_has_a_source_or_a_derivation_and_a_unique_key() -> None:
     energy = [p for p in BATTERY_POINTS if p.device_class == "energy"]
     assert energy
     assert all(p.state_class == "total_increasing" and p.unit == "kWh" for p in energy)
+
+
+def test_every_number_from_the_wire_declares_its_plausible_range() -> None:
+    for point in BATTERY_POINTS:
+        numeric = point.kind in (Kind.FLOAT, Kind.INT)
+        if numeric and point.sources:
+            assert point.plausible is not None, point.key
+        rule = point.plausible_for(E3_150)
+        is_counter = rule is not None and rule.max_rate is not None
+        assert is_counter == (point.state_class == "total_increasing"), point.key
+
+
+def test_model_ranges_follow_the_models_power() -> None:
+    ac = next(p for p in BATTERY_POINTS if p.key == "ac_power")
+    assert str(ac.plausible_for(E3_150)) == "-3750..3750"
+    assert str(ac.plausible_for(identify("Venus A", 150))) == "-2250..2250"
+    assert ac.plausible_for(identify("Toaster", 1)) == ac.plausible_for(E3_150)  # never stricter than known

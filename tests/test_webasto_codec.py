@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from marstek_webasto_addon.devices.webasto.codec import CodecError, decode, encode
-from marstek_webasto_addon.devices.webasto.registers import NEXT_REGISTERS, RULES, WallboxModel
+from marstek_webasto_addon.devices.webasto.registers import NEXT_REGISTERS, RULES, RegType, WallboxModel
 
 NEXT = RULES[WallboxModel.NEXT]
 UNITE = RULES[WallboxModel.UNITE]
@@ -82,3 +82,25 @@ def test_keys_are_unique_and_writable_registers_have_a_write_code() -> None:
         for register in rules.registers:
             assert (register.write_fc is not None) == (register.access.value in ("w", "rw"))
             assert register.count <= rules.max_registers_per_request
+
+
+def test_every_numeric_register_declares_its_plausible_range() -> None:
+    for rules in RULES.values():
+        for register in rules.registers:
+            numeric = register.type in (RegType.U16, RegType.U32) and not register.enum
+            assert (register.plausible is not None) == numeric, register.key
+            is_counter = register.plausible is not None and register.plausible.max_rate is not None
+            assert is_counter == (register.state_class == "total_increasing"), register.key
+
+
+def test_any_register_content_outside_its_range_is_what_the_range_rejects() -> None:
+    power = NEXT.by_key("power")
+    assert power.plausible is not None
+    assert decode(power, [0x7FFF, 0xFFFE]) == 2_147_483_646
+    assert 2_147_483_646 not in power.plausible
+    assert decode(power, [0, 22_080]) == 22_080
+    assert 22_080 in power.plausible
+    current = NEXT.by_key("failsafe_current")
+    assert current.plausible is not None
+    assert 32_767 not in current.plausible
+    assert 32 in current.plausible

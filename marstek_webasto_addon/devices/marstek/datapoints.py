@@ -4,6 +4,9 @@ Reply validation (`models.py`), decoding (`decode.py`), Home Assistant discovery
 generated from `BATTERY_POINTS`. Adding a field the firmware reports is one line here.
 
 Sign convention everywhere inside the add-on (Home Assistant's): battery and AC power positive = discharging.
+
+Every number the firmware sends declares its plausible range (`plausible`), fixed or following the model's
+peak power; `decode.py` keeps readings outside it out of the snapshot (see `devices/plausibility.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .firmware import Mode, Quantity
+from ..plausibility import ANY, LIFETIME_KWH, Range, counter, show
+from .firmware import Firmware, Mode, Quantity
 
 Value = float | int | str | bool | None
 
@@ -77,6 +81,59 @@ Derivation = Callable[[Mapping[str, Value]], Value]
 
 
 @dataclass(frozen=True)
+class PerModel:
+    """A plausible range that follows the model (`Firmware.peak_power_w`), described for the docs."""
+
+    text: str
+    make: Callable[[Firmware], Range]
+
+    def resolve(self, firmware: Firmware) -> Range:
+        return self.make(firmware)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+Plausible = Range | PerModel
+
+# A measured power may overshoot the set-point and the nominal rating for a moment, never the hardware by half.
+OVERSHOOT = 1.5
+PACK_MIN_V = 40.0  # LFP packs: Venus E 49-51 V, Venus A 41-42 V at low SOC (reference 5.1)
+MAX_CAPACITY_WH = 20_000.0  # the largest seen is a Venus A with an extra pack, 4160 Wh
+# The CT meters (CT002/CT003, Shelly 3EM) clamp up to 120 A a phase: 120 A x 253 V = 30.4 kW, 91 kW in all.
+METER_PHASE_W = 35_000.0
+METER_TOTAL_W = 100_000.0
+
+
+def _ac_power() -> PerModel:
+    return PerModel(
+        f"±{OVERSHOOT:g} x model power",
+        lambda fw: Range(-OVERSHOOT * fw.peak_power_w, OVERSHOOT * fw.peak_power_w),
+    )
+
+
+def _pv_channel_power() -> PerModel:
+    return PerModel(f"0..{OVERSHOOT:g} x model power", lambda fw: Range(0.0, OVERSHOOT * fw.peak_power_w))
+
+
+def _pack_current() -> PerModel:
+    def make(fw: Firmware) -> Range:
+        amps = OVERSHOOT * fw.peak_power_w / PACK_MIN_V
+        return Range(-amps, amps)
+
+    return PerModel(f"±{OVERSHOOT:g} x model power / {PACK_MIN_V:g} V", make)
+
+
+def _energy_counter(channels: int = 1) -> PerModel:
+    """A lifetime counter fed by `channels` paths of at most the overshoot power each."""
+    factor = OVERSHOOT * channels
+    return PerModel(
+        f"0..{show(LIFETIME_KWH)}, never down, at most +{factor:g} x model kW/h",
+        lambda fw: counter(factor * fw.peak_power_w / 1000),
+    )
+
+
+@dataclass(frozen=True)
 class BatteryPoint:
     """One data point: where it comes from on the wire and how Home Assistant should show it."""
 
@@ -96,6 +153,11 @@ class BatteryPoint:
     precision: int | None = None
     options: tuple[str, ...] = ()
     enabled_by_default: bool = True
+    plausible: Plausible | None = None  # numbers from the wire only; text, flags and modes need none
+
+    def plausible_for(self, firmware: Firmware) -> Range | None:
+        rule = self.plausible
+        return rule.resolve(firmware) if isinstance(rule, PerModel) else rule
 
 
 def _s(method: Method, field: str) -> tuple[Source, ...]:
@@ -156,6 +218,7 @@ _PV_CHANNELS = tuple(
             device_class="power",
             state_class=MEAS,
             precision=0,
+            plausible=_pv_channel_power(),
         ),
         BatteryPoint(
             f"pv{i}_voltage",
@@ -169,6 +232,7 @@ _PV_CHANNELS = tuple(
             entity_category=DIAG,
             precision=1,
             enabled_by_default=False,
+            plausible=Range(0, 150),  # no sourced figure: generous for low-voltage MPPT inputs
         ),
         BatteryPoint(
             f"pv{i}_current",
@@ -182,6 +246,7 @@ _PV_CHANNELS = tuple(
             entity_category=DIAG,
             precision=2,
             enabled_by_default=False,
+            plausible=Range(0, 30),  # no sourced figure: one panel string gives ~15 A
         ),
         BatteryPoint(
             f"pv{i}_state",
@@ -191,6 +256,7 @@ _PV_CHANNELS = tuple(
             _s(M.PV_STATUS, f"pv{i}_state"),
             entity_category=DIAG,
             enabled_by_default=False,
+            plausible=ANY,
         ),
     )
 )
@@ -201,7 +267,7 @@ BATTERY_POINTS: tuple[BatteryPoint, ...] = (
     # identity (Marstek.GetDevice)
     BatteryPoint("model", "Model", D, Kind.TEXT, _s(M.GET_DEVICE, "device"), entity_category=DIAG),
     BatteryPoint("firmware", "Firmware", D, Kind.INT, _s(M.GET_DEVICE, "ver"), entity_category=DIAG,
-                 icon="mdi:chip"),
+                 icon="mdi:chip", plausible=ANY),
     BatteryPoint("ble_mac", "BLE MAC", D, Kind.TEXT, _s(M.GET_DEVICE, "ble_mac"), entity_category=DIAG,
                  enabled_by_default=False),
     BatteryPoint("wifi_mac", "WiFi MAC", D, Kind.TEXT, _s(M.GET_DEVICE, "wifi_mac"), entity_category=DIAG,
@@ -211,83 +277,93 @@ BATTERY_POINTS: tuple[BatteryPoint, ...] = (
     # energy system (ES.GetStatus, with ES.GetMode / Bat.GetStatus as fallbacks)
     BatteryPoint("soc", "State of charge", ST, Kind.INT,
                  (Source(M.ES_STATUS, "bat_soc"), Source(M.BAT_STATUS, "soc"), Source(M.ES_MODE, "bat_soc")),
-                 unit="%", device_class="battery", state_class=MEAS),
+                 unit="%", device_class="battery", state_class=MEAS, plausible=Range(0, 100)),
     BatteryPoint("ac_power", "AC power", ST, Kind.FLOAT,
                  (Source(M.ES_STATUS, "ongrid_power"), Source(M.ES_MODE, "ongrid_power")),
-                 unit="W", device_class="power", state_class=MEAS, precision=0),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, plausible=_ac_power()),
     BatteryPoint("offgrid_power", "Off-grid power", ST, Kind.FLOAT,
                  (Source(M.ES_STATUS, "offgrid_power"), Source(M.ES_MODE, "offgrid_power")),
-                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False,
+                 plausible=_ac_power()),
     *_PV_CHANNELS,
     BatteryPoint("pv_power", "PV power", ST, Kind.FLOAT, derive=_pv_total, unit="W", device_class="power",
                  state_class=MEAS, precision=0),
     BatteryPoint("battery_power", "Battery power", ST, Kind.FLOAT, _s(M.ES_STATUS, "bat_power"),
                  scale=-1.0,  # wire bat_power is assumed + = charging (jaapp, taurgis); ours: + = discharging
                  quantity=Quantity.BAT_POWER, derive=_battery_power, unit="W", device_class="power",
-                 state_class=MEAS, precision=0),
+                 state_class=MEAS, precision=0, plausible=_ac_power()),
     BatteryPoint("rated_capacity", "Rated capacity", BA, Kind.FLOAT,
                  (Source(M.BAT_STATUS, "rated_capacity"), Source(M.ES_STATUS, "bat_cap")),
-                 unit="Wh", device_class="energy_storage", entity_category=DIAG, precision=0),
+                 unit="Wh", device_class="energy_storage", entity_category=DIAG, precision=0,
+                 plausible=Range(500, MAX_CAPACITY_WH)),
     BatteryPoint("ac_input_energy", "AC energy in", ST, Kind.FLOAT,
                  _s(M.ES_STATUS, "total_grid_input_energy"),
                  quantity=Quantity.ENERGY_COUNTER, scale=0.001, unit="kWh", device_class="energy",
-                 state_class=TOTAL_INC, precision=2),
+                 state_class=TOTAL_INC, precision=2, plausible=_energy_counter()),
     BatteryPoint("ac_output_energy", "AC energy out", ST, Kind.FLOAT,
                  _s(M.ES_STATUS, "total_grid_output_energy"), quantity=Quantity.ENERGY_COUNTER, scale=0.001,
-                 unit="kWh", device_class="energy", state_class=TOTAL_INC, precision=2),
+                 unit="kWh", device_class="energy", state_class=TOTAL_INC, precision=2,
+                 plausible=_energy_counter()),
     BatteryPoint("pv_energy", "PV energy", ST, Kind.FLOAT, _s(M.ES_STATUS, "total_pv_energy"),
                  quantity=Quantity.PV_ENERGY, scale=0.001, unit="kWh", device_class="energy",
-                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False,
+                 plausible=_energy_counter(channels=4)),
     BatteryPoint("load_energy", "Off-grid energy", ST, Kind.FLOAT, _s(M.ES_STATUS, "total_load_energy"),
                  quantity=Quantity.ENERGY_COUNTER, scale=0.001, unit="kWh", device_class="energy",
-                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False, plausible=_energy_counter()),
     # mode (ES.GetMode)
     BatteryPoint("mode", "Mode", MO, Kind.MODE, _s(M.ES_MODE, "mode"), device_class="enum",
                  options=tuple(m.value for m in Mode), icon="mdi:battery-sync"),
     # battery pack (Bat.GetStatus)
     BatteryPoint("temperature", "Battery temperature", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_temp"),
                  quantity=Quantity.TEMPERATURE, unit="°C", device_class="temperature", state_class=MEAS,
-                 precision=1),
+                 precision=1, plausible=Range(-40, 100)),
     BatteryPoint("remaining_energy", "Stored energy", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_capacity"),
                  quantity=Quantity.REMAINING_ENERGY, derive=_remaining_energy, unit="Wh",
-                 device_class="energy_storage", state_class=MEAS, precision=0),
+                 device_class="energy_storage", state_class=MEAS, precision=0,
+                 plausible=Range(0, MAX_CAPACITY_WH)),
     BatteryPoint("charge_allowed", "Charging allowed", BA, Kind.BOOL, _s(M.BAT_STATUS, "charg_flag"),
                  entity_category=DIAG),
     BatteryPoint("discharge_allowed", "Discharging allowed", BA, Kind.BOOL, _s(M.BAT_STATUS, "dischrg_flag"),
                  entity_category=DIAG),
     BatteryPoint("battery_voltage", "Battery voltage", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_voltage"),
                  scale=0.01, unit="V", device_class="voltage", state_class=MEAS, entity_category=DIAG,
-                 precision=2),
+                 precision=2, plausible=Range(0, 100)),
     BatteryPoint("battery_current", "Battery current", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_current"),
                  scale=0.01, unit="A", device_class="current", state_class=MEAS, entity_category=DIAG,
-                 precision=2, enabled_by_default=False),
+                 precision=2, enabled_by_default=False, plausible=_pack_current()),
     BatteryPoint("error_code", "Error code", BA, Kind.INT, _s(M.BAT_STATUS, "error_code"),
-                 entity_category=DIAG,
-                 icon="mdi:alert-circle-outline"),
+                 entity_category=DIAG, icon="mdi:alert-circle-outline", plausible=ANY),
     # meter (EM.GetStatus; ES.GetMode's copies read zero on v150 even with a live CT, Q15)
     BatteryPoint("ct_connected", "Meter connected", ME, Kind.BOOL,
                  (Source(M.EM_STATUS, "ct_state"), Source(M.ES_MODE, "ct_state")), entity_category=DIAG),
     BatteryPoint("meter_power", "Meter power", ME, Kind.FLOAT,
                  (Source(M.EM_STATUS, "total_power"), Source(M.ES_MODE, "total_power")),
-                 unit="W", device_class="power", state_class=MEAS, precision=0),
+                 unit="W", device_class="power", state_class=MEAS, precision=0,
+                 plausible=Range(-METER_TOTAL_W, METER_TOTAL_W)),
     BatteryPoint("meter_power_a", "Meter power phase A", ME, Kind.FLOAT,
                  (Source(M.EM_STATUS, "a_power"), Source(M.ES_MODE, "a_power")),
-                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False,
+                 plausible=Range(-METER_PHASE_W, METER_PHASE_W)),
     BatteryPoint("meter_power_b", "Meter power phase B", ME, Kind.FLOAT,
                  (Source(M.EM_STATUS, "b_power"), Source(M.ES_MODE, "b_power")),
-                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False,
+                 plausible=Range(-METER_PHASE_W, METER_PHASE_W)),
     BatteryPoint("meter_power_c", "Meter power phase C", ME, Kind.FLOAT,
                  (Source(M.EM_STATUS, "c_power"), Source(M.ES_MODE, "c_power")),
-                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False,
+                 plausible=Range(-METER_PHASE_W, METER_PHASE_W)),
     BatteryPoint("meter_import_energy", "Meter energy imported", ME, Kind.FLOAT,
                  _s(M.EM_STATUS, "input_energy"), scale=0.0001, unit="kWh", device_class="energy",
-                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False,
+                 plausible=counter(METER_TOTAL_W / 1000)),
     BatteryPoint("meter_export_energy", "Meter energy exported", ME, Kind.FLOAT,
                  _s(M.EM_STATUS, "output_energy"), scale=0.0001, unit="kWh", device_class="energy",
-                 state_class=TOTAL_INC, precision=2, enabled_by_default=False),
+                 state_class=TOTAL_INC, precision=2, enabled_by_default=False,
+                 plausible=counter(METER_TOTAL_W / 1000)),
     # radio links
     BatteryPoint("wifi_rssi", "WiFi signal", WI, Kind.INT, _s(M.WIFI_STATUS, "rssi"), unit="dBm",
-                 device_class="signal_strength", state_class=MEAS, entity_category=DIAG),
+                 device_class="signal_strength", state_class=MEAS, entity_category=DIAG, plausible=Range(-120, 0)),
     BatteryPoint("wifi_ssid", "WiFi network", WI, Kind.TEXT, _s(M.WIFI_STATUS, "ssid"), entity_category=DIAG,
                  enabled_by_default=False),
     BatteryPoint("wifi_ip", "WiFi IP address", WI, Kind.TEXT, _s(M.WIFI_STATUS, "sta_ip"),

@@ -1,15 +1,25 @@
-"""Turn validated method results into engineering values, generated from the data-point table."""
+"""Turn validated method results into engineering values, generated from the data-point table.
+
+`BatterySnapshot.merged` screens every fresh reading against the table's plausible ranges before it is
+kept: what a snapshot holds is what MQTT, the panel, the site totals and the optimiser may see.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..plausibility import PlausibilityGuard, Range
 from .datapoints import BATTERY_POINTS, BatteryPoint, Kind, Method, Value
 from .firmware import Firmware, Mode, factor, identify, parse_mode, plausible_temperature
+
+_LOG = logging.getLogger(__name__)
+_UNITS = {p.key: p.unit for p in BATTERY_POINTS}
 
 
 def _convert(point: BatteryPoint, raw: Any, firmware: Firmware) -> Value:
@@ -56,10 +66,23 @@ def _derive(values: dict[str, Value], fresh_sources: Mapping[str, Value]) -> Non
 
 
 def decode_values(results: Mapping[Method, Mapping[str, Any]], firmware: Firmware) -> dict[str, Value]:
-    """Values for every point whose source (or derivation) is available in these results."""
+    """Values for every point whose source (or derivation) is available in these results, unscreened."""
     values = _decode_sources(results, firmware)
     _derive(values, dict(values))
     return values
+
+
+@functools.cache
+def plausible_ranges(firmware: Firmware) -> dict[str, Range | None]:
+    """Every point's range for this model; derived points follow from screened inputs and have none."""
+    return {p.key: p.plausible_for(firmware) for p in BATTERY_POINTS}
+
+
+def _label(values: Mapping[str, Value], firmware: Firmware) -> str:
+    """Who this is in a log line, as far as the battery has told."""
+    parts = [firmware.model if firmware.family.value != "unknown" else "battery"]
+    parts += [str(v) for k in ("ble_mac", "ip") if (v := values.get(k))]
+    return " ".join(parts)
 
 
 @dataclass
@@ -70,6 +93,11 @@ class BatterySnapshot:
     firmware: Firmware = field(default_factory=lambda: identify(None, None))
     updated_at: float = 0.0  # time.monotonic() of the last successful read
     problems: list[str] = field(default_factory=list)
+    # Shared by the snapshots that follow this one: which points are implausible now, and the counters'
+    # last good readings, so a warning is logged once and a counter is judged against its history.
+    guard: PlausibilityGuard = field(
+        default_factory=lambda: PlausibilityGuard(_LOG), repr=False, compare=False
+    )
 
     def number(self, key: str) -> float | None:
         value = self.values.get(key)
@@ -93,8 +121,14 @@ class BatterySnapshot:
         value = self.values.get("ble_mac")
         return value if isinstance(value, str) and value else None
 
-    def merged(self, results: Mapping[Method, Mapping[str, Any]], problems: list[str]) -> BatterySnapshot:
-        """A new snapshot: fresh values win, values of methods not read this time are kept."""
+    def merged(
+        self, results: Mapping[Method, Mapping[str, Any]], problems: list[str], *, label: str | None = None
+    ) -> BatterySnapshot:
+        """A new snapshot: plausible fresh values win, values of methods not read this time are kept.
+
+        An implausible reading is left out (the point keeps its last good value), logged once and listed
+        in `problems` for as long as the point stays implausible.
+        """
         raw_device = results.get(Method.GET_DEVICE)
         firmware = self.firmware
         if raw_device is not None and ("device" in raw_device or "ver" in raw_device):
@@ -102,7 +136,10 @@ class BatterySnapshot:
             device = raw_device.get("device") or self.values.get("model")  # keep the model if only ver came
             known_ver = int(ver) if isinstance(ver, int | float) and math.isfinite(ver) else self.firmware.ver
             firmware = identify(device if isinstance(device, str) else None, known_ver)
-        fresh = _decode_sources(results, firmware)
+        now = time.monotonic()
+        decoded = _decode_sources(results, firmware)
+        who = label or _label({**self.values, **decoded}, firmware)
+        fresh = self.guard.screen(decoded, plausible_ranges(firmware), now=now, label=who, units=_UNITS)
         values = {**self.values, **fresh}
         _derive(values, fresh)
-        return BatterySnapshot(values, firmware, time.monotonic(), problems)
+        return BatterySnapshot(values, firmware, now, [*problems, *self.guard.problems], self.guard)

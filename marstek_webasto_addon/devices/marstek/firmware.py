@@ -83,6 +83,11 @@ class Firmware:
         return _POWER_LIMITS[self.family]
 
     @property
+    def peak_power_w(self) -> int:
+        """The most this model's inverter moves, for judging readings (not for commands)."""
+        return _PEAK_POWER_W.get(self.family, _LARGEST_SOURCED_W)
+
+    @property
     def has_pv_inputs(self) -> bool:
         return self.family in (Family.VENUS_A, Family.VENUS_D)
 
@@ -112,6 +117,15 @@ _POWER_LIMITS = {
     Family.VENUS_E_MINI: PowerLimits(800, 800),
     Family.UNKNOWN: PowerLimits(800, 800),
 }
+
+# Plausibility must never reject a real reading: a model without a sourced figure (E mini, a new name)
+# may be as strong as the strongest known one, even though commands stay at the plug-in limit.
+_PEAK_POWER_W: dict[Family, int] = {
+    family: max(limits.charge_w, limits.discharge_w)
+    for family, limits in _POWER_LIMITS.items()
+    if family not in (Family.VENUS_E_MINI, Family.UNKNOWN)
+}
+_LARGEST_SOURCED_W = max(_PEAK_POWER_W.values())
 
 _FAMILY_PATTERNS: tuple[tuple[re.Pattern[str], Family, str], ...] = (
     (re.compile(r"^(venuse\s*3\.0|vnse3-0)$"), Family.VENUS_E3, "Venus E 3.0"),

@@ -21,6 +21,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from ..outcome import WriteOutcome, WriteStatus
+from ..plausibility import PlausibilityGuard
 from .codec import Value, decode, encode
 from .readplan import ReadPlan, ReadRequest
 from .registers import FC, RULES, Cadence, ModelRules, Register, WallboxModel
@@ -103,6 +104,7 @@ class WebastoClient:
         self.config = config
         self.rules: ModelRules = RULES[config.model]
         self.snapshot = WallboxSnapshot()
+        self.plausibility = PlausibilityGuard(_LOG)
         self.current_setpoint: int | None = None  # last charging current written (A); re-sent on reconnect
         self.phase_setpoint: str | None = None  # UNITE: 405 reverts on every disconnect
         self.firmware: tuple[int, ...] | None = None
@@ -277,7 +279,14 @@ class WebastoClient:
         return values, problems
 
     def _merge(self, values: dict[str, Value], problems: list[str]) -> None:
-        self.snapshot = WallboxSnapshot({**self.snapshot.values, **values}, time.monotonic(), problems)
+        """Implausible readings stay out (the last good value is kept) and are listed among the problems."""
+        now, rules = time.monotonic(), self.rules
+        kept = self.plausibility.screen(
+            values, rules.ranges, now=now, label=self.config.label, units=rules.units
+        )
+        self.snapshot = WallboxSnapshot(
+            {**self.snapshot.values, **kept}, now, [*problems, *self.plausibility.problems]
+        )
 
     # reading --------------------------------------------------------------------------------------
 

@@ -3,12 +3,20 @@
 The two products have different maps (reference `webasto.md` section 0): the NEXT (TQ controller) and the
 UNITE (a Vestel EVC04). Decoding, encoding, the read plan, the simulator and discovery are generated from
 these tables; adding a register is one line.
+
+Every numeric register that can be read declares its plausible range (`plausible`); the client keeps
+readings outside it out of the snapshot (see `devices/plausibility.py`). The bounds are the limits of AC
+charging itself, so they hold for every box: IEC 61851 AC charging stops at 80 A (single-phase; 63 A on
+three phases), the grid at 230 V +10 %.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+
+from ..plausibility import ANY, Range, counter
 
 
 class WallboxModel(StrEnum):
@@ -67,6 +75,7 @@ class Register:
     icon: str | None = None
     min_firmware: tuple[int, ...] | None = None  # UNITE: reading it on older firmware can reset the socket
     enabled_by_default: bool = True
+    plausible: Range | None = None  # numbers only: enums, text and times are checked by their decoding
 
     @property
     def end(self) -> int:
@@ -130,6 +139,19 @@ STATIC, FAST, SLOW, NEVER = Cadence.STATIC, Cadence.FAST, Cadence.SLOW, Cadence.
 DIAG, CONFIG = "diagnostic", "config"
 MEAS, TOTAL_INC = "measurement", "total_increasing"
 
+MAX_AMPS = 80.0
+MAX_POWER_W = 3 * 230 * MAX_AMPS  # 55.2 kW: three phases at the largest AC charging current
+AMPS = Range(0, MAX_AMPS)
+WATTS = Range(0, MAX_POWER_W)
+PHASE_WATTS = Range(0, 253 * MAX_AMPS)  # one phase at the grid's upper tolerance (230 V + 10 %)
+VOLTS = Range(0, 300)  # 0 on an absent phase
+METER = counter(MAX_POWER_W / 1000)
+SESSION_KWH = Range(0, 1000)  # five times the largest car battery (~200 kWh)
+SESSION_S = Range(0, 366 * 86400)  # a car may stay plugged in for a long time, not for years
+FAILSAFE_S = Range(0, 3600)  # 0 = unset (the box then behaves as 20 s)
+RATED_W = Range(0, MAX_POWER_W)
+FLAG = Range(0, 1)
+
 
 def _phases(
     reg_type: RegType, fc: FC, key: str, name: str, first: int, step: int, **kw: object
@@ -153,45 +175,46 @@ NEXT_REGISTERS: tuple[Register, ...] = (
     Register("error_code", "Error code", 1006, 1, U16, R, HOLD, enum=NEXT_ERRORS, entity_category=DIAG,
              icon="mdi:alert-circle-outline"),
     *_phases(U16, HOLD, "current", "Current", 1008, 2, scale=0.001, unit="A", device_class="current",
-             state_class=MEAS),
-    Register("power", "Charging power", 1020, 2, U32, R, HOLD, unit="W", device_class="power", state_class=MEAS),
+             state_class=MEAS, plausible=AMPS),
+    Register("power", "Charging power", 1020, 2, U32, R, HOLD, unit="W", device_class="power", state_class=MEAS,
+             plausible=WATTS),
     *_phases(U32, HOLD, "power", "Power", 1024, 4, unit="W", device_class="power", state_class=MEAS,
-             enabled_by_default=False),
+             enabled_by_default=False, plausible=PHASE_WATTS),
     Register("energy_total", "Energy meter", 1036, 2, U32, R, HOLD, scale=0.001, unit="kWh", device_class="energy",
-             state_class=TOTAL_INC),
+             state_class=TOTAL_INC, plausible=METER),
     Register("max_current", "Maximum current", 1100, 1, U16, R, HOLD, unit="A", device_class="current",
-             entity_category=DIAG),
+             entity_category=DIAG, plausible=AMPS),
     Register("min_current", "Minimum current", 1102, 1, U16, R, HOLD, unit="A", device_class="current",
-             entity_category=DIAG),
+             entity_category=DIAG, plausible=AMPS),
     Register("evse_max_current", "EVSE maximum current", 1104, 1, U16, R, HOLD, cadence=STATIC, unit="A",
-             device_class="current", entity_category=DIAG),
+             device_class="current", entity_category=DIAG, plausible=AMPS),
     Register("cable_max_current", "Cable maximum current", 1106, 1, U16, R, HOLD, cadence=SLOW, unit="A",
-             device_class="current", entity_category=DIAG),
+             device_class="current", entity_category=DIAG, plausible=AMPS),
     Register("ev_max_current", "Vehicle maximum current", 1108, 1, U16, R, HOLD, cadence=SLOW, unit="A",
-             device_class="current", entity_category=DIAG),
+             device_class="current", entity_category=DIAG, plausible=AMPS),
     Register("last_session_energy", "Last session energy", 1502, 1, U16, R, HOLD, cadence=SLOW, scale=0.001,
-             unit="kWh", device_class="energy", state_class="total"),
+             unit="kWh", device_class="energy", state_class="total", plausible=SESSION_KWH),
     Register("session_start_time", "Session start", 1504, 2, RegType.HHMMSS, R, HOLD, cadence=SLOW,
              icon="mdi:clock-start"),
     Register("session_duration", "Charging time", 1508, 2, U32, R, HOLD, unit="s", device_class="duration",
-             state_class=MEAS),
+             state_class=MEAS, plausible=SESSION_S),
     Register("session_end_time", "Session end", 1512, 2, RegType.HHMMSS, R, HOLD, cadence=SLOW,
              icon="mdi:clock-end"),
     Register("user_id", "RFID tag", 1600, 10, ASCII, R, HOLD, cadence=SLOW, icon="mdi:card-account-details",
              entity_category=DIAG),
     Register("smart_vehicle", "ISO 15118 vehicle", 1620, 1, U16, R, HOLD, cadence=SLOW, entity_category=DIAG,
-             enabled_by_default=False),
+             enabled_by_default=False, plausible=FLAG),
     Register("failsafe_current", "Fail-safe current", 2000, 1, U16, RW, HOLD, SINGLE, cadence=SLOW, unit="A",
-             device_class="current", entity_category=CONFIG),
+             device_class="current", entity_category=CONFIG, plausible=AMPS),
     Register("failsafe_timeout", "Fail-safe timeout", 2002, 1, U16, RW, HOLD, SINGLE, cadence=SLOW, unit="s",
-             device_class="duration", entity_category=CONFIG),
+             device_class="duration", entity_category=CONFIG, plausible=FAILSAFE_S),
     Register("charge_power_setpoint", "Charge power set-point", 5000, 2, U32, W, None, MULTI, cadence=NEVER,
-             unit="W"),
+             unit="W", plausible=WATTS),
     Register("charging_current_setpoint", "Charging current", 5004, 1, U16, W, None, SINGLE, cadence=NEVER,
-             unit="A"),
+             unit="A", plausible=AMPS),
     Register("session_command", "Session command", 5006, 1, U16, W, None, SINGLE, cadence=NEVER,
              enum={0: "none", 1: "start", 2: "cancel"}),
-    Register("life_bit", "Life bit", 6000, 1, U16, RW, HOLD, SINGLE, cadence=NEVER),
+    Register("life_bit", "Life bit", 6000, 1, U16, RW, HOLD, SINGLE, cadence=NEVER, plausible=FLAG),
 )
 
 UNITE_REGISTERS: tuple[Register, ...] = (
@@ -206,7 +229,7 @@ UNITE_REGISTERS: tuple[Register, ...] = (
     Register("time", "Wallbox time", 294, 2, RegType.HHMMSS, R, INPUT, entity_category=DIAG,
              enabled_by_default=False),
     Register("rated_power", "Rated power", 400, 2, U32, R, INPUT, cadence=STATIC, unit="W", device_class="power",
-             entity_category=DIAG),
+             entity_category=DIAG, plausible=WATTS),
     Register("phases_installed", "Installed phases", 404, 1, U16, R, INPUT, cadence=SLOW, enum=PHASES,
              device_class="enum", entity_category=DIAG),
     Register("phase_switch", "Phases", 405, 1, U16, RW, HOLD, SINGLE, cadence=SLOW, enum=PHASES,
@@ -219,40 +242,42 @@ UNITE_REGISTERS: tuple[Register, ...] = (
     Register("cable_state", "Cable state", 1004, 1, U16, R, INPUT, enum=CABLE_STATE, device_class="enum",
              icon="mdi:ev-plug-type2"),
     Register("error_code", "Fault code", 1006, 2, U32, R, INPUT, entity_category=DIAG,
-             icon="mdi:alert-circle-outline"),
+             icon="mdi:alert-circle-outline", plausible=ANY),
     *_phases(U16, INPUT, "current", "Current", 1008, 2, scale=0.001, unit="A", device_class="current",
-             state_class=MEAS),
-    *_phases(U16, INPUT, "voltage", "Voltage", 1014, 2, unit="V", device_class="voltage", state_class=MEAS),
-    Register("power", "Charging power", 1020, 2, U32, R, INPUT, unit="W", device_class="power", state_class=MEAS),
+             state_class=MEAS, plausible=AMPS),
+    *_phases(U16, INPUT, "voltage", "Voltage", 1014, 2, unit="V", device_class="voltage", state_class=MEAS,
+             plausible=VOLTS),
+    Register("power", "Charging power", 1020, 2, U32, R, INPUT, unit="W", device_class="power", state_class=MEAS,
+             plausible=WATTS),
     *_phases(U32, INPUT, "power", "Power", 1024, 4, unit="W", device_class="power", state_class=MEAS,
-             enabled_by_default=False),
+             enabled_by_default=False, plausible=PHASE_WATTS),
     Register("energy_total", "Energy meter", 1036, 2, U32, R, INPUT, scale=0.1, unit="kWh", device_class="energy",
-             state_class=TOTAL_INC),
+             state_class=TOTAL_INC, plausible=METER),
     Register("max_current", "Session maximum current", 1100, 1, U16, R, INPUT, unit="A", device_class="current",
-             entity_category=DIAG),
+             entity_category=DIAG, plausible=AMPS),
     Register("min_current", "Minimum current", 1102, 1, U16, R, INPUT, cadence=STATIC, unit="A",
-             device_class="current", entity_category=DIAG),
+             device_class="current", entity_category=DIAG, plausible=AMPS),
     Register("evse_max_current", "EVSE maximum current", 1104, 1, U16, R, INPUT, cadence=STATIC, unit="A",
-             device_class="current", entity_category=DIAG),
+             device_class="current", entity_category=DIAG, plausible=AMPS),
     Register("cable_max_current", "Cable maximum current", 1106, 1, U16, R, INPUT, cadence=SLOW, unit="A",
-             device_class="current", entity_category=DIAG),
+             device_class="current", entity_category=DIAG, plausible=AMPS),
     Register("session_energy", "Session energy", 1502, 2, U32, R, INPUT, scale=0.001, unit="kWh",
-             device_class="energy", state_class="total"),
+             device_class="energy", state_class="total", plausible=SESSION_KWH),
     Register("session_start_time", "Session start", 1504, 2, RegType.HHMMSS, R, INPUT, cadence=SLOW,
              icon="mdi:clock-start"),
     Register("session_duration", "Charging time", 1508, 2, U32, R, INPUT, unit="s", device_class="duration",
-             state_class=MEAS),
+             state_class=MEAS, plausible=SESSION_S),
     Register("session_end_time", "Session end", 1512, 2, RegType.HHMMSS, R, INPUT, cadence=SLOW,
              icon="mdi:clock-end"),
     Register("user_id", "RFID tag", 1516, 15, UTF16, R, INPUT, cadence=SLOW, min_firmware=(3, 156),
              icon="mdi:card-account-details", entity_category=DIAG),
     Register("failsafe_current", "Fail-safe current", 2000, 1, U16, RW, HOLD, SINGLE, cadence=SLOW, unit="A",
-             device_class="current", entity_category=CONFIG),
+             device_class="current", entity_category=CONFIG, plausible=AMPS),
     Register("failsafe_timeout", "Fail-safe timeout", 2002, 1, U16, RW, HOLD, SINGLE, cadence=SLOW, unit="s",
-             device_class="duration", entity_category=CONFIG),
+             device_class="duration", entity_category=CONFIG, plausible=FAILSAFE_S),
     Register("charging_current_setpoint", "Charging current", 5004, 1, U16, RW, HOLD, SINGLE, cadence=SLOW,
-             unit="A", device_class="current"),
-    Register("life_bit", "Alive register", 6000, 1, U16, RW, HOLD, SINGLE, cadence=NEVER),
+             unit="A", device_class="current", plausible=AMPS),
+    Register("life_bit", "Alive register", 6000, 1, U16, RW, HOLD, SINGLE, cadence=NEVER, plausible=FLAG),
 )
 # fmt: on
 
@@ -275,6 +300,14 @@ class ModelRules:
 
     def has(self, key: str) -> bool:
         return any(r.key == key for r in self.registers)
+
+    @functools.cached_property
+    def ranges(self) -> dict[str, Range | None]:
+        return {r.key: r.plausible for r in self.registers}
+
+    @functools.cached_property
+    def units(self) -> dict[str, str | None]:
+        return {r.key: r.unit for r in self.registers}
 
 
 RULES: dict[WallboxModel, ModelRules] = {

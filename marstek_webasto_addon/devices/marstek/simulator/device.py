@@ -36,6 +36,9 @@ class Quirks:
     leave_passive_after_s: float | None = None  # Passive silently abandoned after this long (Q13)
     reply_to_port: int | None = None  # replies go to this port, not the sender's (Q18)
     passive_returns_to_auto: bool = False  # after cd_time: Auto (taurgis mock) instead of the previous mode
+    # A rogue or glitching unit: wire field -> the value it reports instead, in every reply that carries
+    # that field (e.g. {"bat_soc": 250} for ES.GetStatus and ES.GetMode). Change it while running.
+    rogue_values: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -200,7 +203,8 @@ class SimulatedBattery:
         ):
             return self._error(request_id, -32602, "Invalid params")
         result = self._result(method, params, now_s)
-        return {"id": request_id, "src": self.src, "result": result}
+        rogue = {k: v for k, v in self.quirks.rogue_values.items() if k in result and k != "id"}
+        return {"id": request_id, "src": self.src, "result": result | rogue}
 
     def _result(self, method: Method, params: dict[str, Any], now_s: float) -> dict[str, Any]:
         p, prof = self.physics, self.profile

@@ -52,6 +52,9 @@ class WallboxQuirks:
     stuck_after_pause: bool = False  # NEXT: a 0 A pause strands the session in state 7 (error)
     zero_reverts_without_vehicle: bool = False  # UNITE: 0 A written with no car connected falls back to 6 A
     refuse_reconnect_until_timeout: bool = False  # after a client leaves, new ones are refused for T seconds
+    # A rogue or glitching box: register key -> the raw number the register holds instead (before the
+    # table's scale, e.g. {"power": 2147483646, "min_current": 65535}). Change it while running.
+    rogue_values: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -274,7 +277,8 @@ class WallboxSim:
         return values[key]
 
     def words(self, register: Register) -> list[int]:
-        value = self.value_of(register.key)
+        rogue = self.quirks.rogue_values.get(register.key)
+        value = self.value_of(register.key) if rogue is None else rogue
         match register.type:
             case RegType.STR_UTF16:  # one character per register, high byte 0
                 text = str(value)[: register.count]
