@@ -146,8 +146,9 @@ class Optimiser:
             )
             return self._result(shown, commands, hold, stale, doubts)
         wants = self._wants(inputs, batteries, doubts)
-        commands += self._apply(inputs, wants)
-        commands += self._night_clearing(inputs, wants)
+        roles = self._apply(inputs, wants)
+        # A clearing goes before the same step's role: the battery then ends in its role, not in Manual.
+        commands += self._night_clearing(inputs, wants) + roles
         return self._result(shown, commands, hold, stale, doubts)
 
     def stop(self, inputs: Inputs) -> list[Command]:

@@ -107,8 +107,16 @@ def _execute(battery: SimulatedBattery, command: Command, now_s: float) -> None:
                 },
             }
             _send(battery, config, now_s)
-        if before in ("Auto", "AI"):  # as the client does: clearing must not leave the battery idle
+        # As the controller does: clearing must not leave the battery idle, so its role goes out again.
+        if before in ("Auto", "AI"):
             _send(battery, {"mode": before, f"{before.lower()}_cfg": {"enable": 1}}, now_s)
+        elif before == "Passive" and battery.passive_until > now_s:
+            left = int(battery.passive_until - now_s)
+            _send(
+                battery,
+                {"mode": "Passive", "passive_cfg": {"power": battery.passive_power, "cd_time": left}},
+                now_s,
+            )
         return
     _send(battery, _config(command), now_s)
 
