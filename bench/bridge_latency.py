@@ -126,6 +126,7 @@ async def main() -> None:
         "run",
         "--options",
         str(workdir / "options.json"),
+        *("--state-dir", str(workdir)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -143,6 +143,7 @@ async def test_the_run_script_starts_the_bridge_with_the_supervisors_credentials
     assert process.returncode == 0, log
     assert f"MQTT broker from the Supervisor: 127.0.0.1:{secured_broker.port} as addons" in log
     assert PASSWORD not in log
+    assert sim.batteries[0].ble_mac in (tmp_path / "data" / "state.json").read_text()  # kept in /data
 
 
 async def test_invalid_options_keep_the_add_on_up_with_the_problems_in_the_panel(
@@ -171,7 +172,7 @@ async def test_invalid_options_keep_the_add_on_up_with_the_problems_in_the_panel
                         break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.2)
-        assert [p["source"] for p in problems] == ["Options"]
+        assert {p["source"] for p in problems} == {"Options"}
         assert problems[0]["text"].startswith("batteries[0].host: must be an IP address or a host name")
         assert process.returncode is None  # still up
         assert sim.batteries[0].requests == 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from marstek_webasto_addon.addon.options import MQTT_HOST_REQUIRED
 
 from .conftest import SimFactory
 from .mqtt_fixtures import Broker, broker, recording
@@ -19,9 +22,15 @@ pytestmark = pytest.mark.timeout(60)
 CLI = [sys.executable, "-m", "marstek_webasto_addon"]
 
 
-async def run_cli(*args: str, timeout: float = 30) -> tuple[int, str]:
+def outside_the_addon(state_home: Path) -> dict[str, str]:
+    """This machine's environment as a user's shell has it: no Supervisor, a state folder of its own."""
+    hidden = ("SUPERVISOR_TOKEN", "MWA_MQTT_HOST", "MWA_MQTT_PORT")
+    return {k: v for k, v in os.environ.items() if k not in hidden} | {"XDG_STATE_HOME": str(state_home)}
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     out, _ = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
@@ -33,20 +42,26 @@ async def run_cli(*args: str, timeout: float = 30) -> tuple[int, str]:
     [
         (
             {"batteries": [{"name": "A", "host": "not a host!"}]},
-            ["batteries[0].host: must be an IP address or a host name"],
+            [
+                "batteries[0].host: must be an IP address or a host name (got 'not a host!')",
+                MQTT_HOST_REQUIRED,
+            ],
         ),
         (
             {
                 "wallboxes": [{"name": "W", "host": "127.0.0.1", "model": "nxt"}],
                 "mqtt": {"host": "127.0.0.1", "port": 0},
             },
-            ["wallboxes[0].model: must be one of 'next' or 'unite'", "mqtt.port: must be >= 1"],
+            [
+                "wallboxes[0].model: 'nxt' is not one of the choices: next or unite",
+                "mqtt.port: 0 is out of range: it must be between 1 and 65535",
+            ],
         ),
-        ({"batteries": [{"name": "A", "host": "127.0.0.11"}], "colour": "red"}, ["colour: unknown option"]),
         (
-            {"batteries": [{"name": "A", "host": "127.0.0.11"}]},
-            ["mqtt.host: required when not running as a Home Assistant add-on"],
+            {"batteries": [{"name": "A", "host": "127.0.0.11"}], "colour": "red"},
+            ["colour: unknown option; check the spelling", MQTT_HOST_REQUIRED],
         ),
+        ({"batteries": [{"name": "A", "host": "127.0.0.11"}]}, [MQTT_HOST_REQUIRED]),
     ],
 )
 async def test_bad_options_stop_before_any_device_is_contacted(
@@ -57,19 +72,45 @@ async def test_bad_options_stop_before_any_device_is_contacted(
         battery["port"] = udp_port
     path = tmp_path / "options.json"
     path.write_text(json.dumps(options))
-    code, output = await run_cli("run", "--options", str(path))
+    code, output = await run_cli("run", "--options", str(path), env=outside_the_addon(tmp_path / "state"))
     assert code == 2
     for message in messages:
-        assert message in output
+        assert f"error: options: {message}\n" in output
     assert sim.batteries[0].requests == 0  # nothing was sent to any device
 
 
 async def test_options_file_that_is_not_json(tmp_path: Path) -> None:
     path = tmp_path / "options.json"
     path.write_text("{batteries: [")
-    code, output = await run_cli("run", "--options", str(path))
+    code, output = await run_cli("run", "--options", str(path), env=outside_the_addon(tmp_path / "state"))
     assert code == 2
     assert "is not valid JSON" in output
+
+
+async def test_a_state_dir_that_cannot_be_written_stops_run_before_anything_else(
+    tmp_path: Path, make_sim: SimFactory
+) -> None:
+    sim = await make_sim(1)
+    host, port = sim.addresses[0]
+    options = tmp_path / "options.json"
+    options.write_text(
+        json.dumps({"batteries": [{"name": "A", "host": host, "port": port}], "mqtt": {"host": "127.0.0.1"}})
+    )
+    # Under a plain file no folder can be made, for root too (a read-only mode would not stop root).
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    code, output = await run_cli(
+        "run",
+        "--options",
+        str(options),
+        "--state-dir",
+        str(blocker / "state"),
+        env=outside_the_addon(tmp_path),
+    )
+    assert code == 1
+    assert f"error: the state directory {blocker / 'state'} is not usable (" in output
+    assert "choose another with --state-dir" in output
+    assert sim.batteries[0].requests == 0
 
 
 async def test_run_bridges_devices_and_stops_cleanly_on_sigterm(
@@ -89,14 +130,18 @@ async def test_run_bridges_devices_and_stops_cleanly_on_sigterm(
         "log_level": "info",
         "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
     }
-    path = tmp_path / "options.json"
+    clone = tmp_path / "clone"  # where a user keeps the options: a clone of this repository, say
+    clone.mkdir()
+    path = clone / "options.json"
     path.write_text(json.dumps(options))
+    state_home = tmp_path / "xdg-state"  # the user's state folder; the default state dir is made in it
     async with recording(broker) as recorder:
         process = await asyncio.create_subprocess_exec(
             *CLI,
             "run",
             "--options",
             str(path),
+            env=outside_the_addon(state_home),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -119,5 +164,6 @@ async def test_run_bridges_devices_and_stops_cleanly_on_sigterm(
             lambda: recorder.latest.get("marstek_webasto/status") == b"offline", 5, "offline on a clean stop"
         )
     assert process.returncode == 0
-    saved = json.loads((tmp_path / "state.json").read_text())
-    assert sim.batteries[0].ble_mac in json.dumps(saved["identities"])  # learned identity kept under /data
+    saved = json.loads((state_home / "marstek_webasto_addon" / "state.json").read_text())
+    assert sim.batteries[0].ble_mac in json.dumps(saved["identities"])  # the learned identity is kept
+    assert sorted(p.name for p in clone.iterdir()) == ["options.json"]  # and nothing lands beside the options

@@ -54,6 +54,7 @@ async def test_after_kill_9_the_battery_and_the_wallbox_fall_back_by_themselves(
             "run",
             "--options",
             str(path),
+            *("--state-dir", str(tmp_path)),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

@@ -273,6 +273,7 @@ async def test_run_takes_the_host_names_and_the_password(tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if k != "SUPERVISOR_TOKEN"} | {PASSWORD_ENV: PASSWORD}
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "marstek_webasto_addon", "run", "--options", str(options)),
+        *("--state-dir", str(tmp_path)),
         *("--panel-port", str(port), "--panel-host", "panel.home.arpa"),
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -6,12 +6,16 @@ sent to any device until the options are valid.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
+import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from ..optimiser.settings import PARAMETERS
 from ..optimiser.tariff import DAY_NAMES, Tariff
@@ -45,12 +50,27 @@ def _host(value: str) -> str:
     return value
 
 
+_PERIOD_NAME = r"^[a-z][a-z0-9_]{0,30}$"
+_BLE_MAC = r"^[0-9a-fA-F]{12}$"
+
+# What a value that does not match a pattern should look like, for people who do not read regexes.
 _PATTERN_HELP = {
-    _CLOCK: "must be a time HH:MM (00:00..23:59)",
-    _DAYS: "must be days such as mon-fri, sat,sun or all",
-    r"^[a-z][a-z0-9_]{0,30}$": "must be a short name in lower case: letters, digits and _",
-    r"^[0-9a-fA-F]{12}$": "must be 12 hexadecimal digits (the BLE MAC without separators)",
+    _CLOCK: "is not a time; use HH:MM, e.g. 07:00",
+    _DAYS: "is not a set of days; use e.g. mon-fri, sat,sun or all",
+    _PERIOD_NAME: (
+        "is not a usable name; start with a lower-case letter, then letters, digits or _, e.g. peak"
+    ),
+    _BLE_MAC: "is not a BLE MAC; use its 12 hexadecimal digits without separators, e.g. 02a1b2c3d400",
+    _NAME.pattern: "is not a usable name; use 1 to 40 characters without /, # or +",
+    _TOPIC_WORD.pattern: "is not a usable MQTT topic; use letters, digits, _ and -, with / between levels",
 }
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The unit of a number option, for the messages about it (pydantic and the manifest ignore it)."""
+
+    symbol: str
 
 
 class _Strict(BaseModel):
@@ -61,7 +81,7 @@ class BatteryOptions(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 30000
-    ble_mac: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{12}$")] = None  # optional: pins the identity
+    ble_mac: Annotated[str | None, Field(pattern=_BLE_MAC)] = None  # optional: pins the identity
 
     _check_host = field_validator("host")(classmethod(lambda cls, v: _host(v)))
 
@@ -72,7 +92,8 @@ class WallboxOptions(_Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     unit_id: Annotated[int, Field(ge=0, le=255)] = 255
     model: Literal["next", "unite"]
-    max_current: Annotated[float, Field(ge=6, le=63)] = 16.0  # the installation's limit (fuse, cable)
+    # the installation's limit (fuse, cable)
+    max_current: Annotated[float, Field(ge=6, le=63), Unit("A")] = 16.0
 
     _check_host = field_validator("host")(classmethod(lambda cls, v: _host(v)))
 
@@ -92,10 +113,10 @@ class MqttOptions(_Strict):
 class TimingOptions(_Strict):
     """Advanced: Marstek pacing. The defaults follow the reference; slow WiFi may want more."""
 
-    request_gap: Annotated[float, Field(ge=0, le=30)] = 1.0
-    write_gap: Annotated[float, Field(ge=0, le=60)] = 5.0
-    timeout: Annotated[float, Field(gt=0, le=30)] = 3.0
-    verify_delay: Annotated[float, Field(ge=0, le=60)] = 5.0
+    request_gap: Annotated[float, Field(ge=0, le=30), Unit("s")] = 1.0
+    write_gap: Annotated[float, Field(ge=0, le=60), Unit("s")] = 5.0
+    timeout: Annotated[float, Field(gt=0, le=30), Unit("s")] = 3.0
+    verify_delay: Annotated[float, Field(ge=0, le=60), Unit("s")] = 5.0
 
 
 def _optimiser_options() -> type[BaseModel]:
@@ -109,7 +130,8 @@ def _optimiser_options() -> type[BaseModel]:
             fields[parameter.key] = (Annotated[str, Field(pattern=_CLOCK)], parameter.default)
         else:
             bounds = Field(ge=parameter.minimum, le=parameter.maximum)
-            fields[parameter.key] = (Annotated[float, bounds], parameter.default)
+            unit = (Unit(parameter.unit),) if parameter.unit else ()
+            fields[parameter.key] = (Annotated[(float, bounds, *unit)], parameter.default)
     return create_model("OptimiserOptions", __base__=_Strict, **fields)
 
 
@@ -171,30 +193,30 @@ class PvForecastOptions(_Strict):
 
 
 class TariffPeriodOptions(_Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
-    price: Annotated[float, Field(ge=-1, le=5)]  # EUR per kWh, all-in
+    name: Annotated[str, Field(pattern=_PERIOD_NAME)]
+    price: Annotated[float, Field(ge=-1, le=5), Unit("EUR/kWh")]  # all-in
     days: Annotated[str, Field(pattern=_DAYS)]
     start: Annotated[str, Field(pattern=_CLOCK)]
     end: Annotated[str, Field(pattern=_CLOCK)]
 
 
 class TariffOptions(_Strict):
-    default_period: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")] = "off_peak"
-    default_price: Annotated[float, Field(ge=-1, le=5)] = 0.236
+    default_period: Annotated[str, Field(pattern=_PERIOD_NAME)] = "off_peak"
+    default_price: Annotated[float, Field(ge=-1, le=5), Unit("EUR/kWh")] = 0.236
     periods: list[TariffPeriodOptions] = [
         TariffPeriodOptions(name="peak", price=0.279, days="mon-fri", start="07:00", end="22:00"),
         TariffPeriodOptions(name="super_off_peak", price=0.208, days="all", start="01:00", end="07:00"),
     ]
-    injection_price: Annotated[float, Field(ge=-1, le=5)] = 0.02
-    capacity_price: Annotated[float, Field(ge=0, le=1000)] = 52.37  # EUR per kW per year
-    capacity_floor: Annotated[float, Field(ge=0, le=50)] = 2.5
+    injection_price: Annotated[float, Field(ge=-1, le=5), Unit("EUR/kWh")] = 0.02
+    capacity_price: Annotated[float, Field(ge=0, le=1000), Unit("EUR/kW a year")] = 52.37
+    capacity_floor: Annotated[float, Field(ge=0, le=50), Unit("kW")] = 2.5
 
     @model_validator(mode="after")
     def _one_price_per_period(self) -> TariffOptions:
         prices: dict[str, float] = {self.default_period: self.default_price}
         for period in self.periods:
             if prices.setdefault(period.name, period.price) != period.price:
-                raise ValueError(f"tariff period {period.name!r} has two different prices")
+                raise ValueError(f"tariff.periods: the period {period.name!r} has two different prices")
         return self
 
     def build(self) -> Tariff:
@@ -216,9 +238,9 @@ class Options(_Strict):
     mqtt: MqttOptions = MqttOptions()
     discovery_prefix: Annotated[str, Field(pattern=_TOPIC_WORD.pattern)] = "homeassistant"
     base_topic: Annotated[str, Field(pattern=_TOPIC_WORD.pattern)] = "marstek_webasto"
-    battery_poll_interval: Annotated[float, Field(ge=1, le=3600)] = 10.0
-    wallbox_poll_interval: Annotated[float, Field(ge=1, le=3600)] = 5.0
-    state_refresh_interval: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    battery_poll_interval: Annotated[float, Field(ge=1, le=3600), Unit("s")] = 10.0
+    wallbox_poll_interval: Annotated[float, Field(ge=1, le=3600), Unit("s")] = 5.0
+    state_refresh_interval: Annotated[float, Field(ge=10, le=86400), Unit("s")] = 300.0
     offline_after: Annotated[int, Field(ge=1, le=100)] = 3
     marstek_bind: str = "0.0.0.0"
     rediscovery_targets: list[str] = []  # empty: broadcast; addresses or blocks otherwise
@@ -229,7 +251,7 @@ class Options(_Strict):
     pv_forecast: PvForecastOptions = PvForecastOptions()
     pv_power: PvPowerOptions = PvPowerOptions()
     tariff: TariffOptions = TariffOptions()
-    control_interval: Annotated[float, Field(ge=1, le=300)] = 10.0
+    control_interval: Annotated[float, Field(ge=1, le=300), Unit("s")] = 10.0
 
     def optimiser_values(self) -> dict[str, Any]:
         """The optimiser section as plain values (its model is generated, so typed access goes here)."""
@@ -257,43 +279,163 @@ class OptionsError(Exception):
         self.problems = problems
 
 
+MQTT_HOST_REQUIRED = (
+    "mqtt.host: required when not running as a Home Assistant add-on (set it to your MQTT broker's address)"
+)
+_ROOT = "options"
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(options)"
+    return text or _ROOT
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The options model a field holds, directly, in a list or as an optional."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (list, Union, types.UnionType):
+        for member in get_args(annotation):
+            found = _model_in(member)
+            if found is not None:
+                return found
+    return None
+
+
+def _walk(loc: tuple[int | str, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
+    """The model that holds the option at `loc`, and that option's field (None where there is none)."""
+    model: type[BaseModel] | None = Options
+    info: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if info is not None:
+            model = _model_in(info.annotation)
+        info = model.model_fields.get(part) if model is not None else None
+        if info is None:
+            return model, None
+    return model, info
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _shown(value: Any) -> str:
+    """The value as the user wrote it, in JSON's words where Python's differ."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _number(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a group of options"
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _allowed_range(info: FieldInfo | None) -> str | None:
+    """'between 6 and 63 A', 'more than 0 and at most 30 s', 'at least 1', from the field's bounds."""
+    if info is None:
+        return None
+    low = high = None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = f"at least {_number(item.ge)}"  # type: ignore[arg-type]
+        elif isinstance(item, annotated_types.Gt):
+            low = f"more than {_number(item.gt)}"  # type: ignore[arg-type]
+        elif isinstance(item, annotated_types.Le):
+            high = f"at most {_number(item.le)}"  # type: ignore[arg-type]
+        elif isinstance(item, annotated_types.Lt):
+            high = f"less than {_number(item.lt)}"  # type: ignore[arg-type]
+    unit = next((f" {item.symbol}" for item in info.metadata if isinstance(item, Unit)), "")
+    if low and high:
+        if low.startswith("at least") and high.startswith("at most"):
+            return f"between {low.removeprefix('at least ')} and {high.removeprefix('at most ')}{unit}"
+        return f"{low} and {high}{unit}"
+    return f"{low or high}{unit}" if low or high else None
 
 
 def _explain(error: Any) -> str:
-    where = _location(tuple(p for p in error["loc"] if p not in ("function-after",)))
+    """One pydantic error as a sentence: where, the value given and what is allowed."""
+    loc = tuple(p for p in error["loc"] if p != "function-after")
+    where = _location(loc)
     kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
-    shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+    model, info = _walk(loc)
+    value = _shown(given)
+    allowed = _allowed_range(info)
+    within = f"; it must be {allowed}" if allowed else ""
     if kind == "extra_forbidden":
-        return f"{where}: unknown option; check the spelling"
+        known = list(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        return f"{where}: unknown option; " + (f"did you mean {close[0]}?" if close else "check the spelling")
     if kind == "missing":
-        return f"{where}: required"
-    if kind == "literal_error":
-        return f"{where}: must be one of {ctx.get('expected')}{shown}"
-    if kind == "string_pattern_mismatch":
-        expected = _PATTERN_HELP.get(str(ctx.get("pattern")), "has characters that are not allowed")
-        return f"{where}: {expected}{shown}"
+        return f"{where}: missing; this option is required"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        if not loc:
+            return f"{_ROOT}: the file must hold one JSON object ({{...}}), not {value}"
+        return f"{where}: must be a group of options ({{...}}), not {value}"
+    if kind == "list_type":
+        return f"{where}: must be a list ([...]), not {value}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{where}: {value} is not a whole number{within}"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"{where}: {value} is not a number{within}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{where}: {value} is not true or false"
+    if kind == "string_type":
+        return f"{where}: must be text (in quotes), not {value}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        bound = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[
-            kind
-        ]
-        return f"{where}: must be {bound} {next(iter(ctx.values()))}{shown}"
+        return f"{where}: {value} is out of range: it must be {allowed or error['msg']}"
+    if kind == "literal_error":
+        choices = str(ctx.get("expected", "")).replace("'", "")
+        return f"{where}: {value} is not one of the choices: {choices}"
+    if kind == "string_pattern_mismatch":
+        help_text = _PATTERN_HELP.get(str(ctx.get("pattern")), "has characters that are not allowed here")
+        return f"{where}: {value} {help_text}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}{shown}"
+    if kind == "value_error" and isinstance(given, dict):
+        return message  # a rule across options: its message names them
+    message = message.replace("Input should be", "must be")
+    return f"{where}: {message} (got {value})"
 
 
-def parse_options(data: object) -> Options:
+def _broker_missing(data: object, errors: list[Any]) -> bool:
+    """No mqtt.host in `data`, and no other problem already said about it or the file's shape."""
+    if not isinstance(data, dict) or not isinstance(data.get("mqtt", {}), dict):
+        return False
+    if any(tuple(error["loc"][:2]) == ("mqtt", "host") for error in errors):
+        return False
+    host = data.get("mqtt", {}).get("host", "")
+    return not (isinstance(host, str) and host.strip())
+
+
+def parse_options(data: object, *, broker_elsewhere: bool = True) -> Options:
+    """Validates `data`; every problem, each on its own line, or the options.
+
+    `broker_elsewhere`: whether a broker can come from outside the options (in the add-on the Supervisor
+    has one); without it `mqtt.host` is required, since the bridge cannot work without a broker.
+    """
+    errors: list[Any] = []
+    options: Options | None = None
     try:
-        return Options.model_validate(data)
+        options = Options.model_validate(data)
     except ValidationError as exc:
-        raise OptionsError([_explain(error) for error in exc.errors()]) from None
+        errors = exc.errors()
+    problems = [_explain(error) for error in errors]
+    if not broker_elsewhere and _broker_missing(data, errors):
+        problems.append(MQTT_HOST_REQUIRED)
+    if problems or options is None:
+        raise OptionsError(problems)
+    return options
 
 
-def load_options(path: Path) -> Options:
+def load_options(path: Path, *, broker_elsewhere: bool = True) -> Options:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -304,4 +446,4 @@ def load_options(path: Path) -> Options:
         raise OptionsError(
             [f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
         ) from None
-    return parse_options(data)
+    return parse_options(data, broker_elsewhere=broker_elsewhere)

@@ -1,10 +1,11 @@
-"""Command line: `python -m marstek_webasto_addon <command> ...`."""
+"""Command line: `scripts/mwa <command> ...` in a clone (it runs `python -m marstek_webasto_addon`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,7 +14,8 @@ from . import demo, marstek, replay, run, webasto
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m marstek_webasto_addon",
+        # scripts/mwa names itself, so a usage line can be copied and run as it is
+        prog=os.environ.get("MWA_PROG") or "python -m marstek_webasto_addon",
         description="Marstek Venus batteries and Webasto/Ampure wallboxes for Home Assistant.",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -57,7 +59,7 @@ async def _manifest(args: argparse.Namespace) -> int:
     if manifest.render_docs(docs) != docs:
         stale.append("DOCS.md")
     if stale:
-        print(f"{' and '.join(stale)} out of date: run `python -m marstek_webasto_addon manifest --write`")
+        print(f"{' and '.join(stale)} out of date: run `scripts/mwa manifest --write`")
         return 1
     print("config.yaml and DOCS.md are up to date")
     return 0
@@ -71,7 +73,7 @@ async def _docs(args: argparse.Namespace) -> int:
         return 0
     current = docs.DEVICES_DOC.read_text()
     if docs.render(current) != current:
-        print("docs/devices.md is out of date: run `python -m marstek_webasto_addon docs --write`")
+        print("docs/devices.md is out of date: run `scripts/mwa docs --write`")
         return 1
     print("docs/devices.md is up to date")
     return 0

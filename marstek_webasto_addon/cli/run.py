@@ -1,9 +1,10 @@
 """`run --options PATH`: the bridge, as the add-on runs it (and `check-options`, its validation alone).
 
-In the add-on (SUPERVISOR_TOKEN set) the panel starts first, on the ingress port, before any device or
-broker is contacted: Home Assistant's sidebar never shows a 502, and what is wrong shows there. Invalid
-options do not end the process there either: the panel lists the problems and no device is contacted
-until the options are fixed and the add-on restarted. Outside the add-on, invalid options exit with 2.
+Both validate through `validated_options`, so a file gets the same answer from each. In the add-on
+(SUPERVISOR_TOKEN set) the panel starts first, on the ingress port, before any device or broker is
+contacted: Home Assistant's sidebar never shows a 502, and what is wrong shows there. Invalid options do
+not end the process there either: the panel lists the problems and no device is contacted until the
+options are fixed and the add-on restarted. Outside the add-on, invalid options exit with 2.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import signal
 import sys
 from pathlib import Path
 
-from ..addon.options import Options, OptionsError, load_options
+from ..addon.options import MQTT_HOST_REQUIRED, Options, OptionsError, load_options
 from ..addon.runtime import Runtime
-from ..addon.state import StateStore
+from ..addon.state import StateDirError, StateStore, default_state_dir, prepare_state_dir
 from ..addon.supervisor import SUPERVISOR_URL, SupervisorError, mqtt_service, token
 from ..bridge.mqtt import BrokerSettings
 from ..web.guard import PASSWORD_ENV
@@ -27,6 +28,7 @@ from ..web.server import INGRESS_PROXY, Panel
 
 _LOG = logging.getLogger(__name__)
 EXIT_BAD_OPTIONS = 2
+EXIT_NO_STATE_DIR = 1
 INGRESS_PORT = 8099
 
 
@@ -34,7 +36,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser("run", help="run the bridge from an options file (what the add-on runs)")
     parser.add_argument("--options", required=True, type=Path, help="the options JSON (/data/options.json)")
     parser.add_argument(
-        "--state-dir", type=Path, help="where to keep state (default: the options file's folder)"
+        "--state-dir",
+        type=Path,
+        help="where to keep state (state.json, history.json), created if missing (default: /data in the "
+        "add-on, else $XDG_STATE_HOME/marstek_webasto_addon, i.e. ~/.local/state/marstek_webasto_addon)",
     )
     parser.add_argument(
         "--panel-port",
@@ -53,14 +58,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         f"names and addresses); repeatable. A password comes from the {PASSWORD_ENV} environment variable",
     )
     parser.set_defaults(handler=run)
-    check = commands.add_parser("check-options", help="validate an options file and list every problem")
+    check = commands.add_parser(
+        "check-options", help="validate an options file as `run` does and list every problem"
+    )
     check.add_argument("--options", required=True, type=Path)
     check.set_defaults(handler=check_options)
 
 
+def broker_elsewhere() -> bool:
+    """Whether a broker can come from outside the options: the Supervisor, or the s6 script's hand-over."""
+    return token() is not None or handed_over_broker() is not None
+
+
+def validated_options(path: Path) -> Options:
+    """The one validation `check-options` and `run` share: a file gets the same answer from both."""
+    return load_options(path, broker_elsewhere=broker_elsewhere())
+
+
 async def check_options(args: argparse.Namespace) -> int:
     try:
-        options = load_options(args.options)
+        options = validated_options(args.options)
     except OptionsError as exc:
         for problem in exc.problems:
             print(f"error: options: {problem}", file=sys.stderr)
@@ -97,7 +114,7 @@ async def broker_settings(
     if handed is not None:
         return handed
     if token() is None:
-        raise OptionsError(["mqtt.host: required when not running as a Home Assistant add-on"])
+        raise OptionsError([MQTT_HOST_REQUIRED])
     delay = first_retry_s
     while True:  # the broker add-on may still be starting: wait for it rather than give up
         try:
@@ -126,6 +143,11 @@ def _report(problems: list[str]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     addon = token() is not None
+    try:
+        state_dir = prepare_state_dir(args.state_dir or default_state_dir(addon))
+    except StateDirError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_NO_STATE_DIR
     panel_port = args.panel_port if args.panel_port is not None else (INGRESS_PORT if addon else 0)
     bind = args.panel_bind or ("0.0.0.0" if addon else "127.0.0.1")
     main = asyncio.current_task()
@@ -141,7 +163,6 @@ async def run(args: argparse.Namespace) -> int:
         return problems + [{"source": "MQTT", "text": text} for text in waiting]
 
     panel: Panel | None = None
-    state_dir = args.state_dir or args.options.resolve().parent
     try:
         if panel_port:
             # In the add-on only the ingress proxy may open the panel (host networking puts the port on
@@ -156,7 +177,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             await panel.start(bind, panel_port)
         try:
-            options = load_options(args.options)
+            options = validated_options(args.options)
         except OptionsError as exc:
             _report(exc.problems)
             print("the bridge did not start; nothing was sent to any device", file=sys.stderr, flush=True)
@@ -174,10 +195,11 @@ async def run(args: argparse.Namespace) -> int:
             problems[:] = [{"source": "Options", "text": text} for text in exc.problems]
             await asyncio.Event().wait()
         _LOG.info(
-            "starting: %d batteries, %d wallboxes, MQTT %s",
+            "starting: %d batteries, %d wallboxes, MQTT %s, state in %s",
             len(options.batteries),
             len(options.wallboxes),
             broker.describe(),
+            state_dir,
         )
         async with Runtime(options, StateStore(state_dir / "state.json"), broker) as runtime:
             if panel is not None:
