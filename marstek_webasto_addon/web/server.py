@@ -23,6 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
+from ..addon import diagnostics
 from ..addon.controller import EngineClock, RealClock
 from ..bridge.devices import BridgedDevice
 from ..bridge.exposes import OFF, ON
@@ -169,6 +170,7 @@ class Panel:
         app.router.add_get("/api/history", self._history)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/health", self._health)
+        app.router.add_get("/api/diagnostics", self._diagnostics)
         app.router.add_post("/api/command", self._command)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
@@ -250,6 +252,17 @@ class Panel:
 
     async def _history(self, request: web.Request) -> web.Response:
         return web.json_response(self.history.series(self.clock.now().timestamp()), dumps=_dumps)
+
+    async def _diagnostics(self, request: web.Request) -> web.Response:
+        report = diagnostics.collect(self.runtime, self.problems())
+        stamp = self.clock.now().strftime("%Y%m%d-%H%M%S")
+        return web.json_response(
+            report,
+            dumps=lambda data: json.dumps(data, indent=1, default=str),
+            headers={
+                "Content-Disposition": f'attachment; filename="marstek_webasto-diagnostics-{stamp}.json"'
+            },
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         runtime = self.runtime
