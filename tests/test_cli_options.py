@@ -62,7 +62,7 @@ ONE_BAD_VALUE: list[tuple[tuple[str | int, ...], Any, str]] = [
     (
         ("wallboxes", 0, "model"),
         "NEXT 22",
-        "wallboxes[0].model: 'NEXT 22' is not one of the choices: next or unite",
+        "wallboxes[0].model: 'NEXT 22' is not one of the choices: auto, next or unite",
     ),
     (
         ("wallboxes", 0, "unit_id"),

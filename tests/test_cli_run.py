@@ -53,7 +53,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
                 "mqtt": {"host": "127.0.0.1", "port": 0},
             },
             [
-                "wallboxes[0].model: 'nxt' is not one of the choices: next or unite",
+                "wallboxes[0].model: 'nxt' is not one of the choices: auto, next or unite",
                 "mqtt.port: 0 is out of range: it must be between 1 and 65535",
             ],
         ),

@@ -80,15 +80,38 @@ async def test_static_data_is_read_at_connect_not_every_poll(
     await client.close()
 
 
-async def test_the_wrong_model_reads_zeros_on_a_unite(make_box: BoxFactory) -> None:
+async def test_a_unite_configured_as_a_next_is_read_with_its_own_map_and_the_user_is_told(
+    make_box: BoxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     sim, server = await make_box(UNITE)
     sim.plug_in(Car())
-    client = client_for(server, NEXT)  # a UNITE configured as a NEXT: the classic "all sensors are 0"
+    client = client_for(server, NEXT)  # read with the NEXT's map, a UNITE gives the classic "all sensors 0"
     await client.connect()
     snapshot = await client.poll()
     await client.close()
-    assert snapshot.values["power"] == 0
+    assert client.config.model is UNITE
+    assert snapshot.values["power"] == pytest.approx(sim.power_w, abs=50)
     assert sim.power_w > 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "configured as NEXT, but it answers like a UNITE" in w and "set its model to unite" in w
+        for w in warnings
+    )
+
+
+@pytest.mark.parametrize("model", list(WallboxModel))
+async def test_model_auto_tells_the_two_maps_apart(
+    model: WallboxModel, make_box: BoxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim, server = await make_box(model)
+    client = client_for(server, NEXT, detect=True)  # NEXT is only the first guess
+    await client.connect()
+    snapshot = await client.poll(include_slow=True)
+    await client.close()
+    assert client.config.model is model
+    assert client.rules is RULES[model]
+    assert snapshot.values["evse_max_current"] == sim.profile.evse_max_current  # read from the right map
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # asked for auto: news, not a warning
 
 
 async def test_a_failing_group_reads_unknown_while_the_rest_updates(

@@ -91,7 +91,7 @@ class WallboxOptions(_Strict):
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     unit_id: Annotated[int, Field(ge=0, le=255)] = 255
-    model: Literal["next", "unite"]
+    model: Literal["auto", "next", "unite"] = "auto"  # auto: the box's answers tell which map it has
     # the installation's limit (fuse, cable)
     max_current: Annotated[float, Field(ge=6, le=63), Unit("A")] = 16.0
 

@@ -190,10 +190,11 @@ class Runtime:
         for box in options.wallboxes:
             config = WallboxConfig(
                 box.host,
-                WallboxModel(box.model),
+                WallboxModel.NEXT if box.model == "auto" else WallboxModel(box.model),
                 port=box.port,
                 unit_id=box.unit_id,
                 installation_max_current=box.max_current,
+                detect=box.model == "auto",
             )
             wallbox_link = WallboxLink(
                 box.name, WebastoClient(config), wallbox_settings, self._wallbox_updated

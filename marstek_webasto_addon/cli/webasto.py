@@ -40,7 +40,12 @@ def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentPars
 
     probe_parser = devices["probe"].add_parser("webasto", help="read every data point of one wallbox once")
     probe_parser.add_argument("target", metavar="HOST[:PORT]")
-    probe_parser.add_argument("--model", required=True, choices=[m.value for m in WallboxModel])
+    probe_parser.add_argument(
+        "--model",
+        default="auto",
+        choices=["auto", *(m.value for m in WallboxModel)],
+        help="auto (default): tell from the box's answers",
+    )
     probe_parser.add_argument("--unit-id", type=int, default=DEFAULT_UNIT)
     probe_parser.add_argument("--timeout", type=float, default=3.0)
     probe_parser.add_argument("--json", action="store_true", help="print JSON")
@@ -70,8 +75,16 @@ async def simulate(args: argparse.Namespace) -> int:
 
 async def probe(args: argparse.Namespace) -> int:
     host, port = split_host_port(args.target, 502)
-    model = WallboxModel(args.model)
-    client = WebastoClient(WallboxConfig(host, model, port=port, unit_id=args.unit_id, timeout=args.timeout))
+    auto = args.model == "auto"
+    config = WallboxConfig(
+        host,
+        WallboxModel.NEXT if auto else WallboxModel(args.model),
+        port=port,
+        unit_id=args.unit_id,
+        timeout=args.timeout,
+        detect=auto,
+    )
+    client = WebastoClient(config)
     try:
         await client.connect()
         snapshot = await client.poll(include_slow=True)
@@ -80,6 +93,7 @@ async def probe(args: argparse.Namespace) -> int:
         return 1
     finally:
         await client.close()
+    model = client.config.model  # what the box answered as
     units = {r.key: r.unit or "" for r in RULES[model].registers}
     document: dict[str, Any] = {
         "host": host,

@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -72,6 +72,7 @@ class WallboxConfig:
     unit_id: int = DEFAULT_UNIT
     timeout: float = 3.0
     installation_max_current: float | None = None  # what the installer's fuse allows; never exceeded
+    detect: bool = False  # model "auto": `model` is a first guess until the box has answered
 
     @property
     def label(self) -> str:
@@ -113,6 +114,7 @@ class WebastoClient:
         self._connected_at = 0.0
         self._gap_reads_refused = False
         self._plans: dict[Cadence, ReadPlan] = {}
+        self._model_checked = False
         self._build_plans()
 
     # connection -----------------------------------------------------------------------------------
@@ -147,6 +149,9 @@ class WebastoClient:
         self._connected_at = time.monotonic()
         _LOG.info("connected to the %s", cfg.label)
         try:
+            if not self._model_checked:
+                self._model_checked = True  # once: a box that cannot tell must still be usable
+                await self._check_model()
             await self._after_connect()
         except WallboxError:
             self.drop()
@@ -169,6 +174,53 @@ class WebastoClient:
             await self._write("charging_current_setpoint", self.current_setpoint)
         if self.phase_setpoint is not None and self.supports("phase_switch"):
             await self._write("phase_switch", self.phase_setpoint)
+
+    async def detect_model(self) -> WallboxModel | None:
+        """Which map this box answers: the UNITE has its serial number in input registers 100.., the NEXT
+        has nothing there (exception 2). None when the answer says neither."""
+        serial = RULES[WallboxModel.UNITE].by_key("serial_number")
+        try:
+            words = await self._transaction("model check", FC.READ_INPUT, serial.address, serial.count)
+        except WallboxDeviceError as exc:
+            return WallboxModel.NEXT if exc.code == 2 else None
+        text = decode(serial, words)
+        return WallboxModel.UNITE if isinstance(text, str) and text.strip() else None
+
+    async def _check_model(self) -> None:
+        """A UNITE read with the NEXT's map gives plausible-looking zeros: use the map the box answers."""
+        cfg = self.config
+        try:
+            found = await self.detect_model()
+        except WallboxLinkError as exc:
+            _LOG.warning(
+                "%s: could not tell a NEXT from a UNITE (%s); using the %s map", cfg.label, exc, cfg.model
+            )
+            raise
+        if found is None:
+            if cfg.detect:
+                _LOG.warning(
+                    "%s: the box does not say whether it is a NEXT or a UNITE; using the NEXT map", cfg.label
+                )
+            return
+        if found is cfg.model:
+            if cfg.detect:
+                _LOG.info("%s: detected a %s", cfg.label, found.value.upper())
+            return
+        if not cfg.detect:
+            _LOG.warning(
+                "%s: configured as %s, but it answers like a %s: using the %s map; set its model to %s "
+                "(or auto) in the options",
+                cfg.label,
+                cfg.model.value.upper(),
+                found.value.upper(),
+                found.value.upper(),
+                found.value,
+            )
+        else:
+            _LOG.info("%s: detected a %s", cfg.label, found.value.upper())
+        self.config = replace(cfg, model=found)
+        self.rules = RULES[found]
+        self._build_plans()
 
     def drop(self) -> None:
         """Close the socket (before any reconnect, so the box never sees two of ours)."""
