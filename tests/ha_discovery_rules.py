@@ -36,6 +36,7 @@ UNITS: dict[str, set[str | None]] = {
     "signal_strength": {"dB", "dBm"},
     "duration": {"d", "h", "min", "s", "ms"},
     "enum": {None},
+    "timestamp": {None},
 }
 STATE_CLASSES: dict[str, set[str | None]] = {
     "energy": {"total", "total_increasing"},
@@ -48,6 +49,7 @@ STATE_CLASSES: dict[str, set[str | None]] = {
     "signal_strength": {"measurement", None},
     "duration": {"measurement", "total", "total_increasing", None},
     "enum": {None},
+    "timestamp": {None},  # a point in time has no state class in Home Assistant
 }
 REQUIRED = {
     "sensor": {"state_topic"},

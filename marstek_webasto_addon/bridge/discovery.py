@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from .devices import BridgedDevice
+from .devices import BatteryDevice, BridgedDevice
 from .exposes import Component, Expose
 from .topics import Topics
 
@@ -71,9 +71,22 @@ def entity_config(device: BridgedDevice, expose: Expose, topics: Topics) -> dict
     return config
 
 
-def discovery_messages(device: BridgedDevice, topics: Topics) -> list[tuple[str, dict[str, Any]]]:
-    """(topic, payload) for every entity of a device whose identity is known."""
+def announceable(device: BridgedDevice) -> bool:
+    """Known well enough to announce: its identity, and for a battery its model.
+
+    A battery's identity can be known before it answers (configured, or remembered from the last run),
+    but its power range, modes and sensors follow from its model: announced before, the number's range
+    would be the generic model's and the state that follows (e.g. a stored 1000 W) outside it, which
+    Home Assistant logs as an error on every start.
+    """
     if device.device_id is None:
+        return False
+    return not isinstance(device, BatteryDevice) or device.announce_ready
+
+
+def discovery_messages(device: BridgedDevice, topics: Topics) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, payload) for every entity of a device that can be announced."""
+    if device.device_id is None or not announceable(device):
         return []
     return [
         (topics.discovery(e.component, device.device_id, e.key), entity_config(device, e, topics))

@@ -1,4 +1,10 @@
-"""The MQTT side of the bridge: one session to the broker, kept alive for as long as the add-on runs."""
+"""The MQTT side of the bridge: one session to the broker, kept alive for as long as the add-on runs.
+
+The message loop never waits for a device: commands are validated and handed to the command router's
+per-device queues, Home Assistant's birth message and the listeners' topics (a P1 meter) are handled on
+the spot. A rejected command is reported on the device's last command, at most once per `outcome_window`
+however many arrive; only a command that ran republishes the whole device.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +24,14 @@ from ..devices.outcome import WriteOutcome
 from ..tasks import cancel_all
 from .commands import CommandRouter
 from .devices import BridgedDevice
-from .discovery import discovery_messages
+from .discovery import announceable, discovery_messages
 from .topics import Topics
 
 _LOG = logging.getLogger(__name__)
+
+# Back within this long of the broker's return, however long it was away (the add-on restarts Mosquitto
+# on updates; Home Assistant's entities are unavailable until the bridge is back).
+RECONNECT_MAX = 8.0
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,9 @@ class MqttBridge:
         *,
         refresh_interval: float = 300.0,
         scan_seconds: float = 2.0,
-        reconnect_max: float = 60.0,
+        reconnect_max: float = RECONNECT_MAX,
         birth_delay: tuple[float, float] = (0.5, 2.0),
+        outcome_window: float = 1.0,
     ) -> None:
         self.broker = broker
         self.topics = topics
@@ -57,14 +68,17 @@ class MqttBridge:
         self.scan_seconds = scan_seconds
         self.reconnect_max = reconnect_max
         self.birth_delay = birth_delay
-        self.router = CommandRouter(self.devices_by_id, self._after_command)
+        self.outcome_window = outcome_window
+        self.router = CommandRouter(self.devices_by_id, self._after_command, self._after_rejection)
         self.connected = asyncio.Event()
         self.last_error = ""
         self.sessions = 0
         self._client: aiomqtt.Client | None = None
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
-        self._published_state: dict[str, str] = {}
+        self._published: dict[str, str] = {}  # state, availability and attributes topics -> payload
+        self._rejections_due: dict[int, asyncio.TimerHandle] = {}  # device -> its coalesced report
+        self._rejections_quiet_until: dict[int, float] = {}
         self._published_discovery: dict[str, dict[str, str]] = {}  # device id -> topic -> payload
         self._found_configs: set[str] = set()
         self._scanning = False
@@ -82,18 +96,19 @@ class MqttBridge:
     async def run(self) -> None:
         delay = 1.0
         while True:
+            sessions = self.sessions
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
                 self.last_error = str(exc)
+                if self.sessions != sessions:
+                    delay = 1.0  # it was up: the broker restarting comes back quickly
                 _LOG.warning("MQTT broker %s: %s; reconnecting in %.0f s", self.broker.describe(), exc, delay)
             finally:
                 self._client = None
                 self.connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max)
-            if self.sessions and delay > self.reconnect_max / 2:
-                delay = self.reconnect_max / 2
 
     async def _session(self) -> None:
         will = aiomqtt.Will(self.topics.bridge_status, "offline", qos=1, retain=True)
@@ -138,12 +153,15 @@ class MqttBridge:
         ]
         try:
             async for message in client.messages:
-                await self._on_message(message)
+                self._on_message(message)
         finally:
             await cancel_all(tasks)
 
     async def close(self) -> None:
         """Say goodbye cleanly (the will only fires on an unclean loss)."""
+        for timer in self._rejections_due.values():
+            timer.cancel()
+        self._rejections_due.clear()
         await self.router.close()
         if self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
@@ -159,27 +177,32 @@ class MqttBridge:
 
     async def publish_everything(self) -> None:
         self._published_discovery.clear()
-        self._published_state.clear()
+        self._published.clear()
         for device in self.devices:
             await self.publish_device(device, force=True)
 
     async def publish_device(self, device: BridgedDevice, *, force: bool = False) -> None:
+        """Discovery first, then availability, state and attributes: those that changed, or all (force)."""
         device_id = device.device_id
         if device_id is None:
             return
-        await self._publish_discovery(device)
-        state = json.dumps(device.state(), separators=(",", ":"), default=str)
-        if force or self._published_state.get(device_id) != state:
-            if device.kind in ("battery", "wallbox"):
-                await self._publish(
-                    self.topics.availability(device_id), "online" if device.available else "offline", qos=1
-                )
-            await self._publish(self.topics.state(device_id), state)
+        messages: list[tuple[str, str, int]] = []
+        if device.kind in ("battery", "wallbox"):
+            # Not yet announceable means not usable either; and a retained "online" from the last run
+            # must not leave its entities looking alive while it does not answer.
+            online = "online" if device.available and announceable(device) else "offline"
+            messages.append((self.topics.availability(device_id), online, 1))
+        if announceable(device):  # no state before the discovery it needs, no discovery before the model
+            await self._publish_discovery(device)
+            state = json.dumps(device.state(), separators=(",", ":"), default=str)
+            messages.append((self.topics.state(device_id), state, 0))
             for key, attributes in device.attributes().items():
-                await self._publish(
-                    self.topics.attributes(device_id, key), json.dumps(attributes, default=str)
-                )
-            self._published_state[device_id] = state
+                payload = json.dumps(attributes, default=str)
+                messages.append((self.topics.attributes(device_id, key), payload, 0))
+        for topic, payload, qos in messages:
+            if force or self._published.get(topic) != payload:
+                await self._publish(topic, payload, qos=qos)
+                self._published[topic] = payload
 
     async def _publish_discovery(self, device: BridgedDevice) -> None:
         assert device.device_id is not None
@@ -199,6 +222,7 @@ class MqttBridge:
 
     def notify(self, device: BridgedDevice) -> None:
         """Called by device links after each poll: publish what changed soon."""
+        self.router.forget(device)
         self._dirty.add(id(device))
         self._wake.set()
 
@@ -218,14 +242,33 @@ class MqttBridge:
             if dirty and not self._scanning:
                 await self._clear_stale()  # identities learned since: nodes may now be known
 
-    async def _after_command(self, device: BridgedDevice, outcome: WriteOutcome | None) -> None:
-        # Always re-publish: a rejected value must snap back to the device's true state in Home Assistant.
+    async def _after_command(self, device: BridgedDevice, outcome: WriteOutcome) -> None:
+        # A command ran: the whole device again, so Home Assistant snaps to what the device now reports.
         with contextlib.suppress(aiomqtt.MqttError):
             await self.publish_device(device, force=True)
 
+    def _after_rejection(self, device: BridgedDevice) -> None:
+        """Report a rejection on the device's last command: at once, then at most once per window.
+
+        Nothing else needs publishing: the device did not change, and Home Assistant keeps showing the
+        true value of a control it sent a bad value for (its state only follows the state topic).
+        """
+        key = id(device)
+        if key in self._rejections_due:
+            return  # the report already due will carry this one
+        delay = max(0.0, self._rejections_quiet_until.get(key, 0.0) - time.monotonic())
+        self._rejections_due[key] = asyncio.get_running_loop().call_later(
+            delay, self._report_rejections, device
+        )
+
+    def _report_rejections(self, device: BridgedDevice) -> None:
+        self._rejections_due.pop(id(device), None)
+        self._rejections_quiet_until[id(device)] = time.monotonic() + self.outcome_window
+        self.notify(device)  # the publisher sends what changed: the last command's state and attributes
+
     # receiving --------------------------------------------------------------------------------------------
 
-    async def _on_message(self, message: aiomqtt.Message) -> None:
+    def _on_message(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
         payload = (
             message.payload if isinstance(message.payload, bytes | str) else str(message.payload).encode()
@@ -246,7 +289,7 @@ class MqttBridge:
             if message.retain:
                 _LOG.warning("ignoring a retained command on %s (commands must never be retained)", topic)
                 return
-            await self.router.submit(*command, payload, source="mqtt")
+            self.router.offer(*command, payload, source="mqtt")
             return
         if self._scanning and self.topics.parse_discovery(topic) is not None and payload:
             self._found_configs.add(topic)
@@ -279,7 +322,7 @@ class MqttBridge:
             kind = device_id.split("_", 1)[0]
             if device_id not in known and kind in pending_kinds:
                 continue  # may belong to a configured device that has not answered yet
-            if device_id in known and not known[device_id].available:
+            if device_id in known and not (known[device_id].available and announceable(known[device_id])):
                 continue  # an offline device only offers part of its entities until it answers again
             _LOG.info("removing stale discovery topic %s", topic)
             await self._publish(topic, None, qos=1)
@@ -295,7 +338,7 @@ class MqttBridge:
     # panel / tests ----------------------------------------------------------------------------------------
 
     async def submit(self, device_id: str, key: str, payload: str) -> str | None:
-        return await self.router.submit(device_id, key, payload, source="panel")
+        return self.router.offer(device_id, key, payload, source="panel")
 
     def status(self) -> dict[str, Any]:
         return {
