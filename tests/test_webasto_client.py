@@ -451,3 +451,23 @@ async def test_garbage_from_the_box_is_an_error_not_a_crash(reply: bytes) -> Non
         await server.wait_closed()
     assert link.last_error
     assert not link.online
+
+
+async def test_a_wallbox_that_never_answers_is_one_warning_that_says_what_to_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client = WebastoClient(WallboxConfig("127.0.0.1", NEXT, port=port, timeout=0.3))
+    link = WallboxLink("Carport", client, WallboxLinkSettings(offline_after=2, keepalive=False))
+    for _ in range(5):
+        await link.poll_once()
+    ours = [
+        r for r in caplog.records if r.name.startswith("marstek_webasto_addon")
+    ]  # pymodbus: silenced by the CLI
+    warnings = [r.getMessage() for r in ours if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "Carport: not reachable" in warnings[0]
+    assert "HEMS mode" in warnings[0]  # what to check
+    assert not link.online

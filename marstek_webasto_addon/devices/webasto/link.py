@@ -49,6 +49,7 @@ class WallboxLink:
         self.failures = 0
         self.last_error = ""
         self.keepalives = 0
+        self._warned = False  # one warning per outage, with what to check
         self._polls = 0
         self._retry_delay = self.settings.reconnect_min
         self._clock_value: object = None
@@ -79,7 +80,7 @@ class WallboxLink:
             self._polls += 1
             if not self.online:
                 _LOG.info("%s: online", self.name)
-            self.online, self.failures, self.last_error = True, 0, ""
+            self.online, self.failures, self.last_error, self._warned = True, 0, "", False
             self._retry_delay = self.settings.reconnect_min
             self._check_stale()
         if self.on_update is not None:
@@ -90,9 +91,10 @@ class WallboxLink:
         self.failures += 1
         self.last_error = error
         self._polls = 0  # re-read everything after a reconnect
-        if self.failures >= self.settings.offline_after and self.online:
-            self.online = False
-            _LOG.warning("%s: unavailable: %s", self.name, error)
+        if self.failures >= self.settings.offline_after and not self._warned:
+            # A box that never answered since the start needs the user as much as one that went away.
+            _LOG.warning("%s: %s: %s", self.name, "unavailable" if self.online else "not reachable", error)
+            self.online, self._warned = False, True
         elif self.failures == 1:
             _LOG.info("%s: %s", self.name, error)
         self._retry_delay = (
