@@ -234,6 +234,9 @@ class OptimiserController:
     def pv_forecast_kwh(self) -> float | None:
         return self.pv.kwh()
 
+    def tariff_periods(self) -> tuple[str, ...]:
+        return tuple(sorted(self.engine.tariff.prices))
+
     def pv_forecast_detail(self) -> dict[str, Any]:
         return dict(self.pv.detail())
 

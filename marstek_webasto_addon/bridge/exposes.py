@@ -183,4 +183,7 @@ def state_value(expose: Expose, value: Any) -> Any:
         if not math.isfinite(value):
             return None
         return min(max(value, expose.minimum), expose.maximum)
+    if isinstance(value, float) and expose.precision is not None:
+        # Scaled readings carry float noise (0.011800000000000001): send what the data point can say.
+        return round(value, expose.precision) if expose.precision > 0 else round(value)
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from .. import __version__
@@ -35,6 +36,8 @@ class OptimiserPort(Protocol):
     def pv_forecast_detail(self) -> dict[str, Any]: ...  # source, problem and how the figure was made
 
     def change_setting(self, key: str, value: Any) -> str | None: ...  # None, or why it was refused
+
+    def tariff_periods(self) -> tuple[str, ...]: ...
 
 
 def _parameter_expose(p: Parameter) -> Expose:
@@ -125,7 +128,13 @@ class OptimiserDevice(BridgedDevice):
         }
 
     def exposes(self) -> list[Expose]:
-        return [*(_parameter_expose(p) for p in PARAMETERS), *STATUS_EXPOSES, self.common_exposes()[0]]
+        # The tariff's periods are known: an enum, so automations and the dashboard see fixed states.
+        periods = self.port.tariff_periods()
+        status = [
+            replace(e, device_class="enum", options=periods) if e.key == "tariff_period" else e
+            for e in STATUS_EXPOSES
+        ]
+        return [*(_parameter_expose(p) for p in PARAMETERS), *status, self.common_exposes()[0]]
 
     def values(self) -> Mapping[str, Any]:
         status = self.port.status

@@ -66,7 +66,15 @@ function fmtValue(expose, value) {
     return `${value.toFixed(digits)}${expose && expose.unit ? ` ${expose.unit}` : ""}`;
   }
   if (expose && expose.component === "binary_sensor") return value === "ON" ? "yes" : "no";
+  if (expose && expose.device_class === "timestamp") return fmtTime(value);
+  if (expose && expose.options && expose.options.includes(value)) return enumLabel(value);
   return `${value}${expose && expose.unit ? ` ${expose.unit}` : ""}`;
+}
+
+// `no_vehicle` -> "No vehicle", `super_off_peak` -> "Super off-peak": a person reads the state, not the key.
+function enumLabel(value) {
+  const text = String(value).replace(/_/g, " ").replace(/\boff peak\b/g, "off-peak");
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 function fmtTime(iso) {
