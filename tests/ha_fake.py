@@ -263,6 +263,11 @@ class FakeHomeAssistant:
         name = f"{message.get('domain')}.{message.get('service')}"
         if name in self.hanging_services:
             return
+        if name in ("persistent_notification.create", "persistent_notification.dismiss"):
+            context = {"id": uuid.uuid4().hex, "parent_id": None, "user_id": None}
+            await connection.send(_result(msg_id, {"context": context}))
+            await self._note()
+            return
         if name != "weather.get_forecasts":
             await connection.send(_error(msg_id, "not_found", f"Action {name} not found."))
             return

@@ -252,6 +252,7 @@ class Options(_Strict):
     pv_power: PvPowerOptions = PvPowerOptions()
     tariff: TariffOptions = TariffOptions()
     control_interval: Annotated[float, Field(ge=1, le=300), Unit("s")] = 10.0
+    notifications: bool = True  # Home Assistant persistent notifications for problems that need a person
 
     def optimiser_values(self) -> dict[str, Any]:
         """The optimiser section as plain values (its model is generated, so typed access goes here)."""

@@ -35,10 +35,12 @@ from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
 from ..devices.webasto.registers import WallboxModel
 from ..tasks import cancel_all
+from . import supervisor
 from .controller import EngineClock, OptimiserController
 from .ha_inputs import EntityPowerInput, EntityPvForecast, HomeAssistantInputs, WeatherPvForecast
-from .homeassistant import SUPERVISOR_WEBSOCKET_URL
+from .homeassistant import SUPERVISOR_WEBSOCKET_URL, HomeAssistantClient
 from .inputs import BatteryMeterInput, GridInput, MqttGridInput, PvForecast
+from .notices import NoticeBoard, Notifications
 from .options import BatteryOptions, Options, WallboxOptions
 from .state import StateStore
 
@@ -46,6 +48,7 @@ _LOG = logging.getLogger(__name__)
 
 
 SITE_REFRESH_S = 2.0
+NOTICE_CHECK_S = 10.0
 ENERGY_SAVE_S = 300.0  # the energy meters' totals reach /data this often (and at every stop)
 LEASE_CHECKS_PER_RENEWAL = 10  # how often, within one renewal period, the leases are looked at
 READING_FRESH_S = 60.0  # an older meter or PV reading is not shown as the present
@@ -118,6 +121,8 @@ class Runtime:
         self.optimiser: OptimiserController | None = None
         self.optimiser_device: OptimiserDevice | None = None
         self._device_of: dict[int, BridgedDevice] = {}
+        self.notice_board = NoticeBoard()
+        self.notifications: Notifications | None = None
         self.holds = ManualHolds(
             state.section("holds"), self._save, clock=clock, default_hold_s=self._default_hold_s
         )
@@ -328,6 +333,7 @@ class Runtime:
         tasks.append(asyncio.create_task(self._site_ticker(), name="site"))
         if self.batteries:
             tasks.append(asyncio.create_task(self._lease_keeper(), name="leases"))
+        tasks += self._notification_tasks()
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -390,6 +396,34 @@ class Runtime:
                     saved = time.monotonic()
                     self._save()
             self._notify(self.site)
+
+    def _notification_tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [asyncio.create_task(self._notices(), name="notices")]
+        token = self.ha_token or supervisor.token()
+        if not self.options.notifications:
+            return tasks
+        if not token:
+            _LOG.info(
+                "no Home Assistant API here (not an add-on, no MWA_HA_TOKEN): problems show as sensors only"
+            )
+            return tasks
+        client = HomeAssistantClient([], url=self.ha_url, token=token)
+        self.notifications = Notifications(client)
+        tasks.append(asyncio.create_task(client.run(), name="homeassistant-notifications"))
+        return tasks
+
+    async def _notices(self) -> None:
+        """Problems that need a person: each device's Problem sensor, and notifications where wanted."""
+        while True:
+            await asyncio.sleep(NOTICE_CHECK_S)
+            notices = self.notice_board.collect(self)
+            for device in [*self.batteries, *self.wallboxes]:
+                mine = [n.message for n in notices.values() if n.device_id == device.device_id]
+                if mine != device.notices:
+                    device.notices = mine
+                    self._notify(device)
+            if self.notifications is not None:
+                await self.notifications.sync(notices)
 
     async def _lease_keeper(self) -> None:
         """Renews the Passive leases of a person's commands until their duration ends."""

@@ -113,6 +113,9 @@ STOP_SESSION = Expose("stop_session", "Stop session", Component.BUTTON, icon="md
 PHASES = Expose("phases", "Phases", Component.SELECT, options=("1", "3"), icon="mdi:sine-wave")
 
 # On every device
+PROBLEM = Expose(
+    "problem", "Problem", Component.BINARY_SENSOR, device_class="problem", attributes=True, icon="mdi:alert"
+)
 LAST_COMMAND = Expose(
     "last_command",
     "Last command",

@@ -59,6 +59,7 @@ class BridgedDevice:
 
     def __init__(self) -> None:
         self.last_outcome: Outcome | None = None
+        self.notices: list[str] = []  # problems a person has to act on (the runtime's notice board)
 
     @property
     def device_id(self) -> str | None:
@@ -104,6 +105,7 @@ class BridgedDevice:
             **self.values(),
             "last_command": self.last_outcome.summary if self.last_outcome else None,
             "connection": "online" if self.available else "offline",
+            "problem": bool(self.notices),
         }
         state: dict[str, Any] = {}
         for expose in self.exposes():
@@ -129,11 +131,12 @@ class BridgedDevice:
                 "at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.at)),
             },
             "connection": self.connection_attributes(),
+            "problem": {"problems": list(self.notices)},
         }
         return {key: value for key, value in every.items() if key in wanted}
 
     def common_exposes(self) -> list[Expose]:
-        return [c.LAST_COMMAND, c.CONNECTION]
+        return [c.LAST_COMMAND, c.CONNECTION, c.PROBLEM]
 
 
 # Everything that changes the battery's mode: one channel (the latest request wins), and a manual hold.

@@ -330,7 +330,8 @@ class MqttBridge:
             if device_id not in known:
                 leftovers = [self.topics.state(device_id), self.topics.availability(device_id)]
                 leftovers += [
-                    self.topics.attributes(device_id, key) for key in ("last_command", "connection")
+                    self.topics.attributes(device_id, key)
+                    for key in ("last_command", "connection", "problem")
                 ]
                 for leftover in leftovers:
                     await self._publish(leftover, None, qos=1)
