@@ -68,7 +68,7 @@ DEPTH_OF_DISCHARGE = Expose(
     step=1,
     icon="mdi:battery-arrow-down-outline",
 )
-LED = Expose("led", "LED", Component.SWITCH, entity_category=CONFIG, icon="mdi:led-on")
+LED = Expose("led", "LED", Component.SWITCH, entity_category=CONFIG, icon="mdi:led-on", write_only=True)
 
 # Wallbox
 CHARGING_CURRENT = Expose(

@@ -109,7 +109,7 @@ class BridgedDevice:
         }
         state: dict[str, Any] = {}
         for expose in self.exposes():
-            if expose.component is Component.BUTTON:
+            if expose.component is Component.BUTTON or expose.write_only:
                 continue
             value = state_value(expose, values.get(expose.key))
             if expose.options and value is not None and value not in expose.options:
@@ -160,6 +160,8 @@ class BatteryDevice(BridgedDevice):
         self.settings.setdefault("passive_power", 1000)
         self.settings.setdefault("passive_duration", 30)
         self._save = save
+        if isinstance(settings.get("depth_of_discharge"), int):
+            link.client.soc_floor = 100.0 - settings["depth_of_discharge"]  # set before a restart: still so
         self.holds = holds or ManualHolds({})
         # Taken by every mode write, the person's and the optimiser's, so that a hold is checked and a
         # write sent as one step: an optimiser write can never land after a person's command.
@@ -228,8 +230,11 @@ class BatteryDevice(BridgedDevice):
             "mode": mode.value if mode else None,
             "passive_power": self.settings.get("passive_power"),
             "passive_duration": self.settings.get("passive_duration"),
-            "depth_of_discharge": self.settings.get("depth_of_discharge"),
-            "led": self.settings.get("led"),
+            # The battery cannot be asked; what the add-on set, else the firmware's default that the
+            # optimiser assumes as well (DOD 88 = a floor of 12 %).
+            "depth_of_discharge": self.settings.get(
+                "depth_of_discharge", round(100 - self.link.client.soc_floor)
+            ),
             "manual_hold": self._hold_end(),
         }
 

@@ -44,7 +44,7 @@ def entity_config(device: BridgedDevice, expose: Expose, topics: Topics) -> dict
     if device.kind in ("battery", "wallbox"):
         config["availability"].append({"topic": topics.availability(device_id)})
         config["availability_mode"] = "all"
-    if expose.component is not Component.BUTTON:
+    if expose.component is not Component.BUTTON and not expose.write_only:
         config["state_topic"] = topics.state(device_id)
         config["value_template"] = f"{{{{ value_json.{expose.key} }}}}"
     if expose.component.commandable:

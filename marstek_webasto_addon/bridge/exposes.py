@@ -63,6 +63,9 @@ class Expose:
     attributes: bool = False  # has a JSON attributes topic
     pattern: str | None = None  # text: what a valid value looks like
     featured: bool = False  # the panel shows this control on the card itself, not under "more"
+    # The device takes it but cannot say it back: no state topic, so Home Assistant shows an assumed state
+    # (its on/off buttons) instead of an entity that stays `unknown` forever.
+    write_only: bool = False
 
     def validate(self, payload: bytes | str) -> str | float | bool:
         """The command value, or CommandRejected with a message that says what is allowed."""
