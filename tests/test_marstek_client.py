@@ -147,7 +147,7 @@ async def test_setpoints_are_clamped_to_the_model_limits(make_sim: SimFactory, e
     assert outcome.clamped
     assert "1500 W" in outcome.clamped
     sent = sim.batteries[0].setmode_log[-1]["passive_cfg"]
-    assert sent == {"power": 1500, "cd_time": 86_400}
+    assert sent == {"power": 1500, "cd_time": 900}  # never a countdown past 15 min
 
 
 async def test_ignored_first_setmode_is_resent_until_applied(
@@ -510,3 +510,59 @@ async def test_closing_the_endpoint_is_an_error_not_a_cancellation(
     endpoint.close()
     with pytest.raises(MarstekError, match="closed"):
         await pending
+
+
+async def test_a_cancellation_that_comes_with_the_reply_is_not_swallowed(endpoint: UdpEndpoint) -> None:
+    # A poll loop cancelled (the add-on stopping) in the same turn of the event loop as a reply arrives
+    # must still stop; asyncio.wait_for on Python 3.11 would hand back the reply and the loop poll on.
+    import json
+
+    address = ("127.0.0.31", 9)  # nobody listens there: the reply is fed to the endpoint as it arrives
+    request_id = endpoint.allocate_id()
+    task = asyncio.create_task(endpoint.request(address, request_id, "ES.GetMode", {"id": 0}, 5.0))
+    await asyncio.sleep(0)  # sent, waiting for the reply
+    reply = {"id": request_id, "src": "VenusE 3.0-02a1b2c3d4e5", "result": {"id": 0}}
+    endpoint.datagram_received(json.dumps(reply).encode(), address)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_read_stops_at_its_deadline_and_lists_what_it_could_not_read(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    sim = await make_sim(1)
+    client = client_for(sim, endpoint, 0, FAST.__class__(request_gap=0.1, timeout=0.5))
+    await client.read([Method.GET_DEVICE])
+    wanted = [Method.ES_MODE, Method.ES_STATUS, Method.BAT_STATUS, Method.EM_STATUS, Method.WIFI_STATUS]
+    report = await client.read(wanted, deadline=time.monotonic() + 0.25)  # room for about two requests
+    assert report.results
+    assert report.unread
+    assert [*report.results, *report.unread] == wanted  # in order: what it had no time for is owed
+    assert not report.skipped
+    assert not any(client.is_unsupported(m) for m in wanted)  # running out of time is not silence
+
+
+async def test_a_reply_later_than_the_read_timeout_still_counts(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # Replies take 0.2 s; a read attempt waits 0.12 s and is resent under the same id, so the reply to
+    # the first copy completes the read rather than being thrown away as late.
+    sim = await make_sim(1, latency=0.2)
+    client = client_for(sim, endpoint, 0, FAST.__class__(request_gap=0.01, timeout=0.6, read_timeout=0.12))
+    result = await client.call(Method.ES_MODE)
+    assert result["mode"] == "Auto"
+    assert 2 <= sim.batteries[0].requests <= FAST.attempts
+
+
+async def test_every_reply_counts_as_an_answer_even_an_error(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    sim = await make_sim(1)  # v150: PV.GetStatus -> Method not found
+    client = client_for(sim, endpoint)
+    assert client.last_answer_at is None
+    before = time.monotonic()
+    with pytest.raises(MethodNotFound):
+        await client.call(Method.PV_STATUS)
+    assert client.last_answer_at is not None
+    assert client.last_answer_at >= before

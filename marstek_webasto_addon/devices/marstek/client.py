@@ -3,6 +3,9 @@
 One request in flight per device, a minimum gap between requests and a longer one between writes,
 timeouts with retries and backoff, methods the firmware does not serve remembered and skipped, and
 writes verified by their effect. Many clients share one `UdpEndpoint` and poll concurrently.
+
+The device is held for one attempt at a time, not for a whole retry loop, so reads and writes interleave:
+a poll waits behind at most one attempt of a write, never behind its retries, backoff or verify delay.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,7 +35,7 @@ from .commands import (
     to_config,
     unmet_expectation,
 )
-from .datapoints import READ_METHODS, Method
+from .datapoints import BATTERY_POINTS, READ_METHODS, Method
 from .decode import BatterySnapshot
 from .firmware import Mode, PowerLimits, parse_mode
 from .models import SetResult, validate_result
@@ -44,6 +47,7 @@ from .protocol import (
     MarstekError,
     MethodNotFound,
     ParseError,
+    Reply,
     RequestTimeout,
     UnsupportedMethod,
     rpc_error,
@@ -68,6 +72,14 @@ _SILENCE_MAY_MEAN_UNSUPPORTED = frozenset(
 )
 
 
+# Per method, its fields that feed a data point some other method is the better source of.
+_RANKED_BELOW: dict[Method, list[tuple[str, frozenset[Method]]]] = {}
+for _point in BATTERY_POINTS:
+    for _rank, _source in enumerate(_point.sources):
+        _better = frozenset(s.method for s in _point.sources[:_rank] if s.method is not _source.method)
+        if _better:
+            _RANKED_BELOW.setdefault(_source.method, []).append((_source.field, _better))
+
 # The device (or another one at its address) refused: resending cannot help.
 _REFUSALS = (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod, IdentityMismatch)
 
@@ -86,7 +98,10 @@ class Pacing:
 
     request_gap: float = 1.0
     write_gap: float = 5.0
-    timeout: float = 3.0
+    timeout: float = 3.0  # per write attempt
+    # Per read attempt; None = half of `timeout`. Answers take 0.1-0.25 s, and a retry of a read reuses its
+    # request id, so a reply later than this still counts while the read is retried.
+    read_timeout: float | None = None
     attempts: int = 3
     backoff: tuple[float, ...] = (1.5, 3.0)
     verify_delay: float = 5.0  # after an accepted write, before reading its effect back
@@ -96,6 +111,31 @@ class Pacing:
     silences_before_unsupported: int = 3  # full timeouts while the device answers other methods
     unsupported_recheck: float = 3600.0
 
+    @property
+    def read_attempt_timeout(self) -> float:
+        return self.timeout / 2 if self.read_timeout is None else self.read_timeout
+
+    @property
+    def shortest_attempt(self) -> float:
+        """Less time than this left before a deadline: not worth a request."""
+        return self.read_attempt_timeout / 5
+
+
+class OutOfTime(MarstekError):
+    """The caller's deadline (a poll's budget) came before the device answered or could be asked."""
+
+    def __init__(self, message: str, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts  # requests sent before the time ran out
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """An attempt that drew no usable reply."""
+
+    error: MarstekError
+    shortened: bool  # its wait was cut by the deadline: the silence says nothing about the method
+
 
 @dataclass
 class ReadReport:
@@ -104,6 +144,7 @@ class ReadReport:
     results: dict[Method, dict[str, Any]] = field(default_factory=dict)
     errors: dict[Method, MarstekError] = field(default_factory=dict)
     skipped: list[Method] = field(default_factory=list)
+    unread: list[Method] = field(default_factory=list)  # the deadline came first: owed to the next read
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -141,6 +182,7 @@ class MarstekClient:
         self._answers = 0
         self._answers_at_silence: dict[Method, int] = {}
         self.last_round_trip: float | None = None
+        self.last_answer_at: float | None = None  # time.monotonic() of the last reply from this battery
         self.last_src: str | None = None
         self._ip: str | None = None
         self._resolved_at = -1e9
@@ -246,63 +288,142 @@ class MarstekClient:
     # requests -------------------------------------------------------------------------------------
 
     async def call(
-        self, method: Method, params: dict[str, Any] | None = None, *, write: bool = False
+        self,
+        method: Method,
+        params: dict[str, Any] | None = None,
+        *,
+        write: bool = False,
+        deadline: float | None = None,
+        until_deadline: bool = False,
     ) -> dict[str, Any]:
-        """One paced request with retries; returns the `result` object or raises a MarstekError."""
+        """One paced request with retries; returns the `result` object or raises a MarstekError.
+
+        A read waits `read_attempt_timeout` per attempt and resends under the same id; a write waits
+        `timeout`, backs off and takes a new id each time. With a `deadline` (time.monotonic()), a read
+        stops there with `OutOfTime`; `until_deadline` retries it until then instead of `attempts` times.
+        """
         if self.is_unsupported(method):
             raise UnsupportedMethod(f"{method} is not served by the battery at {self.host}")
+        if until_deadline and deadline is None:
+            raise ValueError("until_deadline needs a deadline")
         if params is None:
             params = {"ble_mac": "0"} if method is Method.GET_DEVICE else {"id": 0}
         pacing = self.pacing
-        async with self._lock:
-            await self._resolve()
-            last_error: MarstekError | None = None
-            for attempt in range(pacing.attempts):
-                await self._wait_gap(write)
-                request_id = self.endpoint.allocate_id()
-                started = time.monotonic()
-                try:
-                    reply = await self.endpoint.request(
-                        self.address, request_id, method, params, pacing.timeout
-                    )
-                except TimeoutError:
-                    last_error = self._timeout_error(method, started)
-                    await self._backoff(attempt)
+        await self._resolve()
+        timeout = pacing.timeout if write else pacing.read_attempt_timeout
+        request_id = self.endpoint.allocate_id()
+        last_error: MarstekError | None = None
+        attempt = 0
+        while until_deadline or attempt < pacing.attempts:
+            if write and attempt:
+                request_id = self.endpoint.allocate_id()  # a late ack must not pass for a later send's
+            attempt += 1
+            try:
+                outcome = await self._exchange(method, params, request_id, timeout, write, deadline)
+            except OutOfTime:
+                raise self._out_of_time(method, attempt - 1, last_error) from None
+            if isinstance(outcome, _Lost):
+                last_error = outcome.error
+                if outcome.shortened:
+                    raise self._out_of_time(method, attempt, last_error)
+                if write:
+                    await self._backoff(attempt - 1)
+                continue
+            reply = outcome
+            self.last_src = reply.src or self.last_src
+            self._check_identity(reply.src)
+            self.last_answer_at = time.monotonic()
+            if reply.error is not None:
+                error = rpc_error(method, reply.error.code, reply.error.message, reply.error.data)
+                if isinstance(error, ParseError):
+                    # Sporadic on valid requests under load (Q10): just ask again.
+                    last_error = error
                     continue
+                self._answers += 1
+                if isinstance(error, MethodNotFound):
+                    self._mark_unsupported(method, "Method not found")
+                raise error
+            self._answers += 1
+            self._silences.pop(method, None)
+            assert reply.result is not None
+            return reply.result
+        if isinstance(last_error, RequestTimeout):
+            self._count_silence(method)
+            raise RequestTimeout(f"{method}: no reply from {self.host}:{self.port} after {attempt} attempts")
+        assert last_error is not None
+        raise last_error
+
+    async def _exchange(
+        self,
+        method: Method,
+        params: dict[str, Any],
+        request_id: int,
+        timeout: float,
+        write: bool,
+        deadline: float | None,
+    ) -> Reply | _Lost:
+        """One attempt. The device is held only while this attempt is on the wire."""
+        pacing = self.pacing
+        while True:
+            if write:
+                # The long gap between writes is waited without holding the device: polls go on meanwhile.
+                await self._sleep_until(self._last_write + pacing.write_gap, deadline)
+            async with self._turn(deadline):
+                if write and time.monotonic() < self._last_write + pacing.write_gap:
+                    continue  # another write went first
+                await self._sleep_until(self._last_request + pacing.request_gap, deadline)
+                wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+                sent = time.monotonic()
+                answered = False
+                try:
+                    reply = await self.endpoint.request(self.address, request_id, method, params, wait)
+                    answered = True
+                except TimeoutError:
+                    return _Lost(self._timeout_error(method, sent), shortened=wait < timeout)
                 except ConnectionError as exc:  # the endpoint is gone: retrying cannot help
                     raise MarstekError(f"{method}: {exc}") from None
                 except OSError as exc:  # e.g. network unreachable: like a lost packet
-                    last_error = MarstekError(f"{method}: sending to {self.host} failed: {exc}")
-                    await self._backoff(attempt)
-                    continue
+                    return _Lost(
+                        MarstekError(f"{method}: sending to {self.host} failed: {exc}"), shortened=False
+                    )
                 finally:
-                    self._last_request = time.monotonic()
+                    now = time.monotonic()
+                    # Silence since the send is as good as a gap: a lost request did not load the device.
+                    self._last_request = now if answered else max(self._last_request, sent)
                     if write:
-                        self._last_write = self._last_request
-                self.last_src = reply.src or self.last_src
-                self._check_identity(reply.src)
-                if reply.error is not None:
-                    error = rpc_error(method, reply.error.code, reply.error.message, reply.error.data)
-                    if isinstance(error, ParseError):
-                        # Sporadic on valid requests under load (Q10): just ask again.
-                        last_error = error
-                        continue
-                    self._answers += 1
-                    if isinstance(error, MethodNotFound):
-                        self._mark_unsupported(method, "Method not found")
-                    raise error
-                self.last_round_trip = time.monotonic() - started
-                self._answers += 1
-                self._silences.pop(method, None)
-                assert reply.result is not None
-                return reply.result
-            if isinstance(last_error, RequestTimeout):
-                self._count_silence(method)
-                raise RequestTimeout(
-                    f"{method}: no reply from {self.host}:{self.port} after {pacing.attempts} attempts"
-                )
-            assert last_error is not None
-            raise last_error
+                        self._last_write = now
+                self.last_round_trip = time.monotonic() - sent
+                return reply
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, deadline: float | None) -> AsyncIterator[None]:
+        """The device, for one attempt; a wait that would outlast the deadline ends in `OutOfTime`."""
+        if deadline is None:
+            await self._lock.acquire()
+        else:
+            try:
+                async with asyncio.timeout(deadline - self.pacing.shortest_attempt - time.monotonic()):
+                    await self._lock.acquire()
+            except TimeoutError:
+                raise OutOfTime("the device was busy until the deadline") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    async def _sleep_until(self, when: float, deadline: float | None) -> None:
+        now = time.monotonic()
+        if deadline is not None and deadline - max(when, now) < self.pacing.shortest_attempt:
+            raise OutOfTime("no time left for a request before the deadline")
+        if when > now:
+            await asyncio.sleep(when - now)
+
+    def _out_of_time(self, method: Method, attempts: int, last_error: MarstekError | None) -> OutOfTime:
+        if last_error is None:
+            return OutOfTime(f"{method}: not asked, the time for this read ran out", attempts)
+        return OutOfTime(
+            f"{last_error} (the time for this read ran out after {attempts} attempt(s))", attempts
+        )
 
     def _timeout_error(self, method: Method, since: float) -> MarstekError:
         """No usable reply: say so, or say what the device sent instead if it was garbage."""
@@ -319,43 +440,59 @@ class MarstekClient:
                 f"another battery ({mac}) answers at {self.host}; expected {self.identity}"
             )
 
-    async def _wait_gap(self, write: bool) -> None:
-        now = time.monotonic()
-        ready = self._last_request + self.pacing.request_gap
-        if write:
-            ready = max(ready, self._last_write + self.pacing.write_gap)
-        if ready > now:
-            await asyncio.sleep(ready - now)
-
     async def _backoff(self, attempt: int) -> None:
         if attempt + 1 < self.pacing.attempts and self.pacing.backoff:
             await asyncio.sleep(self.pacing.backoff[min(attempt, len(self.pacing.backoff) - 1)])
 
     # reads ----------------------------------------------------------------------------------------
 
-    async def read(self, methods: Iterable[Method] = READ_METHODS) -> ReadReport:
-        """Read these methods one after the other; update `snapshot`. Errors are collected, not raised."""
+    async def read(
+        self,
+        methods: Iterable[Method] = READ_METHODS,
+        *,
+        deadline: float | None = None,
+        persist: bool = False,
+        give_up_after: int = 2,
+        on_first_answer: Callable[[], None] | None = None,
+    ) -> ReadReport:
+        """Read these methods one after the other, in the order given; errors are collected, not raised.
+
+        Each answer goes into `snapshot` as it comes. With a `deadline`, what could not be read by then
+        is listed in `unread`. `persist` retries the first method until the battery answers or the
+        deadline comes, so lost packets cost retries rather than freshness. When nothing has answered and
+        `give_up_after` methods in a row were silent, the rest is skipped. `on_first_answer` is called at
+        the first answer, before the rest is read.
+        """
         report = ReadReport()
-        wanted = list(methods)
+        wanted = list(dict.fromkeys(methods))
         if self.snapshot.firmware.ver is None and Method.GET_DEVICE not in wanted:
             wanted.insert(0, Method.GET_DEVICE)  # scaling depends on the firmware: identify first
+        before = self.snapshot
         silent_in_a_row = 0
+        asked = 0
         for index, method in enumerate(wanted):
-            if silent_in_a_row >= 2 and not report.results:
+            if silent_in_a_row >= give_up_after and not report.results:
                 # Nothing answers at all: the device is away, not missing methods. Don't hammer it.
                 report.skipped.extend(wanted[index:])
                 break
             if self.is_unsupported(method):
                 report.skipped.append(method)
                 continue
+            insist = persist and deadline is not None and asked == 0
+            asked += 1
             try:
-                raw = await self.call(method)
+                raw = await self.call(method, deadline=deadline, until_deadline=insist)
             except UnsupportedMethod:
                 report.skipped.append(method)
                 continue
+            except OutOfTime as exc:
+                report.errors[method] = exc
+                report.unread.extend(wanted[index:])
+                break
             except IdentityMismatch as exc:
                 report.errors[method] = exc
                 report.results.clear()  # whatever answered belongs to another battery
+                self.snapshot = before
                 break
             except MarstekError as exc:
                 report.errors[method] = exc
@@ -363,23 +500,34 @@ class MarstekClient:
                 continue
             silent_in_a_row = 0
             fields, problems = validate_result(method, raw)
+            first = not report.results
             report.results[method] = fields
             report.problems.extend(problems)
+            for problem in problems:
+                _LOG.warning("%s: %s", self.host, problem)
             if method is Method.GET_DEVICE and self.identity is None:
                 # Some HMG-50 Venus C builds leave the MACs out; the reply's src still ends in it.
                 mac = str(fields.get("ble_mac") or _mac_from_src(self.last_src) or "").lower()
                 self.identity = mac or None
-        for problem in report.problems:
-            _LOG.warning("%s: %s", self.host, problem)
-        if report.any_answer:
-            previous_ver = self.snapshot.firmware.ver
-            self.snapshot = self.snapshot.merged(report.results, report.problems)
-            if previous_ver is not None and self.snapshot.firmware.ver != previous_ver:
-                _LOG.info(
-                    "%s: firmware changed %s -> %s", self.host, previous_ver, self.snapshot.firmware.ver
-                )
-                self.forget_unsupported()
+            self._merge(method, fields, report)
+            if first and on_first_answer is not None:
+                on_first_answer()
         return report
+
+    def _merge(self, method: Method, fields: dict[str, Any], report: ReadReport) -> None:
+        """Into the snapshot at once: its age is the age of the last answer, not of the last full read.
+
+        Within one read the table's ranking of sources still holds: a value a better source has already
+        given is not overwritten by a lesser one that answered later.
+        """
+        answered = report.results.keys() - {method}
+        outranked = {name for name, better in _RANKED_BELOW.get(method, ()) if better & answered}
+        fresh = {name: value for name, value in fields.items() if name not in outranked}
+        previous_ver = self.snapshot.firmware.ver
+        self.snapshot = self.snapshot.merged({method: fresh}, list(report.problems))
+        if previous_ver is not None and self.snapshot.firmware.ver != previous_ver:
+            _LOG.info("%s: firmware changed %s -> %s", self.host, previous_ver, self.snapshot.firmware.ver)
+            self.forget_unsupported()
 
     async def get_device(self) -> dict[str, Any]:
         """Marstek.GetDevice: identity and firmware."""

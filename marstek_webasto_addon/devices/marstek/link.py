@@ -1,4 +1,10 @@
-"""Keeps one battery polled: its own pace, availability, identity by ble_mac and address changes."""
+"""Keeps one battery polled: its own pace, availability, identity by ble_mac and address changes.
+
+Polls start on a fixed cadence (every `poll_interval` from the first, not `poll_interval` after the last
+one ended) and each has until the next one is due. Availability is judged by time: a battery that has not
+answered for `offline_after` poll intervals (plus a grace) is offline at that moment, whatever the poll or
+a write is waiting for, and it is online again at its first answer.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .client import MarstekClient
+from .client import MarstekClient, OutOfTime, ReadReport
 from .datapoints import Method
 from .decode import BatterySnapshot
 from .discovery import discover
@@ -16,7 +22,8 @@ from .transport import Address
 
 _LOG = logging.getLogger(__name__)
 
-FAST = (Method.ES_STATUS, Method.ES_MODE)
+# ES.GetMode first: mode, AC power and SOC, all that control needs, in one answer.
+FAST = (Method.ES_MODE, Method.ES_STATUS)
 SLOW = (Method.BAT_STATUS, Method.EM_STATUS, Method.PV_STATUS)
 RARE = (Method.GET_DEVICE, Method.WIFI_STATUS, Method.BLE_STATUS)
 
@@ -26,16 +33,24 @@ class LinkSettings:
     poll_interval: float = 10.0
     slow_every: int = 6  # battery pack, meter and PV every 6th poll
     rare_every: int = 30  # identity (to follow OTA updates) and radio every 30th
-    offline_after: int = 3  # consecutive polls without any answer
+    offline_after: int = 3  # poll intervals without any answer
+    # Added to offline_after: the time the last of those polls has to get its answer, so a reply that is a
+    # little later than the one before (retries, jitter) is no outage. 32.5 s at the defaults.
+    offline_grace: float = 0.25
     rediscovery_targets: tuple[Address, ...] = ()
     rediscovery_timeout: float = 10.0
     rediscovery_interval: float = 60.0  # doubled after each miss, up to the maximum
     rediscovery_interval_max: float = 900.0
     extra_fast: tuple[Method, ...] = ()  # e.g. EM.GetStatus when this battery's CT is the optimiser's meter
 
+    @property
+    def offline_window(self) -> float:
+        return (self.offline_after + self.offline_grace) * self.poll_interval
+
 
 class BatteryLink:
-    """One battery: `await link.run()` polls until cancelled. `on_update` is called after every poll."""
+    """One battery: `await link.run()` polls until cancelled. `on_update` is called after every poll, and
+    at once when the battery goes offline or comes back."""
 
     def __init__(
         self,
@@ -48,10 +63,11 @@ class BatteryLink:
         self.client = client
         self.settings = settings or LinkSettings()
         self.on_update = on_update
-        self.failures = 0
+        self.failures = 0  # polls in a row without any answer (for diagnostics; availability is by time)
         self.online = False
         self.last_error = ""
         self._polls = 0
+        self._owed: list[Method] = []  # not read before the last poll's deadline
         self._next_rediscovery = 0.0
         self._rediscovery_interval = self.settings.rediscovery_interval
 
@@ -59,9 +75,16 @@ class BatteryLink:
     def snapshot(self) -> BatterySnapshot:
         return self.client.snapshot
 
+    @property
+    def offline_at(self) -> float | None:
+        """When the battery counts as offline if it does not answer before (time.monotonic())."""
+        last = self.client.last_answer_at
+        return None if last is None else last + self.settings.offline_window
+
     def methods_for(self, poll_number: int) -> Sequence[Method]:
+        """In the order they are read, most needed first: a poll may run out of time before the end."""
         if poll_number == 0:
-            return (*RARE, *FAST, *SLOW)
+            return (Method.GET_DEVICE, *FAST, *SLOW, *RARE)
         methods: list[Method] = [*FAST, *self.settings.extra_fast]
         if poll_number % self.settings.slow_every == 0:
             firmware = self.client.snapshot.firmware
@@ -71,37 +94,109 @@ class BatteryLink:
         return methods
 
     async def run(self) -> None:
+        due = time.monotonic()
         while True:
+            await self._wait_until(due)
+            due += self.settings.poll_interval
             try:
-                await self.poll_once()
+                await self.poll_once(deadline=due)
             except Exception as exc:  # one battery's surprise must never stop the polling of any battery
                 _LOG.exception("%s: poll failed unexpectedly", self.name)
                 self._failed(f"internal error: {exc}")
-            await asyncio.sleep(self.settings.poll_interval)
+            # A poll that overran (a search for a moved battery) is followed at once, not a period later.
+            due = max(due, time.monotonic())
 
-    async def poll_once(self) -> bool:
-        report = await self.client.read(self.methods_for(self._polls))
+    async def _wait_until(self, due: float) -> None:
+        """Sleep until the next poll is due, waking on the way when the battery's time to answer runs out."""
+        while True:
+            now = time.monotonic()
+            if now >= due:
+                return
+            wake = due
+            if self.online and (offline_at := self.offline_at) is not None:
+                wake = min(wake, max(offline_at, now))
+            await asyncio.sleep(wake - now)
+            self._judge()
+
+    async def poll_once(self, deadline: float | None = None) -> bool:
+        """One poll, over by `deadline` (time.monotonic(); default one poll interval from now)."""
+        started = time.monotonic()
+        if deadline is None:
+            deadline = started + self.settings.poll_interval
+        offline_at = self.offline_at
+        if self.online and offline_at is not None:
+            deadline = min(deadline, offline_at)  # the verdict comes on time, whatever the poll waits for
+        methods = list(dict.fromkeys([*self.methods_for(self._polls), *self._owed]))
+        # A battery that comes back is announced at its first answer, not after the rest of the poll; at
+        # the very first contact, one announcement with everything read is better than two.
+        returning = not self.online and offline_at is not None
+        report = await self.client.read(
+            methods,
+            deadline=deadline,
+            persist=self.online,
+            # Away: one method, `attempts` times, per poll, enough to see it come back, not to hammer it.
+            give_up_after=2 if self.online else 1,
+            on_first_answer=self._came_back if returning else None,
+        )
         self._polls += 1
-        if report.any_answer:
-            if not self.online:
-                _LOG.info("%s: online at %s", self.name, self.client.host)
-            self.failures, self.online, self.last_error = 0, True, ""
-            self._rediscovery_interval = self.settings.rediscovery_interval
+        self._owed = report.unread if report.any_answer else []
+        last = self.client.last_answer_at
+        if last is not None and last >= started:
+            self._came_back(publish=False)
         else:
-            errors = "; ".join(str(e) for e in report.errors.values()) or "no reply"
-            self._failed(errors)
-        if self.on_update is not None:
-            self.on_update(self)  # before any search, so "offline" is published at once
-        if self.failures >= self.settings.offline_after and await self._maybe_rediscover() and self.on_update:
-            self.on_update(self)
+            self._failed(self._describe(report, self.last_error))
+            if self.online and offline_at is not None and offline_at <= deadline:
+                # This poll was its last chance; it may have stopped a moment early for want of time.
+                await asyncio.sleep(max(0.0, offline_at - time.monotonic()))
+            self._judge(publish=False)
+        self._publish()  # before any search, so "offline" is published at once
+        if not self.online and self.failures and await self._maybe_rediscover():
+            self._publish()
         return self.online
+
+    def _came_back(self, publish: bool = True) -> None:
+        self.failures, self.last_error = 0, ""
+        self._rediscovery_interval = self.settings.rediscovery_interval
+        if self.online:
+            return
+        self.online = True
+        _LOG.info("%s: online at %s", self.name, self.client.host)
+        if publish:
+            self._publish()
+
+    def _judge(self, publish: bool = True) -> None:
+        """Offline once the battery has been silent for `offline_after` poll intervals."""
+        offline_at = self.offline_at
+        if not self.online or offline_at is None or time.monotonic() < offline_at:
+            return
+        self.online = False
+        _LOG.warning(
+            "%s: offline, no answer for %.1f s (%s)",
+            self.name,
+            time.monotonic() - (self.client.last_answer_at or 0.0),
+            self.last_error or "no reply",
+        )
+        if publish:
+            self._publish()
+
+    def _publish(self) -> None:
+        if self.on_update is None:
+            return
+        try:
+            self.on_update(self)
+        except Exception as exc:  # a bug in a listener must not stop the polling
+            _LOG.exception("%s: publishing the update failed", self.name)
+            self.last_error = f"internal error: {exc}"
+
+    @staticmethod
+    def _describe(report: ReadReport, before: str) -> str:
+        # A poll that had no time to ask anything tells nothing new: the error before it still stands.
+        errors = [e for e in report.errors.values() if not isinstance(e, OutOfTime) or e.attempts]
+        return "; ".join(str(e) for e in errors) or before or "no reply"
 
     def _failed(self, error: str) -> None:
         self.failures += 1
         self.last_error = error
-        if self.online and self.failures >= self.settings.offline_after:
-            self.online = False
-            _LOG.warning("%s: offline after %d failed polls (%s)", self.name, self.failures, error)
 
     async def _maybe_rediscover(self) -> bool:
         """Search the network for this battery's BLE MAC; True when it was found at a new address."""

@@ -121,7 +121,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._pending[key] = _Pending(future, method)
         try:
             self.send(address, encode_request(request_id, method, params))
-            return await asyncio.wait_for(future, timeout)
+            # Not wait_for: on Python 3.11 it swallows a cancellation that comes with the reply, and a
+            # poll loop cancelled at that moment would never stop.
+            async with asyncio.timeout(timeout):
+                return await future
         finally:
             self._pending.pop(key, None)
             self._remember(key)
