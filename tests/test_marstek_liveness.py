@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from marstek_webasto_addon.devices.marstek.simulator.device import SimulatedBatt
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteOutcome, WriteStatus
 
-from .conftest import SimFactory, client_for, until
+from .conftest import FAST, SimFactory, client_for, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -251,3 +252,27 @@ async def test_a_silent_battery_is_not_hammered(make_sim: SimFactory, endpoint: 
         polls = record.polls_since(offline)
         # Offline: one method, `attempts` times, per poll.
         assert len([at for at in heard if at >= offline]) <= (polls + 1) * PACING.attempts
+
+
+async def test_a_battery_silent_since_the_start_is_one_warning_that_says_what_to_check(
+    endpoint: UdpEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nobody:  # an address where nothing answers
+        nobody.bind(("127.0.0.1", 0))
+        port = nobody.getsockname()[1]
+    client = MarstekClient("127.0.0.1", port, endpoint=endpoint, pacing=FAST)
+    link = BatteryLink("FaseC", client, LinkSettings(poll_interval=0.2, offline_after=2))
+    task = asyncio.create_task(link.run())
+    try:
+        await until(lambda: any("since the start" in r.getMessage() for r in caplog.records), 10)
+        await asyncio.sleep(1.0)  # several more polls without an answer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name.endswith("link")
+    ]
+    assert len(warnings) == 1
+    assert "FaseC: no answer from 127.0.0.1" in warnings[0]
+    assert "Local API is enabled" in warnings[0]

@@ -70,6 +70,8 @@ class BatteryLink:
         self._owed: list[Method] = []  # not read before the last poll's deadline
         self._next_rediscovery = 0.0
         self._rediscovery_interval = self.settings.rediscovery_interval
+        self._created = time.monotonic()
+        self._told_never = False  # a battery silent since the start: said once, with what to check
 
     @property
     def snapshot(self) -> BatterySnapshot:
@@ -149,6 +151,7 @@ class BatteryLink:
                 # This poll was its last chance; it may have stopped a moment early for want of time.
                 await asyncio.sleep(max(0.0, offline_at - time.monotonic()))
             self._judge(publish=False)
+            self._never_answered()
         self._publish()  # before any search, so "offline" is published at once
         if not self.online and self.failures and await self._maybe_rediscover():
             self._publish()
@@ -163,6 +166,27 @@ class BatteryLink:
         _LOG.info("%s: online at %s", self.name, self.client.host)
         if publish:
             self._publish()
+
+    def _never_answered(self) -> None:
+        """Offline from the start is as much the user's business as going offline: one warning."""
+        silent_for = time.monotonic() - self._created
+        if (
+            self._told_never
+            or self.client.last_answer_at is not None
+            or silent_for < self.settings.offline_window
+        ):
+            return
+        self._told_never = True
+        _LOG.warning(
+            "%s: no answer from %s:%d since the start (%s). Check that the battery is on and in the "
+            "network, that its Local API is enabled on port %d (Marstek app, device settings; old firmware "
+            "switches it off by itself), and that the address is right",
+            self.name,
+            self.client.host,
+            self.client.port,
+            self.last_error or "no reply",
+            self.client.port,
+        )
 
     def _judge(self, publish: bool = True) -> None:
         """Offline once the battery has been silent for `offline_after` poll intervals."""
