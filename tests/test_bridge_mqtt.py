@@ -338,6 +338,30 @@ async def test_birth_message_republishes_discovery_and_states(
         assert any(t.endswith("/state") for t in fresh)
 
 
+async def test_home_assistant_coming_online_never_removes_our_own_discovery(
+    broker: Broker, site: Site, tmp_path: Path
+) -> None:
+    # Found with a real Home Assistant: the stale-topic clean-up ran while the birth's republish was half
+    # done and emptied our own retained configs, so Home Assistant deleted those entities.
+    async with (
+        recording(broker) as recorder,
+        bridge(broker, site.options(batteries=2, wallboxes=True), tmp_path) as runtime,
+    ):
+        await wait_ready(recorder, runtime, entities=40)
+        await asyncio.sleep(2.5)  # past the start-up scan: the clean-up is armed
+        mqtt = runtime.mqtt
+        assert mqtt is not None
+        count = len(recorder.messages)
+        # What a birth message starts, with the clean-up that a device's news runs at the same moment.
+        await asyncio.gather(mqtt.publish_everything(), mqtt._clear_stale())
+        await recorder.publish(f"{PREFIX}/status", "online")
+        await asyncio.sleep(3)  # the birth's own republish, with devices polling and publishing meanwhile
+        ours = {t for wanted in mqtt._published_discovery.values() for t in wanted}
+        emptied = [t for t, payload, _ in recorder.messages[count:] if t in ours and not payload]
+        assert emptied == []
+        assert all(recorder.latest.get(t) for t in ours)
+
+
 async def test_broker_restart_is_survived(broker: Broker, site: Site, tmp_path: Path) -> None:
     async with bridge(broker, site.options(batteries=1, wallboxes=False), tmp_path) as runtime:
         assert runtime.mqtt is not None

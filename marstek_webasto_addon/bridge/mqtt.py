@@ -176,7 +176,8 @@ class MqttBridge:
         await client.publish(topic, "" if payload is None else payload, qos=qos, retain=retain)
 
     async def publish_everything(self) -> None:
-        self._published_discovery.clear()
+        # The map of what is announced stays whole while everything goes out again: the stale-topic
+        # clean-up reads it meanwhile, and a half-rebuilt map made it delete our own entities.
         self._published.clear()
         for device in self.devices:
             await self.publish_device(device, force=True)
@@ -193,7 +194,7 @@ class MqttBridge:
             online = "online" if device.available and announceable(device) else "offline"
             messages.append((self.topics.availability(device_id), online, 1))
         if announceable(device):  # no state before the discovery it needs, no discovery before the model
-            await self._publish_discovery(device)
+            await self._publish_discovery(device, force=force)
             state = json.dumps(device.state(), separators=(",", ":"), default=str)
             messages.append((self.topics.state(device_id), state, 0))
             for key, attributes in device.attributes().items():
@@ -204,19 +205,19 @@ class MqttBridge:
                 await self._publish(topic, payload, qos=qos)
                 self._published[topic] = payload
 
-    async def _publish_discovery(self, device: BridgedDevice) -> None:
+    async def _publish_discovery(self, device: BridgedDevice, *, force: bool = False) -> None:
         assert device.device_id is not None
         wanted = {
             topic: json.dumps(payload, separators=(",", ":"))
             for topic, payload in discovery_messages(device, self.topics)
         }
         before = self._published_discovery.get(device.device_id, {})
-        if wanted == before:
+        if wanted == before and not force:
             return
         for topic in before.keys() - wanted.keys():
             await self._publish(topic, None, qos=1)  # an entity the device no longer has
         for topic, payload in wanted.items():
-            if before.get(topic) != payload:
+            if force or before.get(topic) != payload:
                 await self._publish(topic, payload, qos=1)
         self._published_discovery[device.device_id] = wanted
 
@@ -324,6 +325,8 @@ class MqttBridge:
                 continue  # may belong to a configured device that has not answered yet
             if device_id in known and not (known[device_id].available and announceable(known[device_id])):
                 continue  # an offline device only offers part of its entities until it answers again
+            if device_id in known and device_id not in self._published_discovery:
+                continue  # ours, not announced in this run yet: what it offers is not known until then
             _LOG.info("removing stale discovery topic %s", topic)
             await self._publish(topic, None, qos=1)
             self._found_configs.discard(topic)
