@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import SimFactory
+from marstek_webasto_addon.addon.inputs import BatteryMeterInput
+from marstek_webasto_addon.bridge.devices import BatteryDevice
+from marstek_webasto_addon.devices.marstek.datapoints import Method
+from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
+from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+
+from .conftest import SimFactory, client_for
 from .mqtt_fixtures import Broker, Recorder, broker, recording
 from .test_bridge_mqtt import bridge
 
@@ -146,3 +153,28 @@ async def test_switched_off_by_default_nothing_is_commanded(
         await meter
         assert json.loads(recorder.latest[f"{BASE}/optimiser/state"])["enabled"] == "OFF"
     assert all(b.setmode_log == [] for b in sim.batteries)
+
+
+async def test_a_flickering_ct_state_keeps_the_last_good_meter_reading(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # Seen with the real add-on: one poll with ct_state 0 made the grid reading vanish, and an optimiser
+    # without a reading holds every battery in Auto. A reading is stale by its age, not by one bad poll.
+    sim = await make_sim(1, socs=[60.0])
+    link = BatteryLink("FaseA", client_for(sim, endpoint), LinkSettings(extra_fast=(Method.EM_STATUS,)))
+    meter = BatteryMeterInput(BatteryDevice(link, {}))
+    await link.poll_once()
+    good = meter.current()
+    assert good.value is not None
+    quirks = sim.batteries[0].quirks
+    sim.batteries[0].quirks = replace(quirks, rogue_values={"ct_state": 0})
+    await link.poll_once()
+    assert link.snapshot.values["ct_connected"] is False
+    held = meter.current()
+    assert (held.value, held.at) == (good.value, good.at)  # still there, and ageing
+    sim.batteries[0].quirks = quirks
+    await link.poll_once()
+    fresh = meter.current()
+    assert fresh.at is not None
+    assert good.at is not None
+    assert fresh.at > good.at

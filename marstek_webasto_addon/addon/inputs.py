@@ -79,9 +79,14 @@ class BatteryMeterInput(GridInput):
         value = snapshot.number("meter_power")
         connected = snapshot.values.get("ct_connected")
         if value is None or connected is False or not self.battery.available:
+            # The CT's state flickers on some units (reference Q9): one bad poll must not put the optimiser
+            # in its safe hold. The last good reading stands with its age, and only an old one is stale.
+            if self.reading.at is not None:
+                return self.reading
             return Reading(None, None, self.reading.source, f"{self.reading.source} gives no reading")
         # The value is as old as the battery's last successful poll.
-        return Reading(value, snapshot.updated_at, self.reading.source)
+        self.reading = Reading(value, snapshot.updated_at, self.reading.source)
+        return self.reading
 
 
 class PvForecast:
