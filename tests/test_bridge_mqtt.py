@@ -250,7 +250,7 @@ async def test_every_command_reaches_the_device(broker: Broker, site: Site, tmp_
 @pytest.mark.parametrize(
     ("key", "payload", "reason"),
     [
-        ("passive_power", "9000", "between -2500 and 2500"),
+        ("passive_power", "9000", "9000 is out of range: it must be between -2500 and 2500 W"),
         ("passive_power", "lots", "not a number"),
         ("passive_power", "nan", "not a number"),
         ("mode", "Turbo", "not one of"),

@@ -57,6 +57,8 @@ async def test_the_panel_serves_a_diagnostics_file_without_secrets(
     assert first["profile"]["firmware"] == s.sim.batteries[0].profile.ver
     assert first["online"] is True
     assert "soc" in first["values"]
+    assert "bat_soc" in first["last_replies"]["ES.GetStatus"]["result"]  # the device's own words
+    assert any(len(words) > 0 for words in report["wallboxes"][0]["last_registers"].values())
     assert report["wallboxes"][0]["model"] == "next"
     assert isinstance(report["optimiser"]["decisions"], list)
 

@@ -98,6 +98,7 @@ def _battery(device: Any) -> dict[str, Any]:
         "last_reply_from": client.last_src,
         "last_round_trip_s": client.last_round_trip,
         "values": link.snapshot.values,
+        "last_replies": {method.value: reply for method, reply in client.last_replies.items()},
         "last_command": device.last_outcome.__dict__ if device.last_outcome else None,
     }
 
@@ -114,5 +115,6 @@ def _wallbox(device: Any) -> dict[str, Any]:
         "last_error": link.last_error or None,
         "problems": link.snapshot.problems[-20:],
         "values": link.snapshot.values,
+        "last_registers": dict(device.link.client.last_words),
         "last_command": device.last_outcome.__dict__ if device.last_outcome else None,
     }

@@ -100,10 +100,17 @@ class Expose:
         try:
             value = _number_between(self.minimum, self.maximum).validate_python(text)
         except ValidationError:
-            raise CommandRejected(
-                f"{self.name}: {text[:40]!r} is not a number between {self.minimum:g} and {self.maximum:g}"
-                f"{f' {self.unit}' if self.unit else ''}"
-            ) from None
+            unit = f" {self.unit}" if self.unit else ""
+            allowed = f"between {self.minimum:g} and {self.maximum:g}{unit}"
+            try:
+                given = float(text)
+            except ValueError:
+                given = math.nan
+            if math.isfinite(given):  # a number, only not one this control takes
+                raise CommandRejected(
+                    f"{self.name}: {given:g} is out of range: it must be {allowed}"
+                ) from None
+            raise CommandRejected(f"{self.name}: {text[:40]!r} is not a number; send one {allowed}") from None
         if self.step:
             value = round(round(value / self.step) * self.step, 6)
         return value

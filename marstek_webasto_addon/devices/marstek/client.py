@@ -183,6 +183,7 @@ class MarstekClient:
         self._answers_at_silence: dict[Method, int] = {}
         self.last_round_trip: float | None = None
         self.last_answer_at: float | None = None  # time.monotonic() of the last reply from this battery
+        self.last_replies: dict[Method, dict[str, Any]] = {}
         self.last_src: str | None = None
         self._ip: str | None = None
         self._resolved_at = -1e9
@@ -333,6 +334,12 @@ class MarstekClient:
             self.last_src = reply.src or self.last_src
             self._check_identity(reply.src)
             self.last_answer_at = time.monotonic()
+            # The latest raw answer per method, as it came: what a maintainer asks for in a bug report.
+            self.last_replies[method] = (
+                {"result": reply.result}
+                if reply.error is None
+                else {"error": {"code": reply.error.code, "message": reply.error.message}}
+            )
             if reply.error is not None:
                 error = rpc_error(method, reply.error.code, reply.error.message, reply.error.data)
                 if isinstance(error, ParseError):

@@ -115,6 +115,7 @@ class WebastoClient:
         self._gap_reads_refused = False
         self._plans: dict[Cadence, ReadPlan] = {}
         self._model_checked = False
+        self.last_words: dict[str, list[int]] = {}  # the latest raw registers per read request
         self._build_plans()
 
     # connection -----------------------------------------------------------------------------------
@@ -303,6 +304,7 @@ class WebastoClient:
             parts = [request]
             try:
                 words = await self._read_request(request)
+                self.last_words[request.describe()] = words  # raw, for the diagnostics
             except WallboxDeviceError as exc:
                 if exc.code == 2 and len(request.contiguous_parts()) > 1 and not self._gap_reads_refused:
                     _LOG.warning(
