@@ -17,28 +17,13 @@ import asyncio
 import contextlib
 import json
 import random
-import shutil
-import socket
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
-from marstek_webasto_addon.devices.webasto.registers import WallboxModel
-from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer
-from marstek_webasto_addon.devices.webasto.simulator.server import build
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from .bridge_process import start_bridge
 
 
 async def wait_until(condition: Any, timeout: float) -> bool:
@@ -65,153 +50,84 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the message-rate window")
     parser.add_argument("--poll", type=float, default=1.0, help="battery poll interval (s)")
     args = parser.parse_args()
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    mqtt_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
-    (workdir / "mosquitto.conf").write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")
-    broker = await asyncio.create_subprocess_exec(
-        mosquitto,
-        "-c",
-        str(workdir / "mosquitto.conf"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    sim = MarstekSimulator.build(args.batteries, port=udp_port)
-    box, clock = build(WallboxModel.NEXT)
-    box.plug_in(Car())
-    wallbox = WallboxServer(box, clock=clock)
-    setmode_at: dict[str, float] = {}
-    current_at: dict[int, float] = {}
-    for battery in sim.batteries:
-        original = battery.handle
-
-        def handle(
-            data: bytes,
-            sender: tuple[str, int],
-            now_s: float,
-            mac: str = battery.ble_mac,
-            original: Any = original,
-        ) -> Any:
-            if b"ES.SetMode" in data:
-                setmode_at.setdefault(mac, time.monotonic())
-            return original(data, sender, now_s)
-
-        battery.handle = handle  # type: ignore[method-assign]
-    original_write = box.write
-
-    def write(fc: int, address: int, values: list[int]) -> None:
-        if address == 5004:
-            current_at.setdefault(values[0], time.monotonic())
-        original_write(fc, address, values)
-
-    box.write = write  # type: ignore[method-assign]
-    await sim.start()
-    await wallbox.start()
-    options = {
-        "batteries": [{"name": f"B{i:02d}", "host": h, "port": p} for i, (h, p) in enumerate(sim.addresses)],
-        "wallboxes": [{"name": "Box", "host": "127.0.0.1", "port": wallbox.port, "model": "next"}],
-        "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
-        "marstek_bind": "127.0.0.1",
-        "battery_poll_interval": args.poll,
-        "wallbox_poll_interval": args.poll,
-        "log_level": "warning",
-        # add-on defaults except the verify delay, which only adds a fixed wait after each write
-        "timing": {"request_gap": 1.0, "write_gap": 5.0, "timeout": 3.0, "verify_delay": 0.5},
-    }
-    (workdir / "options.json").write_text(json.dumps(options))
-    bridge = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "marstek_webasto_addon",
-        "run",
-        "--options",
-        str(workdir / "options.json"),
-        *("--state-dir", str(workdir)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
     states: dict[str, dict[str, Any]] = {}
     seen_at: dict[tuple[str, int], float] = {}
     received = 0
-    try:
-        async with aiomqtt.Client("127.0.0.1", mqtt_port) as client:
-            await client.subscribe("marstek_webasto/#")
+    async with (
+        start_bridge(args.batteries, poll=args.poll, prefix="bridge-bench-") as bench,
+        aiomqtt.Client("127.0.0.1", bench.mqtt_port) as client,
+    ):
+        sim, setmode_at, current_at = bench.sim, bench.setmode_at, bench.current_at
+        await client.subscribe("marstek_webasto/#")
 
-            async def pump() -> None:
-                nonlocal received
-                async for message in client.messages:
-                    received += 1
-                    topic = message.topic.value
-                    if topic.endswith("/state") and isinstance(message.payload, bytes) and message.payload:
-                        state = json.loads(message.payload)
-                        states[topic] = state
-                        if isinstance(state.get("soc"), int):
-                            seen_at.setdefault((topic, state["soc"]), time.monotonic())
+        async def pump() -> None:
+            nonlocal received
+            async for message in client.messages:
+                received += 1
+                topic = message.topic.value
+                if topic.endswith("/state") and isinstance(message.payload, bytes) and message.payload:
+                    state = json.loads(message.payload)
+                    states[topic] = state
+                    if isinstance(state.get("soc"), int):
+                        seen_at.setdefault((topic, state["soc"]), time.monotonic())
 
-            pumper = asyncio.create_task(pump())
-            wanted = {f"marstek_webasto/battery_{b.ble_mac}/state" for b in sim.batteries}
-            await wait_until(lambda: wanted <= set(states), 120)
-            # steady state: the simulated households keep every value moving
-            start, count0 = time.monotonic(), received
-            await asyncio.sleep(args.seconds)
-            rate = (received - count0) / (time.monotonic() - start)
-            # burst: commands that touch no device (a stored setting), to see the command path's own capacity
-            first = sim.batteries[0].ble_mac
-            outcomes_before = received
-            burst_start = time.monotonic()
-            for n in range(500):
-                await client.publish(
-                    f"marstek_webasto/battery_{first}/passive_power/set", str(100 + 50 * (n % 40))
-                )
-            await wait_until(
-                lambda: (
-                    states.get(f"marstek_webasto/battery_{first}/state", {}).get("passive_power")
-                    == 100 + 50 * (499 % 40)
-                ),
-                60,
+        pumper = asyncio.create_task(pump())
+        wanted = {f"marstek_webasto/battery_{b.ble_mac}/state" for b in sim.batteries}
+        await wait_until(lambda: wanted <= set(states), 120)
+        # steady state: the simulated households keep every value moving
+        start, count0 = time.monotonic(), received
+        await asyncio.sleep(args.seconds)
+        rate = (received - count0) / (time.monotonic() - start)
+        # burst: commands that touch no device (a stored setting), to see the command path's own capacity
+        first = sim.batteries[0].ble_mac
+        outcomes_before = received
+        burst_start = time.monotonic()
+        for n in range(500):
+            await client.publish(
+                f"marstek_webasto/battery_{first}/passive_power/set", str(100 + 50 * (n % 40))
             )
-            burst = 500 / (time.monotonic() - burst_start)
-            burst_messages = (received - outcomes_before) / (time.monotonic() - burst_start)
-            sim.frozen = True  # from here on, values change only when this benchmark changes them
-            # state latency: change one battery's SOC, wait for the MQTT state to show it
-            state_latency: list[float] = []
-            for n in range(20):
-                battery = random.choice(sim.batteries)
-                soc = (round(battery.physics.soc) + 7 + n) % 70 + 15  # a value this battery did not have
-                key = (f"marstek_webasto/battery_{battery.ble_mac}/state", soc)
-                seen_at.pop(key, None)
-                battery.physics.soc = soc
-                changed = time.monotonic()
-                if await wait_until(lambda key=key: key in seen_at, 30):
-                    state_latency.append(seen_at[key] - changed)
-            # command latency, batteries: alternate modes so every command is a real change
-            battery_latency: list[float] = []
-            for n, battery in enumerate(random.sample(sim.batteries, min(20, len(sim.batteries)))):
-                setmode_at.pop(battery.ble_mac, None)
-                sent = time.monotonic()
-                await client.publish(
-                    f"marstek_webasto/battery_{battery.ble_mac}/mode/set", "AI" if n % 2 else "Auto"
-                )
-                if await wait_until(lambda mac=battery.ble_mac: mac in setmode_at, 30):
-                    battery_latency.append(setmode_at[battery.ble_mac] - sent)
-            box_id = next(t.split("/")[1] for t in states if "/wallbox_" in t)
-            wallbox_latency: list[float] = []
-            for amps in range(6, 17):
-                sent = time.monotonic()
-                await client.publish(f"marstek_webasto/{box_id}/charging_current/set", str(amps))
-                if await wait_until(lambda amps=amps: amps in current_at, 10):
-                    wallbox_latency.append(current_at[amps] - sent)
-                await asyncio.sleep(0.3)
-            pumper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pumper
-    finally:
-        bridge.terminate()
-        await bridge.wait()
-        broker.terminate()
-        await broker.wait()
-        await wallbox.stop()
-        await sim.stop()
+        await wait_until(
+            lambda: (
+                states.get(f"marstek_webasto/battery_{first}/state", {}).get("passive_power")
+                == 100 + 50 * (499 % 40)
+            ),
+            60,
+        )
+        burst = 500 / (time.monotonic() - burst_start)
+        burst_messages = (received - outcomes_before) / (time.monotonic() - burst_start)
+        sim.frozen = True  # from here on, values change only when this benchmark changes them
+        # state latency: change one battery's SOC, wait for the MQTT state to show it
+        state_latency: list[float] = []
+        for n in range(20):
+            battery = random.choice(sim.batteries)
+            soc = (round(battery.physics.soc) + 7 + n) % 70 + 15  # a value this battery did not have
+            key = (f"marstek_webasto/battery_{battery.ble_mac}/state", soc)
+            seen_at.pop(key, None)
+            battery.physics.soc = soc
+            changed = time.monotonic()
+            if await wait_until(lambda key=key: key in seen_at, 30):
+                state_latency.append(seen_at[key] - changed)
+        # command latency, batteries: alternate modes so every command is a real change
+        battery_latency: list[float] = []
+        for n, battery in enumerate(random.sample(sim.batteries, min(20, len(sim.batteries)))):
+            setmode_at.pop(battery.ble_mac, None)
+            sent = time.monotonic()
+            await client.publish(
+                f"marstek_webasto/battery_{battery.ble_mac}/mode/set", "AI" if n % 2 else "Auto"
+            )
+            if await wait_until(lambda mac=battery.ble_mac: mac in setmode_at, 30):
+                battery_latency.append(setmode_at[battery.ble_mac] - sent)
+        box_id = next(t.split("/")[1] for t in states if "/wallbox_" in t)
+        wallbox_latency: list[float] = []
+        for amps in range(6, 17):
+            sent = time.monotonic()
+            await client.publish(f"marstek_webasto/{box_id}/charging_current/set", str(amps))
+            if await wait_until(lambda amps=amps: amps in current_at, 10):
+                wallbox_latency.append(current_at[amps] - sent)
+            await asyncio.sleep(0.3)
+        pumper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumper
     print(
         f"{args.batteries} batteries + 1 NEXT wallbox, poll every {args.poll:g} s, add-on default pacing "
         f"(1 s between requests, 5 s between writes per battery)"

@@ -25,29 +25,15 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
-import socket
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
-from marstek_webasto_addon.devices.webasto.registers import WallboxModel
-from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer
-from marstek_webasto_addon.devices.webasto.simulator.server import build
+from .bridge_process import start_bridge
 
 BASE, PREFIX = "marstek_webasto", "homeassistant"
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def memory_mb(pid: int, field: str = "VmRSS") -> float:
@@ -77,73 +63,6 @@ async def main() -> None:
     parser.add_argument("--batteries", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900.0, help="how long to wait for the drain (s)")
     args = parser.parse_args()
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    workdir = Path(tempfile.mkdtemp(prefix="flood-bench-"))
-    mqtt_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
-    (workdir / "mosquitto.conf").write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")
-    broker = await asyncio.create_subprocess_exec(
-        mosquitto,
-        "-c",
-        str(workdir / "mosquitto.conf"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    sim = MarstekSimulator.build(args.batteries, port=udp_port)
-    box, clock = build(WallboxModel.NEXT)
-    box.plug_in(Car())
-    wallbox = WallboxServer(box, clock=clock)
-    setmode_at: dict[str, float] = {}
-    current_at: dict[int, float] = {}
-    for battery in sim.batteries:
-        original = battery.handle
-
-        def handle(
-            data: bytes,
-            sender: tuple[str, int],
-            now_s: float,
-            mac: str = battery.ble_mac,
-            original: Any = original,
-        ) -> Any:
-            if b"ES.SetMode" in data:
-                setmode_at.setdefault(mac, time.monotonic())
-            return original(data, sender, now_s)
-
-        battery.handle = handle  # type: ignore[method-assign]
-    original_write = box.write
-
-    def write(fc: int, address: int, values: list[int]) -> None:
-        if address == 5004:
-            current_at.setdefault(values[0], time.monotonic())
-        original_write(fc, address, values)
-
-    box.write = write  # type: ignore[method-assign]
-    await sim.start()
-    await wallbox.start()
-    options = {
-        "batteries": [{"name": f"B{i:02d}", "host": h, "port": p} for i, (h, p) in enumerate(sim.addresses)],
-        "wallboxes": [{"name": "Box", "host": "127.0.0.1", "port": wallbox.port, "model": "next"}],
-        "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
-        "marstek_bind": "127.0.0.1",
-        "battery_poll_interval": 2,
-        "wallbox_poll_interval": 2,
-        "log_level": "warning",
-        "timing": {"request_gap": 1.0, "write_gap": 5.0, "timeout": 3.0, "verify_delay": 0.5},
-    }
-    (workdir / "options.json").write_text(json.dumps(options))
-    log_path = workdir / "bridge.log"
-    with log_path.open("wb") as log:
-        bridge = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "marstek_webasto_addon",
-            "run",
-            "--options",
-            str(workdir / "options.json"),
-            "--state-dir",
-            str(workdir),
-            stdout=log,
-            stderr=log,
-        )
     configs: dict[str, dict[str, Any]] = {}
     states: set[str] = set()
     outcomes: dict[str, list[tuple[float, dict[str, Any]]]] = {}  # device id -> (time, last_command)
@@ -151,135 +70,131 @@ async def main() -> None:
     config_times: list[tuple[float, bool]] = []  # (time, retained)
     setting_at: list[float] = []  # when the stored passive power sent after the flood shows in the state
     peak_rss = 0.0
-    try:
-        async with (
-            aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-recorder") as recorder,
-            aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-flooder") as flooder,
-        ):
-            await recorder.subscribe(f"{BASE}/#")
-            await recorder.subscribe(f"{PREFIX}/#")
+    async with (
+        start_bridge(args.batteries, poll=2, prefix="flood-bench-", log=True) as bench,
+        aiomqtt.Client("127.0.0.1", bench.mqtt_port, identifier="bench-recorder") as recorder,
+        aiomqtt.Client("127.0.0.1", bench.mqtt_port, identifier="bench-flooder") as flooder,
+    ):
+        sim, bridge, setmode_at, current_at = bench.sim, bench.bridge, bench.setmode_at, bench.current_at
+        assert bench.log_path is not None
+        log_path = bench.log_path
+        await recorder.subscribe(f"{BASE}/#")
+        await recorder.subscribe(f"{PREFIX}/#")
 
-            async def pump() -> None:
-                async for message in recorder.messages:
-                    topic, now = message.topic.value, time.monotonic()
-                    payload = message.payload if isinstance(message.payload, bytes) else b""
-                    if topic.endswith("/config") and payload:
-                        configs[topic] = json.loads(payload)
-                        config_times.append((now, message.retain))
-                    elif topic.endswith("/state") and topic.startswith(f"{BASE}/"):
-                        states.add(topic.split("/")[1])
-                        state_times.append(now)
-                        if payload and json.loads(payload).get("passive_power") == 650:
-                            setting_at.append(now)
-                    elif topic.endswith("/last_command/attributes") and payload:
-                        outcomes.setdefault(topic.split("/")[1], []).append((now, json.loads(payload)))
+        async def pump() -> None:
+            async for message in recorder.messages:
+                topic, now = message.topic.value, time.monotonic()
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                if topic.endswith("/config") and payload:
+                    configs[topic] = json.loads(payload)
+                    config_times.append((now, message.retain))
+                elif topic.endswith("/state") and topic.startswith(f"{BASE}/"):
+                    states.add(topic.split("/")[1])
+                    state_times.append(now)
+                    if payload and json.loads(payload).get("passive_power") == 650:
+                        setting_at.append(now)
+                elif topic.endswith("/last_command/attributes") and payload:
+                    outcomes.setdefault(topic.split("/")[1], []).append((now, json.loads(payload)))
 
-            async def sample_memory() -> None:
-                nonlocal peak_rss
-                while True:
-                    with contextlib.suppress(OSError):
-                        peak_rss = max(peak_rss, memory_mb(bridge.pid))
-                    await asyncio.sleep(0.1)
+        async def sample_memory() -> None:
+            nonlocal peak_rss
+            while True:
+                with contextlib.suppress(OSError):
+                    peak_rss = max(peak_rss, memory_mb(bridge.pid))
+                await asyncio.sleep(0.1)
 
-            pumper = asyncio.create_task(pump())
-            batteries = {f"battery_{b.ble_mac}" for b in sim.batteries}
-            ready = await wait_until(
-                lambda: (
-                    batteries <= states
-                    and any(s.startswith("wallbox_") for s in states)
-                    and "optimiser" in states
-                    and len(configs) > 50 * args.batteries
-                ),
-                120,
-            )
-            if not ready:
-                raise SystemExit(f"the bridge did not come up; see {log_path}")
-            await asyncio.sleep(3)  # let the first full reads settle
-            commands = sorted(c["command_topic"] for c in configs.values() if "command_topic" in c)
-            devices = sorted({topic.split("/")[1] for topic in commands})
-            rss_before = memory_mb(bridge.pid)
-            log_before = log_path.read_bytes().count(b"\n")
-            states_before = len(state_times)
-            sampler = asyncio.create_task(sample_memory())
+        pumper = asyncio.create_task(pump())
+        batteries = {f"battery_{b.ble_mac}" for b in sim.batteries}
+        ready = await wait_until(
+            lambda: (
+                batteries <= states
+                and any(s.startswith("wallbox_") for s in states)
+                and "optimiser" in states
+                and len(configs) > 50 * args.batteries
+            ),
+            120,
+        )
+        if not ready:
+            raise SystemExit(f"the bridge did not come up; see {log_path}")
+        await asyncio.sleep(3)  # let the first full reads settle
+        commands = sorted(c["command_topic"] for c in configs.values() if "command_topic" in c)
+        devices = sorted({topic.split("/")[1] for topic in commands})
+        rss_before = memory_mb(bridge.pid)
+        log_before = log_path.read_bytes().count(b"\n")
+        states_before = len(state_times)
+        sampler = asyncio.create_task(sample_memory())
 
-            final: dict[str, int] = {}  # device id -> number of its last flood payload
-            flood_start = time.monotonic()
-            for n in range(args.messages):
-                topic = commands[n % len(commands)]
-                final[topic.split("/")[1]] = n
-                await flooder.publish(topic, f"bad-{n}", qos=0)
-                if n % 200 == 0:
-                    await asyncio.sleep(0)  # let the client's network loop write
-            # A QoS 1 message is acknowledged after every message sent before it on this connection.
-            await flooder.publish("bench/flood-done", "1", qos=1)
-            flood_end = time.monotonic()
+        final: dict[str, int] = {}  # device id -> number of its last flood payload
+        flood_start = time.monotonic()
+        for n in range(args.messages):
+            topic = commands[n % len(commands)]
+            final[topic.split("/")[1]] = n
+            await flooder.publish(topic, f"bad-{n}", qos=0)
+            if n % 200 == 0:
+                await asyncio.sleep(0)  # let the client's network loop write
+        # A QoS 1 message is acknowledged after every message sent before it on this connection.
+        await flooder.publish("bench/flood-done", "1", qos=1)
+        flood_end = time.monotonic()
 
-            battery = sim.batteries[0]
-            box_id = next(d for d in devices if d.startswith("wallbox_"))
-            setmode_at.clear()
-            current_at.clear()
-            sent = time.monotonic()
-            await flooder.publish(f"{BASE}/battery_{battery.ble_mac}/mode/set", "AI", qos=0)
-            await flooder.publish(f"{BASE}/{box_id}/charging_current/set", "11", qos=0)
-            # on another battery: the first one's worker is busy with the mode write (one command at a time)
-            other = sim.batteries[1 % len(sim.batteries)].ble_mac
-            await flooder.publish(f"{BASE}/battery_{other}/passive_power/set", "650", qos=0)
-            await flooder.publish(f"{PREFIX}/status", "online", qos=0)
+        battery = sim.batteries[0]
+        box_id = next(d for d in devices if d.startswith("wallbox_"))
+        setmode_at.clear()
+        current_at.clear()
+        sent = time.monotonic()
+        await flooder.publish(f"{BASE}/battery_{battery.ble_mac}/mode/set", "AI", qos=0)
+        await flooder.publish(f"{BASE}/{box_id}/charging_current/set", "11", qos=0)
+        # on another battery: the first one's worker is busy with the mode write (one command at a time)
+        other = sim.batteries[1 % len(sim.batteries)].ble_mac
+        await flooder.publish(f"{BASE}/battery_{other}/passive_power/set", "650", qos=0)
+        await flooder.publish(f"{PREFIX}/status", "online", qos=0)
 
-            def drained(device: str) -> bool:
-                for at, outcome in outcomes.get(device, []):
-                    if at < flood_start:
-                        continue
-                    if f"'bad-{final[device]}'" in str(outcome.get("command")):
-                        return True
-                    if at > flood_end and outcome.get("status") != "rejected":
-                        return True  # a valid command's outcome took the last flood payload's place
-                return False
+        def drained(device: str) -> bool:
+            for at, outcome in outcomes.get(device, []):
+                if at < flood_start:
+                    continue
+                if f"'bad-{final[device]}'" in str(outcome.get("command")):
+                    return True
+                if at > flood_end and outcome.get("status") != "rejected":
+                    return True  # a valid command's outcome took the last flood payload's place
+            return False
 
-            def birth_answered() -> bool:
-                return any(at > sent and not retained for at, retained in config_times)
+        def birth_answered() -> bool:
+            return any(at > sent and not retained for at, retained in config_times)
 
-            def battery_applied() -> bool:
-                return battery.ble_mac in setmode_at
+        def battery_applied() -> bool:
+            return battery.ble_mac in setmode_at
 
-            def wallbox_applied() -> bool:
-                return 11 in current_at
+        def wallbox_applied() -> bool:
+            return 11 in current_at
 
-            def all_drained() -> bool:
-                return all(drained(d) for d in final)
+        def all_drained() -> bool:
+            return all(drained(d) for d in final)
 
-            waits = {
-                "setting": lambda: bool(setting_at),
-                "battery": battery_applied,
-                "wallbox": wallbox_applied,
-                "birth": birth_answered,
-                "drain": all_drained,
-            }
-            done_at: dict[str, float] = {}
-            deadline = time.monotonic() + args.timeout
-            while len(done_at) < len(waits) and time.monotonic() < deadline:
-                for name, check in waits.items():
-                    if name not in done_at and check():
-                        done_at[name] = time.monotonic()
-                await asyncio.sleep(0.01)
-            birth_at = min((at for at, retained in config_times if at > sent and not retained), default=None)
-            await asyncio.sleep(2)
-            rss_after = memory_mb(bridge.pid)
-            peak_hwm = memory_mb(bridge.pid, "VmHWM")
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
-            flood_states = len(state_times) - states_before
-            pumper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pumper
-    finally:
-        bridge.terminate()
-        await bridge.wait()
-        broker.terminate()
-        await broker.wait()
-        await wallbox.stop()
-        await sim.stop()
+        waits = {
+            "setting": lambda: bool(setting_at),
+            "battery": battery_applied,
+            "wallbox": wallbox_applied,
+            "birth": birth_answered,
+            "drain": all_drained,
+        }
+        done_at: dict[str, float] = {}
+        deadline = time.monotonic() + args.timeout
+        while len(done_at) < len(waits) and time.monotonic() < deadline:
+            for name, check in waits.items():
+                if name not in done_at and check():
+                    done_at[name] = time.monotonic()
+            await asyncio.sleep(0.01)
+        birth_at = min((at for at, retained in config_times if at > sent and not retained), default=None)
+        await asyncio.sleep(2)
+        rss_after = memory_mb(bridge.pid)
+        peak_hwm = memory_mb(bridge.pid, "VmHWM")
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        flood_states = len(state_times) - states_before
+        pumper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumper
     log_lines = log_path.read_text(errors="replace").splitlines()[log_before:]
     warnings = [line for line in log_lines if "WARNING" in line]
     battery_latency = setmode_at[battery.ble_mac] - sent if battery.ble_mac in setmode_at else None
