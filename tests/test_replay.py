@@ -1,18 +1,37 @@
-"""The replay: household data from the wheels, and the optimiser against the simulated batteries."""
+"""The replay: household data from the wheels, the planner, the rules and the baselines against the simulated
+batteries, the perfect-foresight bound, and the prices."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from marstek_webasto_addon.optimiser.tariff import DEFAULT_TARIFF
-from marstek_webasto_addon.replay.data import HouseholdYear, household_year, load_household, load_pv, load_try
-from marstek_webasto_addon.replay.harness import SCENARIOS, run
+from marstek_webasto_addon.replay.bound import bound
+from marstek_webasto_addon.replay.data import (
+    QUARTERS,
+    HouseholdYear,
+    household_year,
+    load_household,
+    load_pv,
+    load_try,
+)
+from marstek_webasto_addon.replay.harness import SCENARIOS, month_fractions, run
+from marstek_webasto_addon.replay.prices import (
+    describe,
+    read_price_csv,
+    synthetic_prices,
+    synthetic_spot,
+    tariff_prices,
+    write_price_csv,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,6 +47,20 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def year(cache: Path) -> HouseholdYear:
     return household_year("family", region=5, kwp=5.0)
+
+
+def short_bound(year: HouseholdYear, start: int, quarters: int, prices: object = None) -> dict[str, object]:
+    return bound(
+        year,
+        prices or tariff_prices(DEFAULT_TARIFF),  # type: ignore[arg-type]
+        DEFAULT_TARIFF,
+        month_fractions(start, quarters),
+        start_quarter=start,
+        quarters=quarters,
+        batteries=3,
+        profile="venus_e3_v150",
+        start_soc=50.0,
+    )
 
 
 def test_household_profiles_are_the_synpro_ones() -> None:
@@ -63,6 +96,12 @@ def test_short_replay_keeps_every_invariant(year: HouseholdYear, scenario: str) 
     assert 0 <= figures["self_consumption"] <= 1
     if scenario == "optimiser":
         assert figures["max_switches_per_hour"] <= 4  # no flapping
+        # one leader in Auto, the others following in Passive; all start in Auto, before the first command
+        assert figures["minutes_with_two_in_auto"] <= 1
+        assert figures["decisions"] > 0
+        assert figures["plans"] == 96 * 3  # a plan every quarter-hour
+    if scenario == "rules":
+        assert figures["max_switches_per_hour"] <= 4
         assert figures["minutes_with_two_in_auto"] <= 1  # only the start, before the first commands
         assert figures["decisions"] > 0
     if scenario == "no_battery":
@@ -72,14 +111,94 @@ def test_short_replay_keeps_every_invariant(year: HouseholdYear, scenario: str) 
         )
 
 
-def test_batteries_lower_the_bill_and_the_optimiser_uses_cheap_night_hours(year: HouseholdYear) -> None:
+def test_batteries_lower_the_bill_and_both_strategies_use_cheap_night_hours(year: HouseholdYear) -> None:
     winter = {s: run(s, year, DEFAULT_TARIFF, start_quarter=96 * 14, quarters=96 * 7) for s in SCENARIOS}
     assert winter["auto_one"]["bill_eur"] < winter["no_battery"]["bill_eur"]
-    assert (
-        winter["optimiser"]["bill_eur"] < winter["auto_all"]["bill_eur"]
-    )  # night charging at super-off-peak
-    # never a higher peak than without batteries, but for their standby (3 W each at an empty floor)
-    assert winter["optimiser"]["mean_monthly_peak_kw"] <= winter["no_battery"]["mean_monthly_peak_kw"] + 0.01
+    for strategy in ("optimiser", "rules"):  # night charging at super-off-peak
+        assert winter[strategy]["bill_eur"] < winter["auto_all"]["bill_eur"]
+        # never a higher peak than without batteries, but for their standby (3 W each at an empty floor)
+        assert winter[strategy]["mean_monthly_peak_kw"] <= winter["no_battery"]["mean_monthly_peak_kw"] + 0.01
+    assert winter["optimiser"]["bill_eur"] < winter["rules"]["bill_eur"]
+
+
+def test_the_bound_is_below_every_scenario(year: HouseholdYear) -> None:
+    for start, days in ((96 * 20, 4), (96 * 170, 3)):  # a winter and a summer stretch
+        scenarios = {
+            s: run(s, year, DEFAULT_TARIFF, start_quarter=start, quarters=96 * days) for s in SCENARIOS
+        }
+        best = short_bound(year, start, 96 * days)
+        for name, figures in scenarios.items():
+            assert best["bill_eur"] <= figures["bill_eur"], name
+        assert best["load_kwh"] == pytest.approx(scenarios["no_battery"]["load_kwh"], abs=0.1)
+        assert best["pv_kwh"] == pytest.approx(scenarios["no_battery"]["pv_kwh"], abs=0.1)
+
+
+def test_the_bound_without_batteries_is_the_no_battery_bill(year: HouseholdYear) -> None:
+    start, quarters = 96 * 100, 96 * 3
+    nothing = bound(
+        year,
+        tariff_prices(DEFAULT_TARIFF),
+        DEFAULT_TARIFF,
+        month_fractions(start, quarters),
+        start_quarter=start,
+        quarters=quarters,
+        batteries=0,
+        profile="venus_e3_v150",
+        start_soc=50.0,
+    )
+    replayed = run("no_battery", year, DEFAULT_TARIFF, start_quarter=start, quarters=quarters)
+    assert nothing["bill_eur"] == pytest.approx(replayed["bill_eur"], abs=0.02)  # the same billing, exactly
+
+
+def test_capacity_is_billed_on_clock_aligned_quarter_hours(year: HouseholdYear) -> None:
+    # one quarter at exactly 4 kW, nothing else: the month's peak is 4 kW, not the 3.7 kW that counting each
+    # quarter's first minute in the quarter before used to give
+    load = [0.0] * QUARTERS
+    load[96 * 40 + 60] = 4000.0
+    spike = HouseholdYear(load, [0.0] * QUARTERS, "spike", 5, 0.0)
+    figures = run("no_battery", spike, DEFAULT_TARIFF, start_quarter=96 * 40, quarters=96)
+    assert figures["monthly_peaks_kw"] == {"2021-02": 4.0}
+    assert figures["import_kwh"] == pytest.approx(1.0)
+
+
+def test_the_planner_beats_auto_with_dynamic_prices(year: HouseholdYear) -> None:
+    prices = synthetic_prices()
+    start, quarters = 96 * 120, 96 * 3
+    planner = run("optimiser", year, DEFAULT_TARIFF, prices=prices, start_quarter=start, quarters=quarters)
+    auto = run("auto_all", year, DEFAULT_TARIFF, prices=prices, start_quarter=start, quarters=quarters)
+    best = short_bound(year, start, quarters, prices)
+    assert best["bill_eur"] <= planner["bill_eur"] < auto["bill_eur"]
+
+
+def test_the_synthetic_price_year_looks_like_2025() -> None:
+    spot = synthetic_spot()
+    assert len(spot) == QUARTERS
+    figures = describe(spot)
+    assert 450 <= figures["negative_hours"] <= 600  # about 520 hours below zero in 2025
+    assert 95 <= figures["mean_daily_spread_eur_mwh"] <= 125  # about EUR 110/MWh a day
+    assert np.array_equal(spot, synthetic_spot())  # seeded: the same year every time
+    prices = synthetic_prices()
+    assert np.all(prices.import_price > prices.export_price)
+
+
+def test_price_csv_round_trip_and_hourly_prices(tmp_path: Path) -> None:
+    path = tmp_path / "prices.csv"
+    prices = synthetic_prices()
+    write_price_csv(prices, path)
+    back = read_price_csv(path, injection_price=0.02)
+    assert np.allclose(back.import_price, prices.import_price, atol=1e-5)
+    assert np.allclose(back.export_price, prices.export_price, atol=1e-5)
+    hourly = tmp_path / "hourly.csv"
+    hourly.write_text(
+        "timestamp,import\n"
+        + "".join(f"2025-01-01T{h:02d}:00,{0.1 + h / 100:.2f}\n" for h in range(24))
+        + "2025-01-02T00:00,0.5\n"
+    )
+    laid = read_price_csv(hourly, injection_price=0.03)  # another year: laid onto 2021 by its position
+    assert laid.import_price[:4] == pytest.approx([0.1] * 4)
+    assert laid.import_price[4 * 23 : 4 * 24] == pytest.approx([0.33] * 4)
+    assert laid.export_price[0] == 0.03
+    assert np.isnan(laid.import_price[-1])  # not covered: the command refuses such a replay
 
 
 def test_replay_command_prints_json_and_writes_the_plot(cache: Path, tmp_path: Path) -> None:
@@ -95,6 +214,7 @@ def test_replay_command_prints_json_and_writes_the_plot(cache: Path, tmp_path: P
             "--start",
             "2021-06-07",
             "--json",
+            "--bound",
             "--plot",
             str(plot),
         ],
@@ -102,11 +222,11 @@ def test_replay_command_prints_json_and_writes_the_plot(cache: Path, tmp_path: P
         text=True,
         timeout=240,
         check=False,
-        env={**__import__("os").environ, "MWA_CACHE": str(cache)},
+        env={**os.environ, "MWA_CACHE": str(cache)},
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures) == {"optimiser", "no_battery", "auto_one", "auto_all"}
+    assert set(figures) == {*SCENARIOS, "bound"}
     for scenario in figures.values():
         for key in (
             "bill_eur",
@@ -117,10 +237,56 @@ def test_replay_command_prints_json_and_writes_the_plot(cache: Path, tmp_path: P
             "self_consumption",
             "mean_monthly_peak_kw",
             "battery_cycles",
-            "max_switches_per_hour",
+            "share_of_achievable",
         ):
             assert key in scenario
+    assert figures["no_battery"]["share_of_achievable"] == 0
+    assert figures["bound"]["share_of_achievable"] == 1
+    baseline, best = figures["no_battery"]["bill_eur"], figures["bound"]["bill_eur"]
+    share = (baseline - figures["optimiser"]["bill_eur"]) / (baseline - best)
+    assert figures["optimiser"]["share_of_achievable"] == pytest.approx(share, abs=1e-4)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replay_command_takes_a_tariff_file_and_a_price_file(cache: Path, tmp_path: Path) -> None:
+    tariff = tmp_path / "tariff.json"
+    tariff.write_text(
+        json.dumps(
+            {
+                "tariff": {
+                    "default_period": "day",
+                    "default_price": 0.30,
+                    "periods": [
+                        {"name": "night", "price": 0.20, "days": "all", "start": "22:00", "end": "07:00"}
+                    ],
+                    "injection_price": 0.01,
+                    "capacity_price": 60.0,
+                }
+            }
+        )
+    )
+    prices = tmp_path / "prices.csv"
+    write_price_csv(synthetic_prices(), prices)
+    common = [sys.executable, "-m", "marstek_webasto_addon", "replay", "--days", "1", "--start", "2021-03-01"]
+    env = {**os.environ, "MWA_CACHE": str(cache)}
+    for extra in (["--tariff", str(tariff)], ["--prices", str(prices)], ["--prices", "synthetic"]):
+        result = subprocess.run(
+            [*common, *extra, "--scenarios", "no_battery", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["no_battery"]["bill_eur"] > 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"tariff": {"capacity_price": -5}}))
+    result = subprocess.run(
+        [*common, "--tariff", str(bad)], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+    assert result.returncode == 2
+    assert "tariff.capacity_price" in result.stderr
 
 
 def test_a_date_outside_the_data_year_is_a_clear_error() -> None:

@@ -1,17 +1,28 @@
-"""`replay`: the optimiser over a household year, against the simulated batteries, with baselines."""
+"""`replay`: the optimiser over a household year against simulated batteries, with baselines and bound."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from ..optimiser.tariff import DEFAULT_TARIFF
+from ..addon.options import OptionsError, parse_options
+from ..optimiser.tariff import DEFAULT_TARIFF, Tariff
+from ..replay.bound import bound
 from ..replay.data import EV_PROFILES, HOUSEHOLDS, QUARTERS, DataError, HouseholdYear, household_year
-from ..replay.harness import SCENARIOS, ReplaySetup, run
+from ..replay.harness import SCENARIOS, PlannerSetup, ReplaySetup, month_fractions, run
+from ..replay.prices import (
+    PriceFileError,
+    PriceYear,
+    read_price_csv,
+    synthetic_prices,
+    tariff_prices,
+    write_price_csv,
+)
 
 COLUMNS = (
     ("bill_eur", "bill EUR"),
@@ -27,7 +38,9 @@ COLUMNS = (
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("replay", help="replay the optimiser over a household year, with baselines")
+    parser = commands.add_parser(
+        "replay", help="replay the optimiser over a household year, with baselines and the best possible"
+    )
     parser.add_argument("--days", type=int, default=365, help="how many days (default: the whole year)")
     parser.add_argument(
         "--start",
@@ -38,13 +51,41 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--json", action="store_true", help="print one JSON object keyed by scenario")
     parser.add_argument("--plot", type=Path, help="write a PNG of a sample week of the optimiser")
     parser.add_argument("--household", default="family", choices=HOUSEHOLDS)
-    parser.add_argument("--ev", choices=EV_PROFILES, help="add an EV's home charging to the load")
+    parser.add_argument("--ev", choices=EV_PROFILES, help="add an EV's home charging (a wallbox) to the load")
     parser.add_argument(
         "--region", type=int, default=5, help="DWD test reference year region 1..15 (5 = Essen)"
     )
     parser.add_argument("--kwp", type=float, default=5.0, help="PV peak power")
     parser.add_argument("--batteries", type=int, default=3)
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument(
+        "--bound",
+        action="store_true",
+        help="also the perfect-foresight bound, and each scenario's share of the achievable saving",
+    )
+    parser.add_argument(
+        "--tariff",
+        type=Path,
+        metavar="FILE",
+        help="tariff periods, injection and capacity prices: a JSON file with the options' `tariff` section "
+        "(or a whole options file)",
+    )
+    parser.add_argument(
+        "--prices",
+        metavar="CSV",
+        help="quarter-hour or hourly prices: a CSV of timestamp,import[,export] in EUR/kWh, or `synthetic` "
+        "for the shipped synthetic dynamic price year; the bill and the planner use them",
+    )
+    parser.add_argument(
+        "--write-prices",
+        type=Path,
+        metavar="CSV",
+        help="write the year's prices (the tariff's, or --prices) as a CSV that --prices reads, and stop",
+    )
+    parser.add_argument(
+        "--pv-error", type=float, default=0.3, help="the planner's PV forecast error (log-normal sigma a day)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the PV forecast's error")
     parser.set_defaults(handler=replay)
 
 
@@ -57,44 +98,100 @@ def first_quarter(year: HouseholdYear, day: date) -> int:
     raise ValueError(f"{day} is not within the data year 2021")
 
 
+def load_tariff(path: Path) -> Tariff:
+    """The `tariff` section of the add-on's options (validated as the add-on does) from a JSON file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    section = data.get("tariff", data) if isinstance(data, dict) else data
+    try:
+        return parse_options({"tariff": section}).tariff.build()
+    except OptionsError as exc:
+        raise ValueError(f"{path}: " + "; ".join(exc.problems)) from None
+
+
+def load_prices(spec: str | None, tariff: Tariff) -> PriceYear:
+    if spec is None:
+        return tariff_prices(tariff)
+    if spec == "synthetic":
+        return synthetic_prices()
+    try:
+        return read_price_csv(Path(spec), tariff.injection_price)
+    except OSError as exc:
+        raise ValueError(f"cannot read {spec}: {exc.strerror}") from None
+
+
 async def replay(args: argparse.Namespace) -> int:
     try:
         year = household_year(args.household, args.region, args.kwp, args.ev)
         start = first_quarter(year, args.start)
-    except (DataError, ValueError) as exc:
+        tariff = load_tariff(args.tariff) if args.tariff else DEFAULT_TARIFF
+        prices = load_prices(args.prices, tariff)
+    except (DataError, ValueError, PriceFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.write_prices:
+        write_price_csv(prices, args.write_prices)
+        print(f"wrote {args.write_prices}: {prices.name}, {QUARTERS} quarter-hours")
+        return 0
     quarters = min(QUARTERS - start, args.days * 96)
-    setup = ReplaySetup(batteries=args.batteries)
+    if prices.import_price[start : start + quarters].size and not all(
+        price == price for price in prices.import_price[start : start + quarters]
+    ):
+        print(f"error: {prices.name} does not cover the replayed days", file=sys.stderr)
+        return 2
+    setup = ReplaySetup(
+        batteries=args.batteries, planner=PlannerSetup(pv_error_sigma=args.pv_error, pv_error_seed=args.seed)
+    )
+    scenarios = list(dict.fromkeys(args.scenarios + (["no_battery"] if args.bound else [])))
     week = _sample_week(year, start, quarters)
-    long_run = quarters * len(args.scenarios) > 96 * 30
+    long_run = quarters * len(scenarios) > 96 * 30
     progress_bar = None
     if long_run:
         from tqdm import tqdm
 
         progress_bar = tqdm(
-            total=quarters * len(args.scenarios),
+            total=quarters * len(scenarios),
             unit="quarter-hours",
             file=sys.stderr,
             desc="replay",
             mininterval=1.0,
         )
     results: dict[str, dict[str, Any]] = {}
-    for scenario in args.scenarios:
+    for scenario in scenarios:
         if progress_bar is not None:
             progress_bar.set_postfix_str(scenario)
+        began = time.perf_counter()
         results[scenario] = run(
             scenario,
             year,
-            DEFAULT_TARIFF,
+            tariff,
+            prices=prices,
             start_quarter=start,
             quarters=quarters,
             setup=setup,
             trace_quarters=week if scenario == "optimiser" and args.plot else None,
             progress=progress_bar.update if progress_bar is not None else None,
         )
+        results[scenario]["run_s"] = round(time.perf_counter() - began, 1)
     if progress_bar is not None:
         progress_bar.close()
+    if args.bound:
+        results["bound"] = bound(
+            year,
+            prices,
+            tariff,
+            month_fractions(start, quarters),
+            start_quarter=start,
+            quarters=quarters,
+            batteries=args.batteries,
+            profile=setup.profile,
+            start_soc=setup.start_soc,
+        )
+        _shares(results)
     trace = results.get("optimiser", {}).get("trace")
     if args.plot and trace is not None:
         from ..replay.plot import plot_week
@@ -103,7 +200,7 @@ async def replay(args: argparse.Namespace) -> int:
         plot_week(
             trace,
             args.plot,
-            f"Optimiser, week of {first:%Y-%m-%d}: {year.name} household, "
+            f"Optimiser (planner), week of {first:%Y-%m-%d}: {year.name} household, "
             f"{year.kwp:g} kWp (region {year.region}), {args.batteries} batteries",
         )
     for result in results.values():
@@ -111,8 +208,18 @@ async def replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        _table(results, year, args)
+        _table(results, year, args, prices)
     return 0
+
+
+def _shares(results: dict[str, dict[str, Any]]) -> None:
+    """(no_battery - scenario) / (no_battery - bound): the share of the achievable saving each reaches."""
+    baseline = results["no_battery"]["bill_eur"]
+    achievable = baseline - results["bound"]["bill_eur"]
+    for result in results.values():
+        result["share_of_achievable"] = (
+            round((baseline - result["bill_eur"]) / achievable, 4) if achievable > 0 else None
+        )
 
 
 def _sample_week(year: HouseholdYear, start: int, quarters: int) -> range:
@@ -129,13 +236,24 @@ def _sample_week(year: HouseholdYear, start: int, quarters: int) -> range:
     return range(first, min(start + quarters, first + 7 * 96))
 
 
-def _table(results: dict[str, dict[str, Any]], year: HouseholdYear, args: argparse.Namespace) -> None:
+def _table(
+    results: dict[str, dict[str, Any]], year: HouseholdYear, args: argparse.Namespace, prices: PriceYear
+) -> None:
     first = next(iter(results.values()))
     pv = f"{args.kwp:g} kWp PV (region {args.region}, {first['pv_kwh']:.0f} kWh)"
     print(
         f"{year.name} household, {first['load_kwh']:.0f} kWh load, {pv}, {args.batteries} x Venus E, "
-        f"from {first['from'][:10]} for {min(args.days, 365)} days"
+        f"from {first['from'][:10]} for {min(args.days, 365)} days; prices: {prices.name}"
     )
-    print(f"{'scenario':<11}" + "".join(f"{label:>14}" for _, label in COLUMNS))
+    columns = COLUMNS + ((("share_of_achievable", "share"),) if "bound" in results else ())
+    print(f"{'scenario':<11}" + "".join(f"{label:>14}" for _, label in columns))
     for name, result in results.items():
-        print(f"{name:<11}" + "".join(f"{result[key]!s:>14}" for key, _ in COLUMNS))
+        print(f"{name:<11}" + "".join(f"{_cell(result.get(key)):>14}" for key, _ in columns))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) < 2:
+        return f"{value:.3f}"
+    return str(value)

@@ -156,11 +156,12 @@ def _pv_per_kwp(region: int, lat: float, lon: float) -> list[float]:
 
 @dataclass(frozen=True)
 class HouseholdYear:
-    load_w: list[float]
+    load_w: list[float]  # the house, without the car
     pv_w: list[float]
     name: str
     region: int
     kwp: float
+    ev_w: list[float] | None = None  # the car's home charging (a wallbox on the same meter)
 
     def local_time(self, quarter: int) -> datetime:
         """Local wall-clock time (Europe/Brussels) of a quarter, for tariffs, day/night and months."""
@@ -173,7 +174,11 @@ class HouseholdYear:
 def household_year(
     name: str = "family", region: int = 5, kwp: float = 5.0, ev: str | None = None
 ) -> HouseholdYear:
-    load = load_household(name)
-    if ev is not None:
-        load = [a + b for a, b in zip(load, load_household(ev), strict=True)]
-    return HouseholdYear(load, load_pv(region, kwp), name + (f"+{ev}" if ev else ""), region, kwp)
+    return HouseholdYear(
+        load_household(name),
+        load_pv(region, kwp),
+        name + (f"+{ev}" if ev else ""),
+        region,
+        kwp,
+        load_household(ev) if ev is not None else None,
+    )

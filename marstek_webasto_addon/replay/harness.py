@@ -1,31 +1,64 @@
-"""Run the optimiser, and the baselines, over a household year against simulated Venus batteries.
+"""Run the optimiser, the rules and the baselines over a household year against simulated Venus batteries.
 
 The batteries are the simulator's own (physics and EMS: Auto regulation, Passive with countdown, schedules),
-commanded through their JSON-RPC handler exactly as on the wire. Every minute: the engine sees the meter and
-the batteries, its commands are applied, the batteries step, and the grid flow is billed.
+commanded through their JSON-RPC handler exactly as on the wire. Every minute the meter is read, the
+controller's commands are applied, the batteries step, and the grid flow is billed: energy at the quarter's
+import or export price, and the capacity tariff on the meter's clock-aligned quarter-hours.
+
+Scenarios:
+- `optimiser` (the add-on's default strategy): the planner re-plans every 15 simulated minutes over the rest
+  of today and tomorrow, with forecasts it could really have had (the load learned from the replay's past,
+  PV from a forecast with a seeded error, corrected during the day by the PV seen), and carries out the
+  running quarter as the live layer will (`planner.setpoint`): self-consumption with one battery in Auto
+  and the others following in Passive, the other steps in Passive at the power worked out from the meter
+  each minute, shared with `split_power`;
+- `rules`: the rule engine (rotation, night charging, overflow, peak assist, ...);
+- `no_battery`, `auto_one` (one battery in its own Auto), `auto_all` (every battery in Auto).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from ..devices.marstek.simulator.device import SimulatedBattery, ticking_order
 from ..devices.marstek.simulator.physics import BatteryPhysics, PhaseTriple, Site
 from ..devices.marstek.simulator.profiles import PROFILES
 from ..optimiser.engine import Optimiser
+from ..optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error, pv_nowcast
 from ..optimiser.model import BatteryView, Command, Inputs, Role
+from ..optimiser.planner import (
+    BatterySpec,
+    CapacityTariff,
+    Headroom,
+    PlanInputs,
+    Planner,
+    PlanStep,
+    horizon_steps,
+    setpoint,
+    split_power,
+)
 from ..optimiser.settings import Settings
-from ..optimiser.tariff import CapacityTracker, Tariff
+from ..optimiser.tariff import Tariff
 from .data import QUARTERS, HouseholdYear
+from .prices import FloatArray, PriceYear, local_times, tariff_prices
 
-SCENARIOS = ("optimiser", "no_battery", "auto_one", "auto_all")
+SCENARIOS = ("optimiser", "rules", "no_battery", "auto_one", "auto_all")
 SETTLE_S = 5
+PASSIVE_COUNTDOWN_S = 900
+PASSIVE_REFRESH_S = 300  # a Passive command is renewed when less than this is left of its countdown
+POWER_DEADBAND_W = 25  # a new Passive set-point is written only when it moves more than this
+DAY_AHEAD_PUBLISHED_HOUR = 13
+HISTORY_QUARTERS = 6 * 7 * 96  # what the load learner looks back on
+MIN_SWITCH_S = 300  # at most one Auto <-> Passive change per battery in this time (the live layer's rule)
 
 
 class DataHousehold:
@@ -42,6 +75,10 @@ class DataHousehold:
 
     def pv_w(self, at: datetime) -> PhaseTriple:
         third = self.year.pv_w[self.quarter] / 3
+        return (third, third, third)
+
+    def wallbox_w(self) -> PhaseTriple:
+        third = self.year.ev_w[self.quarter] / 3 if self.year.ev_w else 0.0
         return (third, third, third)
 
 
@@ -69,6 +106,23 @@ class Totals:
     limit_violations: int = 0
     soc_violations: int = 0
     decisions: int = 0
+    quarter_import_wh: float = 0.0
+    peaks: dict[tuple[int, int], float] = field(default_factory=dict)  # month -> highest quarter, kW
+    plans: int = 0
+    plan_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlannerSetup:
+    """How the `optimiser` scenario plans: forecasts, values and the car."""
+
+    pv_error_sigma: float = 0.3  # the PV forecast's day-to-day error (log-normal)
+    pv_error_seed: int = 1
+    peak_quantile: float = 0.9  # the load the capacity reserve is kept for (0: no reserve)
+    nowcast: bool = True  # today's PV forecast corrected by the PV seen so far today
+    terminal_value_per_kwh: float | None = None  # None: the planner's default
+    wear_cost_per_kwh: float = 0.0
+    feed_car: bool = False  # the batteries may cover the wallbox
 
 
 @dataclass(frozen=True)
@@ -78,6 +132,7 @@ class ReplaySetup:
     start_soc: float = 50.0
     step_s: int = 60
     settings: Settings = field(default_factory=lambda: Settings(enabled=True))
+    planner: PlannerSetup = field(default_factory=PlannerSetup)
 
 
 def _config(command: Command) -> dict[str, Any]:
@@ -137,21 +192,200 @@ def _view(battery: SimulatedBattery, index: int) -> BatteryView:
     )
 
 
+class PlanExecutor:
+    """The `optimiser` scenario's controller: re-plans every quarter-hour, carries out the running step."""
+
+    def __init__(
+        self,
+        year: HouseholdYear,
+        prices: PriceYear,
+        tariff: Tariff,
+        setup: PlannerSetup,
+    ) -> None:
+        self.year = year
+        self.prices = prices
+        self.tariff = tariff
+        self.setup = setup
+        self.planner = Planner()
+        self.load_kw = np.asarray(year.load_w, dtype=np.float64) / 1000
+        self.ev_kw = np.asarray(year.ev_w, dtype=np.float64) / 1000 if year.ev_w else None
+        self.pv_kw = np.asarray(year.pv_w, dtype=np.float64) / 1000
+        self.pv_forecast = pv_forecast_with_error(
+            np.asarray(year.pv_w, dtype=np.float64) / 1000,
+            seed=setup.pv_error_seed,
+            sigma=setup.pv_error_sigma,
+        )
+        self.step: PlanStep | None = None
+        self.sent: dict[str, tuple[int, float]] = {}  # battery -> (Passive power, countdown end)
+        self.leader: str | None = None
+        self.switched: dict[str, float] = {}  # battery -> t of its last Auto <-> Passive change
+
+    def plan(self, quarter: int, batteries: list[SimulatedBattery], month_peak_kw: float) -> None:
+        """The plan for the rest of today and tomorrow from this quarter on; keeps its first step."""
+        now = local_times()[quarter]
+        steps = min(horizon_steps(now), QUARTERS - quarter)
+        span = slice(quarter, quarter + steps)
+        load = self._past(self.load_kw, quarter)
+        ev = None if self.ev_kw is None else self._past(self.ev_kw, quarter)
+        import_price, export_price = self._prices(quarter, now, steps)
+        quarter_of_day = now.hour * 4 + now.minute // 15
+        inputs = PlanInputs(
+            start=now,
+            import_price=import_price,
+            export_price=export_price,
+            load_kw=load_forecast(load, steps, quarter_of_day=quarter_of_day),
+            pv_kw=self._pv(quarter, now, span),
+            wallbox_kw=() if ev is None else load_forecast(ev, steps, quarter_of_day=quarter_of_day),
+            batteries=tuple(_spec(b) for b in batteries),
+            capacity=CapacityTariff(self.tariff.capacity_price, self.tariff.capacity_floor_kw, month_peak_kw),
+            terminal_value_per_kwh=self.setup.terminal_value_per_kwh,
+            wear_cost_per_kwh=self.setup.wear_cost_per_kwh,
+            batteries_cover_wallbox=self.setup.feed_car,
+            load_high_kw=load_high_forecast(load, steps, quantile=self.setup.peak_quantile)
+            if self.setup.peak_quantile > 0
+            else (),
+        )
+        self.step = self.planner.plan(inputs).first
+
+    def _pv(self, quarter: int, now: datetime, span: slice) -> FloatArray:
+        """Yesterday's forecast for the horizon, today's part corrected by the PV seen since midnight."""
+        midnight = quarter - (now.hour * 4 + now.minute // 15)
+        left_today = 96 - (quarter - midnight)
+        forecast = self.pv_forecast[span]
+        if not self.setup.nowcast or quarter <= max(0, midnight):
+            return forecast
+        seen = slice(max(0, midnight), quarter)
+        return pv_nowcast(forecast, self.pv_forecast[seen], self.pv_kw[seen], left_today)
+
+    @staticmethod
+    def _past(series: FloatArray, quarter: int) -> FloatArray:
+        """The learner's history: the last six weeks. Before the data has six weeks, the year's own last
+        weeks stand in for the weeks before it (the same household, its habits, not the days to come)."""
+        if quarter >= HISTORY_QUARTERS:
+            return series[quarter - HISTORY_QUARTERS : quarter]
+        return np.concatenate([series[QUARTERS - HISTORY_QUARTERS + quarter :], series[:quarter]])
+
+    def _prices(self, quarter: int, now: datetime, steps: int) -> tuple[FloatArray, FloatArray]:
+        """The prices known now: day-ahead prices for tomorrow are published about 13:00; before that,
+        tomorrow is assumed to repeat today (a tariff's periods are known in advance)."""
+        span = slice(quarter, quarter + steps)
+        import_price, export_price = self.prices.import_price[span], self.prices.export_price[span]
+        if not self.prices.dynamic or now.hour >= DAY_AHEAD_PUBLISHED_HOUR:
+            return import_price, export_price
+        tomorrow = (24 - now.hour) * 4 - now.minute // 15  # steps left today (DST days are an hour off)
+        import_price, export_price = import_price.copy(), export_price.copy()
+        import_price[tomorrow:] = self.prices.import_price[quarter + tomorrow - 96 : quarter + steps - 96]
+        export_price[tomorrow:] = self.prices.export_price[quarter + tomorrow - 96 : quarter + steps - 96]
+        return import_price, export_price
+
+    def act(self, batteries: list[SimulatedBattery], site: Site, now_s: float) -> int:
+        """Carry out the running step from the meter; returns how many commands went out.
+
+        Self-consumption with several batteries on one meter: one leader in Auto, the others in Passive at
+        their share of what the house needs, renewed each minute. Several in Auto would each answer the same
+        meter and end up charging one another (the simulator shows it, the users' reason to rotate).
+        """
+        if not batteries:
+            return 0
+        if self.step is None:  # no plan: every battery on its own control, the safe state
+            for battery in batteries:
+                if battery.mode != "Auto":
+                    _send(battery, {"mode": "Auto", "auto_cfg": {"enable": 1}}, now_s)
+            return 0
+        battery_kw = sum(b.physics.ac_power for b in batteries) / 1000
+        target = setpoint(self.step, site.total_power() / 1000, battery_kw, sum(site.extra) / 1000)
+        house_kw = site.total_power() / 1000 + battery_kw - sum(site.extra) / 1000
+        shares = split_power(
+            target.battery_kw if not target.auto else house_kw, [_headroom(b) for b in batteries]
+        )
+        leader = self._leader(batteries, house_kw) if target.auto else None
+        sent = 0
+        for battery, kw in zip(batteries, shares, strict=True):
+            settled = now_s - self.switched.get(battery.ble_mac, -math.inf) >= MIN_SWITCH_S
+            if battery is leader or (battery.mode == "Auto" and not settled):
+                if battery.mode != "Auto" and settled:
+                    _send(battery, {"mode": "Auto", "auto_cfg": {"enable": 1}}, now_s)
+                    self.sent.pop(battery.ble_mac, None)
+                    self.switched[battery.ble_mac] = now_s
+                    sent += 1
+                if battery.mode == "Auto":
+                    continue
+            power = round(kw * 1000)
+            last, until = self.sent.get(battery.ble_mac, (0, 0.0))
+            stale = battery.mode != "Passive" or until - now_s < PASSIVE_REFRESH_S
+            if stale or abs(power - last) > POWER_DEADBAND_W:
+                if battery.mode != "Passive":
+                    self.switched[battery.ble_mac] = now_s
+                config = {"mode": "Passive", "passive_cfg": {"power": power, "cd_time": PASSIVE_COUNTDOWN_S}}
+                _send(battery, config, now_s)
+                self.sent[battery.ble_mac] = (power, now_s + PASSIVE_COUNTDOWN_S)
+                sent += 1
+        return sent
+
+    def _leader(self, batteries: list[SimulatedBattery], house_kw: float) -> SimulatedBattery:
+        """The battery in Auto: the same one while it can follow the house, else the one that can most."""
+        by_id = {b.ble_mac: b for b in batteries}
+        current = by_id.get(self.leader or "")
+
+        def margin(b: SimulatedBattery) -> float:
+            room = _headroom(b)
+            return room.stored_kwh - room.min_kwh if house_kw >= 0 else room.max_kwh - room.stored_kwh
+
+        best = max(batteries, key=margin)
+        # Only a leader that cannot follow any more hands over, and only to one that clearly can.
+        if current is None or (margin(current) < 0.05 and margin(best) > margin(current) + 0.3):
+            current = best
+            self.leader = current.ble_mac
+        return current
+
+
+def _headroom(battery: SimulatedBattery) -> Headroom:
+    p = battery.physics
+    return Headroom(
+        p.remaining_wh / 1000,
+        p.capacity_wh * p.soc_floor / 100_000,
+        p.capacity_wh / 1000,
+        p.max_charge_w / 1000,
+        p.max_discharge_w / 1000,
+    )
+
+
+def _spec(battery: SimulatedBattery) -> BatterySpec:
+    p = battery.physics
+    return BatterySpec(
+        id=battery.ble_mac,
+        capacity_kwh=p.capacity_wh / 1000,
+        soc=p.soc,
+        soc_min=p.soc_floor,
+        max_charge_kw=p.max_charge_w / 1000,
+        max_discharge_kw=p.max_discharge_w / 1000,
+        charge_efficiency=p.charge_efficiency,
+        discharge_efficiency=p.discharge_efficiency,
+        standby_kw=p.standby_w / 1000,
+    )
+
+
 def run(
     scenario: str,
     year: HouseholdYear,
     tariff: Tariff,
     *,
+    prices: PriceYear | None = None,
     start_quarter: int = 0,
     quarters: int = QUARTERS,
     setup: ReplaySetup | None = None,
     trace_quarters: range | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Replay one scenario; returns its figures (and a trace when asked)."""
+    """Replay one scenario; returns its figures (and a trace when asked).
+
+    `prices` (default: the tariff's periods) are what the bill counts and what the planner sees; the rule
+    engine only knows the tariff's periods.
+    """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
     setup = setup or ReplaySetup()
+    prices = prices or tariff_prices(tariff)
     profile = PROFILES[setup.profile]
     count = {"no_battery": 0, "auto_one": 1}.get(scenario, setup.batteries)
     household = DataHousehold(year, year.kwp)
@@ -169,24 +403,32 @@ def run(
         )
         for i in range(count)
     ]
-    engine = Optimiser(setup.settings, tariff) if scenario == "optimiser" else None
-    daily_pv_kwh = _daily_pv(year)
-    billing = CapacityTracker()
+    engine = Optimiser(setup.settings, tariff) if scenario == "rules" else None
+    executor = PlanExecutor(year, prices, tariff, setup.planner) if scenario == "optimiser" else None
+    daily_pv_kwh = _daily_pv(year) if engine is not None else {}
     totals = Totals()
     trace = Trace(battery_power={b.ble_mac: [] for b in batteries}, soc={b.ble_mac: [] for b in batteries})
     steps_per_quarter = 900 // setup.step_s
     t = 0.0
     last_modes = {b.ble_mac: b.mode for b in batteries}
     first_local = year.local_time(start_quarter)
+    clock = local_times()
     for quarter in range(start_quarter, min(QUARTERS, start_quarter + quarters)):
         household.quarter = quarter
-        base = year.local_time(quarter)
+        site.extra = household.wallbox_w()
+        base = clock[quarter]
+        month = (base.year, base.month)
+        if executor is not None:
+            began = time.perf_counter()
+            executor.plan(quarter, batteries, totals.peaks.get(month, 0.0))
+            totals.plan_seconds.append(time.perf_counter() - began)
+            totals.plans += 1
         for step in range(steps_per_quarter):
             now = base.replace(minute=base.minute + step * setup.step_s // 60)
             site.update(now)
             # The meter is read a few seconds after the load changed, once Auto has reacted (as a P1 reading
-            # every few seconds would show it); the rest of the minute follows the engine's commands.
-            _advance(batteries, SETTLE_S, t, now, totals, billing, site, tariff, last_modes)
+            # every few seconds would show it); the rest of the minute follows the controller's commands.
+            _advance(batteries, SETTLE_S, t, now, quarter, totals, site, prices, last_modes)
             t += SETTLE_S
             if engine is not None:
                 result = engine.step(
@@ -203,23 +445,25 @@ def run(
                 for command in result.commands:
                     _execute(by_id[command.battery_id], command, t)
                 totals.decisions += len(result.decisions)
-            _advance(batteries, setup.step_s - SETTLE_S, t, now, totals, billing, site, tariff, last_modes)
+            if executor is not None:
+                totals.decisions += executor.act(batteries, site, t)
+            _advance(batteries, setup.step_s - SETTLE_S, t, now, quarter, totals, site, prices, last_modes)
             t += setup.step_s - SETTLE_S
             if trace_quarters is not None and quarter in trace_quarters:
                 trace.at.append(now)
-                trace.load.append(sum(site.load))
+                trace.load.append(sum(site.load) + sum(site.extra))
                 trace.pv.append(sum(site.pv))
                 trace.grid.append(site.total_power())
                 for battery in batteries:
                     trace.battery_power[battery.ble_mac].append(battery.physics.ac_power)
                     trace.soc[battery.ble_mac].append(battery.physics.soc)
+        # The meter's quarter is the data's quarter: clock-aligned, all of its minutes and only those.
+        totals.peaks[month] = max(totals.peaks.get(month, 0.0), totals.quarter_import_wh / 250)
+        totals.quarter_import_wh = 0.0
         if progress is not None:
             progress(1)
-    billing.add(
-        year.local_time(min(QUARTERS - 1, start_quarter + quarters)), 0.0, 0.0
-    )  # closes the last quarter
     return _figures(
-        scenario, totals, billing, batteries, tariff, first_local, year, start_quarter, quarters, trace
+        scenario, totals, batteries, tariff, first_local, year, start_quarter, quarters, trace, setup
     )
 
 
@@ -228,15 +472,15 @@ def _advance(
     seconds: int,
     t: float,
     now: datetime,
+    quarter: int,
     totals: Totals,
-    billing: CapacityTracker,
     site: Site,
-    tariff: Tariff,
+    prices: PriceYear,
     last_modes: dict[str, str],
 ) -> None:
     for battery in ticking_order(batteries):
         battery.tick(seconds, t, now)
-    _account(totals, billing, site, batteries, tariff, now, seconds, last_modes)
+    _account(totals, site, batteries, prices, now, quarter, seconds, last_modes)
 
 
 def _daily_pv(year: HouseholdYear) -> dict[int, float]:
@@ -248,11 +492,11 @@ def _daily_pv(year: HouseholdYear) -> dict[int, float]:
 
 def _account(
     totals: Totals,
-    billing: CapacityTracker,
     site: Site,
     batteries: list[SimulatedBattery],
-    tariff: Tariff,
+    prices: PriceYear,
     now: datetime,
+    quarter: int,
     seconds: int,
     last_modes: dict[str, str],
 ) -> None:
@@ -260,13 +504,13 @@ def _account(
     hours = seconds / 3600
     if grid >= 0:
         totals.import_wh += grid * hours
-        totals.energy_cost += grid * hours / 1000 * tariff.price_at(now)
+        totals.energy_cost += grid * hours / 1000 * float(prices.import_price[quarter])
+        totals.quarter_import_wh += grid * hours
     else:
         totals.export_wh -= grid * hours
-        totals.energy_cost += grid * hours / 1000 * tariff.injection_price
-    totals.load_wh += sum(site.load) * hours
+        totals.energy_cost += grid * hours / 1000 * float(prices.export_price[quarter])
+    totals.load_wh += (sum(site.load) + sum(site.extra)) * hours
     totals.pv_wh += sum(site.pv) * hours
-    billing.add(now, seconds, grid)
     in_auto = 0
     for battery in batteries:
         p = battery.physics
@@ -285,7 +529,6 @@ def _account(
 def _figures(
     scenario: str,
     totals: Totals,
-    billing: CapacityTracker,
     batteries: list[SimulatedBattery],
     tariff: Tariff,
     first: datetime,
@@ -293,20 +536,21 @@ def _figures(
     start: int,
     quarters: int,
     trace: Trace,
+    setup: ReplaySetup,
 ) -> dict[str, Any]:
-    covered = _month_fractions(year, start, quarters)
-    peaks = {f"{y}-{m:02d}": round(billing.peaks.get((y, m), 0.0), 3) for (y, m) in covered}
+    covered = month_fractions(start, quarters)
+    peaks = {f"{y}-{m:02d}": round(totals.peaks.get((y, m), 0.0), 3) for (y, m) in covered}
     capacity = sum(
-        tariff.capacity_price / 12 * max(tariff.capacity_floor_kw, billing.peaks.get(month, 0.0)) * share
+        tariff.capacity_price / 12 * max(tariff.capacity_floor_kw, totals.peaks.get(month, 0.0)) * share
         for month, share in covered.items()
     )
     capacity_wh = sum(b.physics.capacity_wh for b in batteries)
     discharged = sum(b.physics.ac_out_wh for b in batteries)
     charged = sum(b.physics.ac_in_wh for b in batteries)
-    stored_change = sum((b.physics.soc - 50.0) / 100 * b.physics.capacity_wh for b in batteries)
+    stored_change = sum((b.physics.soc - setup.start_soc) / 100 * b.physics.capacity_wh for b in batteries)
     pv = totals.pv_wh
     balance = totals.load_wh - pv - discharged + charged - (totals.import_wh - totals.export_wh)
-    return {
+    figures = {
         "scenario": scenario,
         "bill_eur": round(totals.energy_cost + capacity, 2),
         "energy_cost_eur": round(totals.energy_cost, 2),
@@ -329,19 +573,20 @@ def _figures(
         "from": first.isoformat(timespec="minutes"),
         "trace": trace if trace.at else None,
     }
+    if totals.plans:
+        solve_ms = np.asarray(totals.plan_seconds) * 1000
+        figures["plans"] = totals.plans
+        figures["plan_ms_p50"] = round(float(np.percentile(solve_ms, 50)), 2)
+        figures["plan_ms_p99"] = round(float(np.percentile(solve_ms, 99)), 2)
+    return figures
 
 
-def _month_fractions(year: HouseholdYear, start: int, quarters: int) -> dict[tuple[int, int], float]:
+def month_fractions(start: int, quarters: int) -> dict[tuple[int, int], float]:
     """How much of each calendar month the replay covers (a partial month pays its share of the tariff)."""
     counts: dict[tuple[int, int], int] = defaultdict(int)
     totals: dict[tuple[int, int], int] = defaultdict(int)
-    for quarter in range(QUARTERS):
-        local = year.local_time(quarter)
+    for quarter, local in enumerate(local_times()):
         totals[(local.year, local.month)] += 1
         if start <= quarter < start + quarters:
             counts[(local.year, local.month)] += 1
     return {month: counts[month] / totals[month] for month in counts if counts[month]}
-
-
-def _isclose(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
