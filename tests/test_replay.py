@@ -100,6 +100,7 @@ def test_short_replay_keeps_every_invariant(year: HouseholdYear, scenario: str) 
         assert figures["minutes_with_two_in_auto"] <= 1
         assert figures["decisions"] > 0
         assert figures["plans"] == 96 * 3  # a plan every quarter-hour
+        assert figures["plans_without_steps"] == 0
     if scenario == "rules":
         assert figures["max_switches_per_hour"] <= 4
         assert figures["minutes_with_two_in_auto"] <= 1  # only the start, before the first commands

@@ -539,6 +539,12 @@ class _Solver:
             self.highs.run()
             status = self.highs.getModelStatus()
             if status != highspy.HighsModelStatus.kOptimal:
+                # A warm start now and then ends a hair short of optimal (HiGHS says "Unknown" over a
+                # dual infeasibility of 1e-5): the same model from scratch solves.
+                self.highs.clearSolver()
+                self.highs.run()
+                status = self.highs.getModelStatus()
+            if status != highspy.HighsModelStatus.kOptimal:
                 return _empty_solution(problem, ix, self.highs.modelStatusToString(status))
             x = np.asarray(self.highs.getSolution().col_value)
             chg, dis = x[ix.chg], x[ix.dis]

@@ -109,6 +109,7 @@ class Totals:
     quarter_import_wh: float = 0.0
     peaks: dict[tuple[int, int], float] = field(default_factory=dict)  # month -> highest quarter, kW
     plans: int = 0
+    plans_without_steps: int = 0  # not solved: the batteries went back to Auto for that quarter
     plan_seconds: list[float] = field(default_factory=list)
 
 
@@ -423,6 +424,7 @@ def run(
             executor.plan(quarter, batteries, totals.peaks.get(month, 0.0))
             totals.plan_seconds.append(time.perf_counter() - began)
             totals.plans += 1
+            totals.plans_without_steps += executor.step is None
         for step in range(steps_per_quarter):
             now = base.replace(minute=base.minute + step * setup.step_s // 60)
             site.update(now)
@@ -576,6 +578,7 @@ def _figures(
     if totals.plans:
         solve_ms = np.asarray(totals.plan_seconds) * 1000
         figures["plans"] = totals.plans
+        figures["plans_without_steps"] = totals.plans_without_steps
         figures["plan_ms_p50"] = round(float(np.percentile(solve_ms, 50)), 2)
         figures["plan_ms_p99"] = round(float(np.percentile(solve_ms, 99)), 2)
     return figures
