@@ -37,6 +37,7 @@ UNITS: dict[str, set[str | None]] = {
     "duration": {"d", "h", "min", "s", "ms"},
     "enum": {None},
     "timestamp": {None},
+    "monetary": {"EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN"},  # ISO 4217 codes
 }
 STATE_CLASSES: dict[str, set[str | None]] = {
     "energy": {"total", "total_increasing"},
@@ -50,6 +51,7 @@ STATE_CLASSES: dict[str, set[str | None]] = {
     "duration": {"measurement", "total", "total_increasing", None},
     "enum": {None},
     "timestamp": {None},  # a point in time has no state class in Home Assistant
+    "monetary": {"total", None},  # never measurement: Home Assistant refuses that for money
 }
 REQUIRED = {
     "sensor": {"state_topic"},

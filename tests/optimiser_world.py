@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from marstek_webasto_addon.optimiser.engine import Optimiser
 from marstek_webasto_addon.optimiser.model import BatteryView, Command, Inputs, Role, StepResult
+from marstek_webasto_addon.optimiser.planner import PlanStep
 from marstek_webasto_addon.optimiser.settings import Settings
 from marstek_webasto_addon.optimiser.tariff import DEFAULT_TARIFF, Tariff
 
@@ -34,12 +35,14 @@ class World:
     grid: float = 0.0
     now: datetime = datetime(2026, 6, 3, 12, 0)  # a Wednesday noon: day mode, peak period
     t: float = 1000.0
-    settings: Settings = field(default_factory=lambda: Settings(enabled=True))
+    settings: Settings = field(default_factory=lambda: Settings(enabled=True, method="rules"))
     tariff: Tariff = DEFAULT_TARIFF
     obey: bool = True
     pv_forecast_kwh: float | None = 0.0
     grid_age: float | None = 0.0
     log: list[Command] = field(default_factory=list)
+    plan_step: PlanStep | None = None  # the planner strategy's running step
+    wallbox: float | None = None  # W
 
     def __post_init__(self) -> None:
         self.engine = Optimiser(self.settings, self.tariff)
@@ -47,9 +50,18 @@ class World:
     def step(self, seconds: float = 10.0) -> StepResult:
         self.t += seconds
         self.now += timedelta(seconds=seconds)
-        result = self.engine.step(
-            Inputs(self.t, self.now, self.grid, self.grid_age, tuple(self.batteries), self.pv_forecast_kwh)
+        inputs = Inputs(
+            self.t,
+            self.now,
+            self.grid,
+            self.grid_age,
+            tuple(self.batteries),
+            self.pv_forecast_kwh,
+            wallbox_power=self.wallbox,
+            plan_step=self.plan_step,
+            plan_problem="" if self.plan_step else "no plan in this test",
         )
+        result = self.engine.step(inputs)
         self.log.extend(result.commands)
         if self.obey:
             for command in result.commands:

@@ -263,6 +263,8 @@ USER_OPTIONS: dict[str, Any] = {
     },
     "timing": {"timeout": 2.5},
     "log_level": "debug",
+    # a section added by an update: the Supervisor fills it in from config.yaml's options (top-level merge)
+    "prices": {"type": "entity", "entity_id": "sensor.nordpool_kwh_be_eur", "vat_percent": 6},
 }
 
 

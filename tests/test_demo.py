@@ -115,3 +115,34 @@ async def test_without_mosquitto_the_demo_brings_its_own_broker() -> None:
     finally:
         code = await stop(process)
     assert code == 0, "".join(lines)
+
+
+async def test_the_demo_runs_the_planner_and_shows_its_plan() -> None:
+    process, port, lines = await start_demo()
+    try:
+        state = await wait_for_state(
+            port, lambda s: running(s) and s["optimiser"]["strategy"].startswith("plan:")
+        )
+        assert state["optimiser"]["plan_action"] in (
+            "self_consumption",
+            "charge",
+            "hold",
+            "limit_charge",
+            "discharge",
+        )
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/plan") as response:
+            assert response.status == 200
+            plan = await response.json()
+    finally:
+        code = await stop(process)
+    assert code == 0, "".join(lines)
+    assert plan["status"] == "optimal"
+    steps = plan["steps"]
+    assert steps[0]["start"].startswith("2026-06-21T11:")
+    assert steps[-1]["start"] == "2026-06-22T23:45"  # the rest of today and all of tomorrow
+    assert all(len(step["soc"]) == 3 for step in steps)
+    # the learned evening of the demo's home comes from the batteries, the noon sun goes into them
+    evening = [s for s in steps if "T19:" in s["start"] or "T20:" in s["start"]]
+    assert sum(s["battery_kw"] for s in evening) > 0
+    noon = [s for s in steps if s["start"].startswith("2026-06-22T13:")]
+    assert all(s["pv_kw"] > 1.0 for s in noon)

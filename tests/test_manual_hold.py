@@ -81,7 +81,7 @@ def test_the_safety_hold_leaves_a_held_battery_alone_too() -> None:
 
 
 def test_after_a_hold_the_switch_interval_counts_from_the_persons_change() -> None:
-    world = World(three(), settings=Settings(enabled=True, min_switch_interval=5))
+    world = World(three(), settings=Settings(enabled=True, method="rules", min_switch_interval=5))
     settle(world)
     world.set("C", hold="manual hold", mode="AI", mode_changed_t=world.t)
     world.run(60)
@@ -98,7 +98,7 @@ def test_night_clearing_never_clears_the_battery_that_covers_the_home() -> None:
     world = World(
         three(),
         now=datetime(2026, 6, 3, 22, 55),
-        settings=Settings(enabled=True, desired_total_capacity=12.0),
+        settings=Settings(enabled=True, method="rules", desired_total_capacity=12.0),
     )
     world.grid = 300.0
     cleared: list[str] = []

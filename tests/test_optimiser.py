@@ -114,7 +114,7 @@ def test_night_plan_fills_the_deficit_emptiest_first_in_the_cheapest_period() ->
         three(50, 20, 90),
         now=datetime(2026, 6, 3, 21, 59, 50),
         pv_forecast_kwh=2.0,
-        settings=Settings(enabled=True, desired_total_capacity=15.0),
+        settings=Settings(enabled=True, method="rules", desired_total_capacity=15.0),
     )
     world.step()
     plan = world.step().status.night_plan
@@ -134,7 +134,7 @@ def test_night_charging_runs_in_the_window_after_clearing_schedules() -> None:
     world = World(
         three(50, 20, 90),
         now=datetime(2026, 6, 4, 0, 55),
-        settings=Settings(enabled=True, desired_total_capacity=12.0),
+        settings=Settings(enabled=True, method="rules", desired_total_capacity=12.0),
     )
     start(world)
     clears = [c for c in world.log if c.clear_schedules]
@@ -153,7 +153,10 @@ def test_clearing_schedules_can_be_switched_off() -> None:
         three(50, 20, 90),
         now=datetime(2026, 6, 4, 0, 55),
         settings=Settings(
-            enabled=True, desired_total_capacity=12.0, clear_schedules_before_night_charging=False
+            enabled=True,
+            method="rules",
+            desired_total_capacity=12.0,
+            clear_schedules_before_night_charging=False,
         ),
     )
     world.run(600)
@@ -247,7 +250,7 @@ def test_peak_assist_discharges_helpers_when_the_quarter_heads_over_target() -> 
     world = World(
         three(60, 50, 65),
         now=datetime(2026, 6, 3, 17, 54, 50),
-        settings=Settings(enabled=True, peak_target=2.5),
+        settings=Settings(enabled=True, method="rules", peak_target=2.5),
     )
     world.engine.active, world.engine.last_switch = "a", 1000.0
     start(world)
@@ -267,7 +270,7 @@ def test_peak_assist_follows_the_quarter_hour_boundary() -> None:
     world = World(
         three(60, 50, 65),
         now=datetime(2026, 6, 3, 17, 53, 40),
-        settings=Settings(enabled=True, peak_target=2.5),
+        settings=Settings(enabled=True, method="rules", peak_target=2.5),
     )
     world.engine.active, world.engine.last_switch = "a", 1000.0
     start(world)
@@ -286,10 +289,12 @@ def test_peak_assist_follows_the_quarter_hour_boundary() -> None:
 
 
 def test_the_target_follows_this_months_peak() -> None:
-    world = World(three(), settings=Settings(enabled=True, peak_target=2.5))
+    world = World(three(), settings=Settings(enabled=True, method="rules", peak_target=2.5))
     world.engine.capacity.month_peak_kw = 4.2
     assert world.engine.peak_target() == pytest.approx(4.2)
-    fixed = World(three(), settings=Settings(enabled=True, peak_target=2.5, peak_follow_month=False))
+    fixed = World(
+        three(), settings=Settings(enabled=True, method="rules", peak_target=2.5, peak_follow_month=False)
+    )
     fixed.engine.capacity.month_peak_kw = 4.2
     assert fixed.engine.peak_target() == pytest.approx(2.5)
 
@@ -326,7 +331,7 @@ def test_mismatch_detector(role: Role, mode: str | None, power: float | None, pr
 def test_a_doubtful_active_battery_blocks_peak_assist_and_overflow() -> None:
     world = World(
         three(50, 45, 80),
-        settings=Settings(enabled=True, peak_target=2.5),
+        settings=Settings(enabled=True, method="rules", peak_target=2.5),
         now=datetime(2026, 6, 3, 17, 54, 50),
     )
     start(world)
@@ -393,7 +398,7 @@ def test_a_clean_stop_returns_the_batteries_to_auto() -> None:
 
 
 def test_passive_commands_carry_a_countdown_and_are_refreshed_before_it_runs_out() -> None:
-    world = World(three(), settings=Settings(enabled=True, passive_countdown=15))
+    world = World(three(), settings=Settings(enabled=True, method="rules", passive_countdown=15))
     world.step()
     idle = [c for c in world.log if c.role is Role.IDLE]
     assert len(idle) == 2
@@ -433,7 +438,7 @@ def test_setpoints_stay_within_limits_and_the_soc_window() -> None:
     world = World(
         [battery("A", 50), battery("B", 100), battery("C", 12)],
         now=datetime(2026, 6, 4, 1, 30),
-        settings=Settings(enabled=True, desired_total_capacity=15.0),
+        settings=Settings(enabled=True, method="rules", desired_total_capacity=15.0),
     )
     world.run(300)
     for command in world.log:

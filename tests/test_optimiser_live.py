@@ -40,6 +40,7 @@ def options(sim: Any, enabled: bool) -> dict[str, Any]:
         # night charging off: the test must behave the same at any hour it runs
         "optimiser": {
             "enabled": enabled,
+            "method": "rules",
             "hysteresis": 0,
             "min_switch_interval": 1,
             "input_stale_after": 10,

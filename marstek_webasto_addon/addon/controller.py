@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,8 +28,11 @@ from ..optimiser.engine import Optimiser
 from ..optimiser.model import BatteryView, Command, Decision, Inputs, Role, Status
 from ..optimiser.settings import Settings, check
 from ..optimiser.tariff import CapacityTracker
+from .ha_series import DayAheadPrices, DetailedPvForecast
 from .inputs import GridInput, PvForecast
 from .options import Options
+from .planning import DayLedger, LivePlanner, PlanSummary
+from .quarter_history import QuarterHistory
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_CAPACITY_WH = 5120.0
@@ -165,6 +169,9 @@ class OptimiserController:
         on_change: Callable[[], None] = lambda: None,
         on_outcome: Callable[[BatteryDevice], None] = lambda device: None,
         clock: EngineClock | None = None,
+        site: Callable[[], Mapping[str, Any]] = dict,
+        pv_measured: bool = False,
+        day_ahead: DayAheadPrices | None = None,
     ) -> None:
         self.options = options
         self.clock: EngineClock = clock or RealClock()
@@ -185,6 +192,17 @@ class OptimiserController:
         self._stale_logged = False
         self._started = time.monotonic()
         self._waiting_logged = False
+        self.site = site  # the site's power flow (W): pv_power, wallbox_power
+        self.live = LivePlanner(
+            options.tariff.build(),
+            history=QuarterHistory.restored(store.get("history")),
+            ledger=DayLedger.restored(store.get("ledger")),
+            day_ahead=day_ahead,
+            pv_detail=pv if isinstance(pv, DetailedPvForecast) else None,
+            pv_measured=pv_measured,
+        )
+        self._planner_failed = ""
+        self._last_observed: float | None = None
 
     # settings: the options, then changes made from Home Assistant ------------------------------------
 
@@ -284,8 +302,60 @@ class OptimiserController:
             mode_changed_t=changed_t,
         )
 
+    def plan_summary(self) -> PlanSummary | None:
+        if self.settings.method != "planner":
+            return None
+        return self.live.summary(self.clock.now())
+
+    def plan_json(self) -> dict[str, Any]:
+        if self.settings.method != "planner":
+            return {"status": "the rules strategy is in force", "steps": []}
+        return self.live.as_json()
+
+    def _observe(self, inputs: Inputs) -> None:
+        """The site's readings into the learner's history and today's ledger, whatever the strategy."""
+        seconds = 0.0 if self._last_observed is None else inputs.t - self._last_observed
+        self._last_observed = inputs.t
+        stale = inputs.grid_age is None or inputs.grid_age > self.settings.input_stale_after
+        site = self.site()
+        battery = [b.ac_power for b in inputs.batteries if b.ac_power is not None]
+        self.live.observe(
+            inputs.now,
+            min(seconds, 3 * self.interval * self.clock.speed),
+            grid_w=None if stale else inputs.grid_power,
+            battery_w=sum(battery),
+            pv_w=site.get("pv_power"),
+            wallbox_w=site.get("wallbox_power"),
+        )
+
+    def _with_plan(self, inputs: Inputs) -> Inputs:
+        settings = self.settings
+        wallbox = self.site().get("wallbox_power")
+        inputs = replace(inputs, wallbox_power=wallbox)
+        if settings.method != "planner" or not settings.enabled:
+            return inputs
+        try:
+            step = self.live.step(
+                inputs.now,
+                [b for b in inputs.batteries if not b.hold],
+                self.engine.capacity,
+                settings,
+                inputs.pv_forecast_tomorrow_kwh,
+            )
+        except Exception as exc:  # the rules' rotation takes over; the planner is tried again next step
+            if not self._planner_failed:
+                _LOG.exception("optimiser: the planner failed; rotation by the rules until it works again")
+            self._planner_failed = f"the planner failed: {exc}"
+            return replace(inputs, plan_problem=self._planner_failed)
+        if self._planner_failed and step is not None:
+            _LOG.info("optimiser: the planner works again")
+        self._planner_failed = ""
+        return replace(inputs, plan_step=step, plan_problem=self.live.problem)
+
     def step(self) -> None:
         inputs = self.inputs()
+        self._observe(inputs)
+        inputs = self._with_plan(inputs)
         result = self.engine.step(inputs)
         for decision in result.decisions:
             _LOG.info("optimiser: %s", decision.text)
@@ -306,14 +376,22 @@ class OptimiserController:
                 self._stale_logged = True
         elif not stale:
             self._stale_logged = False
-        self._status = result.status
+        status = result.status
+        if inputs.plan_step is not None and not status.next_action:
+            summary = self.live.summary(inputs.now)
+            if summary is not None and summary.next_change:
+                status = replace(status, next_action=summary.next_change)
+        self._status = status
         self._dispatch(result.commands)
         if self.engine.capacity.quarter != self._saved_quarter:  # once a quarter-hour, not every step
             self._save_capacity()
         self.on_change()
 
     def _save_capacity(self) -> None:
+        """Once a quarter-hour: the capacity tariff's month, the learner's history, today's ledger."""
         self.store["capacity"] = self.engine.capacity.snapshot()
+        self.store["history"] = self.live.history.snapshot()
+        self.store["ledger"] = self.live.ledger.snapshot()
         self._saved_quarter = self.engine.capacity.quarter
         self.save()
 

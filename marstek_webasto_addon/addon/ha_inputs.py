@@ -12,7 +12,7 @@ import logging
 import time as clock
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..tasks import cancel_all
 from .forecast_inputs import numeric_state, sunny_hours
@@ -150,6 +150,17 @@ class WeatherPvForecast(PvForecast):
         }
 
 
+class SeriesInput(Protocol):
+    """An input read from entities' attributes (day-ahead prices, detailed PV forecasts)."""
+
+    entity_ids: tuple[str, ...]
+    problem: str
+
+    def on_state(self, entity_id: str, state: EntityState | None) -> None: ...
+
+    def lost(self, why: str) -> None: ...
+
+
 class HomeAssistantInputs:
     """Runs the connection for the entity-based inputs and keeps the weather forecast fresh."""
 
@@ -162,8 +173,9 @@ class HomeAssistantInputs:
         token: str | None = None,
         refresh: float = FORECAST_REFRESH_S,
         now: Callable[[], datetime] = datetime.now,
+        series: Sequence[SeriesInput] = (),
     ) -> None:
-        self.powers, self.pv = list(powers), pv
+        self.powers, self.pv, self.series = list(powers), pv, list(series)
         self.url, self.token, self.refresh, self.now = url, token, refresh, now
         self.client: HomeAssistantClient | None = None
         self.problem = ""
@@ -172,7 +184,8 @@ class HomeAssistantInputs:
         ids = [power.entity_id for power in self.powers]
         if isinstance(self.pv, EntityPvForecast):
             ids.append(self.pv.entity_id)
-        return ids
+        ids += [entity_id for source in self.series for entity_id in source.entity_ids]
+        return list(dict.fromkeys(ids))
 
     def _on_change(self, entity_id: str, state: EntityState | None) -> None:
         for power in self.powers:
@@ -180,6 +193,9 @@ class HomeAssistantInputs:
                 power.on_state(state)
         if isinstance(self.pv, EntityPvForecast) and entity_id == self.pv.entity_id:
             self.pv.on_state(state)
+        for source in self.series:
+            if entity_id in source.entity_ids:
+                source.on_state(entity_id, state)
 
     def _fail_all(self, why: str) -> None:
         self.problem = why
@@ -189,6 +205,9 @@ class HomeAssistantInputs:
             self.pv.failed(why)
         elif self.pv is not None:
             self.pv.problem = why
+        for source in self.series:
+            source.lost(why)
+            source.problem = why
 
     async def run(self) -> None:
         try:

@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 
 from ..optimiser.settings import PARAMETERS
 from ..optimiser.tariff import DAY_NAMES, Tariff
+from .day_ahead import PriceFormula
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -128,6 +129,8 @@ def _optimiser_options() -> type[BaseModel]:
             fields[parameter.key] = (bool, parameter.default)
         elif parameter.kind == "time":
             fields[parameter.key] = (Annotated[str, Field(pattern=_CLOCK)], parameter.default)
+        elif parameter.kind == "select":
+            fields[parameter.key] = (Literal[parameter.choices], parameter.default)
         else:
             bounds = Field(ge=parameter.minimum, le=parameter.maximum)
             unit = (Unit(parameter.unit),) if parameter.unit else ()
@@ -179,9 +182,11 @@ class PvPowerOptions(_Strict):
 
 
 class PvForecastOptions(_Strict):
-    """Tomorrow's PV: an energy forecast entity in kWh, or a weather entity's sunny hours."""
+    """Tomorrow's PV: an energy forecast entity in kWh, a weather entity's sunny hours, or detailed
+    forecast sensors (Solcast, Open-Meteo Solar Forecast) with the PV per quarter-hour."""
 
-    type: Literal["none", "entity", "weather"] = "none"
+    type: Literal["none", "entity", "weather", "detailed"] = "none"
+    # detailed: one or more sensors, separated by commas (Solcast's forecast today and tomorrow)
     entity_id: str = ""
 
     @model_validator(mode="after")
@@ -189,7 +194,40 @@ class PvForecastOptions(_Strict):
         domain = {"entity": "sensor", "weather": "weather"}.get(self.type)
         if domain and not re.fullmatch(rf"{domain}\.[a-z0-9_]+", self.entity_id):
             raise ValueError(f"pv_forecast.entity_id must be a {domain} entity id when type is {self.type}")
+        if self.type == "detailed":
+            if not self.entities:
+                raise ValueError("pv_forecast.entity_id must name at least one sensor when type is detailed")
+            for entity in self.entities:
+                if not re.fullmatch(r"sensor\.[a-z0-9_]+", entity):
+                    raise ValueError(
+                        f"pv_forecast.entity_id: {entity!r} is not a sensor entity id (sensor.xxx)"
+                    )
         return self
+
+    @property
+    def entities(self) -> list[str]:
+        return [part.strip() for part in self.entity_id.split(",") if part.strip()]
+
+
+class _PriceSource(_Strict):
+    type: Literal["tariff", "entity"] = "tariff"
+    entity_id: str = ""
+
+
+class PricesOptions(PriceFormula, _PriceSource):  # the source first on the options tab, then the formula
+    """Where the energy prices come from: the tariff's periods, or a day-ahead price entity with the
+    formula that turns its spot price into what you pay and get (the tariff's capacity price stays)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PricesOptions:
+        if self.type == "entity" and not re.fullmatch(r"sensor\.[a-z0-9_]+", self.entity_id):
+            raise ValueError("prices.entity_id must be a sensor entity id (sensor.xxx) when type is entity")
+        return self
+
+    def formula(self) -> PriceFormula:
+        return PriceFormula(**{name: getattr(self, name) for name in PriceFormula.model_fields})
 
 
 class TariffPeriodOptions(_Strict):
@@ -251,6 +289,7 @@ class Options(_Strict):
     pv_forecast: PvForecastOptions = PvForecastOptions()
     pv_power: PvPowerOptions = PvPowerOptions()
     tariff: TariffOptions = TariffOptions()
+    prices: PricesOptions = PricesOptions()
     control_interval: Annotated[float, Field(ge=1, le=300), Unit("s")] = 10.0
     notifications: bool = True  # Home Assistant persistent notifications for problems that need a person
 

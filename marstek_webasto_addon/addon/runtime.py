@@ -37,7 +37,14 @@ from ..devices.webasto.registers import WallboxModel
 from ..tasks import cancel_all
 from . import supervisor
 from .controller import EngineClock, OptimiserController
-from .ha_inputs import EntityPowerInput, EntityPvForecast, HomeAssistantInputs, WeatherPvForecast
+from .ha_inputs import (
+    EntityPowerInput,
+    EntityPvForecast,
+    HomeAssistantInputs,
+    SeriesInput,
+    WeatherPvForecast,
+)
+from .ha_series import DayAheadPrices, DetailedPvForecast
 from .homeassistant import SUPERVISOR_WEBSOCKET_URL, HomeAssistantClient
 from .inputs import BatteryMeterInput, GridInput, MqttGridInput, PvForecast
 from .notices import NoticeBoard, Notifications
@@ -221,6 +228,8 @@ class Runtime:
             )
         )
         pv = self._pv_forecast()
+        prices = self.options.prices
+        day_ahead = DayAheadPrices(prices.entity_id, prices.formula()) if prices.type == "entity" else None
         if self.batteries:
             self.optimiser = OptimiserController(
                 options,
@@ -232,6 +241,9 @@ class Runtime:
                 on_change=self._optimiser_changed,
                 on_outcome=self._notify,
                 clock=self.clock,
+                site=self.site.values,
+                pv_measured=pv_power is not None,
+                day_ahead=day_ahead,
             )
             self.optimiser_device = OptimiserDevice(self.optimiser)
             if isinstance(pv, WeatherPvForecast):
@@ -239,8 +251,14 @@ class Runtime:
                 pv.per_sunny_hour_wh = lambda: controller.settings.pv_per_sunny_hour
         powers = [i for i in (grid, pv_power) if isinstance(i, EntityPowerInput)]
         forecast = pv if self.optimiser and isinstance(pv, EntityPvForecast | WeatherPvForecast) else None
-        if powers or forecast is not None:
-            self.ha_inputs = HomeAssistantInputs(powers, forecast, url=self.ha_url, token=self.ha_token)
+        series: list[SeriesInput] = []
+        if self.optimiser is not None:
+            series += [day_ahead] if day_ahead is not None else []
+            series += [pv] if isinstance(pv, DetailedPvForecast) else []
+        if powers or forecast is not None or series:
+            self.ha_inputs = HomeAssistantInputs(
+                powers, forecast, url=self.ha_url, token=self.ha_token, series=series
+            )
         self.mqtt = MqttBridge(
             self.broker,
             Topics(options.base_topic, options.discovery_prefix),
@@ -305,6 +323,8 @@ class Runtime:
             return EntityPvForecast(source.entity_id)
         if source.type == "weather":
             return WeatherPvForecast(source.entity_id)
+        if source.type == "detailed":
+            return DetailedPvForecast(source.entities)
         pv = PvForecast("none")
         pv.problem = "no PV forecast configured: night charging assumes no PV tomorrow"
         return pv

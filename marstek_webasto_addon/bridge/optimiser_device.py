@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from .. import __version__
 from ..devices.outcome import WriteOutcome, WriteStatus
 from ..optimiser.model import Decision, NightPlan, Status
+from ..optimiser.planner import Action
 from ..optimiser.settings import PARAMETERS, Parameter, Settings
 from .devices import BridgedDevice
 from .exposes import Component, Expose
@@ -39,12 +41,43 @@ class OptimiserPort(Protocol):
 
     def tariff_periods(self) -> tuple[str, ...]: ...
 
+    def plan_summary(self) -> PlanSummaryLike | None: ...  # None: no plan (rules, or none made yet)
+
+
+class PlanSummaryLike(Protocol):
+    @property
+    def action(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def next_change(self) -> str: ...
+    @property
+    def next_change_at(self) -> datetime | None: ...
+    @property
+    def cost_today_eur(self) -> float: ...
+    @property
+    def cost_tomorrow_eur(self) -> float | None: ...
+    @property
+    def saving_today_eur(self) -> float: ...
+    @property
+    def month_peak_target_kw(self) -> float | None: ...
+
 
 def _parameter_expose(p: Parameter) -> Expose:
     category = None if p.key == "enabled" else CONFIG
     if p.kind == "switch":
         return Expose(
             p.key, p.name, Component.SWITCH, entity_category=category, icon=p.icon, featured=p.featured
+        )
+    if p.kind == "select":
+        return Expose(
+            p.key,
+            p.name,
+            Component.SELECT,
+            entity_category=category,
+            icon=p.icon,
+            options=p.choices,
+            featured=p.featured,
         )
     if p.kind == "time":
         return Expose(
@@ -97,6 +130,22 @@ STATUS_EXPOSES = (
     Expose(
         "input_stale", "Grid input stale", Component.BINARY_SENSOR, device_class="problem", attributes=True
     ),
+    # the planner's plan (unknown while the rules are in force)
+    Expose(
+        "plan_action",
+        "Planned action",
+        Component.SENSOR,
+        device_class="enum",
+        options=tuple(a.value for a in Action),
+        icon="mdi:timeline-clock-outline",
+        attributes=True,
+    ),
+    Expose("plan_next_change", "Plan: next change", Component.SENSOR, icon="mdi:calendar-arrow-right"),
+    Expose("plan_next_change_at", "Plan: next change at", Component.SENSOR, device_class="timestamp"),
+    Expose("plan_cost_today", "Expected cost today", Component.SENSOR, "EUR", "monetary", precision=2),
+    Expose("plan_cost_tomorrow", "Expected cost tomorrow", Component.SENSOR, "EUR", "monetary", precision=2),
+    Expose("plan_saving_today", "Saving today", Component.SENSOR, "EUR", "monetary", precision=2),
+    Expose("plan_peak_target", "Planned month peak", Component.SENSOR, "kW", "power", precision=2),
     Expose(
         "mode_mismatch",
         "Battery mode mismatch",
@@ -148,6 +197,20 @@ class OptimiserDevice(BridgedDevice):
                 "last_decision": decisions[-1].text[:250] if decisions else None,
             }
         )
+        plan = self.port.plan_summary()
+        values.update(
+            {
+                "plan_action": plan.action if plan else None,
+                "plan_next_change": (plan.next_change or "none") if plan else None,
+                "plan_next_change_at": plan.next_change_at.astimezone().isoformat()
+                if plan and plan.next_change_at
+                else None,
+                "plan_cost_today": plan.cost_today_eur if plan else None,
+                "plan_cost_tomorrow": plan.cost_tomorrow_eur if plan else None,
+                "plan_saving_today": plan.saving_today_eur if plan else None,
+                "plan_peak_target": plan.month_peak_target_kw if plan else None,
+            }
+        )
         if status is not None:
             values.update(
                 {
@@ -195,6 +258,7 @@ class OptimiserDevice(BridgedDevice):
                 "hold": status.hold if status else "",
             },
             "mode_mismatch": {"detail": status.mismatch if status else ""},
+            "plan_action": {"reason": plan_now.reason} if (plan_now := self.port.plan_summary()) else {},
             "pv_forecast_tomorrow": self.port.pv_forecast_detail(),
         }
 

@@ -104,9 +104,14 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
         DemoWorld(speed=args.speed, start=args.start, sim_port=args.sim_port) as world,
     ):
         options = parse_options(demo_options(world, broker.host, broker.port))
+        store = StateStore(state_dir / "state.json")
+        optimiser_state = store.section("optimiser")
+        if "history" not in optimiser_state:
+            optimiser_state["history"] = world.past_weeks()
+            store.save()
         async with Runtime(
             options,
-            StateStore(state_dir / "state.json"),
+            store,
             BrokerSettings(broker.host, broker.port),
             clock=world.clock,
         ) as runtime:

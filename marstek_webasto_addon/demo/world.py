@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
+from typing import Any
 
 import aiomqtt
 
+from ..addon.quarter_history import QuarterHistory
 from ..devices.marstek.simulator import MarstekSimulator
 from ..devices.marstek.simulator.physics import Household, SimClock
 from ..devices.webasto.registers import WallboxModel
@@ -66,6 +68,20 @@ class DemoWorld:
 
     def pv_power(self) -> float:
         return sum(self.marstek.site.pv)
+
+    def past_weeks(self, days: int = 14) -> dict[str, Any]:
+        """The planner's history of this home, as if the add-on had watched it for `days` days: its load and
+        PV, the car's evenings left out (the learner takes the car out anyway). A demo should show the
+        planner at work, not its first weeks of learning."""
+        history = QuarterHistory()
+        household = self.marstek.site.household
+        now = self.clock.now()
+        at = now.replace(second=0, microsecond=0) - timedelta(days=days)
+        while at < now:
+            at += timedelta(minutes=5)
+            load, pv = sum(household.load_w(at)), sum(household.pv_w(at))
+            history.observe(at, 300, {"house": load, "pv": pv, "wallbox": 0.0})
+        return history.snapshot()
 
     async def _household(self) -> None:
         """The car comes and goes; its charging is a load on the phases it uses."""

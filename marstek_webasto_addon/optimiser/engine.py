@@ -26,6 +26,7 @@ from typing import Any
 from . import mismatch
 from .model import PASSIVE_ROLES, BatteryView, Command, Decision, Inputs, NightPlan, Role, Status, StepResult
 from .night import evening_of, plan_night, target_soc
+from .planner import Headroom, setpoint, split_power
 from .settings import Settings
 from .tariff import CapacityTracker, Tariff
 
@@ -38,6 +39,17 @@ REPAIR_S = 60.0  # a battery that left its commanded mode on its own is told aga
 SOC_MARGIN = 2.0  # % above the floor / below full before a battery counts as able to discharge / charge
 PEAK_RELEASE_KW = 0.2
 OVERFLOW_STOP_S = 60.0  # consumption must last this long before overflow charging stops
+
+
+def _headroom(battery: BatteryView) -> Headroom:
+    capacity_kwh = battery.capacity_wh / 1000
+    return Headroom(
+        stored_kwh=capacity_kwh * (battery.soc or 0.0) / 100,
+        min_kwh=capacity_kwh * battery.soc_floor / 100,
+        max_kwh=capacity_kwh,
+        max_charge_kw=battery.max_charge_w / 1000,
+        max_discharge_kw=battery.max_discharge_w / 1000,
+    )
 
 
 def _holding(power: int) -> tuple[Role, int]:
@@ -169,6 +181,21 @@ class Optimiser:
         if not usable:
             self.strategy = "no battery online"
             return {}
+        if s.method == "planner" and inputs.plan_step is not None:
+            self.plan = None  # the rules' night plan: the planner plans the night itself
+            self.at_night = False
+            self._planned(inputs, usable, wants, doubts, grid)
+            return wants
+        if s.method == "planner":
+            # No plan yet, or the solver failed: the rules' rotation by day, proven and safe, until there is
+            # one (night charging stays the planner's: no grid energy is bought without a plan).
+            self.plan = None
+            self.at_night = False
+            if self.active not in usable:
+                self._pick_active(inputs, usable, doubts, reason="no active battery online")
+            self._day(inputs, usable, wants, doubts, grid)
+            self.strategy = f"no plan ({inputs.plan_problem or 'not made yet'}): {self.strategy}"
+            return wants
         if not s.rotation:
             self.strategy = "rotation off: every battery on its own Auto control"
             self.active = None
@@ -187,6 +214,60 @@ class Optimiser:
         if s.peak_assist and not doubts.get(self.active or ""):
             self._peak_assist(inputs, usable, wants, grid)
         return wants
+
+    def _planned(
+        self,
+        inputs: Inputs,
+        usable: dict[str, BatteryView],
+        wants: dict[str, _Want],
+        doubts: dict[str, str],
+        grid: float,
+    ) -> None:
+        """Carry out the plan's running step: self-consumption by rotation (one battery in Auto, the
+        others helping as the rules do), anything else in Passive at the total the step asks for now,
+        worked out from the meter and shared so the batteries' SOCs stay together."""
+        step = inputs.plan_step
+        assert step is not None
+        s = self.settings
+        battery_kw = sum(b.ac_power or 0.0 for b in usable.values()) / 1000
+        wallbox_kw = (inputs.wallbox_power or 0.0) / 1000
+        target = setpoint(step, grid / 1000, battery_kw, wallbox_kw)
+        action = step.action.value.replace("_", " ")
+        if target.auto:
+            if not s.rotation:
+                self.strategy = f"plan: {action}, every battery on its own Auto control"
+                self.active = None
+                wants.update({i: _Want(Role.AUTO, reason=f"plan: {action}") for i in usable})
+                return
+            if self.active not in usable:
+                self._pick_active(inputs, usable, doubts, reason="the plan asks for self-consumption")
+            self._rotate(inputs, usable, wants, doubts, grid, night=False)
+            self.strategy = f"plan: {action}"
+            return
+        self.handover = None
+        self.overflow = self.support = None
+        # A battery that went Auto less than a switch interval ago stays there: the others make up the rest.
+        staying = [
+            b
+            for b in usable.values()
+            if (sent := self.sent.get(b.id)) is not None
+            and sent.role is Role.AUTO
+            and not self._may_change_mode(b.id, inputs.t)
+        ]
+        self.active = staying[0].id if staying else None
+        movable = [b for b in usable.values() if b not in staying]
+        rest_kw = target.battery_kw - sum(b.ac_power or 0.0 for b in staying) / 1000
+        shares = split_power(rest_kw, [_headroom(b) for b in movable])
+        for battery, kw in zip(movable, shares, strict=True):
+            role, power = _holding(int(kw * 1000) // 10 * 10)
+            wants[battery.id] = _Want(role, power, reason=f"plan: {action} ({target.reason})")
+        for battery in staying:
+            wants[battery.id] = _Want(Role.AUTO, reason="plan: stays in Auto until the switch interval ends")
+        verb = "discharge" if target.battery_kw > 0 else "charge"
+        self.strategy = f"plan: {action}, {verb} {abs(target.battery_kw):.2f} kW in total"
+        self.next_action = (
+            f"{staying[0].name} joins in after the switch interval" if staying else self.next_action
+        )
 
     def _pick_active(
         self, inputs: Inputs, usable: dict[str, BatteryView], doubts: dict[str, str], reason: str

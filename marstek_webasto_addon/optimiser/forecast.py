@@ -2,8 +2,9 @@
 
 - `load_forecast`: the house load of the coming quarter-hours from the site's own history: for each quarter,
   the mean of the same weekday and quarter over the last `weeks` weeks, blended with the same quarter over
-  the last days (recent habits, weather), with the wallbox taken out. Without enough history it falls back
-  to a typical household day shape scaled to the history's mean (or to 3,500 kWh a year without history).
+  the last days (recent habits, weather), with the wallbox taken out. Quarters nobody saw are NaN and left
+  out. Without enough history it falls back to a typical household day shape scaled to the history's mean
+  (or to 3,500 kWh a year without history).
 - `pv_forecast_with_error`: for the replay, a PV forecast that could really have been had: the true PV,
   smoothed over two hours (a forecast sees weather, not single clouds), each day scaled by an error drawn
   from a seeded log-normal distribution correlated from day to day (typical day-ahead forecasts of a home
@@ -50,12 +51,14 @@ def load_forecast(
     recent_days: int = 14,
     weekday_weight: float = 0.4,
     wallbox_history_kw: Sequence[float] | FloatArray | None = None,
+    floor: float | None = 0.0,
 ) -> FloatArray:
     """The load (kW) of the `steps` quarter-hours that follow the history.
 
     `history_kw[-1]` is the quarter that just ended; `quarter_of_day` is the index (0..95) of the first
     forecast quarter, so the fallback profile knows the time of day. The wallbox's history, when given, is
-    taken out first: the car is forecast on its own.
+    taken out first: the car is forecast on its own. `floor=None` keeps negative values (a net flow, the
+    house minus its PV, forecast as one series).
     """
     history = np.asarray(history_kw, dtype=np.float64)
     if wallbox_history_kw is not None:
@@ -64,18 +67,17 @@ def load_forecast(
     targets = known + np.arange(steps)
     weekly = _mean_of_lags(history, targets, QUARTERS_PER_WEEK, weeks)
     daily = _mean_of_lags(history, targets, QUARTERS_PER_DAY, recent_days)
-    daily_kwh = (
-        float(history[-min(known, 28 * QUARTERS_PER_DAY) :].mean()) * 24
-        if known >= QUARTERS_PER_DAY
-        else DEFAULT_DAILY_KWH
-    )
+    recent = history[-min(known, 28 * QUARTERS_PER_DAY) :]
+    seen_quarters = int(np.sum(~np.isnan(recent)))
+    daily_kwh = float(np.nanmean(recent)) * 24 if seen_quarters >= QUARTERS_PER_DAY else DEFAULT_DAILY_KWH
     fallback = fallback_profile(quarter_of_day + np.arange(steps, dtype=np.int64), daily_kwh)
     blended = np.where(
         np.isnan(weekly),
         daily,
         np.where(np.isnan(daily), weekly, weekday_weight * weekly + (1 - weekday_weight) * daily),
     )
-    return np.where(np.isnan(blended), fallback, np.maximum(blended, 0.0))
+    learned = blended if floor is None else np.maximum(blended, floor)
+    return np.where(np.isnan(blended), fallback, learned)
 
 
 def load_high_forecast(
@@ -134,8 +136,10 @@ def _mean_of_lags(history: FloatArray, targets: npt.NDArray[np.int64], lag: int,
     for k in range(1, count + 1):
         index = targets - k * lag
         ok = (index >= 0) & (index < len(history))
-        total[ok] += history[index[ok]]
-        found[ok] += 1
+        seen = history[index[ok]]
+        known = ~np.isnan(seen)  # a quarter the add-on did not see (it was stopped) is left out
+        total[np.flatnonzero(ok)[known]] += seen[known]
+        found[np.flatnonzero(ok)[known]] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(found > 0, total / np.maximum(found, 1), math.nan)
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .planner import PlanStep
 
 
 class Role(StrEnum):
@@ -53,6 +57,9 @@ class Inputs:
     grid_age: float | None  # seconds since the grid reading was taken
     batteries: tuple[BatteryView, ...]
     pv_forecast_tomorrow_kwh: float | None = None
+    wallbox_power: float | None = None  # W, what the car draws now (None: no wallbox or no reading)
+    plan_step: PlanStep | None = None  # the planner strategy's running step (None: no plan)
+    plan_problem: str = ""  # why there is no plan, when there is none
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 class Parameter:
     key: str
     name: str
-    kind: str  # "switch", "number" or "time"
+    kind: str  # "switch", "number", "time" or "select"
     default: Any
     unit: str | None = None
     minimum: float | None = None
@@ -23,10 +23,12 @@ class Parameter:
     step: float | None = None
     icon: str | None = None
     featured: bool = False  # up front on the panel; the rest sit under "all settings"
+    choices: tuple[str, ...] = ()  # a select's options
 
 
 FEATURED = {
     "enabled",
+    "method",
     "rotation",
     "night_charging",
     "overflow_charging",
@@ -51,10 +53,23 @@ def _time(key: str, name: str, default: str) -> Parameter:
     return Parameter(key, name, "time", default, icon="mdi:clock-outline")
 
 
+def _select(key: str, name: str, default: str, choices: tuple[str, ...], icon: str) -> Parameter:
+    return Parameter(key, name, "select", default, icon=icon, featured=key in FEATURED, choices=choices)
+
+
+METHODS = ("planner", "rules")
+
+
 # fmt: off
 PARAMETERS: tuple[Parameter, ...] = (
     # Off until the user switches it on: the add-on never takes over batteries by surprise.
     _sw("enabled", "Optimiser", False, "mdi:robot"),
+    # planner: the cost-optimal plan over the next day and a half; rules: the seed's strategies below
+    _select("method", "Optimisation method", "planner", METHODS, "mdi:strategy"),
+    # the planner: whether the home batteries may empty themselves into the car (off: the car charges from
+    # PV and the grid), and a cost per kWh discharged that keeps them from cycling for a few cents
+    _sw("batteries_feed_car", "Batteries may charge the car", False, "mdi:car-electric"),
+    _num("wear_cost", "Battery wear cost", 0.0, "EUR/kWh", 0, 0.5, 0.005),
     # strategies
     _sw("rotation", "Battery rotation", True, "mdi:rotate-3d-variant"),
     _sw("night_charging", "Night charging", True, "mdi:weather-night"),
@@ -105,6 +120,9 @@ class Settings:
     """The values in force (options, then changes made from Home Assistant)."""
 
     enabled: bool = False
+    method: str = "planner"
+    batteries_feed_car: bool = False
+    wear_cost: float = 0.0
     rotation: bool = True
     night_charging: bool = True
     clear_schedules_before_night_charging: bool = True
@@ -166,6 +184,10 @@ def check(key: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false")
         return value
+    if parameter.kind == "select":
+        if value not in parameter.choices:
+            raise ValueError(f"{key} must be one of {', '.join(parameter.choices)}")
+        return str(value)
     if parameter.kind == "time":
         try:
             parse_time(str(value))

@@ -171,6 +171,7 @@ class Panel:
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/health", self._health)
         app.router.add_get("/api/diagnostics", self._diagnostics)
+        app.router.add_get("/api/plan", self._plan)
         app.router.add_post("/api/command", self._command)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
@@ -252,6 +253,13 @@ class Panel:
 
     async def _history(self, request: web.Request) -> web.Response:
         return web.json_response(self.history.series(self.clock.now().timestamp()), dumps=_dumps)
+
+    async def _plan(self, request: web.Request) -> web.Response:
+        """The planner's quarter series: prices, forecasts, planned battery power and SOC, the grid."""
+        optimiser = self.runtime.optimiser if self.runtime else None
+        if optimiser is None:
+            return web.json_response({"status": "no optimiser: no battery configured", "steps": []})
+        return web.json_response(optimiser.plan_json(), dumps=_dumps)
 
     async def _diagnostics(self, request: web.Request) -> web.Response:
         report = diagnostics.collect(self.runtime, self.problems())

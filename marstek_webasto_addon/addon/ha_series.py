@@ -1,0 +1,174 @@
+"""Series from Home Assistant entities for the planner: day-ahead prices and detailed PV forecasts.
+
+Both follow their entities' attributes (the WebSocket subscription of `HomeAssistantInputs`) and give the
+planner a value per clock quarter-hour of local wall-clock time. What cannot be used becomes a `problem`
+the log and the panel show; the planner then falls back (to the tariff's periods, to the PV of the last
+days), never to a guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from ..optimiser.planner import QUARTER, quarter_start
+from .day_ahead import PriceFormula, PriceInterval, parse_day_ahead, quarter_series
+from .homeassistant import EntityState
+from .inputs import PvForecast
+from .pv_detail import PvForecast as QuarterEnergy
+from .pv_detail import add_roofs, join_days, parse_pv_forecast, quarter_kw
+
+_LOG = logging.getLogger(__name__)
+DAY = timedelta(days=1)
+
+
+class DayAheadPrices:
+    """A day-ahead price entity (Nord Pool, ENTSO-E, EPEX Spot, ...) turned into import and export prices.
+
+    Tomorrow's prices are published around 13:00; until then the planner assumes tomorrow repeats today,
+    as the replay does, and re-plans when they arrive (`version` changes with every usable update).
+    """
+
+    def __init__(self, entity_id: str, formula: PriceFormula) -> None:
+        self.entity_id = entity_id
+        self.entity_ids: tuple[str, ...] = (entity_id,)
+        self.formula = formula
+        self.intervals: list[PriceInterval] = []
+        self.version = 0
+        self.problem = "not received yet"
+        self.source = ""
+
+    def on_state(self, entity_id: str, state: EntityState | None) -> None:
+        if state is None:
+            self._problem(f"{self.entity_id} does not exist in Home Assistant")
+            return
+        try:
+            found = parse_day_ahead({"state": state.state, "attributes": dict(state.attributes)})
+        except ValueError as exc:
+            self._problem(f"{self.entity_id}: {exc}")
+            return
+        if not found.intervals:
+            self._problem(f"{self.entity_id} holds no prices")
+            return
+        if found.unreadable:
+            _LOG.warning(
+                "prices: %s: %d of %d entries unreadable, skipped", entity_id, found.unreadable, found.entries
+            )
+        if list(found.intervals) != self.intervals:
+            self.intervals, self.version = list(found.intervals), self.version + 1
+        self.source = found.source
+        if self.problem:
+            _LOG.info("prices: %s (%s) in use", self.entity_id, found.source)
+        self.problem = ""
+
+    def lost(self, why: str) -> None:
+        """The connection is gone: the prices already received stay valid for the hours they cover."""
+
+    def _problem(self, problem: str) -> None:
+        if problem != self.problem:
+            _LOG.warning("prices: %s; the tariff's periods stand in", problem)
+        self.problem = problem
+
+    def series(self, start: datetime, steps: int) -> tuple[list[float], list[float]] | None:
+        """Import and export prices per quarter from `start`'s (naive local time); None without a price for
+        the running quarter. A quarter without a price takes the one a day earlier (tomorrow before its
+        prices are out); the series ends where neither is known."""
+        if not self.intervals:
+            return None
+        first = quarter_start(start)
+        spot: list[float] = []
+        for i in range(steps):
+            moment = first + i * QUARTER
+            price = _spot(self.intervals, moment)
+            if price is None:
+                price = _spot(self.intervals, moment - DAY)
+            if price is None:
+                break
+            spot.append(price)
+        if not spot:
+            return None
+        return [self.formula.import_price(p) for p in spot], [self.formula.export_price(p) for p in spot]
+
+
+def _spot(intervals: Sequence[PriceInterval], moment: datetime) -> float | None:
+    values, _ = quarter_series(intervals, moment, 1)
+    return values[0]
+
+
+class DetailedPvForecast(PvForecast):
+    """PV per quarter-hour from entities with a detailed forecast (Solcast's `detailedForecast`, Open-Meteo's
+    `wh_period` / `watts`): entities of different days are joined, entities of the same days (several
+    roofs) are summed. `kwh()` is tomorrow's total, for the rules and the forecast sensor."""
+
+    def __init__(self, entity_ids: Sequence[str]) -> None:
+        super().__init__(f"Home Assistant {', '.join(entity_ids)} (detailed)")
+        self.entity_ids = tuple(entity_ids)
+        self.forecasts: dict[str, QuarterEnergy] = {}
+        self.combined: QuarterEnergy | None = None
+        self.version = 0
+        self.problem = "not received yet"
+        self._problems: dict[str, str] = {}
+
+    def on_state(self, entity_id: str, state: EntityState | None) -> None:
+        problem = ""
+        if state is None:
+            problem = f"{entity_id} does not exist in Home Assistant"
+        else:
+            try:
+                forecast = parse_pv_forecast({"state": state.state, "attributes": dict(state.attributes)})
+            except ValueError as exc:
+                problem = f"{entity_id}: {exc}"
+            else:
+                if not forecast.kwh:
+                    problem = f"{entity_id} holds no forecast"
+                else:
+                    self.forecasts[entity_id] = forecast
+        if problem:
+            self.forecasts.pop(entity_id, None)
+            if problem != self._problems.get(entity_id):
+                _LOG.warning("PV forecast: %s", problem)
+        self._problems[entity_id] = problem
+        self._combine()
+
+    def lost(self, why: str) -> None:
+        """A forecast already received stays good for the quarters it covers."""
+
+    def _combine(self) -> None:
+        parts = [self.forecasts[e] for e in self.entity_ids if e in self.forecasts]
+        problems = [p for p in self._problems.values() if p]
+        try:
+            combined = join_days(*parts) if parts else None
+        except ValueError:
+            combined = add_roofs(*parts)  # the same days: several arrays
+        self.combined = combined
+        self.version += 1
+        self.problem = "; ".join(problems) if problems or combined else "not received yet"
+
+    def quarters(self, start: datetime, steps: int) -> list[float] | None:
+        """kW per quarter from `start`'s (naive local time) while the forecast covers them; None when it
+        does not cover the running quarter."""
+        if self.combined is None:
+            return None
+        values: list[float] = []
+        for i in range(steps):
+            kw, known = quarter_kw(self.combined, quarter_start(start) + i * QUARTER, 1)
+            if not known or kw[0] is None:
+                break
+            values.append(kw[0])
+        return values or None
+
+    def kwh(self) -> float | None:
+        tomorrow = date.today() + DAY
+        start = datetime.combine(tomorrow, datetime.min.time())
+        values = self.quarters(start, 96)
+        return None if values is None or len(values) < 96 else round(sum(values) / 4, 2)
+
+    def detail(self) -> dict[str, object]:
+        covered = sorted(self.combined.kwh) if self.combined else []
+        return {
+            **super().detail(),
+            "entities": list(self.entity_ids),
+            "from": covered[0].isoformat() if covered else None,
+            "until": (covered[-1] + QUARTER).isoformat() if covered else None,
+        }

@@ -1,0 +1,381 @@
+"""The planner strategy, live: gathers the plan's inputs, re-plans when it should, keeps the day's ledger.
+
+The planner itself is pure (`optimiser/planner.py`); this module feeds it:
+- prices per quarter-hour: the tariff's periods (or a day-ahead price series, when one is configured);
+- the house load: learned from the site's own quarter-hour history (`QuarterHistory`), the car taken out;
+- PV: with a measured PV power, the shape of the last days' PV, tomorrow scaled to the PV forecast in kWh
+  and today corrected by what the panels have given so far; without one, the learned load is the net load
+  (house minus PV) and the PV forecast is zero, so nothing is counted twice;
+- the wallbox: learned the same way, and left to the grid unless the batteries may feed the car;
+- the batteries' state and the capacity tariff's month so far.
+
+A new plan is made every clock quarter-hour, and at once when the set of batteries, the settings or the
+prices change. Solving takes milliseconds (bench/planner_solve.py), so it runs on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from ..optimiser.forecast import load_forecast, load_high_forecast, pv_nowcast
+from ..optimiser.model import BatteryView
+from ..optimiser.planner import (
+    QUARTER,
+    BatterySpec,
+    CapacityTariff,
+    Plan,
+    PlanInputs,
+    Planner,
+    PlanStep,
+    horizon_steps,
+    quarter_start,
+)
+from ..optimiser.settings import Settings
+from ..optimiser.tariff import CapacityTracker, Tariff
+from .ha_series import DayAheadPrices, DetailedPvForecast
+from .quarter_history import QuarterHistory
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+PV_SHAPE_DAYS = 7
+PEAK_QUANTILE = 0.9  # the load the capacity reserve is kept for (the replay's setting)
+
+
+@dataclass
+class DayLedger:
+    """Today's energy bill as it happened, and what it would have been without the batteries."""
+
+    day: date | None = None
+    cost_eur: float = 0.0
+    without_batteries_eur: float = 0.0
+
+    def add(
+        self, at: datetime, seconds: float, grid_w: float, battery_w: float, buy: float, sell: float
+    ) -> None:
+        if at.date() != self.day:
+            self.day, self.cost_eur, self.without_batteries_eur = at.date(), 0.0, 0.0
+        hours = max(0.0, seconds) / 3600
+
+        def bill(kw: float) -> float:
+            return hours * (buy * kw if kw > 0 else sell * kw)
+
+        self.cost_eur += bill(grid_w / 1000)
+        self.without_batteries_eur += bill((grid_w + battery_w) / 1000)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "day": None if self.day is None else self.day.isoformat(),
+            "cost_eur": round(self.cost_eur, 5),
+            "without_batteries_eur": round(self.without_batteries_eur, 5),
+        }
+
+    @classmethod
+    def restored(cls, saved: object) -> DayLedger:
+        if not isinstance(saved, dict):
+            return cls()
+        try:
+            day = date.fromisoformat(str(saved["day"])) if saved.get("day") else None
+            return cls(day, float(saved["cost_eur"]), float(saved["without_batteries_eur"]))
+        except (KeyError, TypeError, ValueError):
+            return cls()
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What the plan entities and the panel show."""
+
+    action: str
+    reason: str
+    next_change: str  # "discharge at 17:00", or "" when the plan does not change in its horizon
+    next_change_at: datetime | None
+    cost_today_eur: float  # so far + planned for the rest of today
+    cost_tomorrow_eur: float | None  # None when the plan does not reach tomorrow's end
+    saving_today_eur: float  # against the same day without batteries (so far + planned)
+    month_peak_target_kw: float | None
+    made_at: datetime
+    status: str
+
+
+@dataclass
+class LivePlanner:
+    tariff: Tariff
+    history: QuarterHistory = field(default_factory=QuarterHistory)
+    ledger: DayLedger = field(default_factory=DayLedger)
+    day_ahead: DayAheadPrices | None = None  # None: the tariff's periods
+    pv_detail: DetailedPvForecast | None = None  # a PV forecast per quarter-hour (with a measured PV)
+    pv_measured: bool = False
+    planner: Planner = field(default_factory=Planner)
+    plan: Plan | None = None
+    problem: str = ""  # why there is no plan
+    _key: tuple[Any, ...] = ()
+
+    # inputs ------------------------------------------------------------------------------------------
+
+    def observe(
+        self,
+        at: datetime,
+        seconds: float,
+        *,
+        grid_w: float | None,
+        battery_w: float,
+        pv_w: float | None,
+        wallbox_w: float | None,
+    ) -> None:
+        """One control interval's readings: into the history, and the ledger at the prices in force."""
+        if grid_w is None:
+            self.history.observe(at, seconds, {})
+            return
+        wallbox = wallbox_w or 0.0
+        net = grid_w + battery_w - wallbox  # the house minus its PV
+        if self.pv_measured:
+            house = None if pv_w is None else max(0.0, net + pv_w)
+            self.history.observe(at, seconds, {"house": house, "pv": pv_w, "wallbox": wallbox})
+        else:
+            self.history.observe(at, seconds, {"house": net, "wallbox": wallbox})
+        buy, sell = self.prices_at(at)
+        self.ledger.add(at, seconds, grid_w, battery_w, buy, sell)
+
+    def prices_at(self, at: datetime) -> tuple[float, float]:
+        if self.day_ahead is not None and (series := self.day_ahead.series(at, 1)) is not None:
+            return series[0][0], series[1][0]
+        return self.tariff.price_at(at), self.tariff.injection_price
+
+    def _price_series(self, start: datetime, steps: int) -> tuple[Sequence[float], Sequence[float]]:
+        """Day-ahead prices as far as they are known (at least the rest of today), else the tariff's."""
+        if self.day_ahead is not None and (series := self.day_ahead.series(start, steps)) is not None:
+            return series
+        times = [quarter_start(start) + i * QUARTER for i in range(steps)]
+        return [self.tariff.price_at(t) for t in times], [self.tariff.injection_price] * steps
+
+    def _pv(self, now: datetime, steps: int, tomorrow_kwh: float | None) -> FloatArray:
+        """The detailed forecast where it reaches, corrected by today's PV so far; then the learned shape."""
+        learned = self._learned_pv(now, steps, tomorrow_kwh)
+        detail = self.pv_detail.quarters(now, steps) if self.pv_detail is not None else None
+        if detail is None or not self.pv_measured:
+            return learned
+        forecast = learned.copy()
+        forecast[: len(detail)] = detail
+        first = now.hour * 4 + now.minute // 15
+        assert self.pv_detail is not None
+        so_far = self.pv_detail.quarters(now.replace(hour=0, minute=0, second=0, microsecond=0), first)
+        if first > 0 and so_far is not None and len(so_far) == first:
+            seen = self.history.series("pv", now)[-first:]
+            known = ~np.isnan(seen)
+            forecast = pv_nowcast(forecast, np.asarray(so_far)[known], seen[known], 96 - first)
+        return forecast
+
+    def _learned_pv(self, now: datetime, steps: int, tomorrow_kwh: float | None) -> FloatArray:
+        if not self.pv_measured:
+            return np.zeros(steps)
+        past = self.history.series("pv", now)
+        days = past[-PV_SHAPE_DAYS * 96 :]
+        whole = len(days) // 96 * 96
+        if whole == 0:
+            return np.zeros(steps)
+        by_day = days[len(days) - whole :].reshape(-1, 96)
+        seen = ~np.isnan(by_day)
+        by_column = np.where(
+            seen.sum(axis=0) > 0, np.nansum(by_day, axis=0) / np.maximum(seen.sum(axis=0), 1), 0.0
+        )
+        # `days` ends with the quarter before now, so its rows start at now's quarter of the day: the
+        # shape by quarter of the day is the column mean rolled by that much
+        first = now.hour * 4 + now.minute // 15
+        shape = np.roll(by_column, first)
+        forecast = shape[(first + np.arange(steps)) % 96].astype(np.float64)
+        left_today = 96 - first
+        if tomorrow_kwh is not None and shape.sum() > 0:
+            tomorrow = slice(left_today, min(steps, left_today + 96))
+            forecast[tomorrow] *= tomorrow_kwh / (shape.sum() / 4)
+        if first > 0:
+            today_so_far = past[-first:]
+            shape_so_far = shape[:first]
+            known = ~np.isnan(today_so_far)
+            forecast = pv_nowcast(forecast, shape_so_far[known], today_so_far[known], left_today)
+        return forecast
+
+    # planning ----------------------------------------------------------------------------------------
+
+    def step(
+        self,
+        now: datetime,
+        views: Sequence[BatteryView],
+        capacity: CapacityTracker,
+        settings: Settings,
+        pv_tomorrow_kwh: float | None,
+    ) -> PlanStep | None:
+        """The running step of the plan in force, re-planned when due."""
+        usable = tuple(v for v in views if v.online and v.soc is not None)
+        key = (
+            quarter_start(now),
+            tuple(v.id for v in usable),
+            settings.wear_cost,
+            settings.batteries_feed_car,
+            None if pv_tomorrow_kwh is None else round(pv_tomorrow_kwh, 1),
+            self.day_ahead.version if self.day_ahead is not None else 0,
+            self.pv_detail.version if self.pv_detail is not None else 0,
+        )
+        if key != self._key or self.plan is None:
+            self._key = key
+            self._replan(now, usable, capacity, settings, pv_tomorrow_kwh)
+        plan = self.plan
+        if plan is None:
+            return None
+        first = plan.first
+        if first is not None and first.start <= now < first.end:
+            return first
+        return plan.step_at(now)
+
+    def _replan(
+        self,
+        now: datetime,
+        usable: Sequence[BatteryView],
+        capacity: CapacityTracker,
+        settings: Settings,
+        pv_tomorrow_kwh: float | None,
+    ) -> None:
+        if not usable:
+            self.plan, self.problem = None, "no battery online"
+            return
+        steps = horizon_steps(now)
+        quarter_of_day = now.hour * 4 + now.minute // 15
+        house = self.history.series("house", now)
+        import_price, export_price = self._price_series(now, steps)
+        steps = min(steps, len(import_price))
+        if self.pv_measured:
+            load = load_forecast(house, steps, quarter_of_day=quarter_of_day)
+            pv = self._pv(now, steps, pv_tomorrow_kwh)
+        else:
+            # Only the net flow is known: its forecast goes negative where the panels usually win.
+            net = load_forecast(house, steps, quarter_of_day=quarter_of_day, floor=None)
+            load, pv = np.maximum(net, 0.0), np.maximum(-net, 0.0)
+        wallbox = self.history.series("wallbox", now)
+        has_car = bool(np.nansum(wallbox) > 0)
+        inputs = PlanInputs(
+            start=now,
+            import_price=import_price[:steps],
+            export_price=export_price[:steps],
+            load_kw=load,
+            pv_kw=pv,
+            wallbox_kw=load_forecast(np.nan_to_num(wallbox), steps, quarter_of_day=quarter_of_day)
+            if has_car
+            else (),
+            batteries=tuple(_spec(v) for v in usable),
+            capacity=CapacityTariff(
+                self.tariff.capacity_price,
+                self.tariff.capacity_floor_kw,
+                capacity.month_peak_kw,
+                capacity.quarter_import_wh / 1000 if capacity.quarter == quarter_start(now) else 0.0,
+            )
+            if self.tariff.capacity_price > 0
+            else None,
+            wear_cost_per_kwh=settings.wear_cost,
+            batteries_cover_wallbox=settings.batteries_feed_car,
+            load_high_kw=load_high_forecast(house, steps, quantile=PEAK_QUANTILE),
+        )
+        plan = self.planner.plan(inputs)
+        if plan.status != "optimal":
+            self.plan, self.problem = None, f"the planner found no plan: {plan.status}"
+            self.planner.forget()
+            return
+        self.plan, self.problem = plan, ""
+
+    # what it shows -----------------------------------------------------------------------------------
+
+    def summary(self, now: datetime) -> PlanSummary | None:
+        plan = self.plan
+        if plan is None:
+            return None
+        steps = plan.steps
+        current = next((s for s in steps if s.start <= now < s.end), steps[0] if steps else None)
+        if current is None:
+            return None
+        later = next((s for s in steps if s.start > now and s.action is not current.action), None)
+        today, tomorrow = now.date(), now.date() + timedelta(days=1)
+        rest_today = [s for s in steps if s.start.date() == today and s.end > now]
+        tomorrow_steps = [s for s in steps if s.start.date() == tomorrow]
+        # the running step is partly behind us: the ledger has that part
+        left = {id(s): _share_left(s, now) for s in rest_today}
+        planned_today = sum(s.cost_eur * left[id(s)] for s in rest_today)
+        without_today = sum(_without_batteries(s) * left[id(s)] for s in rest_today)
+        ledger = self.ledger if self.ledger.day == today else DayLedger()
+        reaches_tomorrow_end = bool(tomorrow_steps) and tomorrow_steps[-1].end.date() > tomorrow
+        month = f"{now:%Y-%m}"
+        change = "" if later is None else f"{later.action.value.replace('_', ' ')} at {later.start:%H:%M}"
+        return PlanSummary(
+            action=current.action.value,
+            reason=current.reason,
+            next_change=change,
+            next_change_at=None if later is None else later.start,
+            cost_today_eur=round(ledger.cost_eur + planned_today, 2),
+            cost_tomorrow_eur=round(sum(s.cost_eur for s in tomorrow_steps), 2)
+            if reaches_tomorrow_end
+            else None,
+            saving_today_eur=round(
+                ledger.without_batteries_eur - ledger.cost_eur + without_today - planned_today, 2
+            ),
+            month_peak_target_kw=plan.month_peaks_kw.get(month),
+            made_at=plan.start,
+            status=plan.status,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The quarter series for the panel's chart and `GET api/plan`."""
+        plan = self.plan
+        if plan is None:
+            return {"status": self.problem or "no plan yet", "steps": []}
+        return {
+            "status": plan.status,
+            "made_at": plan.start.isoformat(timespec="seconds"),
+            "energy_cost_eur": round(plan.energy_cost_eur, 3),
+            "capacity_cost_eur": round(plan.capacity_cost_eur, 3),
+            "month_peaks_kw": {k: round(v, 3) for k, v in plan.month_peaks_kw.items()},
+            "terminal_value_per_kwh": round(plan.terminal_value_per_kwh, 4),
+            "notes": list(plan.notes),
+            "batteries": [b.id for b in plan.batteries],
+            "steps": [
+                {
+                    "start": s.start.isoformat(timespec="minutes"),
+                    "hours": round(s.hours, 4),
+                    "import_price": round(s.import_price, 4),
+                    "export_price": round(s.export_price, 4),
+                    "load_kw": round(s.load_kw, 3),
+                    "pv_kw": round(s.pv_kw, 3),
+                    "wallbox_kw": round(s.wallbox_kw, 3),
+                    "battery_kw": round(s.battery_kw, 3),
+                    "grid_kw": round(s.grid_kw, 3),
+                    "cost_eur": round(s.cost_eur, 4),
+                    "action": s.action.value,
+                    "reason": s.reason,
+                    "soc": {b.id: round(b.soc, 1) for b in s.batteries},
+                }
+                for s in plan.steps
+            ],
+        }
+
+
+def _share_left(step: PlanStep, now: datetime) -> float:
+    if step.start >= now:
+        return 1.0
+    total = (step.end - step.start).total_seconds()
+    return max(0.0, (step.end - now).total_seconds() / total) if total > 0 else 0.0
+
+
+def _without_batteries(step: PlanStep) -> float:
+    net = step.load_kw + step.wallbox_kw - step.pv_kw
+    price = step.import_price if net > 0 else step.export_price
+    return step.hours * net * price
+
+
+def _spec(view: BatteryView) -> BatterySpec:
+    return BatterySpec(
+        id=view.id,
+        capacity_kwh=view.capacity_wh / 1000,
+        soc=min(100.0, max(0.0, view.soc or 0.0)),
+        soc_min=min(view.soc_floor, 100.0),
+        max_charge_kw=view.max_charge_w / 1000,
+        max_discharge_kw=view.max_discharge_w / 1000,
+    )

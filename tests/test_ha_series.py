@@ -1,0 +1,193 @@
+"""Day-ahead prices and detailed PV forecasts from Home Assistant entities, into the live planner."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marstek_webasto_addon.addon.day_ahead import PriceFormula
+from marstek_webasto_addon.addon.ha_series import DayAheadPrices, DetailedPvForecast
+from marstek_webasto_addon.addon.homeassistant import EntityState
+
+from .conftest import SimFactory, until
+from .ha_fake import FakeHomeAssistant
+from .mqtt_fixtures import Broker, broker
+from .test_bridge_mqtt import bridge
+
+__all__ = ["broker"]
+PRICES = "sensor.nordpool_kwh_be_eur"
+SOLCAST_TODAY, SOLCAST_TOMORROW = "sensor.solcast_forecast_today", "sensor.solcast_forecast_tomorrow"
+SPOT_ONLY = PriceFormula(import_multiplier=1, import_markup=0, grid_fees=0, vat_percent=0, export_adder=0)
+
+
+def hourly_prices(day: date, price: Any) -> list[dict[str, Any]]:
+    """Nord Pool's raw list for a local day: {start, end, value} per hour, in EUR/kWh."""
+    midnight = datetime.combine(day, datetime.min.time()).astimezone()
+    return [
+        {
+            "start": (midnight + timedelta(hours=h)).isoformat(),
+            "end": (midnight + timedelta(hours=h + 1)).isoformat(),
+            "value": price(h),
+        }
+        for h in range(24)
+    ]
+
+
+def nordpool(today: list[dict[str, Any]], tomorrow: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "unit": "kWh",
+        "currency": "EUR",
+        "raw_today": today,
+        "raw_tomorrow": tomorrow or [],
+        "tomorrow_valid": bool(tomorrow),
+    }
+
+
+def solcast(day: date, peak_kw: float) -> dict[str, Any]:
+    """Solcast's half-hourly detailedForecast: a bell from 08:00 to 18:00 local time."""
+    midnight = datetime.combine(day, datetime.min.time()).astimezone()
+    rows = []
+    for half in range(48):
+        hour = half / 2
+        kw = max(0.0, peak_kw * (1 - abs(hour - 13) / 5)) if 8 <= hour < 18 else 0.0
+        rows.append(
+            {"period_start": (midnight + timedelta(minutes=30 * half)).isoformat(), "pv_estimate": kw}
+        )
+    return {"detailedForecast": rows, "unit_of_measurement": "kWh"}
+
+
+def state(entity_id: str, attributes: dict[str, Any]) -> EntityState:
+    return EntityState(entity_id, "0.25", attributes, None, 0.0)
+
+
+# --- the inputs alone ---------------------------------------------------------------------------------
+
+
+def test_tomorrow_before_its_prices_are_out_repeats_today() -> None:
+    today = date(2026, 3, 10)
+    prices = DayAheadPrices(PRICES, SPOT_ONLY)
+    prices.on_state(PRICES, state(PRICES, nordpool(hourly_prices(today, lambda h: h / 100))))
+    assert prices.problem == ""
+    start = datetime(2026, 3, 10, 22, 20)
+    buy, sell = prices.series(start, 12)  # type: ignore[misc]
+    assert buy[:7] == pytest.approx([0.22] * 3 + [0.23] * 4)  # 22:15 to 23:45
+    assert buy[7:] == pytest.approx([0.0] * 4 + [0.01])  # tomorrow 00:00 to 01:15, as today's
+    assert sell == pytest.approx(buy)
+    version = prices.version
+    tomorrow = hourly_prices(today + timedelta(days=1), lambda h: 0.5)
+    prices.on_state(PRICES, state(PRICES, nordpool(hourly_prices(today, lambda h: h / 100), tomorrow)))
+    assert prices.version == version + 1  # new prices: the planner re-plans
+    buy, _ = prices.series(start, 12)  # type: ignore[misc]
+    assert buy[7:] == pytest.approx([0.5] * 5)
+
+
+def test_prices_that_cannot_be_read_say_why_and_keep_nothing_wrong() -> None:
+    prices = DayAheadPrices(PRICES, SPOT_ONLY)
+    prices.on_state(PRICES, state(PRICES, {"unit_of_measurement": "EUR/kWh"}))
+    assert "no day-ahead prices found" in prices.problem
+    assert prices.series(datetime(2026, 3, 10, 12), 4) is None
+    prices.on_state(PRICES, None)
+    assert prices.problem == f"{PRICES} does not exist in Home Assistant"
+
+
+def test_the_formula_makes_what_a_household_pays_and_gets() -> None:
+    today = date(2026, 3, 10)
+    prices = DayAheadPrices(PRICES, PriceFormula())  # the Flemish dynamic contract of the replay
+    prices.on_state(PRICES, state(PRICES, nordpool(hourly_prices(today, lambda h: 0.10))))
+    buy, sell = prices.series(datetime(2026, 3, 10, 9), 1)  # type: ignore[misc]
+    assert buy[0] == pytest.approx((0.10 * 1.05 + 0.0068 + 0.13) * 1.06)
+    assert sell[0] == pytest.approx(0.10 - 0.015)
+
+
+def test_solcast_today_and_tomorrow_are_joined_and_give_tomorrows_kwh() -> None:
+    today = date.today()
+    pv = DetailedPvForecast([SOLCAST_TODAY, SOLCAST_TOMORROW])
+    pv.on_state(SOLCAST_TODAY, state(SOLCAST_TODAY, solcast(today, 4.0)))
+    assert pv.kwh() is None  # tomorrow not received yet
+    pv.on_state(SOLCAST_TOMORROW, state(SOLCAST_TOMORROW, solcast(today + timedelta(days=1), 2.0)))
+    assert pv.problem == ""
+    # a triangle of 2 kW peak over 10 h, each half hour at its start's power: 10 kWh
+    assert pv.kwh() == pytest.approx(10.0, abs=0.01)
+    noon = pv.quarters(datetime.combine(today, datetime.min.time()).replace(hour=13), 2)
+    assert noon == pytest.approx([4.0, 4.0])
+    pv.on_state(SOLCAST_TOMORROW, state(SOLCAST_TOMORROW, {"detailedForecast": "garbage"}))
+    assert SOLCAST_TOMORROW in pv.problem
+    assert pv.kwh() is None  # what cannot be read is not used
+
+
+# --- live: the planner on Home Assistant's prices ----------------------------------------------------
+
+
+async def test_the_live_planner_plans_on_the_price_entity_and_re_plans_when_tomorrow_arrives(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    today = date.today()
+    fake = FakeHomeAssistant()
+
+    # a cheap night and an evening spike: 0.05 EUR/kWh from 02:00 to 05:00, 0.60 from 17:00 to 21:00
+    def spot(hour: int) -> float:
+        return 0.05 if 2 <= hour < 5 else 0.60 if 17 <= hour < 21 else 0.20
+
+    fake.preset(PRICES, "0.2", nordpool(hourly_prices(today, spot)))
+    fake.preset("sensor.p1", "300", {"unit_of_measurement": "W", "device_class": "power"})
+    await fake.start()
+    monkeypatch.setenv("MWA_HA_URL", fake.url)
+    monkeypatch.setenv("MWA_HA_TOKEN", fake.token)
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    options = {
+        "batteries": [{"name": f"B{i}", "host": h, "port": p} for i, (h, p) in enumerate(sim.addresses)],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": 1,
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+        "grid_source": {"type": "entity", "entity_id": "sensor.p1"},
+        "prices": {
+            "type": "entity",
+            "entity_id": PRICES,
+            "import_multiplier": 1,
+            "import_markup": 0,
+            "grid_fees": 0,
+            "vat_percent": 0,
+            "export_adder": 0,
+        },
+        "control_interval": 1,
+        "optimiser": {"enabled": True, "input_stale_after": 30},
+    }
+    try:
+        async with bridge(broker, options, tmp_path) as runtime:
+            controller = runtime.optimiser
+            assert controller is not None
+            await until(lambda: controller.plan_json()["status"] == "optimal", 15)
+            plan = controller.plan_json()
+            by_hour = {s["start"][:13]: s["import_price"] for s in plan["steps"]}
+            assert by_hour[f"{today.isoformat()}T23"] == pytest.approx(0.20)
+            if f"{today.isoformat()}T18" in by_hour:
+                assert by_hour[f"{today.isoformat()}T18"] == pytest.approx(0.60)
+            tomorrow = today + timedelta(days=1)
+            assert by_hour[f"{tomorrow.isoformat()}T18"] == pytest.approx(0.60)  # today's, repeated
+            await fake.set_state(
+                PRICES, "0.2", nordpool(hourly_prices(today, spot), hourly_prices(tomorrow, lambda h: 0.33))
+            )
+            await until(
+                lambda: (
+                    {
+                        s["import_price"]
+                        for s in controller.plan_json()["steps"]
+                        if s["start"][:10] == str(tomorrow)
+                    }
+                    == {0.33}
+                ),
+                15,  # a new plan on tomorrow's prices
+            )
+            await fake.set_state(PRICES, "unavailable", {}, keep=False)
+            await until(
+                lambda: PRICES in (controller.live.day_ahead.problem if controller.live.day_ahead else ""),
+                10,
+            )
+            state = json.dumps(controller.plan_json())
+            assert "optimal" in state  # the prices already received still hold for the hours they cover
+    finally:
+        await fake.stop()
