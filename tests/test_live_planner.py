@@ -194,3 +194,18 @@ def test_the_summary_names_the_next_change_and_the_days_costs() -> None:
     steps = live.as_json()["steps"]
     assert len(steps) == len(live.plan.steps)
     assert set(steps[0]["soc"]) == {"b0", "b1"}
+
+
+def test_the_first_day_takes_a_clear_sky_shape_scaled_to_the_forecast() -> None:
+    now = datetime(2026, 6, 3, 6, 0)
+    live = LivePlanner(DEFAULT_TARIFF, pv_measured=True)  # nothing seen yet
+    live.step(now, views(50), CapacityTracker(), SETTINGS, pv_tomorrow_kwh=20.0)
+    assert live.plan is not None
+    tomorrow = [s for s in live.plan.steps if s.start.date() > now.date()]
+    assert sum(s.pv_kw * s.hours for s in tomorrow) == pytest.approx(20.0, rel=0.01)
+    by_hour = {s.start.hour: s.pv_kw for s in tomorrow if s.start.minute == 0}
+    assert by_hour[12] > by_hour[9] > by_hour[6] > by_hour[3] == 0  # the sun's course, noon highest
+    without = LivePlanner(DEFAULT_TARIFF, pv_measured=True)
+    without.step(now, views(50), CapacityTracker(), SETTINGS, pv_tomorrow_kwh=None)
+    assert without.plan is not None
+    assert all(s.pv_kw == 0 for s in without.plan.steps)  # no forecast, nothing seen: no PV assumed

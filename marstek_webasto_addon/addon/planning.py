@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..optimiser.forecast import load_forecast, load_high_forecast, pv_nowcast
+from ..optimiser.forecast import load_forecast, load_high_forecast, pv_day_shape, pv_nowcast
 from ..optimiser.model import BatteryView
 from ..optimiser.planner import (
     QUARTER,
@@ -174,17 +174,21 @@ class LivePlanner:
         past = self.history.series("pv", now)
         days = past[-PV_SHAPE_DAYS * 96 :]
         whole = len(days) // 96 * 96
-        if whole == 0:
-            return np.zeros(steps)
+        first = now.hour * 4 + now.minute // 15
         by_day = days[len(days) - whole :].reshape(-1, 96)
         seen = ~np.isnan(by_day)
-        by_column = np.where(
-            seen.sum(axis=0) > 0, np.nansum(by_day, axis=0) / np.maximum(seen.sum(axis=0), 1), 0.0
-        )
-        # `days` ends with the quarter before now, so its rows start at now's quarter of the day: the
-        # shape by quarter of the day is the column mean rolled by that much
-        first = now.hour * 4 + now.minute // 15
-        shape = np.roll(by_column, first)
+        if whole and seen.sum() >= 96:
+            by_column = np.where(
+                seen.sum(axis=0) > 0, np.nansum(by_day, axis=0) / np.maximum(seen.sum(axis=0), 1), 0.0
+            )
+            # `days` ends with the quarter before now, so its rows start at now's quarter of the day:
+            # the shape by quarter of the day is the column mean rolled by that much
+            shape = np.roll(by_column, first)
+        elif tomorrow_kwh is not None:
+            # Not a day of PV seen yet (the first day): a clear-sky day's shape, today like tomorrow.
+            shape = pv_day_shape(now.date()) * tomorrow_kwh * 4
+        else:
+            return np.zeros(steps)
         forecast = shape[(first + np.arange(steps)) % 96].astype(np.float64)
         left_today = 96 - first
         if tomorrow_kwh is not None and shape.sum() > 0:

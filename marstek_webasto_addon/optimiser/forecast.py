@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import date
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,18 @@ def fallback_profile(quarters_from_midnight: npt.NDArray[np.int64], daily_kwh: f
     """Typical household power (kW) at these quarters of the day, for `daily_kwh` a day."""
     hours = (quarters_from_midnight % QUARTERS_PER_DAY) // 4
     return np.asarray(_DAY_SHAPE[hours] * daily_kwh, dtype=np.float64)  # kWh in an hour = mean kW
+
+
+def pv_day_shape(day: date, latitude: float = 51.0) -> FloatArray:
+    """A clear-sky day's PV per quarter-hour (local solar time), as shares summing to 1: the sine of the
+    sun's height between sunrise and sunset. Used until the add-on has seen a day of the site's own PV."""
+    declination = math.radians(23.44) * math.sin(2 * math.pi * (day.timetuple().tm_yday - 81) / 365)
+    lat = math.radians(latitude)
+    hours = (np.arange(96) + 0.5) / 4
+    angle = np.radians(15 * (hours - 12))
+    height = np.sin(lat) * np.sin(declination) + np.cos(lat) * np.cos(declination) * np.cos(angle)
+    shape = np.maximum(height, 0.0)
+    return np.asarray(shape / shape.sum(), dtype=np.float64)
 
 
 def load_forecast(
