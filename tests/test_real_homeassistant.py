@@ -51,6 +51,14 @@ NOTHING_YET = {
     "active_battery",  # the optimiser is off
     "last_decision",  # the optimiser is off: no decision yet
     "pv_forecast_tomorrow",  # pv_forecast is `none` in the options
+    # the optimiser is off: no plan
+    "plan_action",
+    "plan_next_change",
+    "plan_next_change_at",
+    "plan_cost_today",
+    "plan_cost_tomorrow",
+    "plan_saving_today",
+    "plan_peak_target",
     # Reported on issue 12 as a defect: the optimiser reads grid_power once per step (10 s) and now and
     # then finds no meter reading while the meter battery publishes one; it stays null until the next step.
     "grid_power",
