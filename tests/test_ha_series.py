@@ -91,7 +91,17 @@ def test_prices_that_cannot_be_read_say_why_and_keep_nothing_wrong() -> None:
     assert "no day-ahead prices found" in prices.problem
     assert prices.series(datetime(2026, 3, 10, 12), 4) is None
     prices.on_state(PRICES, None)
-    assert prices.problem == f"{PRICES} does not exist in Home Assistant"
+    assert prices.problem.startswith(f"{PRICES} does not exist in Home Assistant")
+
+
+def test_an_entity_that_stopped_updating_is_reported_and_its_last_day_stands_in() -> None:
+    prices = DayAheadPrices(PRICES, SPOT_ONLY)
+    prices.on_state(PRICES, state(PRICES, nordpool(hourly_prices(date(2026, 3, 10), lambda h: h / 100))))
+    buy, _ = prices.series(datetime(2026, 3, 11, 9, 0), 4)  # type: ignore[misc]
+    assert buy == pytest.approx([0.09] * 4)
+    assert "has no price for 2026-03-11 09:00" in prices.problem
+    assert prices.series(datetime(2026, 3, 12, 9, 0), 4) is None  # two days old: the tariff instead
+    assert "no prices for today" in prices.problem
 
 
 def test_the_formula_makes_what_a_household_pays_and_gets() -> None:

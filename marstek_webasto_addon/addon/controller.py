@@ -307,6 +307,10 @@ class OptimiserController:
             return None
         return self.live.summary(self.clock.now())
 
+    def plan_problem(self) -> str:
+        """Why the planner has no plan ("" when it has one): the rules' rotation runs meanwhile."""
+        return self._planner_failed or (self.live.problem if self.live.plan is None else "")
+
     def plan_json(self) -> dict[str, Any]:
         if self.settings.method != "planner":
             return {"status": "the rules strategy is in force", "steps": []}

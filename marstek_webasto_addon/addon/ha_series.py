@@ -41,15 +41,15 @@ class DayAheadPrices:
 
     def on_state(self, entity_id: str, state: EntityState | None) -> None:
         if state is None:
-            self._problem(f"{self.entity_id} does not exist in Home Assistant")
+            self._problem(f"{self.entity_id} does not exist in Home Assistant; prices received before stay")
             return
         try:
             found = parse_day_ahead({"state": state.state, "attributes": dict(state.attributes)})
         except ValueError as exc:
-            self._problem(f"{self.entity_id}: {exc}")
+            self._problem(f"{self.entity_id}: {exc}; prices received before stay")
             return
         if not found.intervals:
-            self._problem(f"{self.entity_id} holds no prices")
+            self._problem(f"{self.entity_id} holds no prices; prices received before stay")
             return
         if found.unreadable:
             _LOG.warning(
@@ -67,7 +67,7 @@ class DayAheadPrices:
 
     def _problem(self, problem: str) -> None:
         if problem != self.problem:
-            _LOG.warning("prices: %s; the tariff's periods stand in", problem)
+            _LOG.warning("prices: %s", problem)
         self.problem = problem
 
     def series(self, start: datetime, steps: int) -> tuple[list[float], list[float]] | None:
@@ -77,6 +77,11 @@ class DayAheadPrices:
         if not self.intervals:
             return None
         first = quarter_start(start)
+        stale = f"{self.entity_id} has no price for {first:%Y-%m-%d %H:%M}; the day before's stand in"
+        if _spot(self.intervals, first) is None:
+            self._problem(stale)  # the entity stopped updating: say so, plan on the last day known
+        elif self.problem == stale:
+            self.problem = ""
         spot: list[float] = []
         for i in range(steps):
             moment = first + i * QUARTER
@@ -87,6 +92,7 @@ class DayAheadPrices:
                 break
             spot.append(price)
         if not spot:
+            self._problem(f"{self.entity_id} has no prices for today; the tariff's periods stand in")
             return None
         return [self.formula.import_price(p) for p in spot], [self.formula.export_price(p) for p in spot]
 

@@ -521,6 +521,12 @@ class Runtime:
             status = self.optimiser.status
             if status is not None and status.enabled and status.mismatch:
                 add("Optimiser", status.mismatch)
+            live = self.optimiser.live
+            if live.day_ahead is not None and live.day_ahead.problem:
+                add("Prices", live.day_ahead.problem)
+            planning = status is not None and status.enabled and self.optimiser.settings.method == "planner"
+            if planning and self.optimiser.plan_problem():
+                add("Planner", self.optimiser.plan_problem())
         if self.ha_inputs is not None and self.ha_inputs.problem:
             add("Home Assistant", self.ha_inputs.problem)
         return found
