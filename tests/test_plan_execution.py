@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+import pytest
+
 from marstek_webasto_addon.optimiser.model import BatteryView, Role
 from marstek_webasto_addon.optimiser.planner import Action, PlanStep
 from marstek_webasto_addon.optimiser.settings import Settings
@@ -63,12 +65,18 @@ def test_a_charging_step_charges_every_battery_to_hold_the_planned_import() -> N
     assert status.strategy.startswith("plan: charge")
 
 
-def test_a_self_consumption_step_leaves_one_battery_in_auto_and_the_others_idle() -> None:
+def test_self_consumption_has_one_battery_in_auto_and_the_others_following_their_share() -> None:
     world = World(three(), settings=PLANNER, plan_step=step(Action.SELF_CONSUMPTION))
-    world.grid = 400.0
-    world.run(60)
-    assert world.in_auto() == ["C"]  # consumption: the fullest covers the home
-    assert all(b.mode == "Passive" and b.ac_power == 0 for b in world.batteries if b.name != "C")
+    for _ in range(8):  # a house of 2 kW; the battery in Auto covers what the others do not
+        followers = sum(p for name, p in powers(world).items() if name != "C")
+        world.set("C", ac_power=2000.0 - followers)
+        world.grid = 0.0
+        world.step()
+    assert world.in_auto() == ["C"]  # the fullest covers the home
+    # shared by the energy each has above its floor: A 1.95, B 0.41, C 3.48 kWh of 5.84
+    assert powers(world)["A"] == pytest.approx(2000 * 1.946 / 5.837, abs=20)
+    assert powers(world)["B"] == pytest.approx(2000 * 0.410 / 5.837, abs=20)
+    assert all(b.mode == "Passive" for b in world.batteries if b.name != "C")
 
 
 def test_a_discharge_step_right_after_auto_waits_for_the_switch_interval() -> None:

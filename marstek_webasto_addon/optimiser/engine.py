@@ -18,6 +18,7 @@ the add-on dies; stale grid input or the master switch off means Auto.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,6 +33,7 @@ from .tariff import CapacityTracker, Tariff
 
 HANDOVER_S = 15.0  # the new battery holds the old one's power in Passive this long before it goes Auto
 POWER_DEADBAND_W = 100
+LESS_IMPORT_DEADBAND_W = 20  # the planner's shares move towards less import for this little
 POWER_UPDATE_S = (
     30.0  # Passive set-point updates at most this often (the Marstek wants >= 5 s between writes)
 )
@@ -72,6 +74,9 @@ class _Want:
     role: Role
     power: int = 0
     reason: str = ""
+    # One of a group whose total moved by the deadband: sent even if its own share moved less (three
+    # batteries each 80 W off are 240 W at the meter).
+    exact: bool = False
 
 
 class Optimiser:
@@ -241,8 +246,25 @@ class Optimiser:
                 return
             if self.active not in usable:
                 self._pick_active(inputs, usable, doubts, reason="the plan asks for self-consumption")
-            self._rotate(inputs, usable, wants, doubts, grid, night=False)
+            self._rotate(inputs, usable, wants, doubts, grid, night=False, helpers=False)
             self.strategy = f"plan: {action}"
+            # The others follow in Passive at their share of what the house needs, the active one in Auto
+            # covers the rest: the SOCs stay together and a load above one battery's power is covered at
+            # once (several in Auto on one meter would charge one another).
+            house_kw = grid / 1000 + battery_kw - (0.0 if step.feed_car else wallbox_kw)
+            batteries = list(usable.values())
+            shares = split_power(house_kw, [_headroom(b) for b in batteries])
+            followers = [
+                (b, kw)
+                for b, kw in zip(batteries, shares, strict=True)
+                if wants[b.id].role is Role.IDLE and not doubts.get(b.id)
+            ]
+            self._share(
+                [b for b, _ in followers],
+                sum(kw for _, kw in followers),
+                wants,
+                f"plan: {action}, its share of the house",
+            )
             return
         self.handover = None
         self.overflow = self.support = None
@@ -257,10 +279,7 @@ class Optimiser:
         self.active = staying[0].id if staying else None
         movable = [b for b in usable.values() if b not in staying]
         rest_kw = target.battery_kw - sum(b.ac_power or 0.0 for b in staying) / 1000
-        shares = split_power(rest_kw, [_headroom(b) for b in movable])
-        for battery, kw in zip(movable, shares, strict=True):
-            role, power = _holding(int(kw * 1000) // 10 * 10)
-            wants[battery.id] = _Want(role, power, reason=f"plan: {action} ({target.reason})")
+        self._share(movable, rest_kw, wants, f"plan: {action} ({target.reason})")
         for battery in staying:
             wants[battery.id] = _Want(Role.AUTO, reason="plan: stays in Auto until the switch interval ends")
         verb = "discharge" if target.battery_kw > 0 else "charge"
@@ -268,6 +287,25 @@ class Optimiser:
         self.next_action = (
             f"{staying[0].name} joins in after the switch interval" if staying else self.next_action
         )
+
+    def _share(
+        self, batteries: list[BatteryView], total_kw: float, wants: dict[str, _Want], reason: str
+    ) -> None:
+        """A total in Passive shared over batteries (SOCs kept together). The deadband applies to the
+        total: while it moves less, each keeps what it was sent; once it moves more, every share is sent.
+        Towards less import (more discharge, less charge) it is only a few watts: a planned grid flow sits
+        just under the month's capacity peak, and 90 W too much for a quarter-hour is a new peak."""
+        sent = [self.sent.get(b.id) for b in batteries]
+        current = [s.power for s in sent if s is not None and s.role in PASSIVE_ROLES]
+        moved = total_kw * 1000 - sum(current)
+        if len(current) == len(batteries) and -POWER_DEADBAND_W < moved < LESS_IMPORT_DEADBAND_W:
+            for battery, power in zip(batteries, current, strict=True):
+                wants[battery.id] = _Want(*_holding(power), reason=reason)
+            return
+        shares = split_power(total_kw, [_headroom(b) for b in batteries])
+        for battery, kw in zip(batteries, shares, strict=True):
+            role, power = _holding(math.ceil(kw * 100) * 10)  # rounded towards less import
+            wants[battery.id] = _Want(role, power, reason=reason, exact=True)
 
     def _pick_active(
         self, inputs: Inputs, usable: dict[str, BatteryView], doubts: dict[str, str], reason: str
@@ -323,6 +361,7 @@ class Optimiser:
         grid: float,
         *,
         night: bool,
+        helpers: bool = True,
     ) -> None:
         """The active battery in Auto, the handover when another should take over, and its helpers.
 
@@ -373,6 +412,9 @@ class Optimiser:
         if active is None:
             return
         wants[active.id] = _Want(Role.AUTO, reason="covers the night load" if night else "active battery")
+        if not helpers:
+            self.overflow = self.support = None
+            return
         if s.overflow_charging and not night and not doubts.get(active.id):
             self._overflow(inputs, usable, wants, active, grid, doubts)
         else:
@@ -767,7 +809,8 @@ class Optimiser:
             reason = want.reason
             if not mode_change and sent is not None:
                 if want.role in PASSIVE_ROLES:
-                    changed = want.role is not sent.role or abs(power - sent.power) >= POWER_DEADBAND_W
+                    moved = abs(power - sent.power) >= (1 if want.exact else POWER_DEADBAND_W)
+                    changed = want.role is not sent.role or moved
                     refresh = t - sent.at >= countdown * 2 / 3
                     left = battery.mode not in (None, "Passive") and t - sent.at >= REPAIR_S
                     if changed and t - sent.at < POWER_UPDATE_S and want.role is sent.role:

@@ -19,11 +19,10 @@ Scenarios:
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,13 +37,10 @@ from ..optimiser.model import BatteryView, Command, Inputs, Role
 from ..optimiser.planner import (
     BatterySpec,
     CapacityTariff,
-    Headroom,
     PlanInputs,
     Planner,
     PlanStep,
     horizon_steps,
-    setpoint,
-    split_power,
 )
 from ..optimiser.settings import Settings
 from ..optimiser.tariff import Tariff
@@ -53,12 +49,8 @@ from .prices import FloatArray, PriceYear, local_times, tariff_prices
 
 SCENARIOS = ("optimiser", "rules", "no_battery", "auto_one", "auto_all")
 SETTLE_S = 5
-PASSIVE_COUNTDOWN_S = 900
-PASSIVE_REFRESH_S = 300  # a Passive command is renewed when less than this is left of its countdown
-POWER_DEADBAND_W = 25  # a new Passive set-point is written only when it moves more than this
 DAY_AHEAD_PUBLISHED_HOUR = 13
 HISTORY_QUARTERS = 6 * 7 * 96  # what the load learner looks back on
-MIN_SWITCH_S = 300  # at most one Auto <-> Passive change per battery in this time (the live layer's rule)
 
 
 class DataHousehold:
@@ -132,7 +124,8 @@ class ReplaySetup:
     profile: str = "venus_e3_v150"
     start_soc: float = 50.0
     step_s: int = 60
-    settings: Settings = field(default_factory=lambda: Settings(enabled=True))
+    # the rule engine's settings; the `optimiser` scenario runs the same engine with method "planner"
+    settings: Settings = field(default_factory=lambda: Settings(enabled=True, method="rules"))
     planner: PlannerSetup = field(default_factory=PlannerSetup)
 
 
@@ -194,7 +187,8 @@ def _view(battery: SimulatedBattery, index: int) -> BatteryView:
 
 
 class PlanExecutor:
-    """The `optimiser` scenario's controller: re-plans every quarter-hour, carries out the running step."""
+    """The `optimiser` scenario's planning: re-plans every quarter-hour with the forecasts the add-on could
+    have had; the add-on's engine carries out the running step (`step`)."""
 
     def __init__(
         self,
@@ -217,9 +211,6 @@ class PlanExecutor:
             sigma=setup.pv_error_sigma,
         )
         self.step: PlanStep | None = None
-        self.sent: dict[str, tuple[int, float]] = {}  # battery -> (Passive power, countdown end)
-        self.leader: str | None = None
-        self.switched: dict[str, float] = {}  # battery -> t of its last Auto <-> Passive change
 
     def plan(self, quarter: int, batteries: list[SimulatedBattery], month_peak_kw: float) -> None:
         """The plan for the rest of today and tomorrow from this quarter on; keeps its first step."""
@@ -279,77 +270,6 @@ class PlanExecutor:
         export_price[tomorrow:] = self.prices.export_price[quarter + tomorrow - 96 : quarter + steps - 96]
         return import_price, export_price
 
-    def act(self, batteries: list[SimulatedBattery], site: Site, now_s: float) -> int:
-        """Carry out the running step from the meter; returns how many commands went out.
-
-        Self-consumption with several batteries on one meter: one leader in Auto, the others in Passive at
-        their share of what the house needs, renewed each minute. Several in Auto would each answer the same
-        meter and end up charging one another (the simulator shows it, the users' reason to rotate).
-        """
-        if not batteries:
-            return 0
-        if self.step is None:  # no plan: every battery on its own control, the safe state
-            for battery in batteries:
-                if battery.mode != "Auto":
-                    _send(battery, {"mode": "Auto", "auto_cfg": {"enable": 1}}, now_s)
-            return 0
-        battery_kw = sum(b.physics.ac_power for b in batteries) / 1000
-        target = setpoint(self.step, site.total_power() / 1000, battery_kw, sum(site.extra) / 1000)
-        house_kw = site.total_power() / 1000 + battery_kw - sum(site.extra) / 1000
-        shares = split_power(
-            target.battery_kw if not target.auto else house_kw, [_headroom(b) for b in batteries]
-        )
-        leader = self._leader(batteries, house_kw) if target.auto else None
-        sent = 0
-        for battery, kw in zip(batteries, shares, strict=True):
-            settled = now_s - self.switched.get(battery.ble_mac, -math.inf) >= MIN_SWITCH_S
-            if battery is leader or (battery.mode == "Auto" and not settled):
-                if battery.mode != "Auto" and settled:
-                    _send(battery, {"mode": "Auto", "auto_cfg": {"enable": 1}}, now_s)
-                    self.sent.pop(battery.ble_mac, None)
-                    self.switched[battery.ble_mac] = now_s
-                    sent += 1
-                if battery.mode == "Auto":
-                    continue
-            power = round(kw * 1000)
-            last, until = self.sent.get(battery.ble_mac, (0, 0.0))
-            stale = battery.mode != "Passive" or until - now_s < PASSIVE_REFRESH_S
-            if stale or abs(power - last) > POWER_DEADBAND_W:
-                if battery.mode != "Passive":
-                    self.switched[battery.ble_mac] = now_s
-                config = {"mode": "Passive", "passive_cfg": {"power": power, "cd_time": PASSIVE_COUNTDOWN_S}}
-                _send(battery, config, now_s)
-                self.sent[battery.ble_mac] = (power, now_s + PASSIVE_COUNTDOWN_S)
-                sent += 1
-        return sent
-
-    def _leader(self, batteries: list[SimulatedBattery], house_kw: float) -> SimulatedBattery:
-        """The battery in Auto: the same one while it can follow the house, else the one that can most."""
-        by_id = {b.ble_mac: b for b in batteries}
-        current = by_id.get(self.leader or "")
-
-        def margin(b: SimulatedBattery) -> float:
-            room = _headroom(b)
-            return room.stored_kwh - room.min_kwh if house_kw >= 0 else room.max_kwh - room.stored_kwh
-
-        best = max(batteries, key=margin)
-        # Only a leader that cannot follow any more hands over, and only to one that clearly can.
-        if current is None or (margin(current) < 0.05 and margin(best) > margin(current) + 0.3):
-            current = best
-            self.leader = current.ble_mac
-        return current
-
-
-def _headroom(battery: SimulatedBattery) -> Headroom:
-    p = battery.physics
-    return Headroom(
-        p.remaining_wh / 1000,
-        p.capacity_wh * p.soc_floor / 100_000,
-        p.capacity_wh / 1000,
-        p.max_charge_w / 1000,
-        p.max_discharge_w / 1000,
-    )
-
 
 def _spec(battery: SimulatedBattery) -> BatterySpec:
     p = battery.physics
@@ -404,7 +324,12 @@ def run(
         )
         for i in range(count)
     ]
-    engine = Optimiser(setup.settings, tariff) if scenario == "rules" else None
+    # Both run the add-on's own engine: the rules, or the planner's running step carried out with every
+    # safety rule (rotation, switch interval, countdowns), exactly as live.
+    engine = {
+        "rules": lambda: Optimiser(setup.settings, tariff),
+        "optimiser": lambda: Optimiser(replace(setup.settings, method="planner"), tariff),
+    }.get(scenario, lambda: None)()
     executor = PlanExecutor(year, prices, tariff, setup.planner) if scenario == "optimiser" else None
     daily_pv_kwh = _daily_pv(year) if engine is not None else {}
     totals = Totals()
@@ -441,14 +366,15 @@ def run(
                         grid_age=0.0,
                         batteries=tuple(_view(b, i) for i, b in enumerate(batteries)),
                         pv_forecast_tomorrow_kwh=daily_pv_kwh.get((now.date().toordinal() + 1), 0.0),
+                        wallbox_power=sum(site.extra),
+                        plan_step=executor.step if executor is not None else None,
+                        plan_problem="" if executor is None or executor.step else "no plan",
                     )
                 )
                 by_id = {b.ble_mac: b for b in batteries}
                 for command in result.commands:
                     _execute(by_id[command.battery_id], command, t)
                 totals.decisions += len(result.decisions)
-            if executor is not None:
-                totals.decisions += executor.act(batteries, site, t)
             _advance(batteries, setup.step_s - SETTLE_S, t, now, quarter, totals, site, prices, last_modes)
             t += setup.step_s - SETTLE_S
             if trace_quarters is not None and quarter in trace_quarters:
