@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -34,9 +35,12 @@ from ..devices.marstek.transport import UdpEndpoint
 from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
 from ..devices.webasto.registers import WallboxModel
+from ..optimiser.car import CarSettings, QuarterBudget, SurplusPriority
+from ..optimiser.tariff import quarter_start as capacity_quarter
 from ..tasks import cancel_all
 from . import supervisor
-from .controller import EngineClock, OptimiserController
+from .car_control import CarControl
+from .controller import EngineClock, OptimiserController, RealClock
 from .ha_inputs import (
     EntityPowerInput,
     EntityPvForecast,
@@ -122,6 +126,7 @@ class Runtime:
         self.wallbox_links: list[WallboxLink] = []
         self.batteries: list[BatteryDevice] = []
         self.wallboxes: list[WallboxDevice] = []
+        self.car_controls: list[CarControl] = []
         self.site: SiteDevice | None = None
         self.bridge_device = BridgeDevice()
         self.mqtt: MqttBridge | None = None
@@ -265,11 +270,52 @@ class Runtime:
             self.devices,
             refresh_interval=options.state_refresh_interval,
         )
+        for wallbox in self.wallboxes:
+            control = CarControl(
+                wallbox,
+                grid,
+                self.batteries,
+                self.state.section("charge_modes"),
+                self._save,
+                settings=self._car_settings,
+                budget=self._quarter_budget,
+                clock=self.clock or RealClock(),
+                on_change=functools.partial(self._notify, wallbox),
+            )
+            wallbox.charge = control
+            self.car_controls.append(control)
         if isinstance(grid, MqttGridInput):
             self.mqtt.add_listener(options.grid_source.topic, grid.on_payload)
         if isinstance(pv_power, MqttGridInput):
             self.mqtt.add_listener(options.pv_power.topic, pv_power.on_payload)
         return self
+
+    def _car_settings(self) -> CarSettings:
+        if self.optimiser is None:
+            return CarSettings()
+        settings = self.optimiser.settings
+        return CarSettings(
+            priority=SurplusPriority(settings.car_priority),
+            priority_soc=settings.car_priority_soc,
+            batteries_feed_car=settings.batteries_feed_car,
+        )
+
+    def _quarter_budget(self) -> QuarterBudget | None:
+        """The capacity tariff's running quarter-hour and the month's target, for the car's cap."""
+        optimiser = self.optimiser
+        if optimiser is None or optimiser.engine.tariff.capacity_price <= 0:
+            return None
+        engine, now = optimiser.engine, optimiser.clock.now()
+        capacity = engine.capacity
+        target = max(engine.tariff.capacity_floor_kw, capacity.month_peak_kw)
+        if optimiser.settings.method == "rules":
+            target = engine.peak_target()
+        elif (summary := optimiser.plan_summary()) is not None and summary.month_peak_target_kw:
+            target = max(target, summary.month_peak_target_kw)
+        running = capacity.quarter == capacity_quarter(now)
+        return QuarterBudget(
+            capacity.quarter_import_wh if running else 0.0, capacity.remaining_s(now), target
+        )
 
     def _site_energy(self, grid: GridInput, meter_battery: BatteryOptions | None) -> SiteEnergy:
         def source(key: str, device: BatteryDevice) -> BatterySource:
@@ -348,6 +394,10 @@ class Runtime:
         tasks += [asyncio.create_task(link.run(), name=f"wallbox-{link.name}") for link in self.wallbox_links]
         if self.optimiser is not None:
             tasks.append(asyncio.create_task(self.optimiser.run(), name="optimiser"))
+        interval = self.options.control_interval
+        tasks += [
+            asyncio.create_task(c.run(interval), name=f"charge-{c.wallbox.name}") for c in self.car_controls
+        ]
         if self.ha_inputs is not None:
             tasks.append(asyncio.create_task(self.ha_inputs.run(), name="homeassistant-inputs"))
         tasks.append(asyncio.create_task(self._site_ticker(), name="site"))

@@ -111,6 +111,20 @@ KEEPALIVE = Expose(
 START_SESSION = Expose("start_session", "Start session", Component.BUTTON, icon="mdi:play", featured=True)
 STOP_SESSION = Expose("stop_session", "Stop session", Component.BUTTON, icon="mdi:stop", featured=True)
 PHASES = Expose("phases", "Phases", Component.SELECT, options=("1", "3"), icon="mdi:sine-wave")
+# manual: the add-on steers nothing (a person sets the current); the others hand the current to the
+# charge-mode controller (optimiser/car.py). `plan` joins once the planner knows the car's session live.
+CHARGE_MODES = ("manual", "off", "now", "min_pv", "pv")
+CHARGE_MODE = Expose(
+    "charge_mode",
+    "Charge mode",
+    Component.SELECT,
+    options=CHARGE_MODES,
+    icon="mdi:ev-plug-type2",
+    featured=True,
+)
+CHARGE_CONTROL = Expose(
+    "charge_control", "Charge control", Component.SENSOR, icon="mdi:car-clock", featured=True
+)
 
 # On every device
 PROBLEM = Expose(

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .. import __version__
 from ..devices.marstek.commands import AiMode, AutoMode, ManualSlot, ModeCommand, PassiveMode, UpsMode
@@ -366,6 +366,17 @@ _WALLBOX_CONTROLLED = {
 }
 
 
+class ChargeModePort(Protocol):
+    """The wallbox's charge-mode control (addon/car_control.py)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    def set_mode(self, mode: str, why: str = "") -> str | None: ...  # None, or why it was refused
+
+    def describe(self) -> str: ...
+
+
 class WallboxDevice(BridgedDevice):
     kind = "wallbox"
 
@@ -374,6 +385,7 @@ class WallboxDevice(BridgedDevice):
         self.link = link
         self.name = link.name
         self.known_serial = known_serial  # learned before: entities exist even while the box is away
+        self.charge: ChargeModePort | None = None  # set by the runtime
 
     @property
     def device_id(self) -> str | None:
@@ -424,6 +436,8 @@ class WallboxDevice(BridgedDevice):
             exposes += [c.START_SESSION, c.STOP_SESSION]
         if client.supports("phase_switch"):
             exposes.append(c.PHASES)
+        if self.charge is not None:
+            exposes += [c.CHARGE_MODE, c.CHARGE_CONTROL]
         return exposes + self.common_exposes()
 
     def values(self) -> Mapping[str, Any]:
@@ -435,6 +449,8 @@ class WallboxDevice(BridgedDevice):
             if readable_setpoint is not None
             else client.current_setpoint,
             "phases": values.get("phase_switch"),
+            "charge_mode": self.charge.mode if self.charge is not None else None,
+            "charge_control": self.charge.describe()[:250] if self.charge is not None else None,
         }
 
     def connection_attributes(self) -> dict[str, Any]:
@@ -452,7 +468,15 @@ class WallboxDevice(BridgedDevice):
         client = self.link.client
         match key:
             case "charging_current":
+                if self.charge is not None and self.charge.mode != "manual":
+                    # A person's command wins: the charge mode steps back until they choose one again.
+                    self.charge.set_mode("manual", f"charging current set from {source}")
                 return await client.set_charging_current(float(value))
+            case "charge_mode":
+                refused = self.charge.set_mode(str(value), f"from {source}") if self.charge else "no control"
+                if refused:
+                    return WriteOutcome(WriteStatus.REJECTED, f"charge mode {value}", 1, refused)
+                return WriteOutcome(WriteStatus.APPLIED, f"charge mode {value}", 1, "in force; stored")
             case "failsafe_current":
                 return await client.set_failsafe(current=float(value))
             case "failsafe_timeout":

@@ -58,6 +58,7 @@ def _select(key: str, name: str, default: str, choices: tuple[str, ...], icon: s
 
 
 METHODS = ("planner", "rules")
+CAR_PRIORITIES = ("batteries_first", "car_first", "batteries_first_until_soc")
 
 
 # fmt: off
@@ -70,6 +71,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     # PV and the grid), and a cost per kWh discharged that keeps them from cycling for a few cents
     _sw("batteries_feed_car", "Batteries may charge the car", False, "mdi:car-electric"),
     _num("wear_cost", "Battery wear cost", 0.0, "EUR/kWh", 0, 0.5, 0.005),
+    # the car's PV modes: who gets the surplus first (the batteries up to a SOC, then the car)
+    _select("car_priority", "PV surplus first to", "batteries_first", CAR_PRIORITIES, "mdi:car-battery"),
+    _num("car_priority_soc", "Batteries first up to SOC", 80, "%", 0, 100, 1),
     # strategies
     _sw("rotation", "Battery rotation", True, "mdi:rotate-3d-variant"),
     _sw("night_charging", "Night charging", True, "mdi:weather-night"),
@@ -123,6 +127,8 @@ class Settings:
     method: str = "planner"
     batteries_feed_car: bool = False
     wear_cost: float = 0.0
+    car_priority: str = "batteries_first"
+    car_priority_soc: float = 80
     rotation: bool = True
     night_charging: bool = True
     clear_schedules_before_night_charging: bool = True

@@ -1,0 +1,63 @@
+"""The wallbox's charge modes live: MQTT commands, the simulated NEXT with a car, the capacity cap, a
+person's command winning, the mode kept across a restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .mqtt_fixtures import Broker, broker, recording
+from .test_bridge_mqtt import Site as BridgeSite
+from .test_bridge_mqtt import bridge, command, site, state_of, wait_ready
+from .webasto_fixtures import make_box
+
+__all__ = ["broker", "make_box", "site"]
+P1 = "test/p1"
+
+
+def options(site: BridgeSite) -> dict[str, Any]:
+    return {**site.options(), "grid_source": {"type": "mqtt", "topic": P1}, "control_interval": 1}
+
+
+async def test_charge_modes_steer_the_wallbox_and_a_persons_current_wins(
+    broker: Broker, site: BridgeSite, tmp_path: Path
+) -> None:
+    box = site.next_sim
+    async with recording(broker) as recorder, bridge(broker, options(site), tmp_path) as runtime:
+        await wait_ready(recorder, runtime)
+        garage = str(next(d for d in runtime.wallboxes if d.name == "Garage").device_id)
+        assert state_of(recorder, garage)["charge_mode"] == "manual"  # the add-on steers nothing by default
+        assert (await command(recorder, garage, "charging_current", "0"))["status"] == "applied"
+        await recorder.publish(P1, "300")
+        assert (await command(recorder, garage, "charge_mode", "now"))["status"] == "applied"
+        # now: the most the box allows, held under the capacity tariff's 2.5 kW quarter-hour average
+        await recorder.wait_for(lambda: box.setpoint >= 6, 10, "charging starts")
+
+        def steering() -> str:
+            return str(state_of(recorder, garage).get("charge_control"))
+
+        await recorder.wait_for(lambda: not steering().startswith("waiting for"), 10, "a decision")
+        # "as fast as allowed: 16 A", or the capacity cap's current with its reason
+        assert "allowed" in steering() or "capacity" in steering(), steering()
+        assert 6 <= box.setpoint <= 16
+        assert (await command(recorder, garage, "charge_mode", "off"))["status"] == "applied"
+        await recorder.wait_for(lambda: box.setpoint == 0, 10, "charging pauses")
+        # a person's own current wins: the charge mode steps back to manual
+        assert (await command(recorder, garage, "charging_current", "10"))["status"] == "applied"
+        assert box.setpoint == 10
+        await recorder.wait_for(lambda: state_of(recorder, garage)["charge_mode"] == "manual", 5, "manual")
+        assert (await command(recorder, garage, "charge_mode", "pv"))["status"] == "applied"
+        rejected = await command(recorder, garage, "charge_mode", "turbo")
+        assert rejected["status"] == "rejected"
+    # the mode is kept under /data: after a restart the wallbox is still in pv
+    async with recording(broker) as recorder, bridge(broker, options(site), tmp_path) as runtime:
+        await wait_ready(recorder, runtime)
+        assert state_of(recorder, garage)["charge_mode"] == "pv"
+        await recorder.publish(P1, "800")  # importing: no surplus
+        await recorder.wait_for(
+            lambda: "surplus" in str(state_of(recorder, garage).get("charge_control")), 10, "pv waits"
+        )
+        await recorder.wait_for(lambda: box.setpoint == 0, 10, "no charging without surplus")
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert "pv" in state["charge_modes"].values()
