@@ -209,3 +209,16 @@ def test_the_first_day_takes_a_clear_sky_shape_scaled_to_the_forecast() -> None:
     without.step(now, views(50), CapacityTracker(), SETTINGS, pv_tomorrow_kwh=None)
     assert without.plan is not None
     assert all(s.pv_kw == 0 for s in without.plan.steps)  # no forecast, nothing seen: no PV assumed
+
+
+def test_the_load_learner_leaves_out_quarters_nobody_saw() -> None:
+    from marstek_webasto_addon.optimiser.forecast import load_forecast
+
+    history = np.full(14 * 96, 0.5)
+    history[3 * 96 : 5 * 96] = math.nan  # the add-on was stopped for two days
+    history[-96:] = 0.9  # yesterday was higher
+    forecast = load_forecast(history, 96, quarter_of_day=0)
+    assert np.isfinite(forecast).all()
+    # the weekly mean (two weeks back, one of them unseen) blended with the last 14 days' mean
+    daily = (11 * 0.5 + 0.9) / 12  # 14 days back, 2 unseen: not counted as zeros
+    assert forecast[0] == pytest.approx(0.4 * 0.5 + 0.6 * daily)

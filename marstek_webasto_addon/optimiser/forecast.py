@@ -146,13 +146,19 @@ def _mean_of_lags(history: FloatArray, targets: npt.NDArray[np.int64], lag: int,
     """Per target, the mean of history[target - k * lag] for k = 1..count that are in the past (NaN: none)."""
     total = np.zeros(len(targets))
     found = np.zeros(len(targets))
+    gaps = bool(np.isnan(history).any())  # a quarter the add-on did not see (it was stopped) is left out
     for k in range(1, count + 1):
         index = targets - k * lag
         ok = (index >= 0) & (index < len(history))
+        if not gaps:
+            total[ok] += history[index[ok]]
+            found[ok] += 1
+            continue
         seen = history[index[ok]]
-        known = ~np.isnan(seen)  # a quarter the add-on did not see (it was stopped) is left out
-        total[np.flatnonzero(ok)[known]] += seen[known]
-        found[np.flatnonzero(ok)[known]] += 1
+        known = ~np.isnan(seen)
+        where = np.flatnonzero(ok)[known]
+        total[where] += seen[known]
+        found[where] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(found > 0, total / np.maximum(found, 1), math.nan)
 
