@@ -1,6 +1,16 @@
 # The add-on image: Home Assistant's Python base (Alpine, s6-overlay v3, bashio) and this package.
 # BUILD_FROM comes from build.yaml when the Supervisor builds; the default serves a plain `docker build`.
 ARG BUILD_FROM=ghcr.io/home-assistant/base-python:3.13-alpine3.23
+
+# The panel's chart library (uPlot) from the npm registry, as package-lock.json pins it, in a stage of its
+# own: node and npm stay out of the add-on's image; only uPlot's two dist files are copied over below.
+FROM ${BUILD_FROM} AS panel-vendor
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN apk add --no-cache npm \
+    && npm ci --omit=dev --no-audit --no-fund \
+    && test -s node_modules/uplot/dist/uPlot.iife.min.js
+
 FROM ${BUILD_FROM}
 
 ARG BUILD_VERSION=dev
@@ -14,6 +24,11 @@ COPY marstek_webasto_addon ./marstek_webasto_addon
 RUN pip install --no-cache-dir -c constraints.txt . \
     && cd / && rm -rf /usr/src/marstek_webasto_addon \
     && python3 -m marstek_webasto_addon --help >/dev/null
+
+# The panel finds uPlot where MWA_VENDOR_DIR points (marstek_webasto_addon/web/server.py, vendor_dir).
+COPY --from=panel-vendor /src/node_modules/uplot/dist/uPlot.iife.min.js /src/node_modules/uplot/dist/uPlot.min.css \
+    /usr/share/marstek_webasto_addon/vendor/
+ENV MWA_VENDOR_DIR=/usr/share/marstek_webasto_addon/vendor
 
 COPY rootfs /
 

@@ -17,6 +17,7 @@ from marstek_webasto_addon.addon.runtime import Runtime
 from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
 from marstek_webasto_addon.devices.webasto.registers import WallboxModel
 from marstek_webasto_addon.devices.webasto.simulator import WallboxSim
+from marstek_webasto_addon.web import server
 from marstek_webasto_addon.web.guard import Doors
 from marstek_webasto_addon.web.server import Panel
 
@@ -299,3 +300,44 @@ async def test_without_a_runtime_the_panel_shows_why(tmp_path: Path) -> None:
                 assert (await response.json())["ok"] is False
     finally:
         await panel.stop()
+
+
+async def test_the_chart_library_is_served_from_the_npm_install_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vendor = tmp_path / "dist"
+    vendor.mkdir()
+    (vendor / "uPlot.iife.min.js").write_text("var uPlot = function () {};")
+    (vendor / "uPlot.min.css").write_text(".uplot {}")
+    (vendor / "uPlot.esm.js").write_text("export default 1;")  # there, but not one the panel serves
+    (tmp_path / "secret.txt").write_text("no")
+    for present in (True, False):
+        panel = Panel(None, vendor=vendor if present else tmp_path / "missing")
+        port = await panel.start("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(url) as response:
+                    html = await response.text()
+                assert ('src="vendor/uPlot.iife.min.js"' in html) is present
+                assert ('href="vendor/uPlot.min.css"' in html) is present
+                async with http.get(url + "vendor/uPlot.iife.min.js") as response:
+                    assert response.status == (200 if present else 404)
+                    if present:
+                        assert response.content_type == "application/javascript"
+                        assert "Content-Security-Policy" in response.headers
+                for path in ("vendor/uPlot.esm.js", "vendor/..%2Fsecret.txt", "vendor/%2E%2E/secret.txt"):
+                    async with http.get(url + path) as response:
+                        assert response.status == 404, path
+        finally:
+            await panel.stop()
+
+    # where the files are looked for: the image's folder when set, else node_modules/ of this clone
+    monkeypatch.setenv(server.VENDOR_ENV, str(vendor))
+    assert server.vendor_dir() == vendor
+    monkeypatch.delenv(server.VENDOR_ENV)
+    root = Path(server.__file__).parents[2]
+    assert server.vendor_dir() == root / "node_modules" / "uplot" / "dist"
+    lock = json.loads((root / "package-lock.json").read_text())
+    wanted = json.loads((root / "package.json").read_text())["dependencies"]["uplot"]
+    assert lock["packages"]["node_modules/uplot"]["version"] == wanted  # an exact version, locked

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -24,6 +26,7 @@ from marstek_webasto_addon.bridge.mqtt import BrokerSettings
 from marstek_webasto_addon.cli.demo import demo_options
 from marstek_webasto_addon.demo.world import DemoWorld
 from marstek_webasto_addon.tasks import cancel_all
+from marstek_webasto_addon.web.history import Sample
 from marstek_webasto_addon.web.server import Panel
 
 from .conftest import bounded, until
@@ -188,7 +191,7 @@ async def test_screenshots_light_dark_and_phone(home: Home, browser: Browser) ->
     await asyncio.sleep(12)  # a few minutes of simulated history for the chart
     for scheme in ("light", "dark"):
         page = await open_panel(browser, home.ingress_url, scheme)
-        await expect(page.locator("#chart svg").first).to_be_visible()
+        await expect(page.locator("#chart canvas").first).to_be_visible()
         background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert (background == "rgb(17, 20, 24)") == (scheme == "dark")
         await page.screenshot(path=str(SCREENSHOTS / f"panel-{scheme}.png"), full_page=True)
@@ -197,3 +200,154 @@ async def test_screenshots_light_dark_and_phone(home: Home, browser: Browser) ->
     assert overflow <= 0, "the panel must fit a phone's width"
     await phone.screenshot(path=str(SCREENSHOTS / "panel-phone.png"), full_page=True)
     assert (SCREENSHOTS / "panel-light.png").stat().st_size > 10_000
+
+
+def axis_label(t: float) -> str:
+    """What the chart's time axis should say at `t`: local 24-hour time, the day at midnight."""
+    moment = datetime.fromtimestamp(t)
+    return f"{moment:%a} {moment.day}" if (moment.hour, moment.minute) == (0, 0) else f"{moment:%H:%M}"
+
+
+def seed_history(home: Home, hours: float) -> list[float]:
+    """Past minutes for the chart, as the panel's sampler would have kept them: the axis then has hours."""
+    now = home.world.clock.now().timestamp()
+    ids = [b.device_id for b in home.runtime.batteries if b.device_id]
+    first = (now // 60 - hours * 60) * 60
+    times = [first + 60 * i for i in range(int(hours * 60) - 1)]
+    for i, t in enumerate(times):
+        powers: dict[str, float | None] = {"grid": 300.0 - i, "pv": 1000.0, "load": 900.0, "battery": 0.0}
+        powers["wallbox"] = 0.0
+        home.panel.history.samples.append(
+            Sample(t, powers, dict.fromkeys(ids, 50.0), dict.fromkeys(ids, 0.0))
+        )
+    return times
+
+
+def euro(value: float | None) -> str:
+    return "—" if value is None else f"€ {(0.0 if abs(value) < 0.005 else value):.2f}"
+
+
+PLAN_AS_DRAWN = """async () => {
+  await window.mwaLoadPlan();
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  const tl = window.mwaTimeline;
+  const api = await (await fetch("api/plan")).json();
+  const ids = api.batteries || [];
+  const rows = tl.steps.map((s) => ({ start: s.start, grid: tl.columns["plan:grid"][s.index],
+    battery: tl.columns["plan:battery"][s.index], price: tl.columns["plan:price"][s.index],
+    soc: Object.fromEntries(ids.map((id) => [id, tl.columns[`plan:soc:${id}`][s.end]])) }));
+  return { made_at: tl.made_at, now: tl.now, rows, api };
+}"""
+
+
+async def test_the_timeline_has_local_times_and_the_plan_as_the_api_gives_it(
+    home: Home, browser: Browser
+) -> None:
+    times = seed_history(home, 7)
+    optimiser = home.runtime.optimiser
+    assert optimiser is not None
+    await until(lambda: bool(optimiser.plan_json().get("steps")), 60)
+    page = await open_panel(browser, home.ingress_url)
+    await expect(page.locator("#chart canvas").first).to_be_visible()
+    await expect(page.locator("#chart [data-axis=x] li").first).to_be_attached()
+
+    # the time axis: local times, at whole hours, from the history's first minute on
+    ticks: list[dict[str, Any]] = await page.evaluate(
+        "[...document.querySelectorAll('#chart [data-axis=x] li')]"
+        ".map((li) => ({t: +li.dataset.t, text: li.textContent}))"
+    )
+    history = await page.evaluate("fetch('api/history').then((r) => r.json())")
+    assert history["t"][0] == times[0]
+    x: list[float] = await page.evaluate("window.mwaTimeline.x")
+    assert x[0] == history["t"][0]  # the chart starts with the history
+    assert history["t"][-1] in x
+    assert len(ticks) >= 4
+    for tick in ticks:
+        assert tick["text"] == axis_label(tick["t"]), tick
+        assert datetime.fromtimestamp(tick["t"]).minute == 0
+    inside = [tick["t"] for tick in ticks if tick["t"] <= history["t"][-1]]
+    assert inside  # the history's hours are labelled, from its first ones on
+    assert history["t"][0] <= min(inside) < history["t"][0] + 3 * 3600
+
+    # the plan's series are api/plan's steps from now on (SOC at each step's end)
+    for _ in range(5):
+        drawn = await page.evaluate(PLAN_AS_DRAWN)
+        if drawn["made_at"] == drawn["api"]["made_at"]:
+            break
+    assert drawn["made_at"] == drawn["api"]["made_at"], "the plan kept changing"
+    ahead = [
+        s
+        for s in drawn["api"]["steps"]
+        if datetime.fromisoformat(s["start"]).timestamp() + s["hours"] * 3600 > drawn["now"] + 1
+    ]
+    assert len(ahead) >= 8
+    assert [r["start"] for r in drawn["rows"]] == [s["start"] for s in ahead]
+    for row, step in zip(drawn["rows"], ahead, strict=True):
+        assert row["battery"] == step["battery_kw"], step["start"]
+        assert row["grid"] == step["grid_kw"], step["start"]
+        assert row["price"] == step["import_price"]
+        assert row["soc"] == step["soc"]
+
+    # the plan as a list a person reads: runs of one action, the first from now
+    items = page.locator("section.optimiser [data-bind=plan-list] li")
+    await expect(items.first).to_be_visible()
+    runs = 1 + sum(1 for a, b in itertools.pairwise(ahead) if a["action"] != b["action"])
+    assert await items.count() == min(runs, 8)
+    assert getattr(page, "errors") == []  # noqa: B009
+
+
+async def test_the_money_and_the_plan_now_are_what_the_api_reports(home: Home, browser: Browser) -> None:
+    optimiser = home.runtime.optimiser
+    assert optimiser is not None
+    await until(lambda: bool(optimiser.plan_json().get("steps")), 60)
+    page = await open_panel(browser, home.ingress_url)
+    card = page.locator("section.optimiser")
+    await expect(card.locator("[data-bind=plan_cost_today]")).not_to_have_text("—")
+    keys = ("plan_cost_today", "plan_saving_today", "plan_cost_tomorrow")
+    shown: dict[str, str] = {}
+    wanted: dict[str, str] = {}
+    for _ in range(10):  # the plan is made anew every (demo) quarter-hour: compare one moment's figures
+        state = await page.evaluate("fetch('api/state').then((r) => r.json())")
+        shown = {key: await card.locator(f"[data-bind={key}]").inner_text() for key in keys}
+        values = state["optimiser"]
+        wanted = {key: euro(values[key]) for key in keys}
+        if shown == wanted:
+            break
+        await asyncio.sleep(0.3)
+    assert shown == wanted
+    assert all(text.startswith("€ ") for text in shown.values())
+    now = card.locator("[data-bind=plan-now]")
+    await expect(now).to_contain_text("Now:")
+    await expect(card.locator(".peak .meter-text")).to_contain_text("target")
+
+
+async def test_the_phone_layout_fits_and_the_chart_follows_the_width(home: Home, browser: Browser) -> None:
+    seed_history(home, 3)
+    page = await open_panel(browser, home.ingress_url, width=390)
+    await expect(page.locator("#chart canvas").first).to_be_visible()
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    width = await page.evaluate("document.querySelector('#chart .uplot').getBoundingClientRect().width")
+    assert 240 <= width <= 390
+    await page.set_viewport_size({"width": 1000, "height": 900})  # turned, or a tablet: the chart grows
+    await page.wait_for_function(
+        "document.querySelector('#chart .uplot').getBoundingClientRect().width > 800"
+    )
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+async def test_without_the_chart_library_the_panel_works_and_says_so(
+    home: Home, browser: Browser, tmp_path: Path
+) -> None:
+    panel = Panel(home.runtime, allowed={PROXY_ADDRESS}, clock=home.world.clock, vendor=tmp_path / "none")
+    port = await panel.start("127.0.0.1", 0)
+    try:
+        async with ingress_proxy(port) as url:
+            page = await open_panel(browser, url)
+            await expect(page.locator("[data-bind=chart-missing]")).to_contain_text("chart library")
+            await expect(page.locator("section.optimiser .badge").first).to_have_text("on")
+            assert await page.locator("#chart canvas").count() == 0
+            assert await page.evaluate("typeof uPlot") == "undefined"
+            assert getattr(page, "errors") == []  # noqa: B009 - no failed request for the missing files
+            await page.close()
+    finally:
+        await panel.stop()

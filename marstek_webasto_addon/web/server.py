@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+# Third-party front-end files (uPlot) come from the npm registry through package.json, never from this
+# repository: in a clone `scripts/bootstrap` runs `npm ci` into node_modules/ at the repository's root, and
+# the image's Dockerfile copies uPlot's dist/ files to a folder that MWA_VENDOR_DIR names. The page is served
+# without them (it says the chart library is missing) when neither is there.
+VENDOR_ENV = "MWA_VENDOR_DIR"
+VENDOR_FILES = {"uPlot.iife.min.js": "application/javascript", "uPlot.min.css": "text/css"}
 INGRESS_PROXY = "172.30.32.2"  # the Supervisor's ingress proxy, the only peer allowed in the add-on
 PUSH_INTERVAL_S = 0.5  # at most two state events a second, however busy the devices are
 SAMPLE_INTERVAL_S = 2.0
@@ -90,6 +97,7 @@ class Panel:
         history_path: Path | None = None,
         clock: EngineClock | None = None,
         problems: Callable[[], list[dict[str, str]]] | None = None,
+        vendor: Path | None = None,
     ) -> None:
         self.runtime = runtime  # None: the options are invalid, the panel only shows why
         # allowed: the peers of the add-on's ingress; None: standalone, where hosts and password apply.
@@ -99,6 +107,7 @@ class Panel:
         self.history_path = history_path
         self.clock: EngineClock = clock or RealClock()
         self.extra_problems = problems or (lambda: [])
+        self.vendor = vendor if vendor is not None else vendor_dir()
         self.history = History()
         self.clients: set[_Client] = set()
         self._wake = asyncio.Event()
@@ -173,6 +182,7 @@ class Panel:
         app.router.add_get("/api/diagnostics", self._diagnostics)
         app.router.add_get("/api/plan", self._plan)
         app.router.add_post("/api/command", self._command)
+        app.router.add_get("/vendor/{name}", self._vendor)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
 
@@ -214,7 +224,29 @@ class Panel:
         prefix = ingress_prefix(request.headers.get("X-Ingress-Path"))
         html = (STATIC / "index.html").read_text(encoding="utf-8")
         html = html.replace("{{BASE}}", _attribute(prefix + "/")).replace("{{VERSION}}", __version__)
+        html = html.replace("{{VENDOR}}", self._vendor_tags())
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    def vendor_present(self) -> bool:
+        return all((self.vendor / name).is_file() for name in VENDOR_FILES)
+
+    def _vendor_tags(self) -> str:
+        """uPlot's tags when its files are there; none otherwise, and no request for them fails."""
+        if not self.vendor_present():
+            return "<!-- uPlot is not installed (scripts/bootstrap runs npm ci): the chart is left out -->"
+        return (
+            '<link rel="stylesheet" href="vendor/uPlot.min.css">\n'
+            '  <script src="vendor/uPlot.iife.min.js" defer></script>'
+        )
+
+    async def _vendor(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = self.vendor / name
+        if name not in VENDOR_FILES or not path.is_file():  # only the listed files, never a path
+            raise web.HTTPNotFound(text="not installed: run scripts/bootstrap (npm ci)\n")
+        return web.FileResponse(
+            path, headers={"Content-Type": VENDOR_FILES[name], "Cache-Control": "no-cache"}
+        )
 
     # data ---------------------------------------------------------------------------------------------------
 
@@ -403,6 +435,14 @@ class Panel:
             soc[battery.device_id] = snapshot.soc
             power[battery.device_id] = snapshot.ac_power
         return self.history.observe(self.clock.now().timestamp(), powers, soc, power)
+
+
+def vendor_dir() -> Path:
+    """Where uPlot's files are: MWA_VENDOR_DIR (the image sets it), else node_modules/ of this clone."""
+    configured = os.environ.get(VENDOR_ENV, "").strip()
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
 
 
 def _dumps(data: Any) -> str:

@@ -3,11 +3,14 @@
 "use strict";
 
 const NS = "http://www.w3.org/2000/svg";
+const GRID_DEADBAND_W = 50; // the import/export note changes only beyond this
 const app = {
   meta: new Map(), // device id -> {id, kind, name, exposes, byKey}
   signature: null,
   data: null, // the latest api/state
   history: null, // api/history columns
+  plan: null, // api/plan
+  timeline: null, // the uPlot chart and what it shows
   cards: new Map(), // device id -> {root, update(values)}
   flow: null,
   chartDirty: false,
@@ -423,33 +426,149 @@ function buildWallbox(meta) {
   };
 }
 
+function fmtEuro(value) {
+  if (typeof value !== "number") return "—";
+  return `€ ${(Math.abs(value) < 0.005 ? 0 : value).toFixed(2)}`; // never "-0.00"
+}
+
+const ACTION_LABELS = { self_consumption: "self-consumption", charge: "charge", hold: "hold",
+  limit_charge: "limit charging", discharge: "discharge" };
+
+// What a run of quarters is for, from its first quarter's reason without the words the line already says.
+function planWhy(step) {
+  return String(step.reason || "")
+    .replace(/^(self-consumption|charge [\d.]+ kW|discharge [\d.]+ kW):?\s*/, "")
+    .replace(/: import [\d.]+ kW.*$/, "");
+}
+
+// The plan's quarters from now on, consecutive ones with the same action merged into one run.
+function planRuns(plan, now) {
+  const runs = [];
+  for (const step of (plan && plan.steps) || []) {
+    const start = epochOf(step.start);
+    const end = start + step.hours * 3600;
+    if (!(end > now)) continue;
+    const last = runs[runs.length - 1];
+    if (last && last.action === step.action && Math.abs(last.end - start) < 90) { // a part quarter ends early
+      last.end = end;
+      last.kwh += step.battery_kw * step.hours;
+      last.hours += step.hours;
+      continue;
+    }
+    runs.push({ action: step.action, start: Math.max(start, now), end, kwh: step.battery_kw * step.hours, hours: step.hours, why: planWhy(step) });
+  }
+  return runs;
+}
+
+function runText(run, now) {
+  const day = (t) => new Date(t * 1000).toDateString();
+  const prefix = day(run.start) !== day(now) ? `${new Date(run.start * 1000).toLocaleDateString("en-GB", { weekday: "short" })} ` : "";
+  const clock = (t) => { const d = new Date(t * 1000); return `${pad2(d.getHours())}:${pad2(d.getMinutes())}`; };
+  const endClock = day(run.end) === day(run.start) ? clock(run.end)
+    : day(run.end - 1) === day(run.start) ? "24:00"
+      : `${new Date(run.end * 1000).toLocaleDateString("en-GB", { weekday: "short" })} ${clock(run.end)}`;
+  const kw = Math.abs(run.kwh / (run.hours || 1));
+  const power = run.action === "charge" || run.action === "discharge" ? ` ${kw.toFixed(1)} kW` : "";
+  return [`${prefix}${clock(run.start)}–${endClock}`, `${ACTION_LABELS[run.action] || enumLabel(run.action)}${power}`, run.why];
+}
+
+// The running quarter-hour's average offtake against the capacity target: a bar with the target marked.
+function peakMeter() {
+  const fill = h("div", { class: "fill" });
+  const mark = h("div", { class: "mark" });
+  const bar = h("div", { class: "meter", role: "meter", "aria-label": "This quarter-hour's average against the target", "aria-valuemin": 0 }, fill, mark);
+  const text = h("div", { class: "meter-text", "data-bind": "quarter" });
+  return {
+    el: h("div", { class: "peak" }, bar, text),
+    update(average, target) {
+      const known = typeof average === "number" && typeof target === "number" && target > 0;
+      const top = known ? Math.max(target * 1.25, average) : 1;
+      fill.style.width = known ? `${Math.max(0, Math.min(100, (average / top) * 100)).toFixed(1)}%` : "0%";
+      mark.style.left = known ? `${((target / top) * 100).toFixed(1)}%` : "80%";
+      bar.className = `meter ${!known ? "" : average > target ? "bad" : average > 0.8 * target ? "warn" : "ok"}`;
+      bar.setAttribute("aria-valuenow", known ? average : 0);
+      bar.setAttribute("aria-valuemax", top);
+      setText(text, known ? `This quarter-hour ${average.toFixed(2)} kW · target ${target.toFixed(2)} kW` : typeof average === "number" ? `This quarter-hour ${average.toFixed(2)} kW` : "This quarter-hour: —");
+    },
+  };
+}
+
 function buildOptimiser(meta) {
   const facts = h("dl", { class: "facts" });
   const cells = [];
   const rows = [["strategy", "Strategy"], ["active_battery", "Active battery"], ["next_action", "Next"],
-    ["tariff_period", "Tariff period"], ["quarter_average", "This quarter-hour"], ["month_peak", "Month peak"],
-    ["peak_target_in_force", "Peak target"], ["pv_forecast_tomorrow", "PV tomorrow"], ["night_plan", "Night plan"]];
+    ["tariff_period", "Tariff period"], ["month_peak", "Month peak"], ["plan_peak_target", "Planned month peak"],
+    ["pv_forecast_tomorrow", "PV tomorrow"], ["night_plan", "Night plan"]];
+  const rulesOnly = new Set(["next_action", "night_plan", "active_battery"]); // hidden while the plan runs
+  const rowEls = new Map();
   for (const [key, label] of rows) {
     if (!meta.byKey.get(key)) continue;
+    const dt = h("dt", { text: label });
     const dd = h("dd", { "data-bind": key });
-    facts.append(h("dt", { text: label }), dd);
+    facts.append(dt, dd);
     cells.push([key, dd]);
+    rowEls.set(key, [dt, dd]);
   }
+  const money = h("div", { class: "money", "aria-label": "Money" });
+  const amounts = {};
+  for (const [key, label] of [["plan_cost_today", "Cost today"], ["plan_saving_today", "Saved today"], ["plan_cost_tomorrow", "Cost tomorrow"]]) {
+    if (!meta.byKey.get(key)) continue;
+    amounts[key] = h("span", { class: "amount", "data-bind": key, text: "—" });
+    money.append(h("div", { class: "figure" }, h("span", { class: "label", text: label }), amounts[key]));
+  }
+  const planNow = h("div", { class: "plan-now", "data-bind": "plan-now" });
+  const peak = peakMeter();
+  const planList = h("ol", { class: "plan-list", "aria-label": "The plan", "data-bind": "plan-list" });
+  let lastRuns = "";
+  const showPlan = (plan) => {
+    const now = app.data && app.data.time ? epochOf(app.data.time) : Date.now() / 1000;
+    const runs = planRuns(plan, now).slice(0, 8);
+    const key = JSON.stringify(runs.map((r) => runText(r, now)));
+    if (key === lastRuns) return;
+    lastRuns = key;
+    planList.replaceChildren(...runs.map((run) => {
+      const [when, what, why] = runText(run, now);
+      return h("li", { class: `plan-${run.action}` }, h("time", { text: when }), " ", h("strong", { text: what }), why ? h("span", { class: "muted", text: ` (${why})` }) : null);
+    }));
+    planList.hidden = runs.length === 0;
+  };
   const hold = h("div", { class: "outcome" });
   const featured = controlGroup(meta, (e) => e.featured && e.component === "switch", "controls switches");
   const numbers = controlGroup(meta, (e) => e.featured && e.component !== "switch");
   const rest = controlGroup(meta, (e) => !e.featured);
   const plan = h("div", { class: "muted outcome" });
   const decisions = h("ol", { class: "decisions", "aria-label": "Last decisions" });
+  const planHeading = h("h3", { text: "The plan" });
   const root = h("section", { class: "card optimiser", "data-device": meta.id, "aria-label": meta.name },
     h("h2", {}, h("span", { class: "name", text: "Optimiser" }), h("span", { class: "badge", "data-bind": "enabled" })),
-    featured.el, numbers.el, hold, facts, plan,
+    featured.el, numbers.el, hold, money, planNow, peak.el, facts, plan,
+    planHeading, planList,
     h("h3", { text: "Last decisions" }), decisions,
     h("details", {}, h("summary", { text: "All settings" }), rest.el));
   let lastDecisions = "";
   return {
     root,
+    plan: showPlan,
     update(v) {
+      for (const [key, el] of Object.entries(amounts)) setText(el, fmtEuro(v[key]));
+      money.hidden = Object.keys(amounts).every((key) => typeof v[key] !== "number");
+      const planning = typeof v.plan_action === "string" && v.plan_action !== "";
+      planNow.hidden = !planning;
+      if (planning) {
+        const reason = planWhy({ reason: ((v.attributes || {}).plan_action || {}).reason || "" });
+        const next = v.plan_next_change && v.plan_next_change !== "none" ? `Next: ${v.plan_next_change}` : "No change planned";
+        planNow.replaceChildren(h("div", {}, "Now: ", h("strong", { text: ACTION_LABELS[v.plan_action] || enumLabel(v.plan_action) }),
+          reason ? h("span", { class: "muted", text: ` (${reason})` }) : null), h("div", { class: "muted", text: next }));
+      }
+      planHeading.hidden = !planning;
+      if (!planning) planList.hidden = true;
+      else if (app.plan) showPlan(app.plan);
+      for (const [key, [dt, dd]] of rowEls) {
+        const hide = (planning && rulesOnly.has(key)) || (key === "plan_peak_target" && typeof v[key] !== "number");
+        dt.hidden = hide;
+        dd.hidden = hide;
+      }
+      peak.update(v.quarter_average, v.peak_target_in_force);
       const badge = root.querySelector("[data-bind=enabled]");
       const on = v.enabled === "ON";
       setText(badge, on ? "on" : "off");
@@ -463,6 +582,7 @@ function buildOptimiser(meta) {
       const night = (v.attributes && v.attributes.night_plan) || {};
       const windows = night.windows && night.windows.length ? ` · windows ${night.windows.join(", ")}` : "";
       const energy = night.energy_kwh ? Object.entries(night.energy_kwh).map(([id, kwh]) => `${(app.meta.get(id) || { name: id }).name} ${kwh} kWh`).join(", ") : "";
+      plan.hidden = planning;
       setText(plan, night.night_of ? `Night of ${night.night_of}: deficit ${night.deficit_kwh} kWh, expected PV ${night.expected_pv_kwh} kWh${energy ? ` · ${energy}` : ""}${windows}` : "");
       const list = ((v.attributes && v.attributes.last_decision) || {}).decisions || [];
       const key = JSON.stringify(list);
@@ -548,77 +668,272 @@ function buildFlow() {
     setText(parts.load.value, fmtPower(v.house_load));
     const note = root.querySelector("[data-bind=flow-note]");
     const grid = v.grid_power;
-    setText(note, typeof grid === "number" ? (grid >= 0 ? "importing" : "exporting") : "no meter reading");
+    // a deadband, so the note does not flip on a few watts either way
+    setText(note, typeof grid !== "number" ? "no meter reading" : grid > GRID_DEADBAND_W ? "importing" : grid < -GRID_DEADBAND_W ? "exporting" : "balanced");
   };
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// the 24 h chart (SVG polylines; gaps where a value is missing)
+// the timeline: the last 24 h (api/history, a point a minute) and the plan's coming quarters (api/plan) in
+// one uPlot chart. uPlot comes from npm (package.json) and is served under vendor/; without it the panel
+// says the chart library is missing and everything else works.
 
-function polylines(ts, values, x, y, cls) {
-  const lines = [];
-  let points = [];
-  values.forEach((value, i) => {
-    if (value === null || value === undefined) {
-      if (points.length > 1) lines.push(points);
-      points = [];
-      return;
-    }
-    points.push(`${x(ts[i]).toFixed(1)},${y(value).toFixed(1)}`);
-  });
-  if (points.length > 1) lines.push(points);
-  return lines.map((p) => s("polyline", { class: cls, points: p.join(" ") }));
+const POWER_SERIES = [["grid", "Grid (+ import)", "--grid"], ["pv", "PV", "--pv"], ["load", "Home", "--load"],
+  ["battery", "Batteries (+ discharge)", "--battery"], ["wallbox", "Car", "--car"]];
+const SOC_COLOURS = ["--battery", "--load", "--pv", "--grid", "--car"];
+const PLAN_REFRESH_MS = 30_000;
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
 }
 
-function axisTicks(t0, t1, x, height) {
-  const out = [];
-  const step = 3 * 3600;
-  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
-    const date = new Date(t * 1000);
-    out.push(s("line", { class: "axis", x1: x(t), x2: x(t), y1: 0, y2: height }));
-    out.push(s("text", { class: "tick", x: x(t) + 3, y: height - 4 },
-      date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+function pad2(n) { return String(n).padStart(2, "0"); }
+
+// 24-hour local time; midnight shows the day instead, so a reader sees where tomorrow starts.
+function axisLabel(t) {
+  const date = new Date(t * 1000);
+  if (date.getHours() === 0 && date.getMinutes() === 0) return date.toLocaleDateString("en-GB", { weekday: "short", day: "numeric" });
+  return `${pad2(date.getHours())}:${pad2(date.getMinutes())}`;
+}
+
+function cursorLabel(t) {
+  if (t === null || t === undefined) return "—";
+  const date = new Date(t * 1000);
+  return `${date.toLocaleDateString("en-GB", { weekday: "short" })} ${pad2(date.getHours())}:${pad2(date.getMinutes())}`;
+}
+
+function epochOf(iso) { return new Date(iso).getTime() / 1000; }
+
+function batteryName(id) { return (app.meta.get(id) || { name: id }).name; }
+
+// The chart's columns. The history runs to its last minute; the plan from now on: steps already over are
+// left out, the running one starts at now, each step's value holds until the next (SOC: at the step's end,
+// as the plan gives it). Powers in kW, SOC in %, the price in EUR/kWh.
+function timelineData(history, plan, stateNow, liveSoc) {
+  const hist = history && history.t ? history : { t: [], soc: {} };
+  const lastT = hist.t.length ? hist.t[hist.t.length - 1] : -Infinity;
+  const now = Math.max(stateNow || 0, lastT > 0 ? lastT : 0) || Date.now() / 1000;
+  const steps = [];
+  for (const step of (plan && plan.steps) || []) {
+    const start = epochOf(step.start);
+    const end = start + step.hours * 3600;
+    if (Number.isFinite(start) && end > now + 1) steps.push({ step, x: Math.max(start, now), end });
   }
-  return out;
+  const x = [...hist.t];
+  const planIndex = [];
+  for (const px of [...steps.map((s) => s.x), ...(steps.length ? [steps[steps.length - 1].end] : [])]) {
+    if (x.length && px <= x[x.length - 1]) planIndex.push(x.length - 1);
+    else { x.push(px); planIndex.push(x.length - 1); }
+  }
+  const empty = () => new Array(x.length).fill(null);
+  const series = [];
+  const add = (key, label, colour, scale, values, extra = {}) => series.push({ key, label, colour, scale, values, ...extra });
+  const kw = (w) => (w === null || w === undefined ? null : w / 1000);
+  for (const [key, label, colour] of POWER_SERIES) {
+    const column = hist[key] || [];
+    if (!column.some((v) => v !== null && v !== undefined) && key !== "grid") continue;
+    add(key, label, colour, "kW", [...column.map(kw), ...new Array(x.length - hist.t.length).fill(null)]);
+  }
+  const batteries = [...new Set([...Object.keys(hist.soc || {}), ...((plan && plan.batteries) || [])])];
+  batteries.forEach((id, i) => {
+    const column = (hist.soc || {})[id] || new Array(hist.t.length).fill(null);
+    add(`soc:${id}`, `${batteryName(id)} SOC`, SOC_COLOURS[i % SOC_COLOURS.length], "%",
+      [...column, ...new Array(x.length - hist.t.length).fill(null)], { width: 1.2 });
+  });
+  const planned = (key, label, colour, scale, pick, extra = {}) => {
+    const values = empty();
+    steps.forEach((s, j) => { values[planIndex[j]] = pick(s.step); });
+    if (steps.length) values[planIndex[steps.length]] = pick(steps[steps.length - 1].step);
+    add(key, label, colour, scale, values, { dash: [6, 4], step: true, ...extra });
+  };
+  if (steps.length) {
+    planned("plan:grid", "Grid, planned", "--grid", "kW", (s) => s.grid_kw);
+    planned("plan:battery", "Batteries, planned", "--battery", "kW", (s) => s.battery_kw);
+    planned("plan:pv", "PV forecast", "--pv", "kW", (s) => s.pv_kw, { show: false });
+    planned("plan:load", "Home forecast", "--load", "kW", (s) => s.load_kw, { show: false });
+    planned("plan:wallbox", "Car, planned", "--car", "kW", (s) => s.wallbox_kw, { show: false });
+    batteries.forEach((id, i) => {
+      const values = empty();
+      const known = liveSoc[id] ?? ((hist.soc || {})[id] || []).slice(-1)[0];
+      values[planIndex[0]] = known ?? null;
+      steps.forEach((s, j) => { values[planIndex[j + 1]] = s.step.soc[id] ?? null; });
+      add(`plan:soc:${id}`, `${batteryName(id)} SOC, planned`, SOC_COLOURS[i % SOC_COLOURS.length], "%", values, { dash: [3, 3], width: 1.2 });
+    });
+    planned("plan:price", "Import price", "--muted", "EUR", (s) => s.import_price, { dash: null, width: 1.4 });
+  }
+  const target = app.data && app.data.optimiser ? app.data.optimiser.peak_target_in_force : null;
+  if (typeof target === "number" && x.length > 1) {
+    const values = empty();
+    values[0] = target;
+    values[x.length - 1] = target;
+    add("target", "Capacity target", "--bad", "kW", values, { dash: [2, 4], width: 1, spanGaps: true });
+  }
+  return { x, series, now, steps: steps.map((s, j) => ({ start: s.step.start, index: planIndex[j], end: planIndex[j + 1] })) };
+}
+
+function seriesOptions(item) {
+  const unit = item.scale === "kW" ? " kW" : item.scale === "%" ? " %" : " EUR/kWh";
+  const digits = item.scale === "kW" ? 2 : item.scale === "%" ? 0 : 3;
+  const options = {
+    label: item.label,
+    scale: item.scale,
+    stroke: cssVar(item.colour),
+    width: item.width || 1.6,
+    show: item.show !== false,
+    spanGaps: Boolean(item.spanGaps),
+    value: (u, v) => (v === null || v === undefined ? "—" : `${v.toFixed(digits)}${unit}`),
+    points: { show: false },
+  };
+  if (item.dash) options.dash = item.dash;
+  if (item.step) options.paths = uPlot.paths.stepped({ align: 1 });
+  return options;
+}
+
+function chartSize(el) {
+  const width = Math.max(240, el.clientWidth);
+  return { width, height: width < 520 ? 240 : 320 };
+}
+
+function buildTimeline(el, model) {
+  const text = cssVar("--muted");
+  const line = cssVar("--line");
+  const axis = (extra) => ({ stroke: text, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 }, ...extra });
+  const narrow = el.clientWidth < 520;
+  const ticks = el.parentElement.querySelector("[data-axis=x]");
+  let xSplits = [];
+  const opts = {
+    ...chartSize(el),
+    cursor: { drag: { x: false, y: false } },
+    legend: { live: true },
+    scales: { x: { time: true }, "%": { range: [0, 100] }, EUR: { range: (u, lo, hi) => [Math.min(0, lo), Math.max(0.05, hi * 1.1)] } },
+    series: [{ label: "Time", value: (u, t) => cursorLabel(t) }, ...model.series.map(seriesOptions)],
+    axes: [
+      axis({ space: narrow ? 48 : 60, values: (u, splits) => { xSplits = splits; return splits.map(axisLabel); } }),
+      axis({ scale: "kW", size: narrow ? 40 : 50, values: (u, splits) => splits.map((v) => `${+v.toFixed(2)}`), label: narrow ? null : "kW", labelSize: 16 }),
+      axis({ scale: "%", side: 1, size: narrow ? 44 : 48, grid: { show: false }, values: (u, splits) => splits.map((v) => `${v}%`) }),
+      axis({ scale: "EUR", side: 1, show: !narrow && model.series.some((s) => s.scale === "EUR"), size: 52, grid: { show: false }, values: (u, splits) => splits.map((v) => `€${v.toFixed(2)}`) }),
+    ],
+    hooks: {
+      draw: [(u) => {
+        const now = app.timeline && app.timeline.model.now;
+        if (now) {
+          const left = u.valToPos(now, "x", true);
+          const ctx = u.ctx;
+          ctx.save();
+          ctx.strokeStyle = text;
+          ctx.fillStyle = text;
+          ctx.lineWidth = devicePixelRatio;
+          ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
+          ctx.beginPath();
+          ctx.moveTo(left, u.bbox.top);
+          ctx.lineTo(left, u.bbox.top + u.bbox.height);
+          ctx.stroke();
+          ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+          ctx.fillText("now", left + 3 * devicePixelRatio, u.bbox.top + 11 * devicePixelRatio);
+          ctx.restore();
+        }
+        // The time axis in words too: a reader without the picture, and the tests, see the same labels.
+        const splits = xSplits;
+        const shown = splits.map((t) => [t, axisLabel(t)]).filter(([t]) => t >= u.scales.x.min && t <= u.scales.x.max);
+        const key = JSON.stringify(shown);
+        if (ticks && ticks.dataset.key !== key) {
+          ticks.dataset.key = key;
+          ticks.replaceChildren(...shown.map(([t, label]) => h("li", { "data-t": t, text: label })));
+        }
+      }],
+    },
+  };
+  return new uPlot(opts, [model.x, ...model.series.map((s) => s.values)], el);
+}
+
+function timelineShell(root) {
+  const heading = h("h2", {}, h("span", { class: "name", text: "Timeline" }),
+    h("span", { class: "muted", "data-bind": "plan-status" }));
+  const plot = h("div", { class: "timeline" });
+  const ticks = h("ol", { class: "sr-only", "data-axis": "x", "aria-label": "Time axis" });
+  root.replaceChildren(heading, plot, ticks);
+  return { heading, plot };
 }
 
 function drawChart() {
   app.chartDirty = false;
   const root = document.getElementById("chart");
-  const data = app.history;
-  const heading = h("h2", {}, h("span", { class: "name", text: "Last 24 hours" }));
-  if (!data || data.t.length < 2) {
-    root.replaceChildren(heading, h("p", { class: "muted", text: "The chart fills in as minutes pass (one point a minute)." }));
+  if (typeof uPlot === "undefined") {
+    if (!root.querySelector("[data-bind=chart-missing]")) {
+      root.replaceChildren(h("h2", {}, h("span", { class: "name", text: "Timeline" })),
+        h("p", { class: "muted", "data-bind": "chart-missing",
+          text: "The chart library (uPlot) is missing: run scripts/bootstrap, which installs it with npm. Everything else on this page works without it." }));
+    }
     return;
   }
-  const W = 900;
-  const H = 220;
-  const t1 = data.t[data.t.length - 1];
-  const t0 = Math.max(data.t[0], t1 - 24 * 3600);
-  const x = (t) => ((t - t0) / Math.max(1, t1 - t0)) * (W - 10) + 5;
-  const series = ["grid", "pv", "load", "battery", "wallbox"].filter((k) => data[k] && data[k].some((v) => v !== null));
-  let lo = 0;
-  let hi = 100;
-  for (const key of series) for (const v of data[key]) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-  const y = (v) => H - 10 - ((v - lo) / (hi - lo || 1)) * (H - 30);
-  const power = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Power over the last 24 hours" },
-    axisTicks(t0, t1, x, H), s("line", { class: "zero", x1: 0, x2: W, y1: y(0), y2: y(0) }),
-    s("text", { class: "tick", x: 4, y: 14 }, fmtPower(hi)), s("text", { class: "tick", x: 4, y: H - 12 }, fmtPower(lo)),
-    series.map((key) => polylines(data.t, data[key], x, y, `c-${key === "wallbox" ? "car" : key}`)));
-  const names = { grid: "Grid (+ import)", pv: "PV", load: "Home", battery: "Batteries (+ discharge)", wallbox: "Car" };
-  const HS = 150;
-  const ys = (v) => HS - 10 - (v / 100) * (HS - 30);
-  const batteries = Object.keys(data.soc || {});
-  const soc = s("svg", { viewBox: `0 0 ${W} ${HS}`, role: "img", "aria-label": "State of charge over the last 24 hours" },
-    axisTicks(t0, t1, x, HS), s("line", { class: "axis", x1: 0, x2: W, y1: ys(100), y2: ys(100) }),
-    s("text", { class: "tick", x: 4, y: ys(100) + 12 }, "100 %"), s("text", { class: "tick", x: 4, y: ys(0) - 2 }, "0 %"),
-    batteries.map((id, i) => polylines(data.t, data.soc[id], x, ys, `soc-${i % 5}`)));
-  root.replaceChildren(heading,
-    h("div", { class: "legend" }, series.map((key) => h("span", { class: key, text: names[key] }))),
-    h("div", { class: "chart" }, power),
-    h("h3", { text: "State of charge" }),
-    h("div", { class: "legend" }, batteries.map((id, i) => h("span", { class: `soc-${i % 5}`, text: (app.meta.get(id) || { name: id }).name }))),
-    h("div", { class: "chart" }, soc));
+  const liveSoc = {};
+  for (const battery of (app.data && app.data.batteries) || []) if (typeof battery.soc === "number") liveSoc[battery.id] = battery.soc;
+  const stateNow = app.data && app.data.time ? epochOf(app.data.time) : null;
+  const model = timelineData(app.history, app.plan, stateNow, liveSoc);
+  const plan = app.plan || {};
+  if (!app.timeline) app.timeline = { ...timelineShell(root), chart: null, signature: "" };
+  const timeline = app.timeline;
+  timeline.model = model;
+  setText(timeline.heading.querySelector("[data-bind=plan-status]"),
+    (plan.steps || []).length ? `last 24 h and the plan (made ${fmtTime(plan.made_at)})` : `last 24 h · plan: ${plan.status || "loading…"}`);
+  if (model.x.length < 2) {
+    if (timeline.chart) { timeline.chart.destroy(); timeline.chart = null; timeline.signature = ""; }
+    if (!timeline.plot.querySelector("p")) timeline.plot.replaceChildren(h("p", { class: "muted", text: "The chart fills in as minutes pass (one point a minute)." }));
+    return;
+  }
+  const signature = model.series.map((s) => s.key).join("|") + (timeline.plot.clientWidth < 520 ? ":narrow" : "");
+  if (!timeline.chart || signature !== timeline.signature) {
+    const shown = new Map();
+    if (timeline.chart) {
+      timeline.chart.series.slice(1).forEach((s, i) => shown.set(timeline.keys[i], s.show));
+      timeline.chart.destroy();
+    }
+    for (const item of model.series) if (shown.has(item.key)) item.show = shown.get(item.key);
+    timeline.plot.replaceChildren();
+    timeline.chart = buildTimeline(timeline.plot, model);
+    timeline.keys = model.series.map((s) => s.key);
+    timeline.signature = signature;
+  } else {
+    timeline.chart.setData([model.x, ...model.series.map((s) => s.values)]);
+  }
+  // for a look from the console and the browser tests: the columns exactly as drawn
+  window.mwaTimeline = { x: model.x, now: model.now, steps: model.steps, made_at: plan.made_at || null,
+    columns: Object.fromEntries(model.series.map((s) => [s.key, s.values])) };
+}
+
+function scheduleChart() {
+  if (!app.chartDirty) {
+    app.chartDirty = true;
+    requestAnimationFrame(drawChart);
+  }
+}
+
+async function loadPlan() {
+  try {
+    app.plan = await getJSON("api/plan");
+  } catch (error) {
+    app.plan = { status: `not loaded (${error.message})`, steps: [] };
+  }
+  scheduleChart();
+  if (app.cards.get("optimiser")) app.cards.get("optimiser").plan(app.plan);
+  return app.plan;
+}
+
+window.mwaLoadPlan = () => loadPlan(); // for a look from the console and the browser tests
+
+function watchChartSize() {
+  const root = document.getElementById("chart");
+  if (typeof ResizeObserver === "undefined") return;
+  let width = root.clientWidth;
+  new ResizeObserver(() => {
+    if (root.clientWidth === width) return;
+    width = root.clientWidth;
+    const timeline = app.timeline;
+    if (!timeline || !timeline.chart) return;
+    const narrow = timeline.plot.clientWidth < 520;
+    if (narrow !== timeline.signature.endsWith(":narrow")) scheduleChart(); // other axes: built anew
+    else timeline.chart.setSize(chartSize(timeline.plot));
+  }).observe(root);
 }
 
 function addSample(sample) {
@@ -627,6 +942,7 @@ function addSample(sample) {
   data.t.push(sample.t);
   for (const key of ["grid", "pv", "load", "battery", "wallbox"]) (data[key] = data[key] || []).push(sample.powers[key] ?? null);
   const count = data.t.length;
+  data.soc = data.soc || {};
   for (const [id, value] of Object.entries(sample.soc)) {
     if (!data.soc[id]) data.soc[id] = new Array(count - 1).fill(null);
     data.soc[id].push(value);
@@ -638,12 +954,8 @@ function addSample(sample) {
     for (const key of ["grid", "pv", "load", "battery", "wallbox"]) data[key].shift();
     for (const id of Object.keys(data.soc)) data.soc[id].shift();
   }
-  if (!app.chartDirty) {
-    app.chartDirty = true;
-    requestAnimationFrame(drawChart);
-  }
+  scheduleChart();
 }
-
 // ---------------------------------------------------------------------------------------------------------
 // putting it together
 
@@ -721,7 +1033,10 @@ async function start() {
   } catch (error) {
     toast(`The add-on did not answer: ${error.message}`, true);
   }
+  watchChartSize();
   connect();
+  await loadPlan();
+  setInterval(loadPlan, PLAN_REFRESH_MS);
 }
 
 document.addEventListener("DOMContentLoaded", start);
