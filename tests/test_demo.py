@@ -139,7 +139,7 @@ async def test_the_demo_runs_the_planner_and_shows_its_plan() -> None:
     assert plan["status"] == "optimal"
     steps = plan["steps"]
     assert steps[0]["start"].startswith("2026-06-21T11:")
-    assert steps[-1]["start"] == "2026-06-22T23:45"  # the rest of today and all of tomorrow
+    assert steps[-1]["start"].startswith("2026-06-22T23:45")  # the rest of today and all of tomorrow
     assert all(len(step["soc"]) == 3 for step in steps)
     # the learned evening of the demo's home comes from the batteries, the noon sun goes into them
     evening = [s for s in steps if "T19:" in s["start"] or "T20:" in s["start"]]

@@ -333,7 +333,7 @@ class LivePlanner:
             return {"status": self.problem or "no plan yet", "steps": []}
         return {
             "status": plan.status,
-            "made_at": plan.start.isoformat(timespec="seconds"),
+            "made_at": plan.start.astimezone().isoformat(timespec="seconds"),
             "energy_cost_eur": round(plan.energy_cost_eur, 3),
             "capacity_cost_eur": round(plan.capacity_cost_eur, 3),
             "month_peaks_kw": {k: round(v, 3) for k, v in plan.month_peaks_kw.items()},
@@ -342,7 +342,7 @@ class LivePlanner:
             "batteries": [b.id for b in plan.batteries],
             "steps": [
                 {
-                    "start": s.start.isoformat(timespec="minutes"),
+                    "start": s.start.astimezone().isoformat(timespec="minutes"),
                     "hours": round(s.hours, 4),
                     "import_price": round(s.import_price, 4),
                     "export_price": round(s.export_price, 4),

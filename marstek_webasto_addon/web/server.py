@@ -257,7 +257,7 @@ class Panel:
         return found
 
     def state(self) -> dict[str, Any]:
-        now = self.clock.now().isoformat(timespec="seconds")
+        now = self.clock.now().astimezone().isoformat(timespec="seconds")
         if self.runtime is None:
             return {
                 "time": now,
