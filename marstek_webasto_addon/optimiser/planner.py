@@ -1252,7 +1252,10 @@ def setpoint(step: PlanStep, grid_kw: float, battery_kw: float, wallbox_kw: floa
     house = grid_kw + battery_kw - car  # what the house needs, from the batteries or the grid
     ceiling = step.peak_kw - planned_car - PEAK_MARGIN_KW
     if step.action is Action.SELF_CONSUMPTION and step.scarce and house > ceiling:
-        return Setpoint(False, house - ceiling, "a load above this month's peak, with little energy to spare")
+        # With the car, the ceiling is what the planned car leaves the house: below zero when the car
+        # takes all of the peak, and never a reason to give the car the batteries' energy.
+        power = house - ceiling if car <= 0 else min(house - ceiling, max(0.0, house))
+        return Setpoint(False, power, "a load above this month's peak, with little energy to spare")
     # A step that plans the car (which the batteries may not feed) stays Passive all through: the wallbox may
     # start any minute, and Auto would answer it from the batteries before the next command.
     if step.action is Action.SELF_CONSUMPTION and car <= 0 and (step.feed_car or step.car_kw <= 0):
