@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 
 from marstek_webasto_addon.optimiser.car_sessions import CarSession, wallbox_minutes
-from marstek_webasto_addon.optimiser.planner import BatterySpec, CapacityTariff, PlanInputs, plan
+from marstek_webasto_addon.optimiser.planner import (
+    Action,
+    BatterySpec,
+    CapacityTariff,
+    PlanInputs,
+    plan,
+    setpoint,
+)
 from marstek_webasto_addon.replay.sessions import Visit, clipped, visits
 
 DAY = datetime(2026, 3, 10)
@@ -140,3 +148,19 @@ def test_sessions_are_taken_from_a_profile() -> None:
     assert clipped(found, power, 76, 96 + 30) == (Visit(76, 96 + 28, 11.0, 11.0, 4.14),)
     # a one-phase car: the minimum is 6 A on one phase
     assert visits([0.0, 3700.0, 0.0])[0].min_kw == pytest.approx(1.38)
+
+
+def test_a_scarce_step_never_gives_the_car_the_batteries_energy() -> None:
+    # The planned car takes all of the month's peak: the house's ceiling is below zero. The batteries give
+    # the house what it needs (0.44 kW) and not the ceiling's shortfall, which would go into the car.
+    base = plan(inputs(car=(CarSession(at(18), at(31), energy_kwh=30.0),))).steps[0]
+    running = replace(
+        base, action=Action.SELF_CONSUMPTION, scarce=True, peak_kw=4.2, wallbox_kw=4.2, car_kw=4.2
+    )
+    target = setpoint(running, grid_kw=4.2 + 0.44 - 0.51, battery_kw=0.51, wallbox_kw=4.2)
+    assert not target.auto
+    assert target.battery_kw == pytest.approx(0.44)
+    fed = setpoint(
+        replace(running, feed_car=True), grid_kw=4.2 + 0.44 - 0.51, battery_kw=0.51, wallbox_kw=4.2
+    )
+    assert fed.battery_kw > 0.44  # allowed to feed it: the batteries hold the peak

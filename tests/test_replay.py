@@ -189,9 +189,9 @@ def test_the_planned_car_is_charged_by_its_departures_from_the_grid(cache: Path)
     assert car["sessions_met"] == 2
     assert car["missing_kwh"] == 0
     assert car["charged_kwh"] == pytest.approx(fixed["car"]["charged_kwh"], abs=0.1)  # the same energy
-    # the batteries follow the house alone while the car charges; what reaches the car is tens of watts
-    # now and then, where the batteries' set-point runs a little above the house (not yet explained)
-    assert car["battery_to_car_kwh"] <= 0.005 * car["charged_kwh"]
+    # the batteries follow the house alone while the car charges: what reaches the car is the few seconds
+    # before they answer a drop in the house's load
+    assert car["battery_to_car_kwh"] <= 0.01
     assert abs(planned["energy_balance_error_kwh"]) < 0.01
     assert planned["mean_monthly_peak_kw"] < fixed["mean_monthly_peak_kw"] - 5  # the car no longer sets it
     best = bound(

@@ -254,7 +254,11 @@ class CarExecutor:
             return 0.0
         visit = self.visits[self.visit]
         left = visit.energy_kwh - self.delivered.get(self.visit, 0.0)
-        kw = max(0.0, min(self.minutes[minute], left / hours))
+        kw = self.minutes[minute]
+        if kw <= 0 and visit.departure - quarter <= 1:
+            # The session's last quarter: what the minutes' rounding left, before the car leaves.
+            kw = visit.min_kw
+        kw = max(0.0, min(kw, left / hours))
         hours_left = (visit.departure - quarter) * 0.25 - minute / 60
         slack = left < SLACK_SHARE * visit.max_kw * (hours_left - 0.5)
         if self.step is not None and slack and kw > 0:
