@@ -4,6 +4,7 @@ every safety rule of the rules strategy (switch interval, holds, stale meter, li
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -155,3 +156,22 @@ def test_set_points_stay_within_each_battery_and_its_soc_window() -> None:
     assert discharged["B"] == 0  # at its floor
     assert 0 < discharged["A"] <= 2500
     assert 0 < discharged["C"] <= 2500
+
+
+def test_a_car_the_batteries_may_not_feed_gets_not_a_watt_of_their_discharge() -> None:
+    car = replace(step(Action.SELF_CONSUMPTION), wallbox_kw=4.2, car_kw=4.2)
+    world = World(three(60, 60, 60), settings=PLANNER, plan_step=car, wallbox=4200.0)
+
+    def run(house: float, seconds: int) -> None:
+        for _ in range(seconds // 10):
+            world.grid = house + 4200.0 - sum(powers(world).values())
+            world.step(10)
+
+    run(510.0, 60)
+    assert world.in_auto() == []  # Auto would feed the car
+    assert sum(powers(world).values()) == pytest.approx(510.0, abs=30)
+    # The house drops by 70 W, less than the deadband: the 70 W would go into the car, so the shares move
+    # at once, and they are rounded down (a few watts of import, never a watt into the car).
+    run(440.0, 60)
+    assert 440.0 - 30 <= sum(powers(world).values()) <= 440.0
+    assert all(power % 10 == 0 for power in powers(world).values())

@@ -23,7 +23,7 @@ from marstek_webasto_addon.replay.data import (
     load_pv,
     load_try,
 )
-from marstek_webasto_addon.replay.harness import SCENARIOS, month_fractions, run
+from marstek_webasto_addon.replay.harness import SCENARIOS, ReplaySetup, car_visits, month_fractions, run
 from marstek_webasto_addon.replay.prices import (
     describe,
     read_price_csv,
@@ -169,6 +169,47 @@ def test_the_planner_beats_auto_with_dynamic_prices(year: HouseholdYear) -> None
     auto = run("auto_all", year, DEFAULT_TARIFF, prices=prices, start_quarter=start, quarters=quarters)
     best = short_bound(year, start, quarters, prices)
     assert best["bill_eur"] <= planner["bill_eur"] < auto["bill_eur"]
+
+
+def test_the_planned_car_is_charged_by_its_departures_from_the_grid(cache: Path) -> None:
+    year = household_year("family", region=5, kwp=5.0, ev="tesla_only_home")
+    start, quarters = 96 * 3, 96 * 5  # 4-8 January: two sessions, little PV, batteries worth keeping
+    planned = run(
+        "optimiser",
+        year,
+        DEFAULT_TARIFF,
+        start_quarter=start,
+        quarters=quarters,
+        setup=ReplaySetup(car_mode="plan"),
+    )
+    fixed = run("no_battery", year, DEFAULT_TARIFF, start_quarter=start, quarters=quarters)
+    car = planned["car"]
+    assert car["mode"] == "plan"
+    assert car["sessions"] == 2
+    assert car["sessions_met"] == 2
+    assert car["missing_kwh"] == 0
+    assert car["charged_kwh"] == pytest.approx(fixed["car"]["charged_kwh"], abs=0.1)  # the same energy
+    # the batteries follow the house alone while the car charges: what reaches the car is the few seconds
+    # before they answer a drop in the house's load
+    assert car["battery_to_car_kwh"] <= 0.01
+    assert abs(planned["energy_balance_error_kwh"]) < 0.01
+    assert planned["mean_monthly_peak_kw"] < fixed["mean_monthly_peak_kw"] - 5  # the car no longer sets it
+    best = bound(
+        year,
+        tariff_prices(DEFAULT_TARIFF),
+        DEFAULT_TARIFF,
+        month_fractions(start, quarters),
+        start_quarter=start,
+        quarters=quarters,
+        batteries=3,
+        profile="venus_e3_v150",
+        start_soc=50.0,
+        car=car_visits(year, start, quarters),
+        feed_car=False,
+    )
+    assert best["car"]["charged_kwh"] == pytest.approx(car["charged_kwh"], abs=0.1)
+    assert best["car"]["battery_to_car_kwh"] == pytest.approx(0.0, abs=1e-6)
+    assert best["bill_eur"] <= planned["bill_eur"] < fixed["bill_eur"]
 
 
 def test_the_synthetic_price_year_looks_like_2025() -> None:

@@ -14,7 +14,15 @@ from ..addon.options import OptionsError, parse_options
 from ..optimiser.tariff import DEFAULT_TARIFF, Tariff
 from ..replay.bound import bound
 from ..replay.data import EV_PROFILES, HOUSEHOLDS, QUARTERS, DataError, HouseholdYear, household_year
-from ..replay.harness import SCENARIOS, PlannerSetup, ReplaySetup, month_fractions, run
+from ..replay.harness import (
+    CAR_MODES,
+    SCENARIOS,
+    PlannerSetup,
+    ReplaySetup,
+    car_visits,
+    month_fractions,
+    run,
+)
 from ..replay.prices import (
     PriceFileError,
     PriceYear,
@@ -37,6 +45,9 @@ COLUMNS = (
 )
 
 
+CAR_COLUMNS = ("charged kWh", "met", "missing kWh", "battery->car")
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "replay", help="replay the optimiser over a household year, with baselines and the best possible"
@@ -52,6 +63,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--plot", type=Path, help="write a PNG of a sample week of the optimiser")
     parser.add_argument("--household", default="family", choices=HOUSEHOLDS)
     parser.add_argument("--ev", choices=EV_PROFILES, help="add an EV's home charging (a wallbox) to the load")
+    parser.add_argument(
+        "--car-mode",
+        choices=CAR_MODES,
+        default="fixed",
+        help="with --ev: `fixed` charges the car as the profile did; `plan` lets the optimiser (and the "
+        "bound) plan each session's charging by its departure (the other scenarios as the profile did)",
+    )
     parser.add_argument(
         "--region", type=int, default=5, help="DWD test reference year region 1..15 (5 = Essen)"
     )
@@ -144,7 +162,9 @@ async def replay(args: argparse.Namespace) -> int:
         print(f"error: {prices.name} does not cover the replayed days", file=sys.stderr)
         return 2
     setup = ReplaySetup(
-        batteries=args.batteries, planner=PlannerSetup(pv_error_sigma=args.pv_error, pv_error_seed=args.seed)
+        batteries=args.batteries,
+        planner=PlannerSetup(pv_error_sigma=args.pv_error, pv_error_seed=args.seed),
+        car_mode=args.car_mode,
     )
     scenarios = list(dict.fromkeys(args.scenarios + (["no_battery"] if args.bound else [])))
     week = _sample_week(year, start, quarters)
@@ -190,6 +210,8 @@ async def replay(args: argparse.Namespace) -> int:
             batteries=args.batteries,
             profile=setup.profile,
             start_soc=setup.start_soc,
+            car=car_visits(year, start, quarters) if args.ev and args.car_mode == "plan" else None,
+            feed_car=setup.planner.feed_car,
         )
         _shares(results)
     trace = results.get("optimiser", {}).get("trace")
@@ -249,6 +271,19 @@ def _table(
     print(f"{'scenario':<11}" + "".join(f"{label:>14}" for _, label in columns))
     for name, result in results.items():
         print(f"{name:<11}" + "".join(f"{_cell(result.get(key)):>14}" for key, _ in columns))
+    if any("car" in result for result in results.values()):
+        print(f"car ({args.car_mode})" + "".join(f"{label:>14}" for label in CAR_COLUMNS))
+        for name, result in results.items():
+            car = result.get("car", {})
+            met = f"{car.get('sessions_met', '-')}/{car.get('sessions') or '-'}"
+            cells = (car.get("charged_kwh"), met, car.get("missing_kwh"), car.get("battery_to_car_kwh"))
+            print(f"{name:<11}" + "".join(f"{_cell(cell):>14}" for cell in cells))
+    if "bound" in results:
+        months = list(results["bound"]["monthly_peaks_kw"])
+        print("peaks kW   " + "".join(f"{month:>10}" for month in months))
+        for name, result in results.items():
+            peaks = result.get("monthly_peaks_kw", {})
+            print(f"{name:<11}" + "".join(f"{_cell(peaks.get(month)):>10}" for month in months))
 
 
 def _cell(value: object) -> str:

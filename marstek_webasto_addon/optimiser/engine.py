@@ -237,6 +237,8 @@ class Optimiser:
         battery_kw = sum(b.ac_power or 0.0 for b in usable.values()) / 1000
         wallbox_kw = (inputs.wallbox_power or 0.0) / 1000
         target = setpoint(step, grid / 1000, battery_kw, wallbox_kw)
+        # A car the batteries may not feed: what they give beyond the house goes into it.
+        car = wallbox_kw > 0 and not step.feed_car
         action = step.action.value.replace("_", " ")
         if target.auto:
             if not s.rotation:
@@ -264,6 +266,7 @@ class Optimiser:
                 sum(kw for _, kw in followers),
                 wants,
                 f"plan: {action}, its share of the house",
+                car=car,
             )
             return
         self.handover = None
@@ -279,7 +282,7 @@ class Optimiser:
         self.active = staying[0].id if staying else None
         movable = [b for b in usable.values() if b not in staying]
         rest_kw = target.battery_kw - sum(b.ac_power or 0.0 for b in staying) / 1000
-        self._share(movable, rest_kw, wants, f"plan: {action} ({target.reason})")
+        self._share(movable, rest_kw, wants, f"plan: {action} ({target.reason})", car=car)
         for battery in staying:
             wants[battery.id] = _Want(Role.AUTO, reason="plan: stays in Auto until the switch interval ends")
         verb = "discharge" if target.battery_kw > 0 else "charge"
@@ -289,22 +292,39 @@ class Optimiser:
         )
 
     def _share(
-        self, batteries: list[BatteryView], total_kw: float, wants: dict[str, _Want], reason: str
+        self,
+        batteries: list[BatteryView],
+        total_kw: float,
+        wants: dict[str, _Want],
+        reason: str,
+        *,
+        car: bool = False,
     ) -> None:
         """A total in Passive shared over batteries (SOCs kept together). The deadband applies to the
         total: while it moves less, each keeps what it was sent; once it moves more, every share is sent.
         Towards less import (more discharge, less charge) it is only a few watts: a planned grid flow sits
-        just under the month's capacity peak, and 90 W too much for a quarter-hour is a new peak."""
+        just under the month's capacity peak, and 90 W too much for a quarter-hour is a new peak.
+
+        `car`: a car charges that the batteries may not feed. Whatever they discharge beyond the total (the
+        house's need) would go into the car: no deadband keeps a discharge above the total, and discharge
+        shares are rounded down (a few watts more import, never a watt into the car)."""
         sent = [self.sent.get(b.id) for b in batteries]
         current = [s.power for s in sent if s is not None and s.role in PASSIVE_ROLES]
         moved = total_kw * 1000 - sum(current)
-        if len(current) == len(batteries) and -POWER_DEADBAND_W < moved < LESS_IMPORT_DEADBAND_W:
+        feeds_car = car and sum(current) > max(0.0, total_kw * 1000)
+        if (
+            len(current) == len(batteries)
+            and -POWER_DEADBAND_W < moved < LESS_IMPORT_DEADBAND_W
+            and not feeds_car
+        ):
             for battery, power in zip(batteries, current, strict=True):
                 wants[battery.id] = _Want(*_holding(power), reason=reason)
             return
         shares = split_power(total_kw, [_headroom(b) for b in batteries])
         for battery, kw in zip(batteries, shares, strict=True):
-            role, power = _holding(math.ceil(kw * 100) * 10)  # rounded towards less import
+            # rounded towards less import; with the car, towards zero (less discharge, less charge)
+            watts = int(kw * 100) * 10 if car else math.ceil(kw * 100) * 10
+            role, power = _holding(watts)
             wants[battery.id] = _Want(role, power, reason=reason, exact=True)
 
     def _pick_active(

@@ -32,13 +32,14 @@ The linear program (kW, kWh, EUR; step t lasts dt_t hours; batteries with the sa
 are modelled as their sum, a "group" g; three Venus E are one group: 5 variables and 3 rows a step):
 
     min  sum_t dt_t (pi_t imp_t - pe_t exp_t + wear dis_gt + tie-breaks) + sum_m kappa_m peak_m
-         - v sum_g soc_g,end
-    imp_t - exp_t + sum_g (dis_gt - chg_gt) = load_t + wallbox_t - pv_t + standby                 (meter)
+         - v sum_g soc_g,end + sum_s (mu miss_s + w later_s)
+    imp_t - exp_t + sum_g (dis_gt - chg_gt) - car_t = load_t + wallbox_t - pv_t + standby         (meter)
+    sum_{t in s} dt_t car_t + later_s + miss_s = E_s            (each car session's energy, see below)
     soc_gt = soc_g,t-1 + dt_t (eta_c chg_gt - dis_gt / eta_d)                                    (storage)
     (quarter_so_far + dt_t imp_t) / 0.25 <= peak_m(t)          (capacity: clock-aligned quarter averages)
     sum_g (dis_gt - chg_gt) <= max(0, load_t - pv_t)   while the car charges, unless it may be fed
     0 <= chg_gt <= C_g, 0 <= dis_gt <= D_g, E_g,min + reserve_gt <= soc_gt <= E_g,max,
-    peak_m >= max(floor, peak so far)
+    peak_m >= max(floor, peak so far), 0 <= car_t <= the session's max (0 outside sessions)
 
 - No energy from nothing: export is never worth more than import in the same quarter (pe_t is capped at
   pi_t; simultaneous import and export then never pays and is netted in the plan), and a quarter where the
@@ -64,6 +65,16 @@ are modelled as their sum, a "group" g; three Venus E are one group: 5 variables
   between equal prices, and trading with the grid later beats trading now (the surplus is stored and the
   load covered now, while the forecast of later may be wrong).
 - Standby is planned as a small AC load (re-planning corrects the SOC drift it leaves).
+- The car (`PlanInputs.car`, `optimiser.car_sessions.CarSession`): while it is plugged in, its power per
+  quarter is a variable, 0..max (the wallbox's "0 or at least 6 A" relaxed: `car_sessions.wallbox_minutes`
+  carries a quarter below the minimum out as the minimum for part of it), and the session's energy is due by
+  its departure.
+  The due energy is a soft constraint: each kWh missing costs mu = MISSING_EUR_PER_KWH (far above any
+  energy or capacity cost of a kWh), so a departure that cannot be met still gives a plan, which says what
+  will be missing (`Plan.car`). A departure beyond the horizon may leave for later what the wallbox could
+  still charge after the horizon's end, at w per kWh (the cheap hours of the last day, as the terminal
+  value). The batteries feed the car only if allowed (the cover row, as for the fixed `wallbox_kw`).
+  Ties go to charging sooner. The car's own taper near full is not modelled.
 """
 
 from __future__ import annotations
@@ -79,6 +90,8 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 from highspy._core import _Highs
+
+from .car_sessions import CarSession, SessionPlan
 
 QUARTER_H = 0.25
 QUARTER = timedelta(minutes=15)
@@ -97,6 +110,9 @@ MAX_REPAIRS = 6
 # The automatic terminal value prices stored energy at the cheap hours of the horizon's last day, the
 # cheapest fifth of its import prices (a tariff's cheapest period; with dynamic prices not one odd quarter).
 TERMINAL_QUANTILE = 0.2
+# A kWh the car misses at its departure: above any energy price plus the capacity cost of charging it in one
+# quarter at a few kW (52 EUR per kW-year / 12 x 4 kW per kWh is 17 EUR): only the impossible is missed.
+MISSING_EUR_PER_KWH = 100.0
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
@@ -166,6 +182,8 @@ class PlanInputs:
     # What the house load could reach per quarter (a high quantile, without the car): with the capacity
     # tariff, the batteries keep enough energy to hold an hour of such load under the month's peak.
     load_high_kw: Series = ()
+    # The car's sessions (one car: they do not overlap): its power is planned, on top of `wallbox_kw`.
+    car: tuple[CarSession, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -196,7 +214,7 @@ class PlanStep:
     export_price: float
     load_kw: float  # the forecasts the plan used
     pv_kw: float
-    wallbox_kw: float
+    wallbox_kw: float  # the wallbox in all: the fixed forecast and the planned car
     battery_kw: float  # total, + = discharging
     grid_kw: float  # + = import
     cost_eur: float  # energy cost of the step
@@ -207,6 +225,7 @@ class PlanStep:
     scarce: bool = False  # the plan empties the batteries within a few hours: a load spike gets only the
     # energy that keeps the import under the peak (the rest of the evening would import the same anyway)
     feed_car: bool = False  # the batteries may cover the wallbox
+    car_kw: float = 0.0  # the planned car power (part of wallbox_kw)
 
     @property
     def end(self) -> datetime:
@@ -223,7 +242,7 @@ class PlanSeries:
     export_price: FloatArray
     load: FloatArray
     pv: FloatArray
-    wallbox: FloatArray
+    wallbox: FloatArray  # the fixed forecast and the planned car
     battery: FloatArray  # groups x steps, + = discharging
     stored: FloatArray  # groups x steps, kWh at each step's end
     grid: FloatArray
@@ -233,6 +252,7 @@ class PlanSeries:
     scarce: FloatArray  # 1 where the plan empties the batteries within SCARCE_STEPS: none to spare
     members: tuple[tuple[int, ...], ...]  # battery indices per group
     feed_car: bool
+    car: FloatArray  # the planned car power
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,6 +269,7 @@ class Plan:
     stored_end_kwh: float
     status: str  # "optimal", or what went wrong (then there are no steps)
     notes: tuple[str, ...] = ()
+    car: tuple[SessionPlan, ...] = ()  # per car session: planned, left for later, missing
 
     @cached_property
     def steps(self) -> tuple[PlanStep, ...]:
@@ -285,6 +306,18 @@ class Group:
 
 
 @dataclass(frozen=True)
+class CarNeed:
+    """A car session in the LP: its steps [begin, end), the kWh due, and how much may wait beyond the horizon
+    at what price (kWh, EUR/kWh)."""
+
+    begin: int
+    end: int
+    energy: float
+    later_kwh: float = 0.0
+    later_price: float = 0.0
+
+
+@dataclass(frozen=True)
 class Problem:
     """The LP's numbers, step by step; steps before `first` are past (fixed at zero, for warm starts).
 
@@ -309,6 +342,8 @@ class Problem:
     standby_choice: bool = False
     tie_breaks: bool = True  # off for the bound: its objective must be the bill and nothing else
     reserve: FloatArray | None = None  # kWh all groups must hold at each step's end, for unforeseen peaks
+    car_max: FloatArray | None = None  # kW the car may take per step (0 outside its sessions); None: no car
+    car_needs: tuple[CarNeed, ...] = ()
 
     @property
     def steps(self) -> int:
@@ -322,6 +357,8 @@ class Problem:
             self.house_net is not None,
             bool(np.any(self.month_weight > 0)),
             self.standby_choice,
+            self.car_max is not None,
+            tuple((need.begin, need.end) for need in self.car_needs),
         )
 
 
@@ -336,6 +373,9 @@ class Solution:
     peaks: FloatArray
     status: str
     repairs: int
+    car: FloatArray  # the car's power per step (zeros without a car)
+    missing: FloatArray  # per car session: kWh missing at its departure
+    later: FloatArray  # per car session: kWh left for after the horizon
 
 
 class _Index:
@@ -359,6 +399,14 @@ class _Index:
         col += groups * n if self.choice else 0
         self.peak = col + np.arange(months if self.capacity else 0, dtype=np.int32)
         col += len(self.peak)
+        self.with_car = problem.car_max is not None
+        self.car = col + steps if self.with_car else steps[:0]
+        col += len(self.car)
+        needs = len(problem.car_needs)
+        self.miss = col + np.arange(needs, dtype=np.int32)
+        col += needs
+        self.later = col + np.arange(needs, dtype=np.int32)
+        col += needs
         self.cols = col
         self.balance = steps
         row = n
@@ -368,6 +416,8 @@ class _Index:
         row += n if self.capacity else 0
         self.cover = row + steps if problem.house_net is not None else steps[:0]
         row += n if problem.house_net is not None else 0
+        self.need = row + np.arange(needs, dtype=np.int32)
+        row += needs
         self.rows = row
 
 
@@ -403,6 +453,12 @@ def _matrix(problem: Problem, ix: _Index) -> tuple[IntArray, IntArray, FloatArra
         if problem.house_net is not None:
             put(ix.chg[g], ix.cover, -1.0)
             put(ix.dis[g], ix.cover, 1.0)
+    if ix.with_car:
+        put(ix.car, ix.balance, -1.0)
+    for i, need in enumerate(problem.car_needs):
+        put(ix.car[need.begin : need.end], ix.need[i], dt[need.begin : need.end])
+        put(ix.miss[i], ix.need[i], 1.0)
+        put(ix.later[i], ix.need[i], 1.0)
     col = np.concatenate(cols)
     row = np.concatenate(rows)
     val = np.concatenate(vals)
@@ -465,6 +521,17 @@ def _numbers(
     if problem.house_net is not None:
         row_lo[ix.cover] = -inf
         row_hi[ix.cover] = np.where(live, np.maximum(0.0, problem.house_net), inf)
+    if problem.car_max is not None:
+        # Between equally cheap quarters the car charges sooner (a car that leaves early is the fuller).
+        sooner = 2 * SOONER_EUR_PER_KWH * np.arange(n) / max(1, n) if problem.tie_breaks else np.zeros(n)
+        cost[ix.car] = np.where(live, dt * sooner, 0.0)
+        upper[ix.car] = np.where(live, problem.car_max, 0.0)
+    for i, need in enumerate(problem.car_needs):
+        cost[ix.miss[i]] = MISSING_EUR_PER_KWH
+        cost[ix.later[i]] = need.later_price + (2 * SOONER_EUR_PER_KWH if problem.tie_breaks else 0.0)
+        upper[ix.later[i]] = need.later_kwh
+        row_lo[ix.need[i]] = need.energy
+        row_hi[ix.need[i]] = need.energy
     return cost, lower, upper, row_lo, row_hi
 
 
@@ -531,6 +598,9 @@ class _Solver:
                 self.highs.changeCoeff(int(ix.storage[g][first]), int(ix.stb[g][first]), -dt)
         if ix.capacity:
             self.highs.changeCoeff(int(ix.peak_row[first]), int(ix.imp[first]), dt / QUARTER_H)
+        for i, need in enumerate(problem.car_needs):
+            if need.begin <= first < need.end:
+                self.highs.changeCoeff(int(ix.need[i]), int(ix.car[first]), dt)
 
     def solve(self, problem: Problem) -> Solution:
         ix = self.ix
@@ -571,6 +641,9 @@ class _Solver:
             peaks=x[ix.peak] if ix.capacity else np.zeros(len(problem.month_weight)),
             status="optimal",
             repairs=repairs,
+            car=x[ix.car] if ix.with_car else np.zeros(problem.steps),
+            missing=x[ix.miss],
+            later=x[ix.later],
         )
 
 
@@ -586,6 +659,9 @@ def _empty_solution(problem: Problem, ix: _Index, status: str) -> Solution:
         peaks=np.zeros(len(problem.month_weight)),
         status=status,
         repairs=0,
+        car=np.zeros(problem.steps),
+        missing=np.zeros(len(problem.car_needs)),
+        later=np.zeros(len(problem.car_needs)),
     )
 
 
@@ -676,6 +752,7 @@ class _Forecast:
     pv: FloatArray
     wallbox: FloatArray
     notes: list[str]
+    car_needs: tuple[int | None, ...] = ()  # per car session: its CarNeed's index, None when not in view
 
 
 def _problem(inputs: PlanInputs, window_start: datetime, window_steps: int) -> tuple[Problem, _Forecast]:
@@ -716,7 +793,9 @@ def _problem(inputs: PlanInputs, window_start: datetime, window_steps: int) -> t
     if terminal is None:
         last_day = pi[-96:]
         terminal = max(0.0, float(np.quantile(last_day, TERMINAL_QUANTILE)) * eta_d) if len(pi) else 0.0
-    cover = None if inputs.batteries_cover_wallbox or not np.any(wallbox > 0) else load - pv
+    car_max, needs, car_index = _car(inputs, window_start, first, dt, pi)
+    car_on = car_max is not None and bool(np.any(car_max > 0))
+    cover = None if inputs.batteries_cover_wallbox or not (np.any(wallbox > 0) or car_on) else load - pv
     reserve = None
     if np.any(weights > 0) and len(inputs.load_high_kw):
         reserve = _reserve(inputs, groups, pv, dt, floors[month], keys)
@@ -739,8 +818,41 @@ def _problem(inputs: PlanInputs, window_start: datetime, window_steps: int) -> t
         wear=inputs.wear_cost_per_kwh,
         first=first,
         reserve=None if reserve is None else padded(reserve),
+        car_max=None if car_max is None else padded(car_max),
+        car_needs=needs,
     )
-    return problem, _Forecast(load, pv, wallbox, notes)
+    return problem, _Forecast(load, pv, wallbox, notes, car_index)
+
+
+def _car(
+    inputs: PlanInputs, window_start: datetime, first: int, dt: FloatArray, pi: FloatArray
+) -> tuple[FloatArray | None, tuple[CarNeed, ...], tuple[int | None, ...]]:
+    """The car's limit per live step (kW, by the share of the step it is plugged in), and each session in
+    view as a `CarNeed` in window steps; a session that departed or arrives after the horizon has none."""
+    if not inputs.car:
+        return None, (), ()
+    n = len(dt)
+    ends = np.cumsum(dt) * 3600  # seconds from inputs.start
+    starts = np.concatenate([[0.0], ends[:-1]])
+    horizon_end = inputs.start + timedelta(seconds=float(ends[-1])) if n else inputs.start
+    later_price = max(0.0, float(np.quantile(pi[-96:], TERMINAL_QUANTILE))) if n else 0.0
+    car_max = np.zeros(n)
+    needs: list[CarNeed] = []
+    index: list[int | None] = []
+    for session in inputs.car:
+        arrive = (session.arrival - inputs.start).total_seconds()
+        leave = (session.departure - inputs.start).total_seconds()
+        overlap = np.clip(np.minimum(ends, leave) - np.maximum(starts, arrive), 0.0, None) / 3600
+        if session.energy_kwh <= 0 or not np.any(overlap > 0):
+            index.append(None)
+            continue
+        car_max = np.maximum(car_max, session.max_kw * overlap / dt)
+        begin = max(0, math.floor((session.arrival - window_start) / QUARTER))
+        end = min(first + n, math.ceil((session.departure - window_start) / QUARTER))
+        after = max(0.0, (session.departure - horizon_end).total_seconds() / 3600)
+        needs.append(CarNeed(begin, end, session.energy_kwh, session.max_kw * after, later_price))
+        index.append(len(needs) - 1)
+    return car_max, tuple(needs), tuple(index)
 
 
 def _reserve(
@@ -791,6 +903,8 @@ class Planner:
         for name in ("import_price", "export_price", "load_kw", "pv_kw", "wallbox_kw", "load_high_kw"):
             if not np.all(np.isfinite(np.asarray(getattr(inputs, name), dtype=np.float64)[:steps])):
                 return _idle_plan(inputs, f"not planned: {name} has gaps (NaN or infinite values)")
+        if not all(math.isfinite(s.energy_kwh) and math.isfinite(s.max_kw) for s in inputs.car):
+            return _idle_plan(inputs, "not planned: a car session's energy or power is not a number")
         q0 = quarter_start(inputs.start)
         solver = self._solver
         if solver is not None and self._window is not None:
@@ -833,6 +947,7 @@ def _empty_series(start: datetime) -> PlanSeries:
         none,
         (),
         False,
+        none,
     )
 
 
@@ -850,6 +965,8 @@ def _plan(
     first = problem.first
     n = problem.steps - first
     _, members = _groups(inputs.batteries)
+    car = solution.car[first:]
+    wallbox = forecast.wallbox + car
     grid = (solution.imp - solution.exp)[first:]
     battery = (solution.dis - solution.chg)[:, first:]
     total = battery.sum(axis=0)
@@ -868,7 +985,7 @@ def _plan(
     max_charge = sum(g.max_charge for g in problem.groups)
     max_discharge = sum(g.max_discharge for g in problem.groups)
     # A car the batteries may not feed is the grid's alone: the action is about the rest of the flow.
-    house = grid if inputs.batteries_cover_wallbox else grid - forecast.wallbox
+    house = grid if inputs.batteries_cover_wallbox else grid - wallbox
     codes = np.select(
         [
             np.abs(house) <= tol,
@@ -897,7 +1014,7 @@ def _plan(
         export_price=pe,
         load=forecast.load,
         pv=forecast.pv,
-        wallbox=forecast.wallbox,
+        wallbox=wallbox,
         battery=battery,
         stored=stored,
         grid=grid,
@@ -907,10 +1024,18 @@ def _plan(
         scarce=np.asarray(scarce, dtype=np.float64),
         members=tuple(tuple(m) for m in members),
         feed_car=inputs.batteries_cover_wallbox,
+        car=car,
     )
     notes = list(forecast.notes)
     if solution.repairs:
         notes.append(f"{solution.repairs} re-solve(s) to keep charging and discharging apart")
+    sessions = _session_plans(inputs, problem, solution, forecast.car_needs)
+    for session in sessions:
+        if not session.met:
+            notes.append(
+                f"the car misses {session.missing_kwh:.1f} kWh at its departure "
+                f"{session.session.departure:%Y-%m-%d %H:%M} (the wallbox at full power cannot give more)"
+            )
     capacity = (
         float(np.dot(problem.month_weight, solution.peaks - problem.month_floor)) if with_capacity else 0.0
     )
@@ -925,7 +1050,39 @@ def _plan(
         stored_end_kwh=round(float(stored_total[-1]), 4) if n else 0.0,
         status=solution.status,
         notes=tuple(notes),
+        car=sessions,
     )
+
+
+def _session_plans(
+    inputs: PlanInputs, problem: Problem, solution: Solution, needs: tuple[int | None, ...]
+) -> tuple[SessionPlan, ...]:
+    """What the solution gives each car session (one not in view: all later, or all missing if departed)."""
+    out = []
+    for session, i in zip(inputs.car, needs, strict=True):
+        if i is None:
+            departed = session.departure <= inputs.start
+            out.append(
+                SessionPlan(
+                    session,
+                    0.0,
+                    0.0 if departed else max(0.0, session.energy_kwh),
+                    max(0.0, session.energy_kwh) if departed else 0.0,
+                )
+            )
+            continue
+        need = problem.car_needs[i]
+        span = slice(need.begin, need.end)
+        planned = float(np.dot(problem.dt[span], solution.car[span]))
+        out.append(
+            SessionPlan(
+                session,
+                round(planned, 4),
+                round(float(solution.later[i]), 4),
+                round(max(0.0, float(solution.missing[i])), 4),
+            )
+        )
+    return tuple(out)
 
 
 def _steps(plan: Plan, count: int) -> tuple[PlanStep, ...]:
@@ -960,6 +1117,7 @@ def _steps(plan: Plan, count: int) -> tuple[PlanStep, ...]:
                 peak_kw=float(s.month_peak[t]),
                 scarce=bool(s.scarce[t]),
                 feed_car=s.feed_car,
+                car_kw=round(float(s.car[t]), 4),
             )
         )
     return tuple(steps)
@@ -1087,15 +1245,20 @@ def setpoint(step: PlanStep, grid_kw: float, battery_kw: float, wallbox_kw: floa
     - self-consumption while the plan expects to empty the batteries soon: a load above the peak gets only
       the part above it (the energy would run out before the evening does, and the import is the same).
     While the car charges and the batteries may not feed it, they follow the house without the car (in
-    Passive, since Auto would feed the car too).
+    Passive, since Auto would feed the car too), and so all through a step whose plan charges the car.
     """
     car = 0.0 if step.feed_car else max(0.0, wallbox_kw)
     planned_car = 0.0 if step.feed_car else step.wallbox_kw
     house = grid_kw + battery_kw - car  # what the house needs, from the batteries or the grid
     ceiling = step.peak_kw - planned_car - PEAK_MARGIN_KW
     if step.action is Action.SELF_CONSUMPTION and step.scarce and house > ceiling:
-        return Setpoint(False, house - ceiling, "a load above this month's peak, with little energy to spare")
-    if step.action is Action.SELF_CONSUMPTION and car <= 0:
+        # With the car, the ceiling is what the planned car leaves the house: below zero when the car
+        # takes all of the peak, and never a reason to give the car the batteries' energy.
+        power = house - ceiling if car <= 0 else min(house - ceiling, max(0.0, house))
+        return Setpoint(False, power, "a load above this month's peak, with little energy to spare")
+    # A step that plans the car (which the batteries may not feed) stays Passive all through: the wallbox may
+    # start any minute, and Auto would answer it from the batteries before the next command.
+    if step.action is Action.SELF_CONSUMPTION and car <= 0 and (step.feed_car or step.car_kw <= 0):
         return Setpoint(True, reason=step.reason)
     low, high = {
         Action.SELF_CONSUMPTION: (-math.inf, math.inf),

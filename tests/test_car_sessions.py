@@ -1,0 +1,166 @@
+"""The car as a load the planner moves: sessions from a profile, the plan for them, the wallbox's minutes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from marstek_webasto_addon.optimiser.car_sessions import CarSession, wallbox_minutes
+from marstek_webasto_addon.optimiser.planner import (
+    Action,
+    BatterySpec,
+    CapacityTariff,
+    PlanInputs,
+    plan,
+    setpoint,
+)
+from marstek_webasto_addon.replay.sessions import Visit, clipped, visits
+
+DAY = datetime(2026, 3, 10)
+STEPS = 192  # today and tomorrow
+
+
+def at(hours: float) -> datetime:
+    return DAY + timedelta(hours=hours)
+
+
+def steps_of(start: float, end: float) -> slice:
+    return slice(int(start * 4), int(end * 4))
+
+
+def inputs(**changes: object) -> PlanInputs:
+    base: dict[str, object] = {
+        "start": DAY,
+        "import_price": np.full(STEPS, 0.279),
+        "export_price": np.full(STEPS, 0.02),
+        "load_kw": np.full(STEPS, 0.4),
+        "pv_kw": np.zeros(STEPS),
+        "batteries": tuple(BatterySpec(f"b{i}", capacity_kwh=5.12, soc=50.0) for i in range(3)),
+        "capacity": None,
+    }
+    base.update(changes)
+    return PlanInputs(**base)  # type: ignore[arg-type]
+
+
+def car_power(result: object) -> np.ndarray:
+    return np.array([step.car_kw for step in result.steps])  # type: ignore[attr-defined]
+
+
+def night_prices() -> np.ndarray:
+    """Cheap from 01:00 to 07:00 each day."""
+    return np.array([0.208 if 1 <= (k / 4) % 24 < 7 else 0.279 for k in range(STEPS)])
+
+
+def test_a_session_is_charged_by_its_departure_in_the_cheapest_quarters() -> None:
+    session = CarSession(at(18), at(31), energy_kwh=30.0)  # 18:00 until 07:00 tomorrow
+    result = plan(inputs(import_price=night_prices(), car=(session,)))
+    car = car_power(result)
+    assert result.car[0].planned_kwh == pytest.approx(30.0, abs=0.01)
+    assert result.car[0].met
+    assert result.car[0].missing_kwh == 0
+    assert car[steps_of(25, 31)].sum() / 4 == pytest.approx(30.0, abs=0.01)  # all of it at 0.208
+    assert car[: steps_of(25, 31).start].max() <= 1e-6
+    assert car[steps_of(31, 48)].max() <= 1e-6  # nothing after the departure
+    assert car.max() <= 11.0 + 1e-6
+    # the car is on the meter: the grid carries it and the wallbox reports it
+    step = result.steps[26 * 4]
+    assert step.wallbox_kw == pytest.approx(step.car_kw)
+    assert step.grid_kw >= step.car_kw - 1e-6
+
+
+def test_a_session_that_cannot_be_met_says_so_from_the_first_plan() -> None:
+    session = CarSession(at(18), at(20), energy_kwh=30.0, max_kw=11.0)  # 22 kWh at most in two hours
+    result = plan(inputs(car=(session,)))
+    assert result.status == "optimal"
+    assert result.car[0].missing_kwh == pytest.approx(8.0, abs=0.01)
+    assert not result.car[0].met
+    assert all(step.car_kw == pytest.approx(11.0) for step in result.steps[steps_of(18, 20)])
+    assert any("misses 8.0 kWh" in note for note in result.notes)
+
+
+def test_the_batteries_do_not_feed_the_car_unless_allowed() -> None:
+    price = np.full(STEPS, 0.20)
+    price[steps_of(17, 22)] = 0.35
+    full = tuple(BatterySpec(f"b{i}", capacity_kwh=5.12, soc=90.0) for i in range(3))
+    session = CarSession(at(18), at(21), energy_kwh=21.0, max_kw=7.0)  # no slack: 7 kW for three hours
+    kept = plan(inputs(import_price=price, batteries=full, car=(session,)))
+    for step in kept.steps[steps_of(18, 21)]:
+        assert step.car_kw == pytest.approx(7.0, abs=1e-4)
+        assert step.battery_kw <= step.load_kw + 1e-6  # the batteries cover the house at most
+        assert step.grid_kw >= step.car_kw - 1e-6  # the car comes from the grid
+    fed = plan(inputs(import_price=price, batteries=full, car=(session,), batteries_cover_wallbox=True))
+    assert max(step.battery_kw for step in fed.steps[steps_of(18, 21)]) > 1.0
+
+
+def test_a_session_with_slack_does_not_raise_the_capacity_peak() -> None:
+    session = CarSession(at(18), at(31), energy_kwh=20.0)
+    result = plan(inputs(import_price=night_prices(), capacity=CapacityTariff(), car=(session,)))
+    assert result.car[0].met
+    assert result.month_peaks_kw == {"2026-03": 2.5}  # the floor: 20 kWh over 13 hours fits under it
+    assert max(step.grid_kw for step in result.steps) <= 2.5 + 1e-6
+    # the cheap hours are used up to the peak, the rest comes in the evening (under the peak too)
+    assert all(step.grid_kw == pytest.approx(2.5, abs=0.01) for step in result.steps[steps_of(25, 31)])
+    assert car_power(result)[steps_of(25, 31)].sum() / 4 > 12.0
+
+
+def test_a_departure_beyond_the_horizon_may_leave_the_rest_for_later() -> None:
+    session = CarSession(at(40), at(60), energy_kwh=30.0)  # tomorrow 16:00 until the day after, noon
+    result = plan(inputs(import_price=night_prices(), car=(session,)))
+    planned = result.car[0]
+    assert planned.met
+    assert planned.planned_kwh + planned.after_horizon_kwh == pytest.approx(30.0, abs=0.01)
+    assert car_power(result)[steps_of(40, 48)].max() <= 1e-6  # no cheap hours left tomorrow: later
+
+
+def test_without_sessions_the_plan_is_todays() -> None:
+    result = plan(inputs(import_price=night_prices()))
+    assert result.car == ()
+    assert all(step.car_kw == 0 for step in result.steps)
+
+
+def test_the_wallbox_carries_out_a_quarter_below_its_minimum_as_minutes_at_the_minimum() -> None:
+    session = CarSession(at(0), at(8), energy_kwh=10.0, max_kw=11.0, min_kw=4.14)
+    assert wallbox_minutes(6.0, session) == (6.0,) * 15
+    assert wallbox_minutes(20.0, session) == (11.0,) * 15
+    low = wallbox_minutes(2.0, session)
+    assert set(low) == {4.14, 0.0}
+    assert sum(low) / 15 == pytest.approx(2.0, abs=4.14 / 30)  # the quarter's energy, to half a minute
+    assert wallbox_minutes(0.0, session) == (0.0,) * 15
+
+
+def test_sessions_are_taken_from_a_profile() -> None:
+    power = [0.0] * 96 * 2
+    power[72:80] = [11000.0] * 8  # 18:00-20:00 on day one: 22 kWh
+    power[96 + 40 : 96 + 42] = [3000.0, 1000.0]  # 10:00-10:30 on day two: 1 kWh
+    # without stays: the next 07:00, or the next run if it comes first
+    found = visits(power)
+    assert found == (
+        Visit(72, 96 + 28, 22.0, 11.0, 4.14),
+        Visit(96 + 40, 96 * 2, 1.0, 11.0, 4.14),  # the data ends before the next 07:00
+    )
+    stays = [0] * len(power)
+    stays[70:96] = [5] * 26  # plugged in at 17:30, gone at midnight
+    assert visits(power, stays)[0] == Visit(72, 96, 22.0, 11.0, 4.14)
+    # a window that cuts a session keeps what was charged within it
+    assert clipped(found, power, 76, 96 + 30) == (Visit(76, 96 + 28, 11.0, 11.0, 4.14),)
+    # a one-phase car: the minimum is 6 A on one phase
+    assert visits([0.0, 3700.0, 0.0])[0].min_kw == pytest.approx(1.38)
+
+
+def test_a_scarce_step_never_gives_the_car_the_batteries_energy() -> None:
+    # The planned car takes all of the month's peak: the house's ceiling is below zero. The batteries give
+    # the house what it needs (0.44 kW) and not the ceiling's shortfall, which would go into the car.
+    base = plan(inputs(car=(CarSession(at(18), at(31), energy_kwh=30.0),))).steps[0]
+    running = replace(
+        base, action=Action.SELF_CONSUMPTION, scarce=True, peak_kw=4.2, wallbox_kw=4.2, car_kw=4.2
+    )
+    target = setpoint(running, grid_kw=4.2 + 0.44 - 0.51, battery_kw=0.51, wallbox_kw=4.2)
+    assert not target.auto
+    assert target.battery_kw == pytest.approx(0.44)
+    fed = setpoint(
+        replace(running, feed_car=True), grid_kw=4.2 + 0.44 - 0.51, battery_kw=0.51, wallbox_kw=4.2
+    )
+    assert fed.battery_kw > 0.44  # allowed to feed it: the batteries hold the peak
