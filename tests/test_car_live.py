@@ -4,6 +4,7 @@ person's command winning, the mode kept across a restart."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,4 +61,46 @@ async def test_charge_modes_steer_the_wallbox_and_a_persons_current_wins(
         )
         await recorder.wait_for(lambda: box.setpoint == 0, 10, "no charging without surplus")
     state = json.loads((tmp_path / "state.json").read_text())
-    assert "pv" in state["charge_modes"].values()
+    assert [m["mode"] for m in state["charge_modes"].values()] == ["pv"]
+
+
+async def test_plan_mode_gives_the_planner_the_cars_session_and_says_early_when_it_cannot_be_met(
+    broker: Broker, site: BridgeSite, tmp_path: Path
+) -> None:
+    planned = {**options(site), "optimiser": {"enabled": True, "input_stale_after": 30}}
+    async with recording(broker) as recorder, bridge(broker, planned, tmp_path) as runtime:
+        await wait_ready(recorder, runtime)
+        garage = str(next(d for d in runtime.wallboxes if d.name == "Garage").device_id)
+        optimiser = runtime.optimiser
+        assert optimiser is not None
+
+        async def feed_meter() -> None:
+            await recorder.publish(P1, "400")
+
+        await feed_meter()
+        assert (await command(recorder, garage, "charge_energy", "12"))["status"] == "applied"
+        assert (await command(recorder, garage, "charge_mode", "plan"))["status"] == "applied"
+
+        def plan_car() -> Any:
+            plan = optimiser.live.plan
+            return plan.car[0] if plan is not None and plan.car else None
+
+        await recorder.wait_for(lambda: plan_car() is not None, 15, "the car in the plan")
+        session = plan_car()
+        assert session.session.energy_kwh == 12.0  # the NEXT's session so far has charged nothing
+        assert session.met
+        await recorder.wait_for(
+            lambda: "kWh planned by" in str(state_of(recorder, garage).get("charge_control")), 10, "shown"
+        )
+        # 100 kWh by a departure 30 minutes from now cannot be met: the user sees it at once
+        soon = (optimiser.clock.now() + timedelta(minutes=30)).strftime("%H:%M")
+        assert (await command(recorder, garage, "charge_energy", "100"))["status"] == "applied"
+        assert (await command(recorder, garage, "departure", soon))["status"] == "applied"
+        await feed_meter()
+        await recorder.wait_for(
+            lambda: "the plan misses" in str(state_of(recorder, garage).get("charge_control")), 15, "missing"
+        )
+        missing = plan_car()
+        assert missing.missing_kwh > 90
+        # meanwhile the car charges as fast as allowed: the plan puts all it can before the departure
+        await recorder.wait_for(lambda: site.next_sim.setpoint >= 6, 15, "charging")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..bridge.controls import CHARGE_MODES
@@ -28,11 +31,14 @@ from ..optimiser.car import (
     QuarterBudget,
     WallboxLimits,
 )
+from ..optimiser.car_sessions import CarSession, SessionPlan
 from .inputs import GridInput
 
 _LOG = logging.getLogger(__name__)
 MANUAL = "manual"
 MODES = CHARGE_MODES
+DEFAULT_ENERGY_KWH = 20.0
+VOLTS = 230.0
 PLUGGED = frozenset({"vehicle_connected", "vehicle_locked"})
 DONE = frozenset({"suspended_ev", "finishing"})  # the car stopped taking energy (UNITE states)
 GRID_FRESH_S = 30.0
@@ -76,7 +82,14 @@ class CarControl:
         self.on_change = on_change
         self.controller = CarController()
         saved = store.get(self.key)
-        self.status = CarStatus(saved if saved in MODES else MANUAL)
+        if isinstance(saved, str):  # stored by an earlier version: the mode alone
+            saved = {"mode": saved}
+        saved = saved if isinstance(saved, dict) else {}
+        mode, departure = saved.get("mode"), saved.get("departure")
+        self.status = CarStatus(mode if isinstance(mode, str) and mode in MODES else MANUAL)
+        self._energy_kwh = _number(saved.get("energy_kwh"), DEFAULT_ENERGY_KWH, 1, 100)
+        self._departure: str = departure if isinstance(departure, str) and _is_clock(departure) else "07:30"
+        self.planned: Callable[[], tuple[float, SessionPlan] | None] = lambda: None  # the planner's car
         self._writing: asyncio.Task[None] | None = None
 
     @property
@@ -96,10 +109,61 @@ class CarControl:
             _LOG.info("%s: charge mode %s%s", self.wallbox.name, mode, f" ({why})" if why else "")
         self.status.mode = mode
         self.status.decision = None
-        self.store[self.key] = mode
+        self._store()
+        return None
+
+    @property
+    def energy_kwh(self) -> float:
+        return self._energy_kwh
+
+    @property
+    def departure(self) -> str:
+        return self._departure
+
+    def set_target(self, *, energy_kwh: float | None = None, departure: str | None = None) -> None:
+        """The plan mode's target: the energy wanted and the departure time (the entities validated them)."""
+        if energy_kwh is not None:
+            self._energy_kwh = _number(energy_kwh, self._energy_kwh, 1, 100)
+        if departure is not None and _is_clock(departure):
+            self._departure = departure
+        self._store()
+
+    def _store(self) -> None:
+        self.store[self.key] = {
+            "mode": self.status.mode,
+            "energy_kwh": self._energy_kwh,
+            "departure": self._departure,
+        }
         self.save()
         self.on_change()
-        return None
+
+    def session(self, now: datetime) -> CarSession | None:
+        """In `plan` mode with a car plugged in that wants energy: what it still needs by its departure."""
+        link = self.wallbox.link
+        if self.status.mode != ChargeMode.PLAN.value or not link.online:
+            return None
+        values = link.snapshot.values
+        if values.get("cable_state") not in PLUGGED or values.get("charge_point_state") in DONE:
+            return None
+        snapshot = link.snapshot
+        charged = snapshot.number("session_energy") or snapshot.number("last_session_energy") or 0.0
+        hours, minutes = (int(part) for part in self._departure.split(":"))
+        departure = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        if departure <= now + timedelta(minutes=15):
+            departure += timedelta(days=1)  # 07:30 asked at 08:00 means tomorrow's
+        minimum, maximum = link.client.current_limits()
+        phases = self._phases()
+        return CarSession(
+            arrival=now,
+            departure=departure,
+            energy_kwh=max(0.0, self._energy_kwh - charged),
+            max_kw=maximum * phases * VOLTS / 1000,
+            min_kw=minimum * phases * VOLTS / 1000,
+        )
+
+    def _phases(self) -> int:
+        values = self.wallbox.link.snapshot.values
+        return 1 if values.get("phase_switch") == "1" or values.get("phases_installed") == "1" else 3
 
     # one control interval -----------------------------------------------------------------------------
 
@@ -113,11 +177,17 @@ class CarControl:
         reading = self.grid.current()
         age = reading.age()
         fresh = reading.value is not None and age is not None and age <= GRID_FRESH_S
-        phases = 1 if values.get("phase_switch") == "1" or values.get("phases_installed") == "1" else 3
+        phases = self._phases()
+        mode = ChargeMode(self.status.mode)
+        planned = self.planned() if mode is ChargeMode.PLAN else None
+        if mode is ChargeMode.PLAN and planned is None:
+            # No plan for the car (the optimiser is off, the rules are in force, or no plan yet): charge as
+            # `now`, so the car is ready by its departure whatever the planner does.
+            mode = ChargeMode.NOW
         return CarInputs(
             t=self.clock.seconds(),
             now=self.clock.now(),
-            mode=ChargeMode(self.status.mode),
+            mode=mode,
             grid_power=reading.value if fresh else None,
             car_power=link.snapshot.number("power") or 0.0,
             plugged_in=values.get("cable_state") in PLUGGED,
@@ -126,6 +196,7 @@ class CarControl:
             batteries=self._home_batteries(),
             settings=self.settings(),
             quarter=self.budget(),
+            planned_power_w=planned[0] * 1000 if planned is not None else 0.0,
         )
 
     def _home_batteries(self) -> HomeBatteries:
@@ -188,4 +259,26 @@ class CarControl:
             return "manual: the add-on does not steer this wallbox"
         if decision is None:
             return "waiting for the wallbox and the meter"
+        if self.status.mode == ChargeMode.PLAN.value:
+            planned = self.planned()
+            if planned is None:
+                return f"no plan for the car (the planner is not running): charging now; {decision.reason}"
+            session = planned[1]
+            if not session.met:
+                return (
+                    f"the plan misses {session.missing_kwh:.1f} kWh by {session.session.departure:%H:%M}; "
+                    f"{decision.reason}"
+                )
+            by = f"{session.session.departure:%H:%M}"
+            return f"{session.planned_kwh:.1f} kWh planned by {by}; {decision.reason}"
         return decision.reason
+
+
+def _number(value: object, default: float, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return float(min(high, max(low, value)))
+
+
+def _is_clock(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value) is not None

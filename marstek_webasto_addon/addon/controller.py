@@ -24,6 +24,7 @@ from ..bridge.devices import BatteryDevice
 from ..devices.marstek.commands import AutoMode, PassiveMode
 from ..devices.marstek.firmware import Mode
 from ..devices.outcome import WriteOutcome, WriteStatus
+from ..optimiser.car_sessions import CarSession, SessionPlan
 from ..optimiser.engine import Optimiser
 from ..optimiser.model import BatteryView, Command, Decision, Inputs, Role, Status
 from ..optimiser.settings import Settings, check
@@ -172,6 +173,7 @@ class OptimiserController:
         site: Callable[[], Mapping[str, Any]] = dict,
         pv_measured: bool = False,
         day_ahead: DayAheadPrices | None = None,
+        car_sessions: Callable[[], tuple[CarSession, ...]] = tuple,
     ) -> None:
         self.options = options
         self.clock: EngineClock = clock or RealClock()
@@ -203,6 +205,7 @@ class OptimiserController:
         )
         self._planner_failed = ""
         self._last_observed: float | None = None
+        self.car_sessions = car_sessions  # the wallboxes in `plan` mode with a car plugged in
 
     # settings: the options, then changes made from Home Assistant ------------------------------------
 
@@ -307,6 +310,16 @@ class OptimiserController:
             return None
         return self.live.summary(self.clock.now())
 
+    def planned_car(self) -> tuple[float, SessionPlan] | None:
+        """The car's planned power now (kW) and what the plan gives its session; None: no plan for it."""
+        plan = self.live.plan
+        if plan is None or not plan.car or self.settings.method != "planner" or not self.settings.enabled:
+            return None
+        now = self.clock.now()
+        first = plan.first
+        step = first if first is not None and first.start <= now < first.end else plan.step_at(now)
+        return (step.car_kw if step is not None else 0.0), plan.car[0]
+
     def plan_problem(self) -> str:
         """Why the planner has no plan ("" when it has one): the rules' rotation runs meanwhile."""
         return self._planner_failed or (self.live.problem if self.live.plan is None else "")
@@ -345,6 +358,7 @@ class OptimiserController:
                 self.engine.capacity,
                 settings,
                 inputs.pv_forecast_tomorrow_kwh,
+                self.car_sessions(),
             )
         except Exception as exc:  # the rules' rotation takes over; the planner is tried again next step
             if not self._planner_failed:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..optimiser.car_sessions import CarSession
 from ..optimiser.forecast import load_forecast, load_high_forecast, pv_day_shape, pv_nowcast
 from ..optimiser.model import BatteryView
 from ..optimiser.planner import (
@@ -210,10 +211,13 @@ class LivePlanner:
         capacity: CapacityTracker,
         settings: Settings,
         pv_tomorrow_kwh: float | None,
+        car: tuple[CarSession, ...] = (),
     ) -> PlanStep | None:
         """The running step of the plan in force, re-planned when due."""
         usable = tuple(v for v in views if v.online and v.soc is not None)
         key = (
+            # a car plugged in or out, another departure, or a kWh more or less wanted: a new plan
+            tuple((c.departure, round(c.energy_kwh), c.max_kw) for c in car),
             quarter_start(now),
             tuple(v.id for v in usable),
             settings.wear_cost,
@@ -224,7 +228,7 @@ class LivePlanner:
         )
         if key != self._key or self.plan is None:
             self._key = key
-            self._replan(now, usable, capacity, settings, pv_tomorrow_kwh)
+            self._replan(now, usable, capacity, settings, pv_tomorrow_kwh, car)
         plan = self.plan
         if plan is None:
             return None
@@ -240,6 +244,7 @@ class LivePlanner:
         capacity: CapacityTracker,
         settings: Settings,
         pv_tomorrow_kwh: float | None,
+        car: tuple[CarSession, ...] = (),
     ) -> None:
         if not usable:
             self.plan, self.problem = None, "no battery online"
@@ -257,7 +262,8 @@ class LivePlanner:
             net = load_forecast(house, steps, quarter_of_day=quarter_of_day, floor=None)
             load, pv = np.maximum(net, 0.0), np.maximum(-net, 0.0)
         wallbox = self.history.series("wallbox", now)
-        has_car = bool(np.nansum(wallbox) > 0)
+        # The car's habits as a fixed forecast, unless its session is planned (then it is a variable).
+        has_car = bool(np.nansum(wallbox) > 0) and not car
         inputs = PlanInputs(
             start=now,
             import_price=import_price[:steps],
@@ -279,6 +285,7 @@ class LivePlanner:
             wear_cost_per_kwh=settings.wear_cost,
             batteries_cover_wallbox=settings.batteries_feed_car,
             load_high_kw=load_high_forecast(house, steps, quantile=PEAK_QUANTILE),
+            car=car,
         )
         plan = self.planner.plan(inputs)
         if plan.status != "optimal":

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -36,6 +37,7 @@ from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
 from ..devices.webasto.registers import WallboxModel
 from ..optimiser.car import CarSettings, QuarterBudget, SurplusPriority
+from ..optimiser.car_sessions import CarSession, SessionPlan
 from ..optimiser.tariff import quarter_start as capacity_quarter
 from ..tasks import cancel_all
 from . import supervisor
@@ -127,6 +129,7 @@ class Runtime:
         self.batteries: list[BatteryDevice] = []
         self.wallboxes: list[WallboxDevice] = []
         self.car_controls: list[CarControl] = []
+        self._planned_control: CarControl | None = None  # the wallbox whose car the planner plans
         self.site: SiteDevice | None = None
         self.bridge_device = BridgeDevice()
         self.mqtt: MqttBridge | None = None
@@ -249,6 +252,7 @@ class Runtime:
                 site=self.site.values,
                 pv_measured=pv_power is not None,
                 day_ahead=day_ahead,
+                car_sessions=self._car_sessions,
             )
             self.optimiser_device = OptimiserDevice(self.optimiser)
             if isinstance(pv, WeatherPvForecast):
@@ -282,6 +286,7 @@ class Runtime:
                 clock=self.clock or RealClock(),
                 on_change=functools.partial(self._notify, wallbox),
             )
+            control.planned = functools.partial(self._planned_car, control)
             wallbox.charge = control
             self.car_controls.append(control)
         if isinstance(grid, MqttGridInput):
@@ -289,6 +294,23 @@ class Runtime:
         if isinstance(pv_power, MqttGridInput):
             self.mqtt.add_listener(options.pv_power.topic, pv_power.on_payload)
         return self
+
+    def _car_sessions(self) -> tuple[CarSession, ...]:
+        """The car the planner plans: the first wallbox in `plan` mode with a car that wants energy (the
+        planner models one car; another wallbox in `plan` mode charges as `now` meanwhile)."""
+        now = self.optimiser.clock.now() if self.optimiser is not None else datetime.now()
+        for control in self.car_controls:
+            session = control.session(now)
+            if session is not None:
+                self._planned_control = control
+                return (session,)
+        self._planned_control = None
+        return ()
+
+    def _planned_car(self, control: CarControl) -> tuple[float, SessionPlan] | None:
+        if self.optimiser is None or control is not self._planned_control:
+            return None
+        return self.optimiser.planned_car()
 
     def _car_settings(self) -> CarSettings:
         if self.optimiser is None:

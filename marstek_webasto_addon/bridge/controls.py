@@ -112,14 +112,36 @@ START_SESSION = Expose("start_session", "Start session", Component.BUTTON, icon=
 STOP_SESSION = Expose("stop_session", "Stop session", Component.BUTTON, icon="mdi:stop", featured=True)
 PHASES = Expose("phases", "Phases", Component.SELECT, options=("1", "3"), icon="mdi:sine-wave")
 # manual: the add-on steers nothing (a person sets the current); the others hand the current to the
-# charge-mode controller (optimiser/car.py). `plan` joins once the planner knows the car's session live.
-CHARGE_MODES = ("manual", "off", "now", "min_pv", "pv")
+# charge-mode controller (optimiser/car.py); plan: the planner places the energy wanted by the departure.
+CHARGE_MODES = ("manual", "off", "now", "min_pv", "pv", "plan")
 CHARGE_MODE = Expose(
     "charge_mode",
     "Charge mode",
     Component.SELECT,
     options=CHARGE_MODES,
     icon="mdi:ev-plug-type2",
+    featured=True,
+)
+CHARGE_ENERGY = Expose(
+    "charge_energy",
+    "Energy wanted",
+    Component.NUMBER,
+    "kWh",
+    "energy",
+    entity_category=CONFIG,
+    minimum=1,
+    maximum=100,
+    step=1,
+    icon="mdi:car-battery",
+    featured=True,
+)
+DEPARTURE = Expose(
+    "departure",
+    "Departure",
+    Component.TEXT,
+    entity_category=CONFIG,
+    icon="mdi:clock-end",
+    pattern=r"([01][0-9]|2[0-3]):[0-5][0-9]",
     featured=True,
 )
 CHARGE_CONTROL = Expose(

@@ -374,6 +374,14 @@ class ChargeModePort(Protocol):
 
     def set_mode(self, mode: str, why: str = "") -> str | None: ...  # None, or why it was refused
 
+    def set_target(self, *, energy_kwh: float | None = None, departure: str | None = None) -> None: ...
+
+    @property
+    def energy_kwh(self) -> float: ...
+
+    @property
+    def departure(self) -> str: ...
+
     def describe(self) -> str: ...
 
 
@@ -437,7 +445,7 @@ class WallboxDevice(BridgedDevice):
         if client.supports("phase_switch"):
             exposes.append(c.PHASES)
         if self.charge is not None:
-            exposes += [c.CHARGE_MODE, c.CHARGE_CONTROL]
+            exposes += [c.CHARGE_MODE, c.CHARGE_ENERGY, c.DEPARTURE, c.CHARGE_CONTROL]
         return exposes + self.common_exposes()
 
     def values(self) -> Mapping[str, Any]:
@@ -450,6 +458,8 @@ class WallboxDevice(BridgedDevice):
             else client.current_setpoint,
             "phases": values.get("phase_switch"),
             "charge_mode": self.charge.mode if self.charge is not None else None,
+            "charge_energy": self.charge.energy_kwh if self.charge is not None else None,
+            "departure": self.charge.departure if self.charge is not None else None,
             "charge_control": self.charge.describe()[:250] if self.charge is not None else None,
         }
 
@@ -472,6 +482,12 @@ class WallboxDevice(BridgedDevice):
                     # A person's command wins: the charge mode steps back until they choose one again.
                     self.charge.set_mode("manual", f"charging current set from {source}")
                 return await client.set_charging_current(float(value))
+            case "charge_energy" | "departure" if self.charge is not None:
+                if key == "charge_energy":
+                    self.charge.set_target(energy_kwh=float(value))
+                else:
+                    self.charge.set_target(departure=str(value))
+                return WriteOutcome(WriteStatus.APPLIED, f"{key} {value}", 1, "in force; stored")
             case "charge_mode":
                 refused = self.charge.set_mode(str(value), f"from {source}") if self.charge else "no control"
                 if refused:
