@@ -175,3 +175,12 @@ def test_a_car_the_batteries_may_not_feed_gets_not_a_watt_of_their_discharge() -
     run(440.0, 60)
     assert 440.0 - 30 <= sum(powers(world).values()) <= 440.0
     assert all(power % 10 == 0 for power in powers(world).values())
+
+
+def test_a_small_total_is_shared_not_lost_under_each_batterys_deadband() -> None:
+    world = World(three(), settings=PLANNER, plan_step=step(Action.HOLD, grid_kw=0.5, peak_kw=2.5))
+    world.grid = 2740.0  # 290 W above the peak (less the 50 W margin)
+    world.step()
+    assert abs(sum(powers(world).values()) - 290) <= 30
+    # shared by stored energy: B's 20 W share is sent too, not dropped under a per-battery deadband
+    assert 0 < powers(world)["B"] < 100

@@ -54,6 +54,13 @@ def _headroom(battery: BatteryView) -> Headroom:
     )
 
 
+def _passive(power: int) -> tuple[Role, int]:
+    """The Passive role for a share of a total, however small."""
+    if power == 0:
+        return Role.IDLE, 0
+    return (Role.DISCHARGE if power > 0 else Role.CHARGE), power
+
+
 def _holding(power: int) -> tuple[Role, int]:
     """The Passive role that delivers `power` (+ discharge): a new active battery takes over the old one's."""
     if abs(power) < POWER_DEADBAND_W:
@@ -318,14 +325,14 @@ class Optimiser:
             and not feeds_car
         ):
             for battery, power in zip(batteries, current, strict=True):
-                wants[battery.id] = _Want(*_holding(power), reason=reason)
+                wants[battery.id] = _Want(*_passive(power), reason=reason)
             return
         shares = split_power(total_kw, [_headroom(b) for b in batteries])
         for battery, kw in zip(batteries, shares, strict=True):
             # rounded towards less import; with the car, towards zero (less discharge, less charge)
             watts = int(kw * 100) * 10 if car else math.ceil(kw * 100) * 10
-            role, power = _holding(watts)
-            wants[battery.id] = _Want(role, power, reason=reason, exact=True)
+            # No per-battery deadband: 240 W shared by three is 80 W each, not nothing each.
+            wants[battery.id] = _Want(*_passive(watts), reason=reason, exact=True)
 
     def _pick_active(
         self, inputs: Inputs, usable: dict[str, BatteryView], doubts: dict[str, str], reason: str
