@@ -222,3 +222,14 @@ def test_the_load_learner_leaves_out_quarters_nobody_saw() -> None:
     # the weekly mean (two weeks back, one of them unseen) blended with the last 14 days' mean
     daily = (11 * 0.5 + 0.9) / 12  # 14 days back, 2 unseen: not counted as zeros
     assert forecast[0] == pytest.approx(0.4 * 0.5 + 0.6 * daily)
+
+
+def test_a_solve_that_runs_too_long_gives_no_plan_and_says_so() -> None:
+    from marstek_webasto_addon.optimiser.planner import Planner
+
+    now = datetime(2026, 6, 3, 12, 0)
+    live = LivePlanner(DEFAULT_TARIFF, history=learned(7, end=now), planner=Planner(time_limit_s=0.0))
+    assert live.step(now, views(40, 40), CapacityTracker(), SETTINGS, None) is None
+    assert live.plan is None
+    assert live.problem.startswith("the planner found no plan: ")
+    assert "time limit" in live.problem.lower()

@@ -109,7 +109,8 @@ class LivePlanner:
     day_ahead: DayAheadPrices | None = None  # None: the tariff's periods
     pv_detail: DetailedPvForecast | None = None  # a PV forecast per quarter-hour (with a measured PV)
     pv_measured: bool = False
-    planner: Planner = field(default_factory=Planner)
+    # Solved on the event loop (a few ms): a pathological solve ends after 2 s as "no plan" (rules meanwhile).
+    planner: Planner = field(default_factory=lambda: Planner(time_limit_s=2.0))
     plan: Plan | None = None
     problem: str = ""  # why there is no plan
     _key: tuple[Any, ...] = ()

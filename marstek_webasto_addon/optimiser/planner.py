@@ -538,13 +538,16 @@ def _numbers(
 class _Solver:
     """A HiGHS instance holding one problem layout, re-solved in place when only the numbers change."""
 
-    def __init__(self, problem: Problem, solver: str = "simplex") -> None:
+    def __init__(self, problem: Problem, solver: str = "simplex", time_limit_s: float | None = None) -> None:
         self.layout = problem.layout()
         self.ix = _Index(problem)
         self.dt_first = QUARTER_H
         # The bare core: highspy.Highs adds callback plumbing and prints a banner on stdout when created.
         self.highs = _Highs()
         self.highs.setOptionValue("output_flag", False)
+        if time_limit_s is not None:
+            # A solve past this ends "not optimal": no plan, the safe fallback, instead of a stalled caller.
+            self.highs.setOptionValue("time_limit", float(time_limit_s))
         if solver == "simplex":
             self.highs.setOptionValue("presolve", "off")  # measured: faster on a day or two of steps
         else:
@@ -889,9 +892,10 @@ class Planner:
     between equally cheap plans).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, time_limit_s: float | None = None) -> None:
         self._solver: _Solver | None = None
         self._window: tuple[datetime, int] | None = None
+        self.time_limit_s = time_limit_s  # the add-on solves on its event loop: a bound on a stall
 
     def forget(self) -> None:
         self._solver, self._window = None, None
@@ -916,7 +920,7 @@ class Planner:
                     return _plan(inputs, problem, solver.solve(problem), forecast, self)
         self._window = (q0, steps)
         problem, forecast = _problem(inputs, q0, steps)
-        self._solver = _Solver(problem)
+        self._solver = _Solver(problem, time_limit_s=self.time_limit_s)
         return _plan(inputs, problem, self._solver.solve(problem), forecast, self)
 
 
