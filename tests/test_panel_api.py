@@ -19,6 +19,7 @@ from marstek_webasto_addon.devices.webasto.registers import WallboxModel
 from marstek_webasto_addon.devices.webasto.simulator import WallboxSim
 from marstek_webasto_addon.web import server
 from marstek_webasto_addon.web.guard import Doors
+from marstek_webasto_addon.web.labels import LABELS, LANGUAGES, exposed_values, label, pick_language
 from marstek_webasto_addon.web.server import Panel
 
 from .conftest import SimFactory, until
@@ -149,6 +150,41 @@ async def test_the_device_list_is_generated_from_the_exposes(
         assert exposes["soc"]["commandable"] is False
         kinds = {d["kind"] for d in meta["devices"]}
         assert {"battery", "wallbox", "site", "optimiser", "bridge"} <= kinds
+        # every enum option the live devices expose has a label in every language
+        assert meta["language"] is None  # the client asked for no language
+        for device in meta["devices"]:
+            for expose in device["exposes"]:
+                for option in expose.get("options", ()):
+                    for language in LANGUAGES:
+                        assert option in meta["labels"][language], (device["id"], expose["key"], option)
+        dutch = await s.get("api/devices", headers={"Accept-Language": "en;q=0.5, nl-BE;q=0.9"})
+        assert dutch["language"] == "nl"
+        assert dutch["labels"]["nl"]["Passive"] == "Passief"
+        assert dutch["devices"] == meta["devices"]  # the raw values stay what they are
+
+
+def test_every_enum_option_of_the_device_tables_has_a_label_in_every_language() -> None:
+    values = exposed_values()
+    # the tables the values come from: marstek data points, webasto registers, the controls' and the
+    # optimiser's select options, the plan's actions (a sample of each, so an empty gathering fails)
+    assert {"Passive", "vehicle_locked", "suspended_ev", "min_pv", "car_first", "limit_charge"} <= values
+    missing = sorted(values - LABELS.keys())
+    assert not missing, f"enum values without a label in web/labels.py: {missing}"
+    unused = sorted(LABELS.keys() - values)
+    assert not unused, f"labels for values no table has: {unused}"
+    for value, texts in LABELS.items():
+        assert set(texts) == set(LANGUAGES), value
+        assert all(text.strip() for text in texts.values()), value
+
+
+def test_the_language_and_the_fallback_for_values_without_a_label() -> None:
+    assert pick_language("nl-NL,nl;q=0.9,en-US;q=0.8") == "nl"
+    assert pick_language("fr-FR, de;q=0.7, en;q=0.3") == "de"
+    assert pick_language("de;q=0.2, nl;q=0.4") == "nl"
+    assert pick_language("fr, *;q=0.1") is None
+    assert pick_language(None) is None
+    assert label("off_peak", "de") == "Niedertarif"
+    assert label("my_night_rate", "nl") == "My night rate"  # a period the user named: readable
 
 
 async def test_a_control_reaches_the_battery_through_the_command_path(

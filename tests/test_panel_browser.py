@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +31,7 @@ from marstek_webasto_addon.tasks import cancel_all
 from marstek_webasto_addon.web.history import Sample
 from marstek_webasto_addon.web.server import Panel
 
-from .conftest import bounded, until
+from .conftest import bounded, free_port, until
 from .ingress_proxy import PROXY_ADDRESS, ingress_proxy
 from .mqtt_fixtures import Broker, broker
 
@@ -69,11 +71,23 @@ class Home:
 
 @pytest.fixture
 async def home(broker: Broker, udp_port: int, tmp_path: Path) -> AsyncIterator[Home]:
+    async with demo_home(broker, udp_port, tmp_path) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def demo_home(
+    broker: Broker, udp_port: int, tmp_path: Path, extra: dict[str, list[dict[str, Any]]] | None = None
+) -> AsyncIterator[Home]:
+    """The demo's home; `extra` adds configured batteries or wallboxes (e.g. ones that never answer)."""
     world = DemoWorld(speed=30, start=datetime(2026, 6, 21, 11, 0), sim_port=udp_port)
     stack = contextlib.AsyncExitStack()
     try:
         await stack.enter_async_context(world)
-        options = parse_options(demo_options(world, broker.host, broker.port))
+        raw = demo_options(world, broker.host, broker.port)
+        for section, items in (extra or {}).items():
+            raw[section] = [*raw[section], *items]
+        options = parse_options(raw)
         runtime = await stack.enter_async_context(
             Runtime(
                 options,
@@ -110,17 +124,21 @@ async def browser() -> AsyncIterator[Browser]:
             await bounded(instance.close(), 30, "closing Chromium")
 
 
-async def open_panel(browser: Browser, url: str, scheme: str = "light", width: int = 1280) -> Page:
+async def open_panel(
+    browser: Browser, url: str, scheme: str = "light", width: int = 1280, **context: Any
+) -> Page:
     page = await browser.new_page(
         viewport={"width": width, "height": 900},
         color_scheme=scheme,  # type: ignore[arg-type]
+        **context,
     )
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     await page.goto(url)
     await expect(page.locator("#live")).to_have_text("live", timeout=15_000)
-    await expect(page.locator("section.battery")).to_have_count(3, timeout=15_000)
+    # the demo's three batteries (a configured one that never answers has a greyed card besides)
+    await expect(page.locator("section.battery[data-device]")).to_have_count(3, timeout=15_000)
     page.set_default_timeout(15_000)
     setattr(page, "errors", errors)  # noqa: B010 - checked by the tests at the end
     return page
@@ -351,3 +369,96 @@ async def test_without_the_chart_library_the_panel_works_and_says_so(
             await page.close()
     finally:
         await panel.stop()
+
+
+async def test_enum_values_read_in_the_browsers_language_and_controls_send_the_raw_value(
+    home: Home, browser: Browser
+) -> None:
+    assert home.runtime.mqtt is not None
+    router = home.runtime.mqtt.router
+    sent: list[tuple[str, str, bytes | str]] = []
+    original = router.run
+
+    async def recording(device_id: str, key: str, payload: bytes | str, source: str, timeout: float) -> Any:
+        sent.append((device_id, key, payload))
+        return await original(device_id, key, payload, source, timeout)
+
+    router.run = recording  # type: ignore[method-assign]
+    # Dutch as the browser speaks it (navigator.language and Accept-Language alike)
+    page = await open_panel(browser, home.ingress_url, locale="nl-NL")
+    assert await page.evaluate("navigator.language") == "nl-NL"
+    await expect(page.locator("html")).to_have_attribute("lang", "nl")
+    card = page.locator('section.battery[aria-label="FaseB"]')
+    mode = card.locator("select[data-key=mode]")
+    labels = await mode.locator("option").evaluate_all("(options) => options.map((o) => [o.value, o.text])")
+    assert ["Auto", "Automatisch"] in labels
+    assert ["Passive", "Passief"] in labels
+    await expect(card.locator("[data-bind=mode]")).to_have_text(re.compile("^(Automatisch|Passief)$"))
+    await expect(card.locator(".badge")).to_have_text("online")
+
+    wallbox = page.locator("section.wallbox")
+    charge_mode = wallbox.locator("select[data-key=charge_mode]")
+    await expect(charge_mode.locator('option[value="off"]')).to_have_text("Uit")
+    await charge_mode.select_option(label="Uit")
+    device = home.runtime.wallboxes[0]
+    await until(lambda: device.charge is not None and device.charge.mode == "off", 30)
+    assert (device.device_id, "charge_mode", "off") in sent  # the raw value, never the label
+    await expect(wallbox.locator(".outcome")).to_contain_text("applied")
+
+    await mode.select_option(label="Automatisch")
+    battery = home.runtime.batteries[1]
+    await until(lambda: (battery.device_id, "mode", "Auto") in sent)
+    assert not any(payload in ("Automatisch", "Uit") for _, _, payload in sent)
+    assert getattr(page, "errors") == []  # noqa: B009
+
+
+async def test_accept_language_picks_the_labels_when_it_names_one_of_ours(
+    home: Home, browser: Browser
+) -> None:
+    # the ingress request asks for German while the browser itself says English: the request wins
+    page = await open_panel(
+        browser, home.ingress_url, locale="en-US", extra_http_headers={"Accept-Language": "fr, de;q=0.8"}
+    )
+    await expect(page.locator("html")).to_have_attribute("lang", "de")
+    mode = page.locator('section.battery[aria-label="FaseA"] select[data-key=mode]')
+    await expect(mode.locator('option[value="Manual"]')).to_have_text("Manuell")
+    # and with nothing of ours asked for: English
+    english = await open_panel(browser, home.ingress_url, locale="fr-FR")
+    await expect(english.locator("html")).to_have_attribute("lang", "en")
+    mode = english.locator('section.battery[aria-label="FaseA"] select[data-key=mode]')
+    await expect(mode.locator('option[value="Auto"]')).to_have_text("Auto")
+
+
+async def test_a_configured_device_that_never_answers_has_a_greyed_card_with_the_reason(
+    broker: Broker, udp_port: int, tmp_path: Path, browser: Browser
+) -> None:
+    battery_port = free_port()  # nothing listens on either
+    wallbox_port = free_port(socket.SOCK_STREAM)
+    extra = {
+        "batteries": [{"name": "Garage", "host": "127.0.0.1", "port": battery_port}],
+        "wallboxes": [{"name": "Shed", "host": "127.0.0.1", "port": wallbox_port, "model": "next"}],
+    }
+    async with demo_home(broker, udp_port, tmp_path, extra) as home:
+        page = await open_panel(browser, home.ingress_url)
+        for kind, name, port in (("battery", "Garage", battery_port), ("wallbox", "Shed", wallbox_port)):
+            card = page.locator(f'section.{kind}.unreachable[aria-label="{name}"]')
+            await expect(card).to_be_visible()
+            await expect(card.locator("h2 .name")).to_have_text(name)
+            await expect(card.locator(".badge")).to_have_text("offline")
+            await expect(card.locator("[data-bind=address]")).to_have_text(f"127.0.0.1:{port}")
+            # the reason is the runtime's problem for the device (a NEXT has its id from the options, so
+            # it is "offline"; a battery that never answered "has not answered yet")
+            problem = next(p["text"] for p in home.runtime.problems() if p["source"] == name)
+            assert f"127.0.0.1:{port}" in problem
+            shown = card.locator("[data-bind=reason]")
+            await expect(shown).to_contain_text(problem.split(":")[0])
+            await expect(shown).to_contain_text(f"127.0.0.1:{port}")
+            # greyed: dashed and on the muted background, unlike the cards of devices that answer
+            style = await card.evaluate("(el) => getComputedStyle(el).borderTopStyle")
+            assert style == "dashed"
+        online = page.locator('section.battery[aria-label="FaseA"]')
+        assert await online.evaluate("(el) => getComputedStyle(el).borderTopStyle") == "solid"
+        assert await page.locator("section.unreachable").count() == 2  # the demo's own devices answer
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / "panel-unreachable.png"), full_page=True)
+        assert getattr(page, "errors") == []  # noqa: B009

@@ -29,7 +29,7 @@ from ..addon.controller import EngineClock, RealClock
 from ..bridge.devices import BridgedDevice
 from ..bridge.exposes import OFF, ON
 from ..tasks import cancel_all
-from . import views
+from . import labels, views
 from .guard import PASSWORD_ENV, Doors, Refusal, ingress_prefix
 from .history import History
 from .server_log import ServerLog, ThrottledLog
@@ -281,7 +281,14 @@ class Panel:
         return web.json_response(self.state(), dumps=_dumps)
 
     async def _devices(self, request: web.Request) -> web.Response:
-        return web.json_response(self.meta(), dumps=_dumps)
+        # The enum labels in every language; `language` is what the request's Accept-Language asks for
+        # (None: none of ours), the page may know Home Assistant's own choice better.
+        body = {
+            **self.meta(),
+            "language": labels.pick_language(request.headers.get("Accept-Language")),
+            "labels": {language: labels.table(language) for language in labels.LANGUAGES},
+        }
+        return web.json_response(body, dumps=_dumps)
 
     async def _history(self, request: web.Request) -> web.Response:
         return web.json_response(self.history.series(self.clock.now().timestamp()), dumps=_dumps)

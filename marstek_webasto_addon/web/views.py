@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ..bridge.devices import BridgedDevice
+from ..bridge.devices import BatteryDevice, BridgedDevice, WallboxDevice
 from ..bridge.exposes import Expose
 
 if TYPE_CHECKING:
@@ -50,6 +50,25 @@ def device_state(device: BridgedDevice) -> dict[str, Any]:
     }
 
 
+def waiting(device: BridgedDevice, reason: str | None) -> dict[str, Any]:
+    """A configured device that has not answered yet: what its greyed card shows."""
+    address = address_of(device)
+    return {
+        "name": device.name,
+        "kind": device.kind,
+        "address": address,
+        "reason": reason or f"has not answered yet at {address}",
+    }
+
+
+def address_of(device: BridgedDevice) -> str:
+    if isinstance(device, BatteryDevice):
+        return f"{device.link.client.host}:{device.link.client.port}"
+    if isinstance(device, WallboxDevice):
+        return f"{device.link.client.config.host}:{device.link.client.config.port}"
+    return ""
+
+
 def meta(runtime: Runtime) -> dict[str, Any]:
     devices = [device_meta(d) for d in runtime.devices if d.device_id is not None]
     return {"devices": devices, "signature": signature(devices)}
@@ -66,6 +85,7 @@ def state(runtime: Runtime, problems: list[dict[str, str]], now: str) -> dict[st
         return [device_state(d) for d in runtime.devices if d.kind == kind and d.device_id is not None]
 
     named = [d for d in (*runtime.batteries, *runtime.wallboxes) if d.device_id is None]
+    reasons = {p["source"]: p["text"] for p in problems}
     optimiser = runtime.optimiser_device
     optimiser_state = device_state(optimiser) if optimiser is not None else None
     if optimiser_state is not None and runtime.optimiser is not None:
@@ -79,7 +99,7 @@ def state(runtime: Runtime, problems: list[dict[str, str]], now: str) -> dict[st
         "optimiser": optimiser_state,
         "bridge": runtime.bridge_device.state(),
         # configured but never answered: no id yet, still worth showing
-        "waiting": [{"name": d.name, "kind": d.kind} for d in named],
+        "waiting": [waiting(d, reasons.get(d.name)) for d in named],
         "mqtt": runtime.mqtt.status() if runtime.mqtt is not None else {},
         "problems": problems,
     }

@@ -14,6 +14,9 @@ const app = {
   cards: new Map(), // device id -> {root, update(values)}
   flow: null,
   chartDirty: false,
+  language: "en", // the labels' language: Home Assistant's when known (see pickLanguage)
+  labels: {}, // raw enum value -> its label in that language (api/devices, from web/labels.py)
+  waiting: new Map(), // "kind:name" -> the greyed card of a configured device that has not answered
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -74,10 +77,35 @@ function fmtValue(expose, value) {
   return `${value}${expose && expose.unit ? ` ${expose.unit}` : ""}`;
 }
 
-// `no_vehicle` -> "No vehicle", `super_off_peak` -> "Super off-peak": a person reads the state, not the key.
+// An enum value as a person reads it, in the panel's language (web/labels.py); a value without a label
+// still reads: `no_vehicle` -> "No vehicle". Only the text changes: controls keep sending the raw value.
 function enumLabel(value) {
-  const text = String(value).replace(/_/g, " ").replace(/\boff peak\b/g, "off-peak");
+  if (value === null || value === undefined) return "—";
+  const label = app.labels[value];
+  if (typeof label === "string") return label;
+  const text = String(value).replace(/_/g, " ");
   return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// Home Assistant's language when the page can see it (under ingress the panel shares its origin: the
+// frontend's <html lang> and its stored choice), else the one the request's Accept-Language asked for (the
+// server's pick), else the browser's; English when none of them is one of ours.
+function pickLanguage(serverPick, tables) {
+  const ours = (tag) => {
+    const code = String(tag || "").toLowerCase().split(/[-_]/)[0];
+    return Object.prototype.hasOwnProperty.call(tables, code) ? code : null;
+  };
+  const candidates = [];
+  try {
+    if (window.parent && window.parent !== window) {
+      const stored = window.parent.localStorage.getItem("selectedLanguage");
+      if (stored) candidates.push(JSON.parse(stored));
+      candidates.push(window.parent.document.documentElement.lang);
+    }
+  } catch (error) { /* another origin (a bare port in a frame): not ours to read */ }
+  candidates.push(serverPick, ...(navigator.languages || []), navigator.language);
+  for (const tag of candidates) if (ours(tag)) return ours(tag);
+  return "en";
 }
 
 function fmtTime(iso) {
@@ -176,7 +204,7 @@ function control(deviceId, expose) {
     case "select": {
       const select = h("select", { id, "data-key": expose.key },
         h("option", { value: "", text: "—", disabled: true }),
-        (expose.options || []).map((option) => h("option", { value: option, text: option })));
+        (expose.options || []).map((option) => h("option", { value: option, text: enumLabel(option) })));
       select.addEventListener("change", () => send(deviceId, expose.key, select.value, error, [select]));
       return {
         el: h("div", { class: "control" }, h("label", { for: id, text: expose.name }), select, error),
@@ -259,14 +287,36 @@ function outcomeLine() {
   };
 }
 
+// The online/offline badge; offline, the card greys and says why (the runtime's problem for the device).
 function connectionBadge() {
   const badge = h("span", { class: "badge" });
+  const detail = offlineDetail();
+  detail.el.hidden = true;
   return {
     el: badge,
+    reason: detail.el,
     update(values) {
       const online = values.available;
-      setText(badge, online ? "online" : "offline");
+      setText(badge, enumLabel(online ? "online" : "offline"));
       badge.className = `badge ${online ? "ok" : "bad"}`;
+      const card = badge.closest("section.card");
+      if (card) card.classList.toggle("unreachable", !online);
+      detail.el.hidden = Boolean(online);
+      const connection = (values.attributes && values.attributes.connection) || {};
+      if (!online) detail.update(connection.address, offlineReason(values.name));
+    },
+  };
+}
+
+// Where a device that does not answer is expected, and why it is not: under its name, never greyed.
+function offlineDetail() {
+  const address = h("dd", { "data-bind": "address" });
+  const reason = h("p", { class: "reason", "data-bind": "reason" });
+  return {
+    el: h("div", { class: "offline-detail" }, h("dl", { class: "facts" }, h("dt", { text: "Address" }), address), reason),
+    update(where, why) {
+      setText(address, where || "—");
+      setText(reason, why || "");
     },
   };
 }
@@ -352,7 +402,7 @@ function buildBattery(meta) {
   const values = valueList(meta, new Set(["soc", "ac_power", "last_command", "manual_hold"]));
   const outcome = outcomeLine();
   const root = h("section", { class: "card battery", "data-device": meta.id, "aria-label": meta.name },
-    h("h2", {}, h("span", { class: "name", text: meta.name }), badge.el),
+    h("h2", {}, h("span", { class: "name", text: meta.name }), badge.el), badge.reason,
     h("div", { class: "hero" }, soc.el, h("div", {}, power, facts)),
     mode ? h("div", { class: "controls" }, mode.el) : null,
     now,
@@ -369,8 +419,8 @@ function buildBattery(meta) {
       const [text, cls] = direction(v.ac_power, "charging", "discharging");
       setText(power, text);
       power.className = `big ${cls}`;
-      setText(cells.mode, v.mode ?? "—");
-      setText(cells.role, (app.data && app.data.optimiser && app.data.optimiser.roles && app.data.optimiser.roles[meta.name]) || "—");
+      setText(cells.mode, enumLabel(v.mode));
+      setText(cells.role, enumLabel((app.data && app.data.optimiser && app.data.optimiser.roles && app.data.optimiser.roles[meta.name]) ?? null));
       setText(cells.temperature, fmtValue(meta.byKey.get("temperature"), v.temperature));
       setText(cells.remaining_energy, fmtValue(meta.byKey.get("remaining_energy"), v.remaining_energy));
       if (mode) mode.update(v.mode);
@@ -409,7 +459,7 @@ function buildWallbox(meta) {
   const values = valueList(meta, new Set(["power", "last_command"]));
   const outcome = outcomeLine();
   const root = h("section", { class: "card wallbox", "data-device": meta.id, "aria-label": meta.name },
-    h("h2", {}, h("span", { class: "name", text: meta.name }), badge.el),
+    h("h2", {}, h("span", { class: "name", text: meta.name }), badge.el), badge.reason,
     power, facts, featured.el, outcome.el,
     h("details", {}, h("summary", { text: "More controls" }), more.el), values.el);
   return {
@@ -430,9 +480,6 @@ function fmtEuro(value) {
   if (typeof value !== "number") return "—";
   return `€ ${(Math.abs(value) < 0.005 ? 0 : value).toFixed(2)}`; // never "-0.00"
 }
-
-const ACTION_LABELS = { self_consumption: "self-consumption", charge: "charge", hold: "hold",
-  limit_charge: "limit charging", discharge: "discharge" };
 
 // What a run of quarters is for, from its first quarter's reason without the words the line already says.
 function planWhy(step) {
@@ -469,7 +516,7 @@ function runText(run, now) {
       : `${new Date(run.end * 1000).toLocaleDateString("en-GB", { weekday: "short" })} ${clock(run.end)}`;
   const kw = Math.abs(run.kwh / (run.hours || 1));
   const power = run.action === "charge" || run.action === "discharge" ? ` ${kw.toFixed(1)} kW` : "";
-  return [`${prefix}${clock(run.start)}–${endClock}`, `${ACTION_LABELS[run.action] || enumLabel(run.action)}${power}`, run.why];
+  return [`${prefix}${clock(run.start)}–${endClock}`, `${enumLabel(run.action)}${power}`, run.why];
 }
 
 // The running quarter-hour's average offtake against the capacity target: a bar with the target marked.
@@ -557,7 +604,7 @@ function buildOptimiser(meta) {
       if (planning) {
         const reason = planWhy({ reason: ((v.attributes || {}).plan_action || {}).reason || "" });
         const next = v.plan_next_change && v.plan_next_change !== "none" ? `Next: ${v.plan_next_change}` : "No change planned";
-        planNow.replaceChildren(h("div", {}, "Now: ", h("strong", { text: ACTION_LABELS[v.plan_action] || enumLabel(v.plan_action) }),
+        planNow.replaceChildren(h("div", {}, "Now: ", h("strong", { text: enumLabel(v.plan_action) }),
           reason ? h("span", { class: "muted", text: ` (${reason})` }) : null), h("div", { class: "muted", text: next }));
       }
       planHeading.hidden = !planning;
@@ -669,7 +716,7 @@ function buildFlow() {
     const note = root.querySelector("[data-bind=flow-note]");
     const grid = v.grid_power;
     // a deadband, so the note does not flip on a few watts either way
-    setText(note, typeof grid !== "number" ? "no meter reading" : grid > GRID_DEADBAND_W ? "importing" : grid < -GRID_DEADBAND_W ? "exporting" : "balanced");
+    setText(note, typeof grid !== "number" ? "no meter reading" : enumLabel(grid > GRID_DEADBAND_W ? "importing" : grid < -GRID_DEADBAND_W ? "exporting" : "balanced"));
   };
 }
 
@@ -965,10 +1012,15 @@ let flowUpdate = null;
 async function loadMeta() {
   const meta = await getJSON("api/devices");
   app.signature = meta.signature;
+  const tables = meta.labels || {};
+  app.language = pickLanguage(meta.language, tables);
+  app.labels = tables[app.language] || {};
+  document.documentElement.lang = app.language;
   app.meta.clear();
   for (const device of meta.devices) app.meta.set(device.id, { ...device, byKey: new Map(device.exposes.map((e) => [e.key, e])) });
   const containers = { battery: document.getElementById("batteries"), wallbox: document.getElementById("wallboxes") };
   app.cards.clear();
+  app.waiting.clear();
   containers.battery.replaceChildren();
   containers.wallbox.replaceChildren();
   for (const device of app.meta.values()) {
@@ -992,10 +1044,49 @@ function renderProblems(problems, waiting) {
   void waiting;
 }
 
+// A configured battery or wallbox that has never answered has no exposes yet, but still its card: greyed,
+// with its name, its address and why (the runtime's problem text).
+function waitingCard(device) {
+  const detail = offlineDetail();
+  const root = h("section", { class: `card ${device.kind} unreachable`, "aria-label": device.name, "data-waiting": device.kind },
+    h("h2", {}, h("span", { class: "name", text: device.name }), h("span", { class: "badge bad", text: enumLabel("offline") })),
+    detail.el);
+  return { root, update(item) { detail.update(item.address, item.reason); } };
+}
+
+function renderWaiting(waiting) {
+  const containers = { battery: document.getElementById("batteries"), wallbox: document.getElementById("wallboxes") };
+  const seen = new Set();
+  for (const item of waiting) {
+    if (!containers[item.kind]) continue;
+    const key = `${item.kind}:${item.name}`;
+    seen.add(key);
+    let card = app.waiting.get(key);
+    if (!card) {
+      card = waitingCard(item);
+      app.waiting.set(key, card);
+      containers[item.kind].append(card.root);
+    }
+    card.update(item);
+  }
+  for (const [key, card] of app.waiting) {
+    if (seen.has(key)) continue;
+    card.root.remove();
+    app.waiting.delete(key);
+  }
+}
+
+// A device that answered once and is offline now keeps its card, greyed, with the reason under its name.
+function offlineReason(name) {
+  const problem = ((app.data && app.data.problems) || []).find((p) => p.source === name);
+  return problem ? problem.text : "no answer";
+}
+
 function render(data) {
   app.data = data;
   setText(document.getElementById("clock"), data.time ? new Date(data.time).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" }) : "");
   renderProblems(data.problems || [], data.waiting || []);
+  renderWaiting(data.waiting || []);
   if (!siteUpdate) siteUpdate = buildSite();
   if (!flowUpdate) flowUpdate = buildFlow();
   siteUpdate(data.site, data.mqtt);
