@@ -233,3 +233,22 @@ def test_a_solve_that_runs_too_long_gives_no_plan_and_says_so() -> None:
     assert live.plan is None
     assert live.problem.startswith("the planner found no plan: ")
     assert "time limit" in live.problem.lower()
+
+
+def test_the_month_counts_its_capacity_peak_and_the_saving_against_no_batteries() -> None:
+    live = LivePlanner(DEFAULT_TARIFF)
+    at = datetime(2026, 1, 14, 18, 0)
+    # a quarter-hour in which the batteries gave 2 kW of a 6 kW evening: the meter saw 4 kW
+    for second in range(10, 910, 10):  # each reading held for the 10 s before it
+        live.observe(
+            at + timedelta(seconds=second), 10, grid_w=4000.0, battery_w=2000.0, pv_w=None, wallbox_w=0
+        )
+    live.observe(at + timedelta(minutes=15, seconds=1), 1, grid_w=0.0, battery_w=0.0, pv_w=None, wallbox_w=0)
+    money = live.month_money(at + timedelta(minutes=16), peak_kw=4.0)
+    assert money is not None
+    assert money.peak_without_kw == pytest.approx(6.0, abs=0.01)
+    per_kw_month = DEFAULT_TARIFF.capacity_price / 12
+    assert money.capacity_eur == pytest.approx(round(4.0 * per_kw_month, 2))
+    energy = 0.25 * 2.0 * DEFAULT_TARIFF.price_at(at)  # 0.5 kWh not bought at the evening's price
+    assert money.saving_eur == pytest.approx(energy + 2.0 * per_kw_month, abs=0.01)
+    assert live.month_money(datetime(2026, 2, 1, 0, 5), peak_kw=0.0) is None  # a new month: nothing yet

@@ -59,6 +59,9 @@ NOTHING_YET = {
     "plan_cost_tomorrow",
     "plan_saving_today",
     "plan_peak_target",
+    # nothing measured this month until the meter's first fresh reading reaches the optimiser
+    "month_capacity_cost",
+    "month_saving",
     # Reported on issue 12 as a defect: the optimiser reads grid_power once per step (10 s) and now and
     # then finds no meter reading while the meter battery publishes one; it stays null until the next step.
     "grid_power",

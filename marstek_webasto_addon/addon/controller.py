@@ -32,7 +32,7 @@ from ..optimiser.tariff import CapacityTracker
 from .ha_series import DayAheadPrices, DetailedPvForecast
 from .inputs import GridInput, PvForecast
 from .options import Options
-from .planning import DayLedger, LivePlanner, PlanSummary
+from .planning import DayLedger, LivePlanner, MonthLedger, MonthMoney, PlanSummary
 from .quarter_history import QuarterHistory
 
 _LOG = logging.getLogger(__name__)
@@ -199,6 +199,7 @@ class OptimiserController:
             options.tariff.build(),
             history=QuarterHistory.restored(store.get("history")),
             ledger=DayLedger.restored(store.get("ledger")),
+            month=MonthLedger.restored(store.get("month_ledger")),
             day_ahead=day_ahead,
             pv_detail=pv if isinstance(pv, DetailedPvForecast) else None,
             pv_measured=pv_measured,
@@ -324,6 +325,9 @@ class OptimiserController:
         """Why the planner has no plan ("" when it has one): the rules' rotation runs meanwhile."""
         return self._planner_failed or (self.live.problem if self.live.plan is None else "")
 
+    def month_money(self) -> MonthMoney | None:
+        return self.live.month_money(self.clock.now(), self.engine.capacity.month_peak_kw)
+
     def plan_json(self) -> dict[str, Any]:
         if self.settings.method != "planner":
             return {"status": "the rules strategy is in force", "steps": []}
@@ -410,6 +414,7 @@ class OptimiserController:
         self.store["capacity"] = self.engine.capacity.snapshot()
         self.store["history"] = self.live.history.snapshot()
         self.store["ledger"] = self.live.ledger.snapshot()
+        self.store["month_ledger"] = self.live.month.snapshot()
         self._saved_quarter = self.engine.capacity.quarter
         self.save()
 

@@ -85,6 +85,65 @@ class DayLedger:
             return cls()
 
 
+@dataclass
+class MonthLedger:
+    """This month's energy bill and what it would have been without the batteries, with the capacity
+    tariff's quarter-hour peaks the meter would have shown without them (the counterfactual meter)."""
+
+    month: str | None = None  # "YYYY-MM"
+    energy_eur: float = 0.0
+    energy_without_eur: float = 0.0
+    without: CapacityTracker = field(default_factory=CapacityTracker)
+
+    def add(
+        self, at: datetime, seconds: float, grid_w: float, battery_w: float, buy: float, sell: float
+    ) -> None:
+        month = f"{at:%Y-%m}"
+        if month != self.month:
+            self.month, self.energy_eur, self.energy_without_eur = month, 0.0, 0.0
+        hours = max(0.0, seconds) / 3600
+
+        def bill(kw: float) -> float:
+            return hours * (buy * kw if kw > 0 else sell * kw)
+
+        self.energy_eur += bill(grid_w / 1000)
+        self.energy_without_eur += bill((grid_w + battery_w) / 1000)
+        self.without.add(at, seconds, grid_w + battery_w)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "month": self.month,
+            "energy_eur": round(self.energy_eur, 5),
+            "energy_without_eur": round(self.energy_without_eur, 5),
+            "without": self.without.snapshot(),
+        }
+
+    @classmethod
+    def restored(cls, saved: object) -> MonthLedger:
+        if not isinstance(saved, dict):
+            return cls()
+        try:
+            month = saved.get("month")
+            return cls(
+                month if isinstance(month, str) else None,
+                float(saved["energy_eur"]),
+                float(saved["energy_without_eur"]),
+                CapacityTracker.restored(saved.get("without")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return cls()
+
+
+@dataclass(frozen=True)
+class MonthMoney:
+    """This month so far, in EUR: the capacity tariff's share of it and the saving against no batteries."""
+
+    capacity_eur: float  # this month's share of the capacity bill at the peak so far
+    saving_eur: float  # energy and capacity, against the same month without the batteries
+    peak_kw: float
+    peak_without_kw: float
+
+
 @dataclass(frozen=True)
 class PlanSummary:
     """What the plan entities and the panel show."""
@@ -106,6 +165,7 @@ class LivePlanner:
     tariff: Tariff
     history: QuarterHistory = field(default_factory=QuarterHistory)
     ledger: DayLedger = field(default_factory=DayLedger)
+    month: MonthLedger = field(default_factory=MonthLedger)
     day_ahead: DayAheadPrices | None = None  # None: the tariff's periods
     pv_detail: DetailedPvForecast | None = None  # a PV forecast per quarter-hour (with a measured PV)
     pv_measured: bool = False
@@ -140,6 +200,21 @@ class LivePlanner:
             self.history.observe(at, seconds, {"house": net, "wallbox": wallbox})
         buy, sell = self.prices_at(at)
         self.ledger.add(at, seconds, grid_w, battery_w, buy, sell)
+        self.month.add(at, seconds, grid_w, battery_w, buy, sell)
+
+    def month_money(self, now: datetime, peak_kw: float) -> MonthMoney | None:
+        """This month so far, from the ledger and the meter's actual month peak (`peak_kw`)."""
+        if self.month.month != f"{now:%Y-%m}":
+            return None
+        per_kw = self.tariff.capacity_price / 12
+        floor = self.tariff.capacity_floor_kw
+        without_peak = self.month.without.month_peak_kw
+        capacity = max(floor, peak_kw) * per_kw
+        capacity_without = max(floor, without_peak) * per_kw
+        energy_saving = self.month.energy_without_eur - self.month.energy_eur
+        return MonthMoney(
+            round(capacity, 2), round(energy_saving + capacity_without - capacity, 2), peak_kw, without_peak
+        )
 
     def prices_at(self, at: datetime) -> tuple[float, float]:
         if self.day_ahead is not None and (series := self.day_ahead.series(at, 1)) is not None:

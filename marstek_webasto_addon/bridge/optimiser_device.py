@@ -43,6 +43,15 @@ class OptimiserPort(Protocol):
 
     def plan_summary(self) -> PlanSummaryLike | None: ...  # None: no plan (rules, or none made yet)
 
+    def month_money(self) -> MonthMoneyLike | None: ...  # None: nothing measured this month yet
+
+
+class MonthMoneyLike(Protocol):
+    @property
+    def capacity_eur(self) -> float: ...
+    @property
+    def saving_eur(self) -> float: ...
+
 
 class PlanSummaryLike(Protocol):
     @property
@@ -146,6 +155,11 @@ STATUS_EXPOSES = (
     Expose("plan_cost_tomorrow", "Expected cost tomorrow", Component.SENSOR, "EUR", "monetary", precision=2),
     Expose("plan_saving_today", "Saving today", Component.SENSOR, "EUR", "monetary", precision=2),
     Expose("plan_peak_target", "Planned month peak", Component.SENSOR, "kW", "power", precision=2),
+    # this month so far, whatever the method: the capacity tariff's share and the saving against no battery
+    Expose(
+        "month_capacity_cost", "Capacity cost this month", Component.SENSOR, "EUR", "monetary", precision=2
+    ),
+    Expose("month_saving", "Saving this month", Component.SENSOR, "EUR", "monetary", precision=2),
     Expose(
         "mode_mismatch",
         "Battery mode mismatch",
@@ -197,6 +211,9 @@ class OptimiserDevice(BridgedDevice):
                 "last_decision": decisions[-1].text[:250] if decisions else None,
             }
         )
+        money = self.port.month_money()
+        values["month_capacity_cost"] = money.capacity_eur if money else None
+        values["month_saving"] = money.saving_eur if money else None
         plan = self.port.plan_summary()
         values.update(
             {
