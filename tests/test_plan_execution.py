@@ -175,3 +175,17 @@ def test_a_car_the_batteries_may_not_feed_gets_not_a_watt_of_their_discharge() -
     run(440.0, 60)
     assert 440.0 - 30 <= sum(powers(world).values()) <= 440.0
     assert all(power % 10 == 0 for power in powers(world).values())
+
+
+def test_a_small_house_load_beside_the_car_goes_to_few_enough_batteries_to_be_carried_out() -> None:
+    # 250 W over three batteries is 83 W each: each under the deadband would be idle, and the house's
+    # load would go to the grid and take the car's room under the month's peak.
+    car = replace(step(Action.SELF_CONSUMPTION), wallbox_kw=4.2, car_kw=4.2)
+    world = World(three(60, 30, 50), settings=PLANNER, plan_step=car, wallbox=4200.0)
+    for _ in range(6):
+        world.grid = 250.0 + 4200.0 - sum(powers(world).values())
+        world.step(10)
+    shares = powers(world)
+    assert 250.0 - 30 <= sum(shares.values()) <= 250.0  # never a watt into the car
+    assert sorted(shares.values()) == [0.0, pytest.approx(120.0, abs=10), pytest.approx(120.0, abs=10)]
+    assert shares["B"] == 0.0  # the emptiest one rests

@@ -320,8 +320,26 @@ class Optimiser:
             for battery, power in zip(batteries, current, strict=True):
                 wants[battery.id] = _Want(*_holding(power), reason=reason)
             return
-        shares = split_power(total_kw, [_headroom(b) for b in batteries])
-        for battery, kw in zip(batteries, shares, strict=True):
+        sharing = batteries
+        if car and batteries:
+            # A share under the deadband is no command at all (idle): with the car, the house's small load
+            # (a few hundred watts at night) would go to the grid and take the car's room under the peak.
+            # So the total goes to as few batteries as keep each share above the deadband, the ones with
+            # the most to give (or room to take) first.
+            count = max(1, min(len(batteries), int(abs(total_kw) * 1000 // POWER_DEADBAND_W)))
+            rooms = [_headroom(b) for b in batteries]
+            spare = [r.stored_kwh - r.min_kwh if total_kw >= 0 else r.max_kwh - r.stored_kwh for r in rooms]
+            order = sorted(range(len(batteries)), key=lambda i: -spare[i])
+            sharing = [batteries[i] for i in sorted(order[:count])]
+        shares = dict(
+            zip(
+                (b.id for b in sharing),
+                split_power(total_kw, [_headroom(b) for b in sharing]),
+                strict=True,
+            )
+        )
+        for battery in batteries:
+            kw = shares.get(battery.id, 0.0)
             # rounded towards less import; with the car, towards zero (less discharge, less charge)
             watts = int(kw * 100) * 10 if car else math.ceil(kw * 100) * 10
             role, power = _holding(watts)
