@@ -184,3 +184,16 @@ def test_a_small_total_is_shared_not_lost_under_each_batterys_deadband() -> None
     assert abs(sum(powers(world).values()) - 290) <= 30
     # shared by stored energy: B's 20 W share is sent too, not dropped under a per-battery deadband
     assert 0 < powers(world)["B"] < 100
+
+
+def test_a_small_house_load_beside_the_car_is_carried_out_and_never_feeds_the_car() -> None:
+    # 250 W over three batteries is about 83 W each: each is sent (no per-battery deadband), so the
+    # house's load does not go to the grid and take the car's room under the month's peak.
+    car = replace(step(Action.SELF_CONSUMPTION), wallbox_kw=4.2, car_kw=4.2)
+    world = World(three(60, 30, 50), settings=PLANNER, plan_step=car, wallbox=4200.0)
+    for _ in range(6):
+        world.grid = 250.0 + 4200.0 - sum(powers(world).values())
+        world.step(10)
+    shares = powers(world)
+    assert 250.0 - 30 <= sum(shares.values()) <= 250.0  # never a watt into the car
+    assert all(p > 0 for p in shares.values())

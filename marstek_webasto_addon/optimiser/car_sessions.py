@@ -63,13 +63,29 @@ class SessionPlan:
         return self.missing_kwh <= 0.01
 
 
+def wallbox_power(kwh: float, minutes_left: int, min_kw: float, max_kw: float) -> float:
+    """The power for the next minute (kW) that gives `kwh` over the quarter's `minutes_left` minutes as a
+    wallbox can: spread evenly when that is at least the minimum (at most the maximum); below it, the minimum
+    now, for the part of the minute that is left (the average over the minute: a wallbox switched off within
+    it), then off."""
+    if kwh <= 1e-9 or minutes_left <= 0:  # (a rounding error's crumb is nothing)
+        return 0.0
+    even = kwh * 60 / minutes_left
+    if even >= min_kw:
+        return min(even, max_kw)
+    return min(min_kw, kwh * 60)
+
+
 def wallbox_minutes(planned_kw: float, session: CarSession, minutes: int = 15) -> tuple[float, ...]:
     """A planned quarter-hour as a wallbox can carry it out, minute by minute (kW): the planned power when
     it is at least the minimum (at most the maximum); below the minimum, the minimum for as many minutes as
-    give the planned energy, then nothing."""
-    if planned_kw <= 0:
-        return (0.0,) * minutes
+    give the planned energy (the last one in part), then nothing (`wallbox_power` minute by minute)."""
     if planned_kw >= session.min_kw:
         return (min(planned_kw, session.max_kw),) * minutes
-    on = round(minutes * planned_kw / session.min_kw) if session.min_kw > 0 else minutes
-    return (session.min_kw,) * on + (0.0,) * (minutes - on)
+    out = []
+    kwh = max(0.0, planned_kw) * minutes / 60
+    for minute in range(minutes):
+        kw = wallbox_power(kwh, minutes - minute, session.min_kw, session.max_kw)
+        out.append(kw)
+        kwh -= kw / 60
+    return tuple(out)

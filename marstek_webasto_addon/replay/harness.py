@@ -15,7 +15,7 @@ Scenarios:
   With a car (`--ev`) and `car_mode="plan"`, the car's sessions (`replay.sessions`) are the planner's:
   each is known from its arrival on (its departure and energy, as a driver would tell the wallbox), the
   planner plans its power, and the wallbox, which the battery engine does not steer, has its own small
-  executor (`CarExecutor`): it charges as a wallbox can (`car_sessions.wallbox_minutes`), and while the
+  executor (`CarExecutor`): it charges as a wallbox can (`car_sessions.wallbox_power`), and while the
   session has slack only in the room the house leaves under the month's planned peak; the engine sees the
   wallbox's power as live. The other scenarios, and `car_mode="fixed"`, charge the car as the profile did;
 - `rules`: the rule engine (rotation, night charging, overflow, peak assist, ...);
@@ -37,13 +37,14 @@ import numpy as np
 from ..devices.marstek.simulator.device import SimulatedBattery, ticking_order
 from ..devices.marstek.simulator.physics import BatteryPhysics, PhaseTriple, Site
 from ..devices.marstek.simulator.profiles import PROFILES
-from ..optimiser.car_sessions import CarSession, wallbox_minutes
+from ..optimiser.car_sessions import CarSession, wallbox_power
 from ..optimiser.engine import Optimiser
 from ..optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error, pv_nowcast
 from ..optimiser.model import BatteryView, Command, Inputs, Role
 from ..optimiser.planner import (
     PEAK_MARGIN_KW,
     QUARTER,
+    QUARTER_H,
     BatterySpec,
     CapacityTariff,
     PlanInputs,
@@ -64,6 +65,7 @@ SLACK_SHARE = 0.5  # a session has slack while it needs less than half of full p
 SETTLE_S = 5
 DAY_AHEAD_PUBLISHED_HOUR = 13
 HISTORY_QUARTERS = 6 * 7 * 96  # what the load learner looks back on
+MINUTES = 15  # the wallbox's steps in a quarter-hour
 
 
 class DataHousehold:
@@ -211,7 +213,8 @@ class CarExecutor:
     def __init__(self, found: tuple[Visit, ...]) -> None:
         self.visits = found
         self.delivered: dict[int, float] = {}  # session index -> kWh charged
-        self.minutes: tuple[float, ...] = ()  # the running quarter's car power, minute by minute (kW)
+        self.quarter_kwh = 0.0  # what the running quarter's plan gives the car
+        self.quarter_given = 0.0  # and what the wallbox gave it so far
         self.visit: int | None = None  # the session under way
         self.step: PlanStep | None = None
 
@@ -238,39 +241,50 @@ class CarExecutor:
         """The running quarter's plan for the wallbox; without a plan it charges at full power, as a plain
         wallbox would."""
         self.step = step
+        self.quarter_given = 0.0
         if not sessions:
-            self.minutes = ()
+            self.quarter_kwh = 0.0
             return
         kw = step.car_kw if step is not None else sessions[0].max_kw
-        self.minutes = wallbox_minutes(kw, sessions[0])
+        self.quarter_kwh = max(0.0, kw) * QUARTER_H
 
-    def power_kw(self, quarter: int, minute: int, hours: float, house_grid_kw: float) -> float:
+    def power_kw(
+        self, quarter: int, minute: int, hours: float, house_grid_kw: float, imported_kwh: float = 0.0
+    ) -> float:
         """The wallbox's power in this minute of the running quarter, never more than the car still needs.
 
-        The car is the load that can wait: while its session has slack, it takes only the room the house
-        leaves under the month's planned peak (`house_grid_kw`: the import without the car), and the next
-        plan moves what it did not take. A house load above its forecast then sets no new peak."""
-        if self.visit is None or minute >= len(self.minutes):
+        It gives the quarter's planned energy as a wallbox can (`car_sessions.wallbox_power`: evenly, or at
+        its minimum while it lasts); in the session's last quarter whatever is left. The car is the load that
+        can wait: while its session has slack, it takes only what the quarter's import (`imported_kwh` so
+        far, the house's `house_grid_kw` without the car for the rest) leaves under the month's planned
+        peak, below its minimum for as much of the minute as the quarter has room for, and the next plan
+        moves what it did not take. A house load above its forecast then sets no new peak."""
+        if self.visit is None or minute >= MINUTES:
             return 0.0
         visit = self.visits[self.visit]
         left = visit.energy_kwh - self.delivered.get(self.visit, 0.0)
-        kw = self.minutes[minute]
-        if kw <= 0 and visit.departure - quarter <= 1:
-            # The session's last quarter: what the minutes' rounding left, before the car leaves.
-            kw = visit.min_kw
+        want = self.quarter_kwh - self.quarter_given
+        if visit.departure - quarter <= 1:
+            want = left  # the session's last quarter: what the plan and the minutes' rounding left
+        minutes_left = MINUTES - minute
+        kw = wallbox_power(min(want, left), minutes_left, visit.min_kw, visit.max_kw)
         kw = max(0.0, min(kw, left / hours))
-        hours_left = (visit.departure - quarter) * 0.25 - minute / 60
+        hours_left = (visit.departure - quarter) * QUARTER_H - minute / 60
         slack = left < SLACK_SHARE * visit.max_kw * (hours_left - 0.5)
         if self.step is not None and slack and kw > 0:
-            room = self.step.peak_kw - PEAK_MARGIN_KW - house_grid_kw
+            rest_h = minutes_left / 60
+            budget = (self.step.peak_kw - PEAK_MARGIN_KW) * QUARTER_H - imported_kwh
+            room = budget / rest_h - house_grid_kw  # the car's average over the rest of the quarter
             if kw > room:
-                kw = room if room >= visit.min_kw else 0.0
+                # below the minimum: the minimum for as much of this minute as the quarter has room for
+                kw = room if room >= visit.min_kw else max(0.0, min(visit.min_kw, room * rest_h * 60))
         return kw
 
     def charged(self, kw: float, hours: float) -> None:
         """What the wallbox gave the car in the session under way."""
         if self.visit is not None and kw > 0:
             self.delivered[self.visit] = self.delivered.get(self.visit, 0.0) + kw * hours
+            self.quarter_given += kw * hours
 
 
 class PlanExecutor:
@@ -462,7 +476,13 @@ def run(
                 # the car's power as the meter does).
                 car.charged(sum(site.extra) / 1000, SETTLE_S / 3600)
                 house_grid = (site.total_power() - sum(site.extra)) / 1000
-                kw = car.power_kw(quarter, step * setup.step_s // 60, setup.step_s / 3600, house_grid)
+                kw = car.power_kw(
+                    quarter,
+                    step * setup.step_s // 60,
+                    setup.step_s / 3600,
+                    house_grid,
+                    totals.quarter_import_wh / 1000,
+                )
                 site.extra = (kw * 1000 / 3,) * 3
                 car.charged(kw, (setup.step_s - SETTLE_S) / 3600)
             if engine is not None:
