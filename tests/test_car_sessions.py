@@ -166,3 +166,19 @@ def test_a_scarce_step_never_gives_the_car_the_batteries_energy() -> None:
         replace(running, feed_car=True), grid_kw=4.2 + 0.44 - 0.51, battery_kw=0.51, wallbox_kw=4.2
     )
     assert fed.battery_kw > 0.44  # allowed to feed it: the batteries hold the peak
+
+
+def test_the_live_plan_mode_pulses_a_quarter_planned_below_the_wallbox_minimum() -> None:
+    from marstek_webasto_addon.addon.car_control import CarControl
+    from marstek_webasto_addon.optimiser.car_sessions import SessionPlan
+
+    session = CarSession(datetime(2026, 1, 4, 18), datetime(2026, 1, 5, 7), 20.0, max_kw=11.0, min_kw=4.14)
+    planned = (2.07, SessionPlan(session, 20.0, 0.0, 0.0))  # half the minimum: half of each quarter
+    minutes = [CarControl._planned_now(planned, datetime(2026, 1, 4, 22, 15 + m)) for m in range(15)]
+    assert sum(minutes) / 15 == pytest.approx(2.07, abs=0.01)  # the quarter's energy is the plan's
+    assert minutes[0] == pytest.approx(4.14)  # at the minimum first, then paused
+    assert minutes[-1] == 0.0
+    assert all(
+        kw == 0.0 or kw >= 4.14 - 1e-9 or i == minutes.index(min(k for k in minutes if k > 0))
+        for i, kw in enumerate(minutes)
+    )

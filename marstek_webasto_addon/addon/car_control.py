@@ -31,7 +31,7 @@ from ..optimiser.car import (
     QuarterBudget,
     WallboxLimits,
 )
-from ..optimiser.car_sessions import CarSession, SessionPlan
+from ..optimiser.car_sessions import CarSession, SessionPlan, wallbox_minutes
 from .inputs import GridInput
 
 _LOG = logging.getLogger(__name__)
@@ -196,8 +196,17 @@ class CarControl:
             batteries=self._home_batteries(),
             settings=self.settings(),
             quarter=self.budget(),
-            planned_power_w=planned[0] * 1000 if planned is not None else 0.0,
+            planned_power_w=self._planned_now(planned, self.clock.now()) * 1000
+            if planned is not None
+            else 0.0,
         )
+
+    @staticmethod
+    def _planned_now(planned: tuple[float, SessionPlan], now: datetime) -> float:
+        """The plan's car power for this minute: a quarter planned below the wallbox's minimum is charged
+        at the minimum for the minutes that give its energy, then paused (as the replay does it)."""
+        kw, session_plan = planned
+        return wallbox_minutes(kw, session_plan.session)[now.minute % 15]
 
     def _home_batteries(self) -> HomeBatteries:
         online = [b for b in self.batteries if b.available]
