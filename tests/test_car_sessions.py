@@ -178,7 +178,5 @@ def test_the_live_plan_mode_pulses_a_quarter_planned_below_the_wallbox_minimum()
     assert sum(minutes) / 15 == pytest.approx(2.07, abs=0.01)  # the quarter's energy is the plan's
     assert minutes[0] == pytest.approx(4.14)  # at the minimum first, then paused
     assert minutes[-1] == 0.0
-    assert all(
-        kw == 0.0 or kw >= 4.14 - 1e-9 or i == minutes.index(min(k for k in minutes if k > 0))
-        for i, kw in enumerate(minutes)
-    )
+    partial = [kw for kw in minutes if 0 < kw < 4.14 - 1e-9]
+    assert len(partial) <= 1  # one minute at most in part; the others at the minimum or off
