@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..bridge.controls import CHARGE_MODES
-from ..bridge.devices import BatteryDevice, WallboxDevice
+from ..bridge.devices import BatteryDevice, WallboxDevice, weighted_soc
 from ..devices.outcome import WriteOutcome, WriteStatus
 from ..optimiser.car import (
     CarController,
@@ -217,11 +217,7 @@ class CarControl:
             if snapshot.soc is not None and snapshot.soc < 99:
                 # what it could take on top of what it takes now (ac_power is negative while charging)
                 room += battery.link.client.limits.charge_w + min(0.0, snapshot.ac_power or 0.0)
-        socs = [(b.link.snapshot.soc, b.link.snapshot.number("rated_capacity") or 1.0) for b in online]
-        known = [(soc, cap) for soc, cap in socs if soc is not None]
-        weight = sum(cap for _, cap in known)
-        soc = sum(soc * cap for soc, cap in known) / weight if known and weight else None
-        return HomeBatteries(power, room, soc)
+        return HomeBatteries(power, room, weighted_soc(online))
 
     def step(self) -> CarDecision | None:
         inputs = self.inputs()

@@ -333,12 +333,11 @@ class OptimiserController:
             return {"status": "the rules strategy is in force", "steps": []}
         return self.live.as_json()
 
-    def _observe(self, inputs: Inputs) -> None:
+    def _observe(self, inputs: Inputs, site: Mapping[str, Any]) -> None:
         """The site's readings into the learner's history and today's ledger, whatever the strategy."""
         seconds = 0.0 if self._last_observed is None else inputs.t - self._last_observed
         self._last_observed = inputs.t
         stale = inputs.grid_age is None or inputs.grid_age > self.settings.input_stale_after
-        site = self.site()
         battery = [b.ac_power for b in inputs.batteries if b.ac_power is not None]
         self.live.observe(
             inputs.now,
@@ -349,10 +348,9 @@ class OptimiserController:
             wallbox_w=site.get("wallbox_power"),
         )
 
-    def _with_plan(self, inputs: Inputs) -> Inputs:
+    def _with_plan(self, inputs: Inputs, site: Mapping[str, Any]) -> Inputs:
         settings = self.settings
-        wallbox = self.site().get("wallbox_power")
-        inputs = replace(inputs, wallbox_power=wallbox)
+        inputs = replace(inputs, wallbox_power=site.get("wallbox_power"))
         if settings.method != "planner" or not settings.enabled:
             return inputs
         try:
@@ -376,8 +374,9 @@ class OptimiserController:
 
     def step(self) -> None:
         inputs = self.inputs()
-        self._observe(inputs)
-        inputs = self._with_plan(inputs)
+        site = self.site()  # the site's totals once a step: the learner and the plan both read them
+        self._observe(inputs, site)
+        inputs = self._with_plan(inputs, site)
         result = self.engine.step(inputs)
         for decision in result.decisions:
             _LOG.info("optimiser: %s", decision.text)

@@ -46,6 +46,12 @@ PV_SHAPE_DAYS = 7
 PEAK_QUANTILE = 0.9  # the load the capacity reserve is kept for (the replay's setting)
 
 
+def _bill(seconds: float, grid_w: float, buy: float, sell: float) -> float:
+    """EUR for `seconds` of grid power (+ import at `buy`, - export at `sell`, per kWh)."""
+    kw = grid_w / 1000
+    return max(0.0, seconds) / 3600 * (buy * kw if kw > 0 else sell * kw)
+
+
 @dataclass
 class DayLedger:
     """Today's energy bill as it happened, and what it would have been without the batteries."""
@@ -59,13 +65,8 @@ class DayLedger:
     ) -> None:
         if at.date() != self.day:
             self.day, self.cost_eur, self.without_batteries_eur = at.date(), 0.0, 0.0
-        hours = max(0.0, seconds) / 3600
-
-        def bill(kw: float) -> float:
-            return hours * (buy * kw if kw > 0 else sell * kw)
-
-        self.cost_eur += bill(grid_w / 1000)
-        self.without_batteries_eur += bill((grid_w + battery_w) / 1000)
+        self.cost_eur += _bill(seconds, grid_w, buy, sell)
+        self.without_batteries_eur += _bill(seconds, grid_w + battery_w, buy, sell)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -101,13 +102,8 @@ class MonthLedger:
         month = f"{at:%Y-%m}"
         if month != self.month:
             self.month, self.energy_eur, self.energy_without_eur = month, 0.0, 0.0
-        hours = max(0.0, seconds) / 3600
-
-        def bill(kw: float) -> float:
-            return hours * (buy * kw if kw > 0 else sell * kw)
-
-        self.energy_eur += bill(grid_w / 1000)
-        self.energy_without_eur += bill((grid_w + battery_w) / 1000)
+        self.energy_eur += _bill(seconds, grid_w, buy, sell)
+        self.energy_without_eur += _bill(seconds, grid_w + battery_w, buy, sell)
         self.without.add(at, seconds, grid_w + battery_w)
 
     def snapshot(self) -> dict[str, Any]:

@@ -544,9 +544,13 @@ def _numbers(batteries: list[BatteryDevice], key: str) -> list[float]:
 
 
 def _weighted_soc(site: SiteSources) -> float | None:
+    return weighted_soc(site.batteries)
+
+
+def weighted_soc(batteries: list[BatteryDevice]) -> float | None:
+    """The online batteries' state of charge together, weighted by their capacity."""
     pairs = [
-        (b.link.snapshot.soc, b.link.snapshot.number("rated_capacity") or 1.0)
-        for b in _online(site.batteries)
+        (b.link.snapshot.soc, b.link.snapshot.number("rated_capacity") or 1.0) for b in _online(batteries)
     ]
     known = [(soc, cap) for soc, cap in pairs if soc is not None]
     total = sum(cap for _, cap in known)

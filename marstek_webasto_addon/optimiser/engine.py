@@ -327,16 +327,8 @@ class Optimiser:
             for battery, power in zip(batteries, current, strict=True):
                 wants[battery.id] = _Want(*_passive(power), reason=reason)
             return
-        sharing = batteries
-        shares = dict(
-            zip(
-                (b.id for b in sharing),
-                split_power(total_kw, [_headroom(b) for b in sharing]),
-                strict=True,
-            )
-        )
-        for battery in batteries:
-            kw = shares.get(battery.id, 0.0)
+        shares = split_power(total_kw, [_headroom(b) for b in batteries])
+        for battery, kw in zip(batteries, shares, strict=True):
             # rounded towards less import; with the car, towards zero (less discharge, less charge)
             watts = int(kw * 100) * 10 if car else math.ceil(kw * 100) * 10
             # No per-battery deadband: 240 W shared by three is 80 W each, not nothing each.
