@@ -114,7 +114,10 @@ def load_high_forecast(
         # a spike comes around a time of day, not at its minute: each quarter counts the highest load
         # within `spread` quarter-hours of it
         padded = np.pad(history, spread, mode="edge")
-        history = np.lib.stride_tricks.sliding_window_view(padded, 2 * spread + 1).max(axis=1)
+        window = padded[: len(history)].copy()
+        for shift in range(1, 2 * spread + 1):
+            np.maximum(window, padded[shift : shift + len(history)], out=window)
+        history = window
     targets = len(history) + np.arange(steps)
     lags = [k * QUARTERS_PER_WEEK for k in range(1, weeks + 1)] + [
         k * QUARTERS_PER_DAY for k in range(1, recent_days + 1) if k % 7
@@ -144,21 +147,13 @@ def _quantile_of_seen(seen: FloatArray, quantile: float) -> FloatArray:
 
 def _mean_of_lags(history: FloatArray, targets: npt.NDArray[np.int64], lag: int, count: int) -> FloatArray:
     """Per target, the mean of history[target - k * lag] for k = 1..count that are in the past (NaN: none)."""
-    total = np.zeros(len(targets))
-    found = np.zeros(len(targets))
-    gaps = bool(np.isnan(history).any())  # a quarter the add-on did not see (it was stopped) is left out
-    for k in range(1, count + 1):
-        index = targets - k * lag
-        ok = (index >= 0) & (index < len(history))
-        if not gaps:
-            total[ok] += history[index[ok]]
-            found[ok] += 1
-            continue
-        seen = history[index[ok]]
-        known = ~np.isnan(seen)
-        where = np.flatnonzero(ok)[known]
-        total[where] += seen[known]
-        found[where] += 1
+    index = targets[None, :] - lag * np.arange(1, count + 1)[:, None]
+    ok = (index >= 0) & (index < len(history))
+    seen = np.where(ok, history[np.where(ok, index, 0)] if len(history) else 0.0, math.nan)
+    known = ~np.isnan(seen)  # a quarter the add-on did not see (it was stopped) is left out
+    # row by row, k = 1 first: the same sums, to the bit, as adding the lags one at a time
+    total = np.add.reduce(np.where(known, seen, 0.0), axis=0)
+    found = np.count_nonzero(known, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(found > 0, total / np.maximum(found, 1), math.nan)
 

@@ -166,6 +166,9 @@ class Site:
     def __init__(self, household: Household | None = None) -> None:
         self.household = household or Household()
         self.batteries: list[BatteryOnPhase] = []
+        # per phase, the batteries' power getters in the order they were attached (the meter is read every
+        # simulated second of a year's replay: each phase sums only its own)
+        self._on_phase: tuple[list[Callable[[], float]], ...] = ([], [], [])
         self.load: PhaseTriple = (0.0, 0.0, 0.0)
         self.pv: PhaseTriple = (0.0, 0.0, 0.0)
         self.extra: PhaseTriple = (0.0, 0.0, 0.0)  # other loads, e.g. a wallbox, set from outside
@@ -174,17 +177,18 @@ class Site:
 
     def attach(self, phase: int, ac_power: Callable[[], float]) -> None:
         self.batteries.append((phase % 3, ac_power))
+        self._on_phase[phase % 3].append(ac_power)
 
     def update(self, at: datetime) -> None:
         self.load = self.household.load_w(at)
         self.pv = self.household.pv_w(at)
 
     def phase_power(self, phase: int) -> float:
-        battery = sum(power() for p, power in self.batteries if p == phase)
+        battery = sum(power() for power in self._on_phase[phase])
         return self.load[phase] + self.extra[phase] - self.pv[phase] - battery
 
     def total_power(self) -> float:
-        return sum(self.phase_power(p) for p in range(3))
+        return self.phase_power(0) + self.phase_power(1) + self.phase_power(2)
 
     def integrate(self, seconds: float) -> None:
         total = self.total_power()
