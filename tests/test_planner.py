@@ -434,11 +434,29 @@ def test_load_high_forecast_sees_the_spikes_around_a_time_of_day() -> None:
     for day in range(28):
         days[day, 76 + day % 5] = 4.0  # a 4 kW quarter somewhere between 19:00 and 20:15
     history = days.reshape(-1)
-    high = load_high_forecast(history, 96, quantile=0.9)
+    high = load_high_forecast(history, 96, quantile=0.9, daily_peak_quantile=None)
     assert high[78] == pytest.approx(4.0)  # seen near this time on enough days
     assert high[40] == pytest.approx(0.3)  # never at noon
     assert load_forecast(history, 96, quarter_of_day=0)[78] < 1.5  # the mean forecast does not see it
     assert np.all(load_high_forecast([], 8) == 0)
+
+
+def test_load_high_forecast_keeps_the_daily_spike_that_comes_at_no_fixed_time() -> None:
+    rng = np.random.default_rng(5)
+    days = np.full((28, 96), 0.3)
+    for day in range(28):
+        if day % 4:  # three days in four, at any hour
+            days[day, rng.integers(0, 96)] = 3.6
+    history = days.reshape(-1)
+    by_time = load_high_forecast(history, 96, daily_peak_quantile=None)
+    assert np.median(by_time) == pytest.approx(0.3)  # by time of day, the spike is rarely due
+    high = load_high_forecast(history, 96)
+    assert np.all(high >= 3.6 - 1e-9)  # but it comes most days: every quarter is ready for it
+    rare = days.copy()
+    rare[rare > 1] = 0.3
+    rare[3, 40] = 3.6  # one spike in four weeks: no floor for it
+    assert np.median(load_high_forecast(rare.reshape(-1), 96)) == pytest.approx(0.3)
+    assert np.median(load_high_forecast(history[: 96 * 2], 96)) == pytest.approx(0.3)  # two days: too few
 
 
 def test_pv_forecast_with_error_keeps_nights_dark_and_errs_by_day() -> None:

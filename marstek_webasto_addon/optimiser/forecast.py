@@ -101,15 +101,24 @@ def load_high_forecast(
     weeks: int = 6,
     recent_days: int = 14,
     spread: int = 4,
+    daily_peak_quantile: float | None = 0.9,
+    peak_days: int = 28,
     wallbox_history_kw: Sequence[float] | FloatArray | None = None,
 ) -> FloatArray:
     """What the load of each coming quarter-hour could reach (kW): a high quantile of the same quarter on
     the same weekday and on the recent days. For the capacity tariff: a mean forecast does not see the
     kettle and the oven at once, and a month's peak is set by exactly that. Empty history: zeros (no
-    reserve is asked for what was never seen)."""
+    reserve is asked for what was never seen).
+
+    No quarter is forecast below the `daily_peak_quantile` of the last `peak_days` days' highest quarter-hours
+    (None: no such floor). A household whose spikes come on most days but at no fixed time (a late oven, a
+    heater at midnight) sets a month's peak exactly when a forecast by time of day says nothing is coming;
+    with the floor, the capacity reserve is always kept for the spike the household usually has once a day.
+    """
     history = np.asarray(history_kw, dtype=np.float64)
     if wallbox_history_kw is not None:
         history = history - np.asarray(wallbox_history_kw, dtype=np.float64)[-len(history) :]
+    floor = 0.0 if daily_peak_quantile is None else _daily_peak(history, daily_peak_quantile, peak_days)
     if len(history) > 2 * spread:
         # a spike comes around a time of day, not at its minute: each quarter counts the highest load
         # within `spread` quarter-hours of it
@@ -127,7 +136,18 @@ def load_high_forecast(
         index = targets - lag
         ok = (index >= 0) & (index < len(history))
         seen[row, ok] = history[index[ok]]
-    return _quantile_of_seen(seen, quantile)
+    high = _quantile_of_seen(seen, quantile)
+    return np.maximum(high, floor) if floor > 0 else high
+
+
+def _daily_peak(history: FloatArray, quantile: float, days: int) -> float:
+    """The quantile of the highest quarter-hour of each of the last `days` 24-hour spans (0: under 3 seen)."""
+    recent = history[-days * QUARTERS_PER_DAY :]
+    by_day = recent[len(recent) % QUARTERS_PER_DAY :].reshape(-1, QUARTERS_PER_DAY)
+    by_day = by_day[~np.all(np.isnan(by_day), axis=1)]
+    if len(by_day) < 3:
+        return 0.0
+    return float(np.quantile(np.nanmax(by_day, axis=1), quantile))
 
 
 def _quantile_of_seen(seen: FloatArray, quantile: float) -> FloatArray:
