@@ -290,9 +290,9 @@ class VenusModbusClient:
         except (CodecError, ModbusDeviceError) as exc:
             # Only a refusal of the very first write leaves the battery as it was.
             status = WriteStatus.REJECTED if done == 0 else WriteStatus.NOT_APPLIED
-            return self._outcome(status, command, done, f"the battery refused: {exc}", clamped)
+            return self._outcome(status, command, 1, f"the battery refused: {exc}", clamped)
         except MarstekError as exc:
-            return self._outcome(WriteStatus.NOT_APPLIED, command, done, str(exc), clamped)
+            return self._outcome(WriteStatus.NOT_APPLIED, command, 1, str(exc), clamped)
         unmet = [
             f"{key} reads {state.readings.get(key)!r}, not {want:g}"
             for key, want in expected
@@ -304,9 +304,10 @@ class VenusModbusClient:
         return self._outcome(WriteStatus.APPLIED, command, done, "verified by read-back", clamped)
 
     def _outcome(
-        self, status: WriteStatus, command: str, writes: int, detail: str, clamped: str
+        self, status: WriteStatus, command: str, sent: int, detail: str, clamped: str
     ) -> WriteOutcome:
-        outcome = WriteOutcome(status, command, writes, detail, clamped)
+        # One attempt: a command is never resent here (the caller's lease renews it).
+        outcome = WriteOutcome(status, command, min(sent, 1), detail, clamped)
         level = logging.INFO if outcome.ok else logging.WARNING
         _LOG.log(level, "%s: %s -> %s: %s", self.config.label, command, status.value, detail)
         return outcome
