@@ -212,6 +212,33 @@ async def test_the_v12_charge_cut_off_ends_a_forced_charge(make_venus: VenusFact
     assert battery.physics.ac_power == 0
 
 
+async def test_control_that_does_not_hold_is_reported_not_applied(make_venus: VenusFactory) -> None:
+    sim, battery, server = await make_venus(V3, quirks=ModbusQuirks(lose_control=True))
+    battery.mode = "Manual"  # nothing scheduled: idle, unless a forced mode took over
+    async with modbus_client(server) as client:
+        taken = await client.take_control()
+        assert taken.status is WriteStatus.NOT_APPLIED
+        assert "rs485_control reads 21947.0, not 21930" in taken.detail
+        assert (await client.force_discharge(1000)).status is WriteStatus.NOT_APPLIED
+        sim.advance(60)
+    assert battery.physics.ac_power == 0  # acknowledged, yet the battery never followed
+
+
+async def test_a_map_that_does_not_fit_is_noticed_not_guessed(make_venus: VenusFactory) -> None:
+    """A v3 battery read with the v12 map: refused reads are problems, and no power is commanded."""
+    _, battery, server = await make_venus(V3)
+    client = VenusModbusClient(
+        VenusModbusConfig("127.0.0.1", Generation.V12, port=server.port, timeout=1.0, request_gap=0.005)
+    )
+    async with client:
+        assert any("illegal data address" in problem for problem in client.snapshot.problems)
+        assert "firmware" not in client.snapshot.values
+        outcome = await client.force_charge(500)
+    assert outcome.status is WriteStatus.REJECTED
+    assert "not identified" in outcome.detail
+    assert not battery.rs485_control
+
+
 async def test_one_client_at_a_time(make_venus: VenusFactory) -> None:
     _, _, server = await make_venus(V3)
     async with modbus_client(server) as first:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.exceptions import ModbusException
 
 from ...outcome import WriteOutcome, WriteStatus
 from ..datapoints import Value
@@ -182,7 +182,7 @@ class VenusModbusClient:
                     response = await client.read_holding_registers(address, count=payload, device_id=unit)
                 else:
                     response = await client.write_register(address, payload, device_id=unit)
-            except (ModbusIOException, ConnectionException, ModbusException, OSError) as exc:
+            except (ModbusException, OSError) as exc:  # no reply in time, or the connection went
                 self.drop()
                 hint = ""
                 if time.monotonic() - self._connected_at < _JUST_CONNECTED_S:
@@ -195,8 +195,11 @@ class VenusModbusClient:
             raise ModbusDeviceError(f"{what}: {len(words)} registers in the reply instead of {payload}", 0)
         return words
 
-    async def _read_plan(self, plan: ReadPlan) -> tuple[dict[str, Reading], dict[str, Reading], list[str]]:
-        """Readings of every request that was answered; a refused request is a problem, not a failure."""
+    async def _read_plan(
+        self, plan: ReadPlan, *, strict: bool = False
+    ) -> tuple[dict[str, Reading], dict[str, Reading], list[str]]:
+        """Readings of every request that was answered; a refused request is a problem, not a failure,
+        unless `strict` (a write's read-back must see every control register)."""
         points: dict[str, Reading] = {}
         controls: dict[str, Reading] = {}
         problems: list[str] = []
@@ -205,6 +208,8 @@ class VenusModbusClient:
             try:
                 words = await self._request(what, Function.READ_HOLDING, request.address, request.count)
             except ModbusDeviceError as exc:
+                if strict:
+                    raise
                 problems.append(str(exc))
                 _LOG.warning("%s: %s; those values keep their last reading", self.config.label, exc)
                 continue
@@ -240,9 +245,7 @@ class VenusModbusClient:
         return self.snapshot
 
     async def read_control(self) -> ControlState:
-        _, controls, problems = await self._read_plan(control_plan(self.config.generation))
-        if problems:
-            raise ModbusDeviceError(f"control registers of the {self.config.label}: {problems[0]}", 0)
+        _, controls, _ = await self._read_plan(control_plan(self.config.generation), strict=True)
         self.control = ControlState({**self.control.readings, **controls})
         return self.control
 
@@ -333,13 +336,13 @@ class VenusModbusClient:
         try:
             if not self._identified:
                 await self.read_identity()  # the model decides the limits
+            if not self._identified:
+                detail = "the battery has not identified itself yet (is the generation's map right?)"
+                return self._outcome(WriteStatus.REJECTED, command, 0, detail, "")
             if self.control.number("max_charge_power") is None:
                 await self.read_control()  # and so do the battery's own maximums
         except MarstekError as exc:
             return self._outcome(WriteStatus.NOT_APPLIED, command, 0, f"limits unknown: {exc}", "")
-        if not self._identified:
-            detail = "the battery has not identified itself yet"
-            return self._outcome(WriteStatus.REJECTED, command, 0, detail, "")
         limit = self.limits.charge_w if charging else self.limits.discharge_w
         target = min(round(watts), limit)
         clamped = "" if target == round(watts) else f"clamped to {target} W (limit {limit} W)"

@@ -1,8 +1,8 @@
 """A simulated battery's Modbus map on a real Modbus TCP server (pymodbus SimDevice API).
 
 The physics is ticked by the `MarstekSimulator` that owns the battery; this server only reads and steers
-it. Quirk switches (docs/marstek-modbus.md §6): one client at a time (a second is accepted and reset at
-once), every connection refused, and replies held back.
+it. Quirk switches (docs/marstek-modbus.md §4.3, §6): one client at a time (a second is accepted and
+reset at once), every connection refused, replies held back, and control lost as soon as it is taken.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ class ModbusQuirks:
     single_client: bool = True  # the v3's LAN port and most gateways serve one client at a time
     refuse_connections: bool = False  # e.g. v3 EMS 147 once after RS485 control was enabled
     reply_delay: float = 0.0  # seconds; firmware 150 stalls 4-7 s at each cloud upload
+    lose_control: bool = False  # RS485 control reads off again at once, the write acknowledged (§4.3)
 
 
-def make_device(registers: VenusRegisterMap) -> SimDevice:
+def make_device(registers: VenusRegisterMap, quirks: ModbusQuirks) -> SimDevice:
     """Every read is rendered from the battery; writes go to its control. Unused addresses: exception 2."""
 
     async def action(
@@ -57,6 +58,8 @@ def make_device(registers: VenusRegisterMap) -> SimDevice:
                 return None
             for offset, value in enumerate(set_values):
                 registers.write(address + offset, int(value))
+            if quirks.lose_control:
+                registers.battery.rs485_control = False
         except ModbusRefusal as refusal:
             return ExcCodes(refusal.code)
         return None
@@ -119,9 +122,9 @@ class VenusModbusServer(ModbusTcpServer):
 
         # pymodbus types trace_pdu loosely; ours only records arrivals.
         tracer = cast(Callable[[bool, ModbusPDU], ModbusPDU], record)
-        super().__init__(make_device(self.registers), address=(host, port), trace_pdu=tracer)
-        self.battery = battery
         self.quirks = quirks or ModbusQuirks()
+        super().__init__(make_device(self.registers, self.quirks), address=(host, port), trace_pdu=tracer)
+        self.battery = battery
         self.current: _Handler | None = None
         self.request_times: list[float] = []  # monotonic arrival of every request
         self.connections = 0
