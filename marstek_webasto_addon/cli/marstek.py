@@ -11,12 +11,13 @@ from typing import Any
 from ..devices.marstek.client import DEFAULT_PORT, MarstekClient, Pacing
 from ..devices.marstek.datapoints import BATTERY_POINTS, READ_METHODS, Group
 from ..devices.marstek.discovery import broadcast_addresses, discover, expand_targets
-from ..devices.marstek.simulator import PROFILES, MarstekSimulator, Quirks
+from ..devices.marstek.simulator import PROFILES, MarstekSimulator, ModbusQuirks, Quirks
+from ..devices.marstek.simulator.server import battery_address
 from ..devices.marstek.transport import UdpEndpoint
 
 
 def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]]) -> None:
-    sim = devices["simulate"].add_parser("marstek", help="simulated Venus batteries on UDP")
+    sim = devices["simulate"].add_parser("marstek", help="simulated Venus batteries on UDP (and Modbus TCP)")
     sim.add_argument("--count", type=int, default=3, help="number of batteries (default 3)")
     sim.add_argument(
         "--bind",
@@ -28,6 +29,13 @@ def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentPars
     sim.add_argument("--speed", type=float, default=1.0, help="simulated time runs this many times faster")
     sim.add_argument("--soc", type=float, action="append", help="initial SOC per battery (repeatable)")
     sim.add_argument("--latency-ms", type=float, default=0.0, help="reply delay")
+    sim.add_argument(
+        "--modbus-port",
+        type=int,
+        metavar="PORT",
+        help="also serve each battery's Modbus map over TCP (on 127.0.0.1: at its own address; "
+        "otherwise on consecutive ports)",
+    )
     quirks = sim.add_argument_group("quirks (all off by default)")
     quirks.add_argument("--loss", type=float, default=0.0, metavar="PCT", help="drop this share of requests")
     quirks.add_argument("--duplicates", action="store_true", help="send every reply twice")
@@ -49,6 +57,9 @@ def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentPars
     )
     quirks.add_argument("--outage-every", type=float, metavar="S", help="a network outage every S seconds")
     quirks.add_argument("--outage-duration", type=float, default=3.0, metavar="S")
+    quirks.add_argument(
+        "--modbus-reply-delay", type=float, default=0.0, metavar="S", help="hold Modbus replies back S s"
+    )
     sim.set_defaults(handler=simulate)
 
     probe_parser = devices["probe"].add_parser("marstek", help="one full read of one battery")
@@ -101,9 +112,21 @@ async def simulate(args: argparse.Namespace) -> int:
         latency=args.latency_ms / 1000,
     )
     async with simulator:
-        for battery, (host, port) in zip(simulator.batteries, simulator.addresses, strict=True):
+        for index, (battery, (host, port)) in enumerate(
+            zip(simulator.batteries, simulator.addresses, strict=True)
+        ):
+            modbus = ""
+            if args.modbus_port is not None:
+                tcp_host, tcp_port = battery_address(args.bind, index + 1, args.modbus_port)
+                server = await simulator.serve_modbus(
+                    index,
+                    host=tcp_host,
+                    port=tcp_port,
+                    quirks=ModbusQuirks(reply_delay=args.modbus_reply_delay),
+                )
+                modbus = f", Modbus TCP ({server.generation.value} map) on {tcp_host}:{server.port}"
             print(
-                f"{battery.profile.device} v{battery.profile.ver} {battery.ble_mac} on {host}:{port}",
+                f"{battery.profile.device} v{battery.profile.ver} {battery.ble_mac} on {host}:{port}{modbus}",
                 flush=True,
             )
         print(f"{args.count} batteries running at {args.speed}x speed; Ctrl-C stops.", flush=True)

@@ -7,6 +7,10 @@ Sign convention everywhere inside the add-on (Home Assistant's): battery and AC 
 
 Every number the firmware sends declares its plausible range (`plausible`), fixed or following the model's
 peak power; `decode.py` keeps readings outside it out of the snapshot (see `devices/plausibility.py`).
+
+Points the battery also offers over Modbus declare their register per hardware generation (`modbus`,
+`v12` = Venus E v1/v2 and C, `v3` = Venus E v3, A and D; facts in docs/marstek-modbus.md). The sign is
+turned into ours in the declaration (a negative scale), so both transports fill the same values.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from enum import StrEnum
 
 from ..plausibility import ANY, LIFETIME_KWH, Range, counter, show
 from .firmware import Firmware, Mode, Quantity
+from .modbus.registers import NONE, PerGeneration, RegType, reg
 
 Value = float | int | str | bool | None
 
@@ -154,6 +159,7 @@ class BatteryPoint:
     options: tuple[str, ...] = ()
     enabled_by_default: bool = True
     plausible: Plausible | None = None  # numbers from the wire only; text, flags and modes need none
+    modbus: PerGeneration = NONE  # its holding register in each Modbus map
 
     def plausible_for(self, firmware: Firmware) -> Range | None:
         rule = self.plausible
@@ -200,6 +206,9 @@ D, ST, MO, BA, PV, ME, WI, BL = (
     Group.BLE,
 )
 M = Method
+mb = PerGeneration
+I16, U32, I32, ASCII, IPV4 = RegType.I16, RegType.U32, RegType.I32, RegType.ASCII, RegType.IPV4
+NAME, MAC = 10, 6  # registers of the device name and of the BLE MAC text
 DIAG = "diagnostic"
 MEAS, TOTAL_INC = "measurement", "total_increasing"
 
@@ -261,49 +270,59 @@ _PV_CHANNELS = tuple(
     )
 )
 
+_WORK_MODES = (Mode.MANUAL.value, Mode.AUTO.value, Mode.AI.value)  # 43000 = 0, 1, 2
+
 # Order matters: derivations read points declared above them.
 # fmt: off
 BATTERY_POINTS: tuple[BatteryPoint, ...] = (
     # identity (Marstek.GetDevice)
-    BatteryPoint("model", "Model", D, Kind.TEXT, _s(M.GET_DEVICE, "device"), entity_category=DIAG),
+    BatteryPoint("model", "Model", D, Kind.TEXT, _s(M.GET_DEVICE, "device"), entity_category=DIAG,
+                 modbus=mb(v12=reg(31000, ASCII, length=NAME), v3=reg(31000, ASCII, length=NAME))),
+    # the control (EMS) firmware, as `ver` is
     BatteryPoint("firmware", "Firmware", D, Kind.INT, _s(M.GET_DEVICE, "ver"), entity_category=DIAG,
-                 icon="mdi:chip", plausible=ANY),
+                 icon="mdi:chip", plausible=ANY, modbus=mb(v12=reg(31101), v3=reg(30200))),
     BatteryPoint("ble_mac", "BLE MAC", D, Kind.TEXT, _s(M.GET_DEVICE, "ble_mac"), entity_category=DIAG,
-                 enabled_by_default=False),
+                 enabled_by_default=False, modbus=mb(v12=reg(30402, ASCII, length=MAC), v3=reg(30304, ASCII, length=MAC))),
     BatteryPoint("wifi_mac", "WiFi MAC", D, Kind.TEXT, _s(M.GET_DEVICE, "wifi_mac"), entity_category=DIAG,
                  enabled_by_default=False),
     BatteryPoint("ip", "IP address", D, Kind.TEXT, _s(M.GET_DEVICE, "ip"), entity_category=DIAG,
-                 icon="mdi:ip-network"),
+                 icon="mdi:ip-network", modbus=mb(v3=reg(30400, IPV4))),
     # energy system (ES.GetStatus, with ES.GetMode / Bat.GetStatus as fallbacks)
     BatteryPoint("soc", "State of charge", ST, Kind.INT,
                  (Source(M.ES_STATUS, "bat_soc"), Source(M.BAT_STATUS, "soc"), Source(M.ES_MODE, "bat_soc")),
-                 unit="%", device_class="battery", state_class=MEAS, plausible=Range(0, 100)),
+                 unit="%", device_class="battery", state_class=MEAS, plausible=Range(0, 100),
+                 modbus=mb(v12=reg(32104), v3=reg(34002, scale=0.1))),
     BatteryPoint("ac_power", "AC power", ST, Kind.FLOAT,
                  (Source(M.ES_STATUS, "ongrid_power"), Source(M.ES_MODE, "ongrid_power")),
-                 unit="W", device_class="power", state_class=MEAS, precision=0, plausible=_ac_power()),
+                 unit="W", device_class="power", state_class=MEAS, precision=0, plausible=_ac_power(),
+                 modbus=mb(v12=reg(32202, I32), v3=reg(30006, I16))),  # both + = delivering, as ours
     BatteryPoint("offgrid_power", "Off-grid power", ST, Kind.FLOAT,
                  (Source(M.ES_STATUS, "offgrid_power"), Source(M.ES_MODE, "offgrid_power")),
                  unit="W", device_class="power", state_class=MEAS, precision=0, enabled_by_default=False,
-                 plausible=_ac_power()),
+                 plausible=_ac_power(), modbus=mb(v12=reg(32302, I32), v3=reg(30007, I16))),
     *_PV_CHANNELS,
     BatteryPoint("pv_power", "PV power", ST, Kind.FLOAT, derive=_pv_total, unit="W", device_class="power",
                  state_class=MEAS, precision=0),
     BatteryPoint("battery_power", "Battery power", ST, Kind.FLOAT, _s(M.ES_STATUS, "bat_power"),
                  scale=-1.0,  # wire bat_power is assumed + = charging (jaapp, taurgis); ours: + = discharging
                  quantity=Quantity.BAT_POWER, derive=_battery_power, unit="W", device_class="power",
-                 state_class=MEAS, precision=0, plausible=_ac_power()),
+                 state_class=MEAS, precision=0, plausible=_ac_power(),
+                 # registers: + = charging (v3 high confidence, v12 low); 32102 reads 0 on the v3 map
+                 modbus=mb(v12=reg(32102, I32, -1.0), v3=reg(30001, I16, -1.0))),
     BatteryPoint("rated_capacity", "Rated capacity", BA, Kind.FLOAT,
                  (Source(M.BAT_STATUS, "rated_capacity"), Source(M.ES_STATUS, "bat_cap")),
                  unit="Wh", device_class="energy_storage", entity_category=DIAG, precision=0,
-                 plausible=Range(500, MAX_CAPACITY_WH)),
+                 plausible=Range(500, MAX_CAPACITY_WH),
+                 modbus=mb(v12=reg(32105), v3=reg(32105))),  # 0.001 kWh = Wh (0.01 kWh on E v2 fw 147)
     BatteryPoint("ac_input_energy", "AC energy in", ST, Kind.FLOAT,
                  _s(M.ES_STATUS, "total_grid_input_energy"),
                  quantity=Quantity.ENERGY_COUNTER, scale=0.001, unit="kWh", device_class="energy",
-                 state_class=TOTAL_INC, precision=2, plausible=_energy_counter()),
+                 state_class=TOTAL_INC, precision=2, plausible=_energy_counter(),
+                 modbus=mb(v12=reg(33000, U32, 0.01), v3=reg(33000, U32, 0.01))),  # counted at the AC port
     BatteryPoint("ac_output_energy", "AC energy out", ST, Kind.FLOAT,
                  _s(M.ES_STATUS, "total_grid_output_energy"), quantity=Quantity.ENERGY_COUNTER, scale=0.001,
                  unit="kWh", device_class="energy", state_class=TOTAL_INC, precision=2,
-                 plausible=_energy_counter()),
+                 plausible=_energy_counter(), modbus=mb(v12=reg(33002, U32, 0.01), v3=reg(33002, U32, 0.01))),
     BatteryPoint("pv_energy", "PV energy", ST, Kind.FLOAT, _s(M.ES_STATUS, "total_pv_energy"),
                  quantity=Quantity.PV_ENERGY, scale=0.001, unit="kWh", device_class="energy",
                  state_class=TOTAL_INC, precision=2, enabled_by_default=False,
@@ -313,11 +332,15 @@ BATTERY_POINTS: tuple[BatteryPoint, ...] = (
                  state_class=TOTAL_INC, precision=2, enabled_by_default=False, plausible=_energy_counter()),
     # mode (ES.GetMode)
     BatteryPoint("mode", "Mode", MO, Kind.MODE, _s(M.ES_MODE, "mode"), device_class="enum",
-                 options=tuple(m.value for m in Mode), icon="mdi:battery-sync"),
+                 options=tuple(m.value for m in Mode), icon="mdi:battery-sync",
+                 # the user work mode; self-consumption is what the Local API calls Auto
+                 modbus=mb(v12=reg(43000, labels=_WORK_MODES), v3=reg(43000, labels=_WORK_MODES))),
     # battery pack (Bat.GetStatus)
     BatteryPoint("temperature", "Battery temperature", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_temp"),
                  quantity=Quantity.TEMPERATURE, unit="°C", device_class="temperature", state_class=MEAS,
-                 precision=1, plausible=Range(-40, 100)),
+                 precision=1, plausible=Range(-40, 100),
+                 # the warmest cell; E v1/v2 count whole degC from BMS 213 on (0.1 degC before)
+                 modbus=mb(v12=reg(35010, I16), v3=reg(35010, I16, 0.1))),
     BatteryPoint("remaining_energy", "Stored energy", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_capacity"),
                  quantity=Quantity.REMAINING_ENERGY, derive=_remaining_energy, unit="Wh",
                  device_class="energy_storage", state_class=MEAS, precision=0,
@@ -328,10 +351,12 @@ BATTERY_POINTS: tuple[BatteryPoint, ...] = (
                  entity_category=DIAG),
     BatteryPoint("battery_voltage", "Battery voltage", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_voltage"),
                  scale=0.01, unit="V", device_class="voltage", state_class=MEAS, entity_category=DIAG,
-                 precision=2, plausible=Range(0, 100)),
+                 precision=2, plausible=Range(0, 100), modbus=mb(v12=reg(32100, scale=0.01), v3=reg(30100, scale=0.01))),
     BatteryPoint("battery_current", "Battery current", BA, Kind.FLOAT, _s(M.BAT_STATUS, "bat_current"),
                  scale=0.01, unit="A", device_class="current", state_class=MEAS, entity_category=DIAG,
-                 precision=2, enabled_by_default=False, plausible=_pack_current()),
+                 precision=2, enabled_by_default=False, plausible=_pack_current(),
+                 # + = charging, as the Local API's; the v3's 32101 returns garbage while discharging
+                 modbus=mb(v12=reg(32101, I16, 0.01), v3=reg(30101, I16, 0.1))),
     BatteryPoint("error_code", "Error code", BA, Kind.INT, _s(M.BAT_STATUS, "error_code"),
                  entity_category=DIAG, icon="mdi:alert-circle-outline", plausible=ANY),
     # meter (EM.GetStatus; ES.GetMode's copies read zero on v150 even with a live CT, Q15)
@@ -363,7 +388,8 @@ BATTERY_POINTS: tuple[BatteryPoint, ...] = (
                  plausible=counter(METER_TOTAL_W / 1000)),
     # radio links
     BatteryPoint("wifi_rssi", "WiFi signal", WI, Kind.INT, _s(M.WIFI_STATUS, "rssi"), unit="dBm",
-                 device_class="signal_strength", state_class=MEAS, entity_category=DIAG, plausible=Range(-120, 0)),
+                 device_class="signal_strength", state_class=MEAS, entity_category=DIAG, plausible=Range(-120, 0),
+                 modbus=mb(v12=reg(30303, scale=-1.0), v3=reg(30303, scale=-1.0))),  # the register holds -dBm
     BatteryPoint("wifi_ssid", "WiFi network", WI, Kind.TEXT, _s(M.WIFI_STATUS, "ssid"), entity_category=DIAG,
                  enabled_by_default=False),
     BatteryPoint("wifi_ip", "WiFi IP address", WI, Kind.TEXT, _s(M.WIFI_STATUS, "sta_ip"),

@@ -136,8 +136,19 @@ class BatterySnapshot:
             device = raw_device.get("device") or self.values.get("model")  # keep the model if only ver came
             known_ver = int(ver) if isinstance(ver, int | float) and math.isfinite(ver) else self.firmware.ver
             firmware = identify(device if isinstance(device, str) else None, known_ver)
+        return self.with_readings(_decode_sources(results, firmware), firmware, problems, label=label)
+
+    def with_readings(
+        self,
+        decoded: Mapping[str, Value],
+        firmware: Firmware,
+        problems: list[str],
+        *,
+        label: str | None = None,
+    ) -> BatterySnapshot:
+        """A new snapshot from values already in engineering units (the Modbus transport decodes its
+        registers itself), screened, merged and derived exactly as `merged` does."""
         now = time.monotonic()
-        decoded = _decode_sources(results, firmware)
         who = label or _label({**self.values, **decoded}, firmware)
         fresh = self.guard.screen(decoded, plausible_ranges(firmware), now=now, label=who, units=_UNITS)
         values = {**self.values, **fresh}

@@ -1,6 +1,7 @@
-"""A faithful Venus battery on real UDP, for tests, the demo and the optimiser replay."""
+"""A faithful Venus battery on real UDP (and Modbus TCP), for tests, the demo and the optimiser replay."""
 
 from .device import Quirks, SimulatedBattery
+from .modbus_server import ModbusQuirks, VenusModbusServer
 from .physics import BatteryPhysics, Household, SimClock, Site
 from .profiles import PROFILES, FirmwareProfile
 from .server import MarstekSimulator
@@ -11,8 +12,10 @@ __all__ = [
     "FirmwareProfile",
     "Household",
     "MarstekSimulator",
+    "ModbusQuirks",
     "Quirks",
     "SimClock",
     "SimulatedBattery",
     "Site",
+    "VenusModbusServer",
 ]

@@ -81,11 +81,22 @@ class SimulatedBattery:
     ble_advertising: bool = True
     requests: int = 0
     setmode_log: list[dict[str, Any]] = field(default_factory=list)
+    # Modbus control (docs/marstek-modbus.md §3): set-points in RAM, no countdown as Passive's cd_time.
+    rs485_control: bool = False  # 42000: while on, 42010 decides; off resumes `mode`, which it never changed
+    force_mode: int = 0  # 42010: 0 stop, 1 charge, 2 discharge
+    force_charge_w: int = 0  # 42020
+    force_discharge_w: int = 0  # 42021
+    charge_to_soc: int = 0  # 42011: stored only; its effect is unverified
+    charge_cutoff_soc: float = 100.0  # 44000, E v1/v2 only
+    max_charge_setting_w: int = field(init=False)  # 44002: the firmware clamps every forced set-point to it
+    max_discharge_setting_w: int = field(init=False)  # 44003
     _last_setmode_at: float = -1e18
     _rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(f"{self.quirks.seed}-{self.ble_mac}")
+        self.max_charge_setting_w = self.profile.max_charge_w
+        self.max_discharge_setting_w = self.profile.max_discharge_w
         if self.profile.pv_channels:
             self.physics.pv_w = [0.0] * self.profile.pv_channels
         self.site.attach(self.phase, lambda: self.physics.ac_power)
@@ -116,6 +127,8 @@ class SimulatedBattery:
         self.physics.step(seconds, self._target(seconds, at))
 
     def _target(self, seconds: float, at: datetime) -> float:
+        if self.rs485_control:
+            return self._forced_target()
         match self.mode:
             case "Auto" | "AI":
                 error = self.site.total_power()
@@ -132,6 +145,16 @@ class SimulatedBattery:
                 return 0.0
             case _:  # UPS holds the charge
                 return 0.0
+
+    def _forced_target(self) -> float:
+        """A forced mode runs until stopped; only the BMS ends it: full (or the E v1/v2 cut-off) when
+        charging, the SOC floor when discharging (docs/marstek-modbus.md §3.3, §4.4)."""
+        p = self.physics
+        if self.force_mode == 1 and p.soc < self.charge_cutoff_soc:
+            return -float(min(self.force_charge_w, self.max_charge_setting_w))
+        if self.force_mode == 2 and p.soc > p.soc_floor:
+            return float(min(self.force_discharge_w, self.max_discharge_setting_w))
+        return 0.0
 
     # protocol -------------------------------------------------------------------------------------
 
@@ -379,7 +402,7 @@ def ticking_order(batteries: list[SimulatedBattery]) -> list[SimulatedBattery]:
     """Set-point batteries first, self-regulating ones (Auto, AI) last: in a real house the Auto control
     reacts within seconds to everything else on the meter, so within one simulation step it must see the
     others' new power, not last step's."""
-    return sorted(batteries, key=lambda b: b.mode in ("Auto", "AI"))
+    return sorted(batteries, key=lambda b: b.mode in ("Auto", "AI") and not b.rs485_control)
 
 
 def _validated(mode: str, cfg: dict[str, Any]) -> dict[str, Any] | None:

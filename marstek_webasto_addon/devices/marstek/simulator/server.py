@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+from ..modbus.registers import Generation
 from .device import Address, Quirks, SimulatedBattery, ticking_order
+from .modbus_server import ModbusQuirks, VenusModbusServer
 from .physics import BatteryPhysics, Household, SimClock, Site
 from .profiles import DEFAULT_PROFILE, PROFILES, FirmwareProfile
 
@@ -79,6 +81,7 @@ class MarstekSimulator:
         self._endpoints: dict[int, _Endpoint] = {}
         self._outage_until: dict[int, float] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._modbus: list[VenusModbusServer] = []
         self._last_tick = 0.0
         self.frozen = False  # physics stands still (time still passes): for exact comparisons in tests
 
@@ -153,8 +156,29 @@ class MarstekSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        for server in self._modbus:
+            await server.stop()
+        self._modbus.clear()
         for index in list(self._endpoints):
             self._close(index)
+
+    async def serve_modbus(
+        self,
+        index: int = 0,
+        *,
+        generation: Generation | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        quirks: ModbusQuirks | None = None,
+    ) -> VenusModbusServer:
+        """Battery `index`'s Modbus map too, on a TCP port of its own (0: a free one), sharing its physics
+        with the Local API; the generation follows the profile's model unless given. Stopped with us."""
+        server = VenusModbusServer(
+            self.batteries[index], generation=generation, host=host, port=port, quirks=quirks
+        )
+        await server.start()
+        self._modbus.append(server)
+        return server
 
     async def _open(self, index: int) -> None:
         host, port = self.addresses[index]
