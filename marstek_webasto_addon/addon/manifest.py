@@ -40,7 +40,7 @@ SHOWN_DEFAULTS: dict[str, Any] = {
     "log_level": "info",
 }
 PASSWORDS = {("mqtt", "password")}
-PORTS = {("batteries", "port"), ("wallboxes", "port"), ("mqtt", "port")}
+PORTS = {("batteries", "port"), ("batteries", "modbus_port"), ("wallboxes", "port"), ("mqtt", "port")}
 
 HEADER: dict[str, Any] = {
     "name": "Marstek & Webasto",

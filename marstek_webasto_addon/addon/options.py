@@ -80,11 +80,40 @@ class _Strict(BaseModel):
 
 class BatteryOptions(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
-    host: str
+    host: str = ""  # the Local API's address; for Modbus too unless modbus_host is set
     port: Annotated[int, Field(ge=1, le=65535)] = 30000
     ble_mac: Annotated[str | None, Field(pattern=_BLE_MAC)] = None  # optional: pins the identity
+    # udp: the Local API (as before); modbus: Modbus TCP only; auto: the Local API, Modbus while it is silent
+    transport: Literal["udp", "modbus", "auto"] = "udp"
+    modbus_host: str = ""  # empty: `host` (the battery's own LAN port); else an RS485-to-TCP gateway
+    modbus_port: Annotated[int, Field(ge=1, le=65535)] = 502
+    modbus_unit_id: Annotated[int, Field(ge=0, le=255)] = 1
+    # auto: from the device name in register 31000; v12 = Venus E 1.0/2.0 and C, v3 = Venus E 3.0, A, D
+    modbus_generation: Literal["auto", "v12", "v3"] = "auto"
 
-    _check_host = field_validator("host")(classmethod(lambda cls, v: _host(v)))
+    @field_validator("host", "modbus_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        return _host(value) if value.strip() else ""
+
+    @model_validator(mode="after")
+    def _transport_complete(self) -> BatteryOptions:
+        if self.transport != "modbus" and not self.host:
+            raise ValueError(
+                f"batteries: {self.name}: host is required with transport {self.transport} "
+                "(the address of the battery's Local API)"
+            )
+        if self.transport != "udp" and not (self.modbus_host or self.host):
+            raise ValueError(
+                f"batteries: {self.name}: transport {self.transport} needs modbus_host "
+                "(the battery's LAN address or the RS485 gateway's), or host"
+            )
+        return self
+
+    @property
+    def modbus_address(self) -> str:
+        """Where Modbus TCP is served: the gateway, or the battery itself."""
+        return self.modbus_host or self.host
 
 
 class WallboxOptions(_Strict):
@@ -305,10 +334,19 @@ class Options(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: names must be unique; repeated: {', '.join(duplicates)}")
-            addresses = [(item.host, item.port) for item in items]
+            addresses = [address for item in items for address in _addresses(item)]
             if len(set(addresses)) != len(addresses):
                 raise ValueError(f"{kind}: two entries point at the same host and port")
         return self
+
+
+def _addresses(item: BatteryOptions | WallboxOptions) -> list[tuple[str, str, int]]:
+    """The (protocol, host, port) a device is reached at: no two devices may share one."""
+    if isinstance(item, WallboxOptions):
+        return [("tcp", item.host, item.port)]
+    udp = [("udp", item.host, item.port)] if item.transport != "modbus" else []
+    tcp = [("tcp", item.modbus_address, item.modbus_port)] if item.transport != "udp" else []
+    return udp + tcp
 
 
 class OptionsError(Exception):
