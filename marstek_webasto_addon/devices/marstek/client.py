@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ..outcome import WriteOutcome, WriteStatus
 from .commands import (
@@ -199,6 +199,11 @@ class MarstekClient:
             yield cls(host, port, endpoint=endpoint, pacing=pacing)
         finally:
             endpoint.close()
+
+    transport: Literal["udp"] = "udp"
+
+    async def close(self) -> None:
+        """Nothing to hand back: the endpoint is shared, and every Passive sent ends by its countdown."""
 
     @property
     def address(self) -> tuple[str, int]:

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .client import MarstekClient, OutOfTime, ReadReport
+from .battery_client import BatteryClient
+from .client import OutOfTime, ReadReport
 from .datapoints import Method
 from .decode import BatterySnapshot
 from .discovery import discover
@@ -55,7 +56,7 @@ class BatteryLink:
     def __init__(
         self,
         name: str,
-        client: MarstekClient,
+        client: BatteryClient,
         settings: LinkSettings | None = None,
         on_update: Callable[[BatteryLink], None] | None = None,
     ) -> None:
@@ -177,6 +178,18 @@ class BatteryLink:
         ):
             return
         self._told_never = True
+        if self.client.transport == "modbus":
+            _LOG.warning(
+                "%s: no answer from %s:%d over Modbus TCP since the start (%s). Check that the battery is "
+                "on, that its LAN cable is plugged in (the Venus E 3.0 serves Modbus from firmware 144 on "
+                "its LAN port, not over WiFi) or that the RS485 gateway converts Modbus TCP to RTU at "
+                "115200 8N1, and that no other Modbus client holds the battery",
+                self.name,
+                self.client.host,
+                self.client.port,
+                self.last_error or "no reply",
+            )
+            return
         _LOG.warning(
             "%s: no answer from %s:%d since the start (%s). Check that the battery is on and in the "
             "network, that its Local API is enabled on port %d (Marstek app, device settings; old firmware "
@@ -226,11 +239,12 @@ class BatteryLink:
         """Search the network for this battery's BLE MAC; True when it was found at a new address."""
         mac = self.client.identity
         targets = self.settings.rediscovery_targets
-        if not mac or not targets or time.monotonic() < self._next_rediscovery:
+        endpoint = self.client.endpoint  # None: not reached over UDP, nothing to broadcast for
+        if not mac or not targets or endpoint is None or time.monotonic() < self._next_rediscovery:
             return False
         _LOG.info("%s: looking for battery %s on the network", self.name, mac)
         found = await discover(
-            self.client.endpoint,
+            endpoint,
             [(host, self.client.port) if port == 0 else (host, port) for host, port in targets],
             timeout=self.settings.rediscovery_timeout,
             stop_when=lambda battery: battery.ble_mac == mac,

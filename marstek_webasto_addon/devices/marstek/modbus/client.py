@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -33,7 +33,7 @@ from ..protocol import MarstekError
 from .codec import CodecError, Reading, encode
 from .decode import ControlState, firmware_for, point_values, read_request, with_control
 from .readplan import ReadPlan, control_plan, identity_plan, poll_plan
-from .registers import CONTROL_BY_KEY, RULES, ForceMode, Function, Generation, Rs485
+from .registers import CONTROL_BY_KEY, RULES, ForceMode, Function, Generation, Rs485, WorkMode
 
 _LOG = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ class VenusModbusClient:
             wait = self._last_reply + self.config.gap - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if self._client is None:  # dropped while waiting for the gap
+                raise ModbusUnavailable(f"not connected to the {self.config.label}")
             try:
                 yield self._client
             finally:
@@ -359,6 +361,26 @@ class VenusModbusClient:
     async def stop(self) -> WriteOutcome:
         """Standby, still under RS485 control."""
         return await self._command("stop", _IDLE, _IDLE)
+
+    async def set_work_mode(self, mode: WorkMode) -> WriteOutcome:
+        """The stored work mode (43000, EEPROM): RS485 control released first, 43000 written only when it
+        differs (under control it reads 1 whatever is stored, so it is read again after the release)."""
+        command = f"work mode {mode.name.lower().replace('_', '-')}"
+        try:
+            state = await self.read_control()
+        except MarstekError as exc:
+            return self._outcome(WriteStatus.NOT_APPLIED, command, 0, f"control unknown: {exc}", "")
+        released = ""
+        if state.in_control:
+            outcome = await self.release()
+            if not outcome.ok:
+                return replace(outcome, command=command)
+            state, released = self.control, "control released; "
+        if state.work_mode is mode:
+            detail = f"{released}already in this mode: 43000 not written (stored in EEPROM)"
+            return self._outcome(WriteStatus.APPLIED, command, 1 if released else 0, detail, "")
+        outcome = await self._command(command, [("work_mode", mode)], [("work_mode", mode)])
+        return replace(outcome, detail=released + outcome.detail) if released else outcome
 
     async def release(self) -> WriteOutcome:
         """Stop, then RS485 control off: the battery resumes its stored work mode."""

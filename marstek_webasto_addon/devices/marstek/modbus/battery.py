@@ -1,0 +1,404 @@
+"""A Venus over Modbus TCP behind the face every battery client shows (`BatteryClient`).
+
+The Local API's commands map onto the control registers (docs/marstek-modbus.md §3):
+
+* Auto, AI and Manual (without a slot) are the stored work mode (43000): RS485 control is released first,
+  and 43000 is written only when it differs, as it lives in EEPROM.
+* Passive with a power and a countdown is RS485 control with a forced charge or discharge, clamped to the
+  limits. The battery has no countdown over Modbus and keeps a forced mode until it is stopped, so the add-on
+  holds it as a lease (`Lease`) and enforces it at every poll: it releases control when the countdown ends
+  (at most `PASSIVE_MAX_SECONDS` after the last command, as over UDP), stops a forced charge at
+  `soc_ceiling` and a forced discharge at `soc_floor` itself, takes control again when the battery dropped
+  it while the lease runs, and releases control at a clean stop and at the first poll after a start
+  (a battery left in RS485 control by a run that died).
+
+What cannot be bounded: if the add-on dies while it holds control, the battery keeps the forced power until
+its BMS stops it (full, or the discharge floor), a reboot, or someone releases it. DOCS.md says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from ...outcome import WriteOutcome, WriteStatus
+from ..client import DEFAULT_SOC_FLOOR, OutOfTime, ReadReport
+from ..commands import (
+    DOD_MAX,
+    DOD_MIN,
+    AiMode,
+    AutoMode,
+    CommandError,
+    ManualSlot,
+    ModeCommand,
+    PassiveMode,
+    prepare,
+)
+from ..datapoints import READ_METHODS, Method
+from ..decode import BatterySnapshot
+from ..firmware import Family, PowerLimits, identify
+from ..protocol import IdentityMismatch, MarstekError
+from ..transport import UdpEndpoint
+from .client import DEFAULT_PORT, DEFAULT_TIMEOUT_S, DEFAULT_UNIT, VenusModbusClient, VenusModbusConfig
+from .registers import ForceMode, Generation, WorkMode
+
+_LOG = logging.getLogger(__name__)
+
+_WORK_MODES: dict[type, WorkMode] = {
+    AutoMode: WorkMode.SELF_CONSUMPTION,  # what the Local API calls Auto
+    AiMode: WorkMode.AI,
+    ManualSlot: WorkMode.MANUAL,
+}
+
+
+@dataclass
+class Lease:
+    """A Passive command held by the add-on: `power` (+ discharge, - charge) until `until` (its clock)."""
+
+    power: int
+    until: float
+    at_bound: bool = False  # the SOC bound was reached: idle under control until the lease ends
+
+    @property
+    def force(self) -> ForceMode:
+        return (
+            ForceMode.DISCHARGE if self.power > 0 else ForceMode.CHARGE if self.power < 0 else ForceMode.STOP
+        )
+
+
+class ModbusBattery:
+    """One battery over Modbus TCP: `read()` polls it and keeps its lease; `set_mode()` commands it."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        unit_id: int = DEFAULT_UNIT,
+        generation: Generation | None = None,  # None: chosen from the device name (31000)
+        ble_mac: str | None = None,
+        limits: PowerLimits | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        request_gap: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.identity = ble_mac.lower() if ble_mac else None
+        self.soc_floor = DEFAULT_SOC_FLOOR  # forced discharging stops here
+        self.soc_ceiling = 100.0  # forced charging stops here
+        self.schedule: dict[int, ManualSlot] = {}  # the Local API's slots: none are written over Modbus
+        self.last_answer_at: float | None = None
+        self.last_src: str | None = None
+        self.last_round_trip: float | None = None
+        self.lease: Lease | None = None
+        self._clock = clock
+        self._generation = generation
+        self._config = VenusModbusConfig(
+            host,
+            generation or Generation.V3,  # the device name is at 31000 in both maps
+            port=port,
+            unit_id=unit_id,
+            timeout=timeout,
+            request_gap=request_gap,
+            limits=limits,
+        )
+        self.modbus = VenusModbusClient(self._config)
+        self._started = False  # the first poll has checked for a control left on by an earlier run
+
+    transport: Literal["modbus"] = "modbus"
+
+    # the client face ------------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> BatterySnapshot:
+        return self.modbus.snapshot
+
+    @snapshot.setter
+    def snapshot(self, snapshot: BatterySnapshot) -> None:
+        self.modbus.snapshot = snapshot
+
+    @property
+    def endpoint(self) -> UdpEndpoint | None:
+        return None
+
+    @property
+    def limits(self) -> PowerLimits:
+        return self.modbus.limits
+
+    @property
+    def unsupported_methods(self) -> list[Method]:
+        return []
+
+    @property
+    def last_replies(self) -> dict[Method, dict[str, Any]]:
+        return {}
+
+    @property
+    def last_words(self) -> dict[str, list[int]]:
+        return self.modbus.last_words
+
+    @property
+    def requests(self) -> int:
+        return self.modbus.requests
+
+    def is_unsupported(self, method: Method) -> bool:
+        return False
+
+    def move_to(self, host: str) -> None:
+        self.host = host
+        self._replace_client(replace(self._config, host=host))
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port} (Modbus)"
+
+    # reading --------------------------------------------------------------------------------------
+
+    async def read(
+        self,
+        methods: Iterable[Method] = READ_METHODS,
+        *,
+        deadline: float | None = None,
+        persist: bool = False,
+        give_up_after: int = 2,
+        on_first_answer: Callable[[], None] | None = None,
+    ) -> ReadReport:
+        """One poll of every register (the methods only name the report's entries), then the lease kept.
+
+        `persist` and `give_up_after` are the Local API's retry rules: a Modbus request is not resent."""
+        wanted = list(methods) or [Method.ES_MODE]
+        report = ReadReport()
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left < 0.05:
+            report.errors[wanted[0]] = OutOfTime(f"no time left to ask {self.label}")
+            report.unread.extend(wanted)
+            return report
+        started = time.monotonic()
+        # Not cut at the deadline: the poll may wait for a command's writes, which must not be cut off
+        # midway; every request has the client's timeout, and the link follows an overrun poll at once.
+        try:
+            await self._poll()
+        except MarstekError as exc:
+            report.errors[wanted[0]] = exc
+            return report
+        self.last_round_trip = time.monotonic() - started
+        self.last_answer_at = time.monotonic()
+        report.results = {method: {} for method in wanted}
+        if on_first_answer is not None:
+            on_first_answer()
+        await self.keep_lease()
+        return report
+
+    async def _connected(self) -> VenusModbusClient:
+        if not self.modbus.connected:
+            await self.modbus.connect()
+            if self._generation is None:
+                await self._choose_generation()
+        return self.modbus
+
+    async def _choose_generation(self) -> None:
+        """The register map from the device name, which both maps keep at 31000."""
+        model = self.modbus.snapshot.values.get("model")
+        family = identify(model if isinstance(model, str) else None, None).family
+        if family is Family.UNKNOWN:
+            # An unknown name: the v3 map's identity registers answer only on the v3 firmware base.
+            generation = Generation.V3 if "firmware" in self.modbus.snapshot.values else Generation.V12
+        else:
+            generation = Generation.for_family(family)
+        self._generation = generation
+        _LOG.info("%s: the %s register map, from the device name %r", self.label, generation.value, model)
+        if generation is not self._config.generation:
+            self._replace_client(replace(self._config, generation=generation))
+            await self.modbus.connect()
+
+    def _replace_client(self, config: VenusModbusConfig) -> None:
+        old = self.modbus
+        old.drop()  # the battery serves a single client
+        self._config = config
+        self.modbus = VenusModbusClient(config)
+        self.modbus.snapshot = BatterySnapshot(guard=old.snapshot.guard)
+
+    async def _poll(self) -> None:
+        before = self.modbus.snapshot
+        model_before = before.values.get("model")
+        client = await self._connected()
+        snapshot = await client.poll()
+        values = snapshot.values
+        mac = values.get("ble_mac")
+        if isinstance(mac, str):
+            mac = values["ble_mac"] = mac.strip().lower()  # the Local API's spelling
+            if self.identity and mac and mac != self.identity:
+                self.modbus.snapshot = before
+                raise IdentityMismatch(
+                    f"another battery ({mac}) answers at {self.label}; expected {self.identity}"
+                )
+            self.identity = self.identity or mac or None
+        model = values.get("model")
+        # `VNSE3-0` over Modbus is `VenusE 3.0` over UDP: one model, one spelling across a switch.
+        if isinstance(model_before, str) and isinstance(model, str) and _same_model(model, model_before):
+            values["model"] = model_before
+        self.last_src = str(values.get("model") or "") or None
+
+    # the lease ------------------------------------------------------------------------------------
+
+    async def keep_lease(self) -> None:
+        """After a poll: end the lease when due, stop at the SOC bound, take control again when it was
+        lost, and release a control nobody holds a lease for at the first poll."""
+        client = self.modbus
+        control = client.control
+        lease = self.lease
+        first, self._started = not self._started, True
+        if lease is None:
+            if first and control.in_control:
+                _LOG.warning(
+                    "%s: the battery is in RS485 control but no command of this run asks for it (left by a "
+                    "run that stopped without releasing it, or by another controller): releasing it",
+                    self.label,
+                )
+                await client.release()
+            return
+        if self._clock() >= lease.until:
+            outcome = await client.release()
+            if outcome.ok:
+                _LOG.info("%s: the lease of Passive %+d W ended: control released", self.label, lease.power)
+                self.lease = None
+            return
+        soc = self.snapshot.soc
+        if not lease.at_bound and soc is not None and self._beyond_bound(lease, soc):
+            lease.at_bound = True
+            bound = self.soc_ceiling if lease.power < 0 else self.soc_floor
+            _LOG.info(
+                "%s: SOC %.0f %% reached the bound %.0f %%: the forced power stops", self.label, soc, bound
+            )
+            await client.stop()
+            return
+        wanted = ForceMode.STOP if lease.at_bound else lease.force
+        if not control.in_control or control.force_mode is not wanted:
+            _LOG.warning(
+                "%s: the battery left the forced mode while the lease runs: taking it again", self.label
+            )
+            await self._apply(lease)
+
+    def _beyond_bound(self, lease: Lease, soc: float) -> bool:
+        if lease.power < 0:
+            return soc >= self.soc_ceiling
+        return lease.power > 0 and soc <= self.soc_floor
+
+    async def _apply(self, lease: Lease) -> WriteOutcome:
+        client = self.modbus
+        soc = self.snapshot.soc
+        if lease.power == 0 or lease.at_bound or (soc is not None and self._beyond_bound(lease, soc)):
+            lease.at_bound = lease.power != 0
+            return await client.take_control()  # idle, held
+        if lease.power < 0:
+            return await client.force_charge(-lease.power)
+        return await client.force_discharge(lease.power)
+
+    # writing --------------------------------------------------------------------------------------
+
+    async def set_mode(self, command: ModeCommand) -> WriteOutcome:
+        described = command.describe()
+        try:
+            await self._connected()
+        except MarstekError as exc:
+            return _outcome(WriteStatus.NOT_APPLIED, described, str(exc))
+        if isinstance(command, PassiveMode):
+            return await self._passive(command)
+        if isinstance(command, ManualSlot) and command.enabled:
+            return _outcome(
+                WriteStatus.REJECTED,
+                described,
+                "schedule slots are not written over Modbus (use the Marstek app, or the Local API)",
+            )
+        work_mode = _WORK_MODES.get(type(command))
+        if work_mode is None:
+            return _outcome(
+                WriteStatus.REJECTED, described, f"{command.mode.value} mode is not offered over Modbus"
+            )
+        self.lease = None
+        outcome = await self.modbus.set_work_mode(work_mode)
+        return replace(outcome, command=described, detail=f"{outcome.command}: {outcome.detail}")
+
+    async def _passive(self, command: PassiveMode) -> WriteOutcome:
+        if self.snapshot.firmware.ver is None:
+            return _outcome(
+                WriteStatus.REJECTED, command.describe(), "the battery has not identified itself yet"
+            )
+        try:
+            prepared, clamped = prepare(command, self.snapshot.firmware, self.limits)
+        except CommandError as exc:
+            return _outcome(WriteStatus.REJECTED, command.describe(), str(exc))
+        assert isinstance(prepared, PassiveMode)
+        command = prepared
+        previous, self.lease = self.lease, Lease(command.power, self._clock() + command.duration_s)
+        self._started = True
+        outcome = await self._apply(self.lease)
+        if outcome.status is WriteStatus.REJECTED:
+            self.lease = previous  # nothing changed on the battery
+        bound = " (held idle: the SOC bound is reached)" if self.lease and self.lease.at_bound else ""
+        detail = (
+            f"{outcome.command}{bound}: {outcome.detail}; no countdown over Modbus: the add-on releases "
+            f"control after {command.duration_s} s"
+        )
+        notes = "; ".join(note for note in (clamped, outcome.clamped) if note)
+        return replace(outcome, command=command.describe(), detail=detail, clamped=notes)
+
+    async def clear_schedules(self, *, restore: bool = True) -> WriteOutcome:
+        return WriteOutcome(
+            WriteStatus.ACCEPTED,
+            "clear schedules",
+            0,
+            "nothing written over Modbus: the battery ignores its schedules while the add-on controls it",
+        )
+
+    async def set_dod(self, depth_percent: int) -> WriteOutcome:
+        value = max(DOD_MIN, min(DOD_MAX, int(depth_percent)))
+        self.soc_floor = 100.0 - value
+        return _outcome(
+            WriteStatus.ACCEPTED,
+            f"depth of discharge {value} %",
+            f"kept by the add-on: forced discharging stops at {self.soc_floor:.0f} % (the battery's own "
+            "depth of discharge cannot be set over Modbus)",
+        )
+
+    async def set_led(self, on: bool) -> WriteOutcome:
+        return _outcome(WriteStatus.REJECTED, f"LED {'on' if on else 'off'}", "not available over Modbus")
+
+    async def set_ble_advertising(self, on: bool) -> WriteOutcome:
+        return _outcome(
+            WriteStatus.REJECTED, f"BLE advertising {'on' if on else 'off'}", "not available over Modbus"
+        )
+
+    async def release_control(self) -> WriteOutcome | None:
+        """End the lease and hand control back, if the add-on holds it (None: nothing held)."""
+        held = self.lease is not None or (self.modbus.connected and self.modbus.control.in_control)
+        self.lease = None
+        if not held:
+            return None
+        return await self.modbus.release()
+
+    async def close(self) -> None:
+        """A clean stop: never leave RS485 control on without a reason."""
+        try:
+            if self.modbus.connected or self.lease is not None:
+                await self._connected()
+                await self.release_control()
+        except MarstekError as exc:
+            _LOG.warning("%s: could not release RS485 control at the stop: %s", self.label, exc)
+        finally:
+            await self.modbus.close()
+
+
+def _same_model(one: str, other: str) -> bool:
+    family = identify(one, None).family
+    return family is not Family.UNKNOWN and family is identify(other, None).family
+
+
+def _outcome(status: WriteStatus, command: str, detail: str) -> WriteOutcome:
+    outcome = WriteOutcome(status, command, 0 if status is WriteStatus.REJECTED else 1, detail)
+    _LOG.log(logging.INFO if outcome.ok else logging.WARNING, "%s -> %s: %s", command, status.value, detail)
+    return outcome
