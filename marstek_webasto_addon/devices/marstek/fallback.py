@@ -1,0 +1,250 @@
+"""`transport: auto`: the Local API, with Modbus TCP while it is silent, and back when it answers again.
+
+Switching to Modbus after `SILENT_POLLS` = 2 polls in a row without any answer: a poll of an online battery
+already resends its first request until the poll's time is up (about six attempts in 10 s), so one silent
+poll is rare on a working link even at the 30 % loss some firmware shows, two in a row almost never; and two
+poll intervals are less than the three (plus a grace) after which the battery counts as offline, so a
+battery that answers over Modbus never goes unavailable in between. While on Modbus, the Local API is
+probed once every `PROBE_EVERY_S` (5 min: often enough to come back soon, rare enough not to disturb a
+firmware whose API is struggling), and at every poll while Modbus does not answer either.
+
+Across a switch the snapshot (values, plausibility history) is handed over, so entities and the guard see
+one battery; a Passive command still running is carried over with the rest of its time, and RS485 control
+is released when leaving Modbus. Every switch is logged once, with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..outcome import WriteOutcome
+from .battery_client import Transport
+from .client import MarstekClient, ReadReport
+from .commands import ManualSlot, ModeCommand, PassiveMode
+from .datapoints import READ_METHODS, Method
+from .decode import BatterySnapshot
+from .firmware import PowerLimits
+from .modbus.battery import ModbusBattery
+from .transport import UdpEndpoint
+
+_LOG = logging.getLogger(__name__)
+
+SILENT_POLLS = 2
+PROBE_EVERY_S = 300.0
+
+
+@dataclass(frozen=True)
+class Switch:
+    at: float  # time.monotonic()
+    to: Transport
+    reason: str
+
+
+class FallbackBattery:
+    """Both clients of one battery; the face of the one in use."""
+
+    def __init__(
+        self,
+        udp: MarstekClient,
+        modbus: ModbusBattery,
+        *,
+        name: str = "",
+        silent_polls: int = SILENT_POLLS,
+        probe_every: float = PROBE_EVERY_S,
+    ) -> None:
+        self.udp = udp
+        self.modbus = modbus
+        self.name = name or udp.host
+        self.silent_polls = silent_polls
+        self.probe_every = probe_every
+        self.active: MarstekClient | ModbusBattery = udp
+        self.switches: list[Switch] = []
+        self._silent = 0
+        self._next_probe = 0.0
+        self._modbus_answers = True
+        self._passive: tuple[int, float] | None = None  # the running Passive: power, end (monotonic)
+        modbus.snapshot = udp.snapshot  # one plausibility history from the start
+
+    # the face of the client in use ----------------------------------------------------------------
+
+    @property
+    def transport(self) -> Transport:
+        return self.active.transport
+
+    @property
+    def host(self) -> str:
+        return self.active.host
+
+    @property
+    def port(self) -> int:
+        return self.active.port
+
+    @property
+    def identity(self) -> str | None:
+        return self.udp.identity or self.modbus.identity
+
+    @property
+    def snapshot(self) -> BatterySnapshot:
+        return self.active.snapshot
+
+    @snapshot.setter
+    def snapshot(self, snapshot: BatterySnapshot) -> None:
+        self.active.snapshot = snapshot
+
+    @property
+    def soc_floor(self) -> float:
+        return self.udp.soc_floor
+
+    @soc_floor.setter
+    def soc_floor(self, floor: float) -> None:
+        self.udp.soc_floor = self.modbus.soc_floor = floor
+
+    @property
+    def schedule(self) -> dict[int, ManualSlot]:
+        return self.udp.schedule
+
+    @schedule.setter
+    def schedule(self, slots: dict[int, ManualSlot]) -> None:
+        self.udp.schedule = slots
+
+    @property
+    def last_answer_at(self) -> float | None:
+        times = [t for t in (self.udp.last_answer_at, self.modbus.last_answer_at) if t is not None]
+        return max(times, default=None)
+
+    @property
+    def last_src(self) -> str | None:
+        return self.active.last_src
+
+    @property
+    def last_round_trip(self) -> float | None:
+        return self.active.last_round_trip
+
+    @property
+    def endpoint(self) -> UdpEndpoint | None:
+        return self.udp.endpoint
+
+    @property
+    def limits(self) -> PowerLimits:
+        return self.active.limits
+
+    @property
+    def unsupported_methods(self) -> list[Method]:
+        return self.active.unsupported_methods
+
+    @property
+    def last_replies(self) -> dict[Method, dict[str, Any]]:
+        return self.udp.last_replies
+
+    def is_unsupported(self, method: Method) -> bool:
+        return self.active.is_unsupported(method)
+
+    def move_to(self, host: str) -> None:
+        self.udp.move_to(host)
+
+    # reading, and the switches --------------------------------------------------------------------
+
+    async def read(
+        self,
+        methods: Iterable[Method] = READ_METHODS,
+        *,
+        deadline: float | None = None,
+        persist: bool = False,
+        give_up_after: int = 2,
+        on_first_answer: Callable[[], None] | None = None,
+    ) -> ReadReport:
+        wanted = list(methods)
+        options: dict[str, Any] = {
+            "deadline": deadline,
+            "persist": persist,
+            "give_up_after": give_up_after,
+            "on_first_answer": on_first_answer,
+        }
+        if self.active is self.udp:
+            report = await self.udp.read(wanted, **options)
+            if report.any_answer:
+                self._silent = 0
+                return report
+            self._silent += 1
+            if self._silent < self.silent_polls:
+                return report
+            why = "; ".join(str(e) for e in report.errors.values()) or "no reply"
+            await self._switch(self.modbus, f"no answer over UDP for {self._silent} polls in a row ({why})")
+            if deadline is not None and deadline - time.monotonic() < 1.0:
+                return report  # Modbus is asked at the next poll
+            return await self.modbus.read(wanted, **options)
+        probe_due = not self._modbus_answers or time.monotonic() >= self._next_probe
+        if probe_due and await self._udp_answers(deadline):
+            await self._switch(self.udp, "the Local API answers again")
+            return await self.udp.read(wanted, **options)
+        report = await self.modbus.read(wanted, **options)
+        self._modbus_answers = report.any_answer
+        return report
+
+    async def _udp_answers(self, deadline: float | None) -> bool:
+        """One short question over UDP, with at most half the poll's time."""
+        self._next_probe = time.monotonic() + self.probe_every
+        now = time.monotonic()
+        probe_deadline = None if deadline is None else now + max(0.0, deadline - now) / 2
+        self.udp.snapshot = self.modbus.snapshot  # what it answers continues the same history
+        report = await self.udp.read([Method.ES_MODE], deadline=probe_deadline, give_up_after=1)
+        return report.any_answer
+
+    async def _switch(self, to: MarstekClient | ModbusBattery, reason: str) -> None:
+        source = self.active
+        if source is self.modbus:
+            released = await self.modbus.release_control()
+            if released is not None and not released.ok:
+                _LOG.warning("%s: RS485 control could not be released: %s", self.name, released.detail)
+        to.snapshot = source.snapshot
+        self.active = to
+        self._silent = 0
+        self._modbus_answers = True
+        self._next_probe = time.monotonic() + self.probe_every
+        self.switches.append(Switch(time.monotonic(), to.transport, reason))
+        _LOG.warning("%s: now over %s (was %s): %s", self.name, to.transport, source.transport, reason)
+        if self._passive is not None:
+            power, end = self._passive
+            left = round(end - time.monotonic())
+            if left > 0:
+                outcome = await to.set_mode(PassiveMode(power, left))
+                _LOG.info(
+                    "%s: the running Passive carried over %s: %s",
+                    self.name,
+                    to.transport,
+                    outcome.status.value,
+                )
+
+    # commands: over the transport in use ----------------------------------------------------------
+
+    async def set_mode(self, command: ModeCommand) -> WriteOutcome:
+        outcome = await self.active.set_mode(command)
+        if isinstance(command, PassiveMode):
+            if outcome.status.value not in ("rejected",):
+                self._passive = (command.power, time.monotonic() + command.duration_s)
+        elif outcome.ok:
+            self._passive = None
+        return outcome
+
+    async def clear_schedules(self, *, restore: bool = True) -> WriteOutcome:
+        return await self.active.clear_schedules(restore=restore)
+
+    async def set_dod(self, depth_percent: int) -> WriteOutcome:
+        outcome = await self.active.set_dod(depth_percent)
+        if outcome.ok:
+            self.soc_floor = self.active.soc_floor
+        return outcome
+
+    async def set_led(self, on: bool) -> WriteOutcome:
+        return await self.active.set_led(on)
+
+    async def set_ble_advertising(self, on: bool) -> WriteOutcome:
+        return await self.active.set_ble_advertising(on)
+
+    async def close(self) -> None:
+        await self.modbus.close()
+        await self.udp.close()
