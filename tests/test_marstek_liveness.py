@@ -124,7 +124,9 @@ async def test_a_dead_battery_is_offline_within_three_poll_intervals_and_back_wi
         last_answer = link.snapshot.updated_at
         stopped = time.monotonic()
         sim.outage(0, 1000)  # stops answering, mid-cadence
-        pending = asyncio.create_task(writer(link.client)) if writer else None
+        client = link.client
+        assert isinstance(client, MarstekClient)
+        pending = asyncio.create_task(writer(client)) if writer else None
         await until(lambda: not link.online, timeout=10 * POLL)
         offline = record.first(False, stopped)
         # The write (if any) is still retrying: it neither delayed the verdict nor held up the polls.

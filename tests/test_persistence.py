@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from marstek_webasto_addon.addon.runtime import restore_schedule
+from marstek_webasto_addon.devices.marstek.client import MarstekClient
 from marstek_webasto_addon.devices.marstek.commands import ManualSlot
 from marstek_webasto_addon.devices.outcome import WriteStatus
 from marstek_webasto_addon.optimiser.tariff import KEPT_MONTHS, CapacityTracker
@@ -66,7 +67,9 @@ async def test_manual_slots_written_before_a_restart_are_remembered(
     slot = ManualSlot(2, "01:00", "06:00", 0b0011111, -1200)
     async with bridge(broker, options(host, port, host), tmp_path) as runtime:
         await until(lambda: runtime.batteries[0].available, 20)
-        outcome = await runtime.battery_links[0].client.write_slot(slot)
+        client = runtime.battery_links[0].client
+        assert isinstance(client, MarstekClient)
+        outcome = await client.write_slot(slot)
         assert outcome.status in (WriteStatus.APPLIED, WriteStatus.ACCEPTED)
         await until(lambda: "2" in stored(tmp_path).get("schedules", {}).get(key, {}), 10)
     async with bridge(broker, options(host, port, host), tmp_path) as runtime:

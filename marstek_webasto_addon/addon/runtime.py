@@ -27,11 +27,15 @@ from ..bridge.mqtt import BrokerSettings, MqttBridge
 from ..bridge.optimiser_device import OptimiserDevice
 from ..bridge.site_energy import BatterySource, SiteEnergy
 from ..bridge.topics import Topics
+from ..devices.marstek.battery_client import BatteryClient
 from ..devices.marstek.client import MarstekClient, Pacing
 from ..devices.marstek.commands import ManualSlot
 from ..devices.marstek.datapoints import Method
 from ..devices.marstek.discovery import broadcast_addresses, expand_targets
+from ..devices.marstek.fallback import FallbackBattery
 from ..devices.marstek.link import BatteryLink, LinkSettings
+from ..devices.marstek.modbus.battery import ModbusBattery
+from ..devices.marstek.modbus.registers import Generation
 from ..devices.marstek.transport import UdpEndpoint
 from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
@@ -93,6 +97,13 @@ def restore_schedule(saved: object, name: str) -> dict[int, ManualSlot]:
 
 def _battery_key(options: BatteryOptions) -> str:
     return f"battery:{options.name}@{options.host}:{options.port}"
+
+
+def _udp_of(client: BatteryClient) -> MarstekClient | None:
+    """The battery's Local API client, whose address the add-on learns as the battery moves."""
+    if isinstance(client, FallbackBattery):
+        return client.udp
+    return client if isinstance(client, MarstekClient) else None
 
 
 def _wallbox_key(options: WallboxOptions) -> str:
@@ -175,26 +186,8 @@ class Runtime:
         )
         meter_battery = self._meter_battery()
         for item in options.batteries:
-            if item.port not in self.endpoints:
-                endpoint = await UdpEndpoint.open(options.marstek_bind, item.port)
-                self.endpoints[item.port] = endpoint
-                _LOG.info("Marstek UDP: %s", endpoint.bind_note)
             key = _battery_key(item)
-            learned = self.state.section("addresses").get(key)
-            if isinstance(learned, str) and learned != item.host:
-                _LOG.info(
-                    "%s: starting at %s, where it was last found (configured: %s)",
-                    item.name,
-                    learned,
-                    item.host,
-                )
-            client = MarstekClient(
-                learned if isinstance(learned, str) else item.host,
-                item.port,
-                endpoint=self.endpoints[item.port],
-                pacing=pacing,
-                ble_mac=item.ble_mac or identities.get(key),
-            )
+            client = await self._battery_client(item, pacing, identities.get(key))
             client.schedule = restore_schedule(self.state.section("schedules").get(key), item.name)
             own = link_settings
             if item is meter_battery:  # its CT is the optimiser's meter: read it on every poll
@@ -397,10 +390,55 @@ class Runtime:
         pv.problem = "no PV forecast configured: night charging assumes no PV tomorrow"
         return pv
 
+    async def _battery_client(
+        self, item: BatteryOptions, pacing: Pacing, known_mac: str | None
+    ) -> BatteryClient:
+        """The battery's client for its transport: the Local API, Modbus TCP, or both (auto)."""
+        ble_mac = item.ble_mac or known_mac
+        udp: MarstekClient | None = None
+        if item.transport != "modbus":
+            if item.port not in self.endpoints:
+                endpoint = await UdpEndpoint.open(self.options.marstek_bind, item.port)
+                self.endpoints[item.port] = endpoint
+                _LOG.info("Marstek UDP: %s", endpoint.bind_note)
+            learned = self.state.section("addresses").get(_battery_key(item))
+            if isinstance(learned, str) and learned != item.host:
+                _LOG.info(
+                    "%s: starting at %s, where it was last found (configured: %s)",
+                    item.name,
+                    learned,
+                    item.host,
+                )
+            udp = MarstekClient(
+                learned if isinstance(learned, str) else item.host,
+                item.port,
+                endpoint=self.endpoints[item.port],
+                pacing=pacing,
+                ble_mac=ble_mac,
+            )
+        if item.transport == "udp":
+            assert udp is not None
+            return udp
+        modbus = ModbusBattery(
+            item.modbus_address,
+            item.modbus_port,
+            unit_id=item.modbus_unit_id,
+            generation=None if item.modbus_generation == "auto" else Generation(item.modbus_generation),
+            ble_mac=ble_mac,
+        )
+        _LOG.info(
+            "%s: Modbus TCP at %s:%d (%s)", item.name, item.modbus_address, item.modbus_port, item.transport
+        )
+        if udp is None:
+            return modbus
+        return FallbackBattery(udp, modbus, name=item.name)
+
     async def __aexit__(self, *exc: object) -> None:
         if self.optimiser is not None:
             await self.optimiser.stop()  # batteries back to Auto while the links are still up
         await self._end_leases()
+        for battery in self.battery_links:
+            await battery.client.close()  # Modbus: RS485 control released, never left on
         if self.mqtt is not None:
             await self.mqtt.close()
         for link in self.wallbox_links:
@@ -439,9 +477,10 @@ class Runtime:
         key = _battery_key(item)
         # What a restart must not forget: who the battery is, where it moved to (its configured address
         # may be stale after a DHCP change), and the manual slots written to it (the device cannot tell).
+        udp = _udp_of(client)
         remembered = {
             "identities": client.identity or None,
-            "addresses": client.host if client.host != item.host else None,
+            "addresses": udp.host if udp is not None and udp.host != item.host else None,
             "schedules": {str(i): asdict(slot) for i, slot in sorted(client.schedule.items())} or None,
         }
         changed = False

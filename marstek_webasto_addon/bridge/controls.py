@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..devices.marstek.battery_client import TRANSPORTS
 from .exposes import Component, Expose
 
 CONFIG = "config"
@@ -169,4 +170,15 @@ CONNECTION = Expose(
     options=("online", "offline"),
     icon="mdi:lan-connect",
     attributes=True,
+)
+
+# On every battery: which transport its values and commands go over now (transport: auto switches)
+TRANSPORT = Expose(
+    "transport",
+    "Transport",
+    Component.SENSOR,
+    device_class="enum",
+    entity_category="diagnostic",
+    options=TRANSPORTS,
+    icon="mdi:swap-horizontal",
 )

@@ -217,6 +217,7 @@ class BatteryDevice(BridgedDevice):
             c.CLEAR_SCHEDULES,
             c.MANUAL_HOLD,
             c.RESUME_OPTIMISER,
+            c.TRANSPORT,
         ]
         if self.link.snapshot.firmware.has_system_setters:
             exposes += [c.DEPTH_OF_DISCHARGE, c.LED]
@@ -236,6 +237,7 @@ class BatteryDevice(BridgedDevice):
                 "depth_of_discharge", round(100 - self.link.client.soc_floor)
             ),
             "manual_hold": self._hold_end(),
+            "transport": self.link.client.transport,
         }
 
     def _hold_end(self) -> str | None:
@@ -246,6 +248,7 @@ class BatteryDevice(BridgedDevice):
         client = self.link.client
         return {
             "address": f"{client.host}:{client.port}",
+            "transport": client.transport,
             "last_error": self.link.last_error or None,
             "unsupported_methods": [m.value for m in client.unsupported_methods],
             "problems": self.link.snapshot.problems[-5:],

@@ -1,0 +1,271 @@
+"""A battery over Modbus TCP, and `transport: auto`, against the simulators on 127.0.0.1: the options, the
+bridge end to end (entities, commands, the lease and its end, releases), the bounded control, and the
+fallback from UDP to Modbus and back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marstek_webasto_addon.addon.options import OptionsError, parse_options
+from marstek_webasto_addon.devices.marstek.commands import AutoMode, PassiveMode
+from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
+from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
+from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
+from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode
+from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator, VenusModbusServer
+from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+from marstek_webasto_addon.devices.outcome import WriteStatus
+
+from .conftest import SimFactory, client_for, until
+from .mqtt_fixtures import Broker, broker, recording
+from .test_bridge_mqtt import bridge, command, state_of, wait_ready
+
+__all__ = ["broker"]
+pytestmark = pytest.mark.timeout(120)
+POLL = 3.0  # a v3 poll is 13 requests 150 ms apart: about 2 s
+
+
+def fast(server: VenusModbusServer, **kwargs: Any) -> ModbusBattery:
+    return ModbusBattery("127.0.0.1", server.port, timeout=1.0, request_gap=0.005, **kwargs)
+
+
+# options ----------------------------------------------------------------------------------------------
+
+
+def test_transport_options_and_their_bad_combinations() -> None:
+    broker_opts = {"mqtt": {"host": "127.0.0.1"}}
+    parsed = parse_options(
+        {"batteries": [{"name": "A", "transport": "modbus", "modbus_host": "10.0.0.9"}], **broker_opts}
+    )
+    battery = parsed.batteries[0]
+    assert (battery.modbus_address, battery.modbus_port, battery.modbus_unit_id) == ("10.0.0.9", 502, 1)
+    assert battery.modbus_generation == "auto"
+    assert (
+        parse_options({"batteries": [{"name": "A", "host": "10.0.0.5"}], **broker_opts})
+        .batteries[0]
+        .transport
+        == "udp"
+    )  # today's behaviour unchanged
+    auto = parse_options(
+        {"batteries": [{"name": "A", "host": "10.0.0.5", "transport": "auto"}], **broker_opts}
+    )
+    assert auto.batteries[0].modbus_address == "10.0.0.5"  # the battery's own LAN port
+    with pytest.raises(OptionsError) as caught:
+        parse_options(
+            {
+                "batteries": [
+                    {"name": "A", "transport": "modbus"},
+                    {"name": "B", "transport": "auto", "modbus_host": "10.0.0.9"},
+                    {"name": "C", "host": "10.0.0.7", "transport": "modbus", "modbus_generation": "v4"},
+                    {"name": "D", "host": "10.0.0.8", "transport": "udp", "modbus_port": 0},
+                ],
+                **broker_opts,
+            }
+        )
+    problems = caught.value.problems
+    assert "batteries: A: transport modbus needs modbus_host" in problems[0]
+    assert "batteries: B: host is required with transport auto" in problems[1]
+    assert "batteries[2].modbus_generation: 'v4' is not one of the choices: auto, v12 or v3" in problems
+    assert any(p.startswith("batteries[3].modbus_port: 0 is out of range") for p in problems)
+    assert len(problems) == 4  # every problem at once, none lost
+    with pytest.raises(OptionsError, match="two entries point at the same host and port"):
+        parse_options(
+            {
+                "batteries": [
+                    {"name": "A", "transport": "modbus", "modbus_host": "10.0.0.9"},
+                    {"name": "B", "transport": "modbus", "modbus_host": "10.0.0.9"},
+                ],
+                **broker_opts,
+            }
+        )
+
+
+# the bridge end to end over Modbus --------------------------------------------------------------------
+
+
+def modbus_options(server: VenusModbusServer) -> dict[str, Any]:
+    return {
+        "batteries": [
+            {"name": "FaseA", "transport": "modbus", "modbus_host": "127.0.0.1", "modbus_port": server.port}
+        ],
+        "battery_poll_interval": POLL,
+        "offline_after": 2,
+    }
+
+
+async def test_a_modbus_battery_works_end_to_end_through_the_bridge(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(1, socs=[60.0])
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus()
+    # A run that died holding control: the battery still discharges under RS485 control.
+    venus.rs485_control, venus.force_mode, venus.force_discharge_w = True, 2, 500
+    async with recording(broker) as recorder, bridge(broker, modbus_options(server), tmp_path) as runtime:
+        await wait_ready(recorder, runtime, entities=20)
+        battery = f"battery_{venus.ble_mac}"
+        await until(lambda: not venus.rs485_control, 10)  # released at start-up
+        assert venus.force_mode == 0
+        await until(lambda: state_of(recorder, battery).get("mode") == "Auto", 10)
+        state = state_of(recorder, battery)
+        assert state["transport"] == "modbus"
+        assert state["connection"] == "online"
+        assert state["soc"] == pytest.approx(venus.physics.soc, abs=1)
+        assert state["model"] == "VNSE3-0"
+        assert state["firmware"] == venus.profile.ver
+
+        # a work mode: written once, then only on change
+        outcome = await command(recorder, battery, "mode", "AI")
+        assert outcome["status"] == "applied", outcome
+        assert venus.mode == "AI"
+        again = await command(recorder, battery, "mode", "AI")
+        assert again["status"] == "applied", again
+        assert "43000 not written" in again["detail"]  # EEPROM: written only on change
+
+        # Passive from a person: RS485 control and a forced charge, held by the add-on
+        assert (await command(recorder, battery, "passive_power", "-1200"))["status"] == "applied"
+        assert (await command(recorder, battery, "passive_duration", "10"))["status"] == "applied"
+        outcome = await command(recorder, battery, "charge_now", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert (venus.rs485_control, venus.force_mode, venus.force_charge_w) == (True, 1, 1200)
+        assert "the add-on releases control after 600 s" in outcome["detail"]
+        await until(lambda: state_of(recorder, battery)["mode"] == "Passive", 10)
+
+        # clamped to the device limits (the model's 2500 W, lowered by the battery's own 44002)
+        venus.max_charge_setting_w = 2000
+        client = runtime.battery_links[0].client
+        assert isinstance(client, ModbusBattery)
+        await client.read()  # the new maximum is read with the control registers
+        clamped = await client.set_mode(PassiveMode(-2400, 60))
+        assert clamped.status is WriteStatus.APPLIED, clamped
+        assert venus.force_charge_w == 2000
+        assert "2000" in clamped.clamped
+
+        # Auto: control released, the stored work mode written back
+        outcome = await command(recorder, battery, "mode", "Auto")
+        assert outcome["status"] == "applied", outcome
+        assert (venus.rs485_control, venus.mode) == (False, "Auto")
+
+        # the lease: renewed before it ends, then ended by the add-on itself (no countdown over Modbus)
+        started = time.monotonic()
+        assert (await client.set_mode(PassiveMode(800, 3))).ok
+        assert venus.force_mode == ForceMode.DISCHARGE
+        await asyncio.sleep(1.5)
+        assert (await client.set_mode(PassiveMode(800, 6))).ok  # the renewal: now ends at ~7.5 s
+        await asyncio.sleep(max(0.0, started + 3 + POLL + 0.5 - time.monotonic()))
+        assert venus.rs485_control, "released at the first lease's end despite the renewal"
+        await until(lambda: not venus.rs485_control, 3 * POLL)
+        assert time.monotonic() - started >= 7.0
+        assert venus.force_mode == 0
+
+        # left in Passive when the add-on stops cleanly
+        outcome = await command(recorder, battery, "discharge_now", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert venus.rs485_control
+    assert not venus.rs485_control  # released at the clean stop
+    assert (venus.force_mode, venus.force_discharge_w) == (0, 0)
+
+
+# the bounded control ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("power", [2500, -2500])
+async def test_forced_power_stops_at_the_soc_bound(make_sim: SimFactory, power: int) -> None:
+    sim = await make_sim(1, socs=[20.0 if power > 0 else 80.0], speed=20)
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus()
+    client = fast(server)
+    client.soc_floor, client.soc_ceiling = 17.0, 83.0
+    try:
+        await client.read()
+        assert (await client.set_mode(PassiveMode(power, 900))).ok
+        assert venus.force_mode == (ForceMode.DISCHARGE if power > 0 else ForceMode.CHARGE)
+
+        async def poll_until_stopped() -> None:
+            while venus.force_mode != ForceMode.STOP:
+                await client.read()
+                await asyncio.sleep(0.2)
+
+        await asyncio.wait_for(poll_until_stopped(), 30)
+        assert client.lease is not None
+        assert client.lease.at_bound
+        stopped_at = venus.physics.soc
+        assert (stopped_at <= 17.0 + 1) if power > 0 else (stopped_at >= 83.0 - 1)
+        assert venus.rs485_control  # held idle while the lease runs, not handed to the work mode
+        await asyncio.sleep(1.0)
+        await client.read()
+        assert venus.physics.soc == pytest.approx(stopped_at, abs=0.5)  # no further forced power
+        # a renewal while at the bound does not start the forced power again
+        assert (await client.set_mode(PassiveMode(power, 900))).ok
+        assert venus.force_mode == ForceMode.STOP
+        assert (await client.set_mode(AutoMode())).ok
+        assert not venus.rs485_control
+    finally:
+        await client.close()
+
+
+# transport: auto ----------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running(link: BatteryLink) -> AsyncIterator[None]:
+    task = asyncio.create_task(link.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_auto_falls_back_to_modbus_when_udp_goes_silent_and_returns(
+    make_sim: SimFactory, endpoint: UdpEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim: MarstekSimulator = await make_sim(1, socs=[55.0])
+    server = await sim.serve_modbus()
+    battery = FallbackBattery(client_for(sim, endpoint), fast(server), name="FaseA", probe_every=2.0)
+    updates: list[tuple[bool, str, float | None]] = []
+    link = BatteryLink(
+        "FaseA",
+        battery,
+        LinkSettings(poll_interval=1.0, offline_after=3),
+        lambda link: updates.append((link.online, battery.transport, link.snapshot.soc)),
+    )
+    caplog.set_level("INFO")
+    async with running(link):
+        await until(lambda: link.online and battery.transport == "udp", 10)
+        assert battery.snapshot.values["model"] == "VenusE 3.0"
+        silent_at = time.monotonic()
+        sim.outage(0, 1e6)  # the Local API stops answering; Modbus does not
+        await until(lambda: battery.transport == "modbus" and battery.modbus.last_answer_at, 15)
+        assert battery.switches[-1].to == "modbus"
+        assert "no answer over UDP for 2 polls in a row" in battery.switches[-1].reason
+        switch_over = battery.modbus.last_answer_at - silent_at  # type: ignore[operator]
+        assert switch_over < 3 * 1.0 + 0.25 + 1.0  # within about the offline window
+        assert all(online for online, _, _ in updates[-3:])  # the battery never went unavailable
+        # one battery across the switch: same model spelling, same MAC, the guard saw no jump
+        assert battery.snapshot.values["model"] == "VenusE 3.0"
+        assert battery.identity == sim.batteries[0].ble_mac
+        assert not battery.snapshot.problems
+        # a Passive sent over Modbus, then carried over to the Local API when it answers again
+        assert (await battery.set_mode(PassiveMode(-600, 120))).ok
+        assert sim.batteries[0].rs485_control
+        sim.outage(0, 0)
+        await until(lambda: battery.transport == "udp", 15)
+        assert battery.switches[-1].reason == "the Local API answers again"
+        assert not sim.batteries[0].rs485_control  # control released when leaving Modbus
+        await until(lambda: sim.batteries[0].mode == "Passive", 5)
+        assert sim.batteries[0].passive_power == -600
+        await until(lambda: link.online and updates[-1][1] == "udp", 5)
+    switches = [r.message for r in caplog.records if "now over" in r.message]
+    assert len(switches) == 2  # each switch logged once, with its reason
+    assert "now over modbus (was udp): no answer over UDP" in switches[0]
+    assert "now over udp (was modbus): the Local API answers again" in switches[1]
+    await battery.close()
