@@ -4,8 +4,11 @@ fallback from UDP to Modbus and back."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,16 +17,17 @@ from typing import Any
 import pytest
 
 from marstek_webasto_addon.addon.options import OptionsError, parse_options
+from marstek_webasto_addon.cli.marstek import probe
 from marstek_webasto_addon.devices.marstek.commands import AutoMode, PassiveMode
 from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
-from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode
+from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Rs485
 from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator, VenusModbusServer
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteStatus
 
-from .conftest import SimFactory, client_for, until
+from .conftest import SimFactory, client_for, free_port, until
 from .mqtt_fixtures import Broker, broker, recording
 from .test_bridge_mqtt import bridge, command, state_of, wait_ready
 
@@ -269,3 +273,40 @@ async def test_auto_falls_back_to_modbus_when_udp_goes_silent_and_returns(
     assert "now over modbus (was udp): no answer over UDP" in switches[0]
     assert "now over udp (was modbus): the Local API answers again" in switches[1]
     await battery.close()
+
+
+# probe --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["venus_e2_v156", "venus_e3_v150"])
+async def test_probe_over_modbus_prints_the_values_and_the_control_registers(
+    make_sim: SimFactory, capsys: pytest.CaptureFixture[str], profile: str
+) -> None:
+    sim = await make_sim(1, socs=[42.0], profile=profile)
+    server = await sim.serve_modbus()
+    args = argparse.Namespace(
+        target=None,
+        transport="modbus",
+        host="127.0.0.1",
+        port=server.port,
+        unit_id=1,
+        generation="auto",
+        timeout=2.0,
+        json=True,
+    )
+    assert await probe(args) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["map"] == server.generation.value  # chosen from the device name
+    assert document["status"]["soc"] == 42
+    assert document["device"]["ble_mac"] == sim.batteries[0].ble_mac
+    assert document["control"]["rs485_control"] == Rs485.OFF
+    assert document["control"]["work_mode"] == 1
+    args.json = False
+    assert await probe(args) == 0
+    human = capsys.readouterr().out
+    assert "over Modbus TCP" in human
+    assert "rs485_control" in human
+    assert not sim.batteries[0].rs485_control  # a probe writes nothing
+    args.port = free_port(socket.SOCK_STREAM)
+    assert await probe(args) == 1
+    assert "cannot connect" in capsys.readouterr().err

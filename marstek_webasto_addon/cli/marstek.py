@@ -11,6 +11,11 @@ from typing import Any
 from ..devices.marstek.client import DEFAULT_PORT, MarstekClient, Pacing
 from ..devices.marstek.datapoints import BATTERY_POINTS, READ_METHODS, Group
 from ..devices.marstek.discovery import broadcast_addresses, discover, expand_targets
+from ..devices.marstek.modbus.battery import ModbusBattery
+from ..devices.marstek.modbus.client import DEFAULT_PORT as MODBUS_PORT
+from ..devices.marstek.modbus.client import DEFAULT_UNIT
+from ..devices.marstek.modbus.registers import CONTROL_BY_KEY, Generation
+from ..devices.marstek.protocol import MarstekError
 from ..devices.marstek.simulator import PROFILES, MarstekSimulator, ModbusQuirks, Quirks
 from ..devices.marstek.simulator.server import battery_address
 from ..devices.marstek.transport import UdpEndpoint
@@ -63,7 +68,19 @@ def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentPars
     sim.set_defaults(handler=simulate)
 
     probe_parser = devices["probe"].add_parser("marstek", help="one full read of one battery")
-    probe_parser.add_argument("target", metavar="HOST[:PORT]")
+    probe_parser.add_argument("target", metavar="HOST[:PORT]", nargs="?")
+    probe_parser.add_argument(
+        "--transport",
+        choices=("udp", "modbus"),
+        default="udp",
+        help="udp: the Local API (default); modbus: Modbus TCP (LAN port or RS485 gateway), read only",
+    )
+    probe_parser.add_argument("--host", help="the battery (or gateway); instead of HOST[:PORT]")
+    probe_parser.add_argument("--port", type=int, help="default 30000 (udp) or 502 (modbus)")
+    probe_parser.add_argument("--unit-id", type=int, default=DEFAULT_UNIT, help="Modbus unit id (default 1)")
+    probe_parser.add_argument(
+        "--generation", choices=("auto", "v12", "v3"), default="auto", help="Modbus register map"
+    )
     probe_parser.add_argument("--json", action="store_true", help="print JSON")
     probe_parser.add_argument("--bind", default="0.0.0.0", help="local address to bind")
     probe_parser.add_argument("--timeout", type=float, default=3.0, help="seconds per attempt")
@@ -158,8 +175,19 @@ def grouped(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return sections
 
 
+def _probe_target(args: argparse.Namespace, default_port: int) -> tuple[str, int]:
+    if args.host:
+        return args.host, args.port or default_port
+    if not args.target:
+        raise SystemExit("error: give HOST[:PORT] or --host")
+    host, port = split_host_port(args.target, args.port or default_port)
+    return host, port
+
+
 async def probe(args: argparse.Namespace) -> int:
-    host, port = split_host_port(args.target, DEFAULT_PORT)
+    if args.transport == "modbus":
+        return await probe_modbus(args)
+    host, port = _probe_target(args, DEFAULT_PORT)
     pacing = Pacing(request_gap=args.gap, timeout=args.timeout)
     async with MarstekClient.connect(host, port, local_host=args.bind, pacing=pacing) as client:
         report = await client.read(READ_METHODS)
@@ -184,9 +212,53 @@ async def probe(args: argparse.Namespace) -> int:
     return 0
 
 
+async def probe_modbus(args: argparse.Namespace) -> int:
+    """The same decoded values as the UDP probe, read over Modbus TCP, and the control registers. Nothing
+    is written: a battery found in RS485 control is left as it is."""
+    host, port = _probe_target(args, MODBUS_PORT)
+    generation = None if args.generation == "auto" else Generation(args.generation)
+    battery = ModbusBattery(host, port, unit_id=args.unit_id, generation=generation, timeout=args.timeout)
+    try:
+        await battery.modbus.connect()
+        if generation is None:
+            await battery.choose_generation()
+        snapshot = await battery.modbus.poll()
+    except MarstekError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await battery.modbus.close()
+    control = battery.modbus.control
+    document: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "transport": "modbus",
+        "map": battery.modbus.config.generation.value,
+        "model": snapshot.firmware.model,
+        "family": snapshot.firmware.family.value,
+        **grouped(snapshot.values),
+        "control": {key: control.readings.get(key) for key in CONTROL_BY_KEY if key in control.readings},
+        "unsupported": [],
+        "errors": {},
+        "problems": snapshot.problems,
+    }
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        _print_probe(document)
+        print("  control registers")
+        for key, value in document["control"].items():
+            shown = f"{value:g}" if isinstance(value, float) else value
+            print(
+                f"    {key:<22} {shown} ({CONTROL_BY_KEY[key].name}, {CONTROL_BY_KEY[key].register.address})"
+            )
+    return 0
+
+
 def _print_probe(document: dict[str, Any]) -> None:
     units = {p.key: p.unit or "" for p in BATTERY_POINTS}
-    print(f"{document['model']} at {document['host']}:{document['port']}")
+    over = f" over Modbus TCP ({document['map']} map)" if document.get("transport") == "modbus" else ""
+    print(f"{document['model']} at {document['host']}:{document['port']}{over}")
     for group in Group:
         section = document[group.value]
         if section:

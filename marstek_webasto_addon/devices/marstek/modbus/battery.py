@@ -197,10 +197,10 @@ class ModbusBattery:
         if not self.modbus.connected:
             await self.modbus.connect()
             if self._generation is None:
-                await self._choose_generation()
+                await self.choose_generation()
         return self.modbus
 
-    async def _choose_generation(self) -> None:
+    async def choose_generation(self) -> None:
         """The register map from the device name, which both maps keep at 31000."""
         model = self.modbus.snapshot.values.get("model")
         family = identify(model if isinstance(model, str) else None, None).family
