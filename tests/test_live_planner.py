@@ -178,7 +178,7 @@ def test_the_ledger_counts_today_against_the_same_day_without_batteries() -> Non
 
 
 def test_the_summary_names_the_next_change_and_the_days_costs() -> None:
-    now = datetime(2026, 6, 3, 12, 0)
+    now = datetime(2026, 6, 3, 18, 0)  # the evening from the batteries, a cheap quarter's charge at night
     live = LivePlanner(DEFAULT_TARIFF, history=learned(14, end=now), pv_measured=True)
     live.step(now, views(40, 40), CapacityTracker(), SETTINGS, None)
     summary = live.summary(now)

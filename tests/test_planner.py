@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from marstek_webasto_addon.optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error
 from marstek_webasto_addon.optimiser.planner import (
+    PV_PLAN_FACTOR,
     Action,
     BatterySpec,
     CapacityTariff,
@@ -468,3 +470,22 @@ def test_pv_forecast_with_error_keeps_nights_dark_and_errs_by_day() -> None:
     assert 0.5 < np.median(ratio) < 1.5
     assert ratio.std() > 0.1  # wrong by days, as real forecasts are
     assert np.array_equal(forecast, pv_forecast_with_error(truth, seed=3))  # seeded: the same every run
+
+
+def test_the_pv_plan_factor_buys_less_at_night_for_a_day_the_panels_may_cover() -> None:
+    # Night cheap, day dear: the batteries are filled at night for the day's load beyond the PV forecast.
+    price = flat(0.30)
+    price[at_hours(0, 6)] = 0.15
+    pv = flat(0.0)
+    pv[at_hours(9, 17)] = 1.0
+    load = flat(0.6)  # the evening beyond the stored surplus comes from the night's charge
+    given = inputs(import_price=price, pv_kw=pv, load_kw=load, batteries=batteries(soc=12.0))
+    as_given = plan(given)
+    optimistic = plan(replace(given, pv_plan_factor=PV_PLAN_FACTOR))
+    night = at_hours(0, 6)
+    bought_as_given = series(as_given, "grid_kw")[night].sum() / 4
+    bought_optimistic = series(optimistic, "grid_kw")[night].sum() / 4
+    # 15 % more of the 8 kWh forecast is stored from the panels instead of bought at night (both through
+    # the batteries, with the same losses)
+    assert bought_as_given - bought_optimistic == pytest.approx(0.15 * 8, rel=0.05)
+    assert series(optimistic, "pv_kw") == pytest.approx(pv)  # the plan shows the forecast as given

@@ -26,6 +26,7 @@ from ..optimiser.car_sessions import CarSession
 from ..optimiser.forecast import load_forecast, load_high_forecast, pv_day_shape, pv_nowcast
 from ..optimiser.model import BatteryView
 from ..optimiser.planner import (
+    PV_PLAN_FACTOR,
     QUARTER,
     BatterySpec,
     CapacityTariff,
@@ -342,6 +343,7 @@ class LivePlanner:
             export_price=export_price[:steps],
             load_kw=load,
             pv_kw=pv,
+            pv_plan_factor=PV_PLAN_FACTOR,
             wallbox_kw=load_forecast(np.nan_to_num(wallbox), steps, quarter_of_day=quarter_of_day)
             if has_car
             else (),

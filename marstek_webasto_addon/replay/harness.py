@@ -43,6 +43,7 @@ from ..optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_
 from ..optimiser.model import BatteryView, Command, Inputs, Role
 from ..optimiser.planner import (
     PEAK_MARGIN_KW,
+    PV_PLAN_FACTOR,
     QUARTER,
     QUARTER_H,
     BatterySpec,
@@ -130,6 +131,7 @@ class PlannerSetup:
     pv_error_seed: int = 1
     peak_quantile: float = 0.9  # the load the capacity reserve is kept for (0: no reserve)
     nowcast: bool = True  # today's PV forecast corrected by the PV seen so far today
+    pv_plan_factor: float = PV_PLAN_FACTOR  # the PV the plan counts on, times the forecast
     terminal_value_per_kwh: float | None = None  # None: the planner's default
     wear_cost_per_kwh: float = 0.0
     feed_car: bool = False  # the batteries may cover the wallbox
@@ -331,6 +333,7 @@ class PlanExecutor:
             export_price=export_price,
             load_kw=load_forecast(load, steps, quarter_of_day=quarter_of_day),
             pv_kw=self._pv(quarter, now, span),
+            pv_plan_factor=self.setup.pv_plan_factor,
             wallbox_kw=() if ev is None else load_forecast(ev, steps, quarter_of_day=quarter_of_day),
             batteries=tuple(_spec(b) for b in batteries),
             capacity=CapacityTariff(self.tariff.capacity_price, self.tariff.capacity_floor_kw, month_peak_kw),
