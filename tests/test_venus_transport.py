@@ -177,6 +177,28 @@ async def test_a_modbus_battery_works_end_to_end_through_the_bridge(
     assert (venus.force_mode, venus.force_discharge_w) == (0, 0)
 
 
+@pytest.mark.parametrize("profile", ["venus_e2_v156", "venus_e3_v150"])
+async def test_a_poll_and_a_command_at_once_share_one_connection(make_sim: SimFactory, profile: str) -> None:
+    # The add-on's first seconds: the first poll and the optimiser's first command both find the client
+    # unconnected. Two connections would leave one open and unreferenced in the battery's single slot.
+    sim = await make_sim(1, socs=[50.0], profile=profile)
+    server = await sim.serve_modbus()
+    client = fast(server)  # the map chosen from the device name: the v12 battery changes maps once
+    try:
+        report, outcome = await asyncio.gather(client.read(), client.set_mode(AutoMode()))
+        assert report.any_answer, report.errors
+        assert outcome.ok, outcome
+        assert server.refused == 0
+        assert server.current is not None
+        await client.close()
+        await until(lambda: server.current is None, 2)  # nothing left holding the slot
+        again = fast(server)
+        assert (await again.read()).any_answer  # a restart gets in
+        await again.close()
+    finally:
+        await client.close()
+
+
 # the bounded control ------------------------------------------------------------------------------------
 
 
