@@ -278,3 +278,50 @@ async def test_auto_keeps_the_entities_available_across_the_switch_to_modbus_and
         assert all(p == b"online" for t, p, _ in after if t == availability)
         assert all(json.loads(p)["connection"] == "online" for t, p, _ in after if t == state_topic)
         assert not venus.rs485_control
+
+
+# the lease on the demo's clock ----------------------------------------------------------------------------
+
+
+async def test_on_the_demos_faster_clock_a_modbus_lease_ends_with_the_local_apis_countdown(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # The demo runs the batteries' clock 60 times faster; a person's Passive for 1 minute then lasts one real
+    # second, over the Local API (the battery's countdown) as over Modbus (the add-on's lease).
+    sim = await make_sim(2, socs=[50.0, 50.0], speed=60)
+    server = await sim.serve_modbus(0)
+    fase_a, fase_b = sim.batteries
+    host_b, udp_port = sim.addresses[1]
+    opts = {
+        "batteries": [
+            {"name": "FaseA", "transport": "modbus", "modbus_host": "127.0.0.1", "modbus_port": server.port},
+            {"name": "FaseB", "host": host_b, "port": udp_port},
+        ],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": POLL,
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+    }
+    async with recording(broker) as recorder, addon(broker, opts, tmp_path, clock=sim.clock) as runtime:
+        await wait_ready(recorder, runtime, entities=40)
+        client_a = runtime.battery_links[0].client
+        assert isinstance(client_a, ModbusBattery)
+        for venus in (fase_a, fase_b):
+            battery = f"battery_{venus.ble_mac}"
+            assert (await command(recorder, battery, "passive_duration", "1"))["status"] == "applied"
+        # over Modbus: the lease's end is on the simulated clock
+        before_sim, before = sim.clock.seconds(), time.monotonic()
+        outcome = await command(recorder, f"battery_{fase_a.ble_mac}", "discharge_now", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert fase_a.rs485_control
+        lease = client_a.lease
+        assert lease is not None
+        assert before_sim + 60 <= lease.until <= sim.clock.seconds() + 60
+        # over the Local API: the battery's own countdown, on the same clock
+        outcome = await command(recorder, f"battery_{fase_b.ble_mac}", "discharge_now", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert fase_b.passive_until - fase_b.passive_since == pytest.approx(60, abs=15)
+        # both end within seconds of real time, not a real minute: the lease at the first poll after its end
+        await until(lambda: fase_b.mode != "Passive", 5)
+        await until(lambda: client_a.lease is None, 1 + POLL + 2)  # ended, its release verified
+        assert time.monotonic() - before < 1 + POLL + 3
+        assert not fase_a.rs485_control
