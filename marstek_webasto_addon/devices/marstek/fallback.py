@@ -7,9 +7,10 @@ cadence: at the defaults (10 s polls, offline after 32.5 s of silence) 15 s of s
 battery's poll has resent its first request all along, and 17.5 s left for the Modbus connection and its
 first poll (about 3 s for the v3 map; up to 10 s when a v150 firmware stalls Modbus for its telemetry), so a
 battery that answers over Modbus never goes unavailable in between. The UDP read of the poll in which the
-silence is reached is cut at that moment and the rest of the poll goes to Modbus. While on Modbus, the
-Local API is probed once every `PROBE_EVERY_S` (5 min: often enough to come back soon, rare enough not to
-disturb a firmware whose API is struggling), and at every poll while Modbus does not answer either.
+silence is reached is cut at that moment (or, done early for want of time for another attempt, waits for
+it), and the rest of the poll goes to Modbus. While on Modbus, the Local API is probed once every
+`PROBE_EVERY_S` (5 min: often enough to come back soon, rare enough not to disturb a firmware whose API is
+struggling), and at every poll while Modbus does not answer either.
 
 Across a switch the snapshot (values, plausibility history) is handed over, so entities and the guard see
 one battery; a Passive command still running is carried over with the rest of its time (on `clock`, the
@@ -19,6 +20,7 @@ Modbus. Every switch is logged once, with its reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -181,8 +183,14 @@ class FallbackBattery:
             switch_at = heard + self.silent_for
             cut = deadline is None or switch_at < deadline
             report = await self.udp.read(wanted, **{**options, "deadline": switch_at if cut else deadline})
-            if report.any_answer or time.monotonic() < switch_at:
+            if report.any_answer:
                 return report
+            if time.monotonic() < switch_at:
+                if deadline is None or switch_at >= deadline:
+                    return report  # the silence is not long enough in this poll
+                # Done early (too little time left for another attempt): the switch is due within this
+                # poll, not at the next one.
+                await asyncio.sleep(switch_at - time.monotonic())
             why = "; ".join(str(e) for e in report.errors.values()) or "no reply"
             silent = time.monotonic() - heard
             await self._switch(self.modbus, f"no answer over UDP for {silent:.1f} s ({why})")
