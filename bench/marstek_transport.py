@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from marstek_webasto_addon.devices.marstek.client import MarstekClient, Pacing
 from marstek_webasto_addon.devices.marstek.datapoints import READ_METHODS
-from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
+from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery, silence_before_switch
 from marstek_webasto_addon.devices.marstek.link import FAST, BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
 from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
@@ -87,8 +87,11 @@ async def polls(count: int) -> None:
 
 async def switch_over(count: int, poll_interval: float) -> None:
     sim, endpoint, udp, modbus = await _site(count)
-    batteries = [FallbackBattery(u, m, name=u.host) for u, m in zip(udp, modbus, strict=True)]
     settings = LinkSettings(poll_interval=poll_interval)
+    silent_for = silence_before_switch(settings.poll_interval, settings.offline_window)
+    batteries = [
+        FallbackBattery(u, m, name=u.host, silent_for=silent_for) for u, m in zip(udp, modbus, strict=True)
+    ]
     links = [BatteryLink(b.name, b, settings) for b in batteries]
     tasks = [asyncio.create_task(link.run()) for link in links]
     try:
@@ -110,7 +113,8 @@ async def switch_over(count: int, poll_interval: float) -> None:
         print(
             f"  auto, {count:>2} batter{'y' if count == 1 else 'ies'}: UDP silent -> first Modbus answer "
             f"median {statistics.median(times):.1f} s, max {max(times):.1f} s "
-            f"(polls every {poll_interval:g} s; offline after {settings.offline_window:.1f} s of silence; "
+            f"(polls every {poll_interval:g} s; switch after {silent_for:g} s of silence; offline after "
+            f"{settings.offline_window:.1f} s; "
             f"{'a battery went offline meanwhile' if offline_seen else 'none went offline'})"
         )
     finally:

@@ -11,15 +11,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .devices.marstek.datapoints import BATTERY_POINTS
+from .devices.marstek.modbus.registers import CONTROL_REGISTERS, Generation, Register, RegType
 from .devices.webasto.registers import RULES, WallboxModel
 
 DEVICES_DOC = Path(__file__).resolve().parent.parent / "docs" / "devices.md"
 
 
+def modbus_cell(register: Register | None) -> str:
+    """`34002 u16 x0.1`: the register, its type, and the scale to the point's unit (negative: sign turned)."""
+    if register is None:
+        return ""
+    kind = f"ascii x{register.length}" if register.type is RegType.ASCII else register.type.value
+    scale = f" x{register.scale:g}" if register.scale != 1 else ""
+    return f"{register.address} {kind}{scale}"
+
+
 def marstek_table() -> str:
     rows = [
-        "| key | name | unit | from (method.field, first present wins) | plausible | Home Assistant |",
-        "|---|---|---|---|---|---|",
+        "| key | name | unit | from (method.field, first present wins) | Modbus v12 | Modbus v3 | plausible "
+        "| Home Assistant |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in BATTERY_POINTS:
         sources = ", ".join(f"`{s.method.value}.{s.field}`" for s in p.sources)
@@ -27,7 +38,25 @@ def marstek_table() -> str:
             sources = f"{sources}, else derived" if sources else "derived"
         ha = ", ".join(x for x in (p.device_class, p.state_class, p.entity_category) if x)
         plausible = "" if p.plausible is None else str(p.plausible)
-        rows.append(f"| `{p.key}` | {p.name} | {p.unit or ''} | {sources} | {plausible} | {ha} |")
+        v12, v3 = (modbus_cell(p.modbus.get(g)) for g in (Generation.V12, Generation.V3))
+        rows.append(
+            f"| `{p.key}` | {p.name} | {p.unit or ''} | {sources} | {v12} | {v3} | {plausible} | {ha} |"
+        )
+    return "\n".join(rows)
+
+
+def marstek_control_table() -> str:
+    rows = [
+        "| key | name | register | range | maps | stored |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in CONTROL_REGISTERS:
+        accepted = (
+            ", ".join(f"{v} (0x{v:04X})" for v in c.allowed) if c.allowed else f"{c.low:g} to {c.high:g}"
+        )
+        maps = ", ".join(g.value for g in Generation if g in c.generations)
+        stored = "EEPROM: written only on change" if c.eeprom else "RAM"
+        rows.append(f"| `{c.key}` | {c.name} | {modbus_cell(c.register)} | {accepted} | {maps} | {stored} |")
     return "\n".join(rows)
 
 
@@ -52,6 +81,7 @@ def webasto_table(model: WallboxModel) -> str:
 def blocks() -> dict[str, str]:
     return {
         "marstek": marstek_table(),
+        "marstek-control": marstek_control_table(),
         "webasto-next": webasto_table(WallboxModel.NEXT),
         "webasto-unite": webasto_table(WallboxModel.UNITE),
     }

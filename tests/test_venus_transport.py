@@ -19,7 +19,7 @@ import pytest
 from marstek_webasto_addon.addon.options import OptionsError, parse_options
 from marstek_webasto_addon.cli.marstek import probe
 from marstek_webasto_addon.devices.marstek.commands import AutoMode, PassiveMode
-from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
+from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery, silence_before_switch
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
 from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Rs485
@@ -177,6 +177,28 @@ async def test_a_modbus_battery_works_end_to_end_through_the_bridge(
     assert (venus.force_mode, venus.force_discharge_w) == (0, 0)
 
 
+@pytest.mark.parametrize("profile", ["venus_e2_v156", "venus_e3_v150"])
+async def test_a_poll_and_a_command_at_once_share_one_connection(make_sim: SimFactory, profile: str) -> None:
+    # The add-on's first seconds: the first poll and the optimiser's first command both find the client
+    # unconnected. Two connections would leave one open and unreferenced in the battery's single slot.
+    sim = await make_sim(1, socs=[50.0], profile=profile)
+    server = await sim.serve_modbus()
+    client = fast(server)  # the map chosen from the device name: the v12 battery changes maps once
+    try:
+        report, outcome = await asyncio.gather(client.read(), client.set_mode(AutoMode()))
+        assert report.any_answer, report.errors
+        assert outcome.ok, outcome
+        assert server.refused == 0
+        assert server.current is not None
+        await client.close()
+        await until(lambda: server.current is None, 2)  # nothing left holding the slot
+        again = fast(server)
+        assert (await again.read()).any_answer  # a restart gets in
+        await again.close()
+    finally:
+        await client.close()
+
+
 # the bounded control ------------------------------------------------------------------------------------
 
 
@@ -234,12 +256,16 @@ async def test_auto_falls_back_to_modbus_when_udp_goes_silent_and_returns(
 ) -> None:
     sim: MarstekSimulator = await make_sim(1, socs=[55.0])
     server = await sim.serve_modbus()
-    battery = FallbackBattery(client_for(sim, endpoint), fast(server), name="FaseA", probe_every=2.0)
+    settings = LinkSettings(poll_interval=1.0, offline_after=3)
+    silent_for = silence_before_switch(settings.poll_interval, settings.offline_window)
+    assert silent_for == 1.5  # 1.5 poll intervals, within half the offline window (3.25 s)
+    udp = client_for(sim, endpoint)
+    battery = FallbackBattery(udp, fast(server), name="FaseA", silent_for=silent_for, probe_every=2.0)
     updates: list[tuple[bool, str, float | None]] = []
     link = BatteryLink(
         "FaseA",
         battery,
-        LinkSettings(poll_interval=1.0, offline_after=3),
+        settings,
         lambda link: updates.append((link.online, battery.transport, link.snapshot.soc)),
     )
     caplog.set_level("INFO")
@@ -248,11 +274,15 @@ async def test_auto_falls_back_to_modbus_when_udp_goes_silent_and_returns(
         assert battery.snapshot.values["model"] == "VenusE 3.0"
         silent_at = time.monotonic()
         sim.outage(0, 1e6)  # the Local API stops answering; Modbus does not
+        heard = udp.last_answer_at
+        assert heard is not None
         await until(lambda: battery.transport == "modbus" and battery.modbus.last_answer_at, 15)
         assert battery.switches[-1].to == "modbus"
-        assert "no answer over UDP for 2 polls in a row" in battery.switches[-1].reason
+        assert "no answer over UDP for 1.5 s" in battery.switches[-1].reason
+        # the switch comes after 1.5 s of silence, whatever the phase of the outage in the poll cadence
+        assert battery.switches[-1].at - heard == pytest.approx(silent_for, abs=0.2)
         switch_over = battery.modbus.last_answer_at - silent_at  # type: ignore[operator]
-        assert switch_over < 3 * 1.0 + 0.25 + 1.0  # within about the offline window
+        assert switch_over < settings.offline_window  # answered over Modbus before it counts as offline
         assert all(online for online, _, _ in updates[-3:])  # the battery never went unavailable
         # one battery across the switch: same model spelling, same MAC, the guard saw no jump
         assert battery.snapshot.values["model"] == "VenusE 3.0"

@@ -32,7 +32,7 @@ from ..devices.marstek.client import MarstekClient, Pacing
 from ..devices.marstek.commands import ManualSlot
 from ..devices.marstek.datapoints import Method
 from ..devices.marstek.discovery import broadcast_addresses, expand_targets
-from ..devices.marstek.fallback import FallbackBattery
+from ..devices.marstek.fallback import FallbackBattery, silence_before_switch
 from ..devices.marstek.link import BatteryLink, LinkSettings
 from ..devices.marstek.modbus.battery import ModbusBattery
 from ..devices.marstek.modbus.registers import Generation
@@ -187,7 +187,7 @@ class Runtime:
         meter_battery = self._meter_battery()
         for item in options.batteries:
             key = _battery_key(item)
-            client = await self._battery_client(item, pacing, identities.get(key))
+            client = await self._battery_client(item, pacing, link_settings, identities.get(key))
             client.schedule = restore_schedule(self.state.section("schedules").get(key), item.name)
             own = link_settings
             if item is meter_battery:  # its CT is the optimiser's meter: read it on every poll
@@ -391,7 +391,7 @@ class Runtime:
         return pv
 
     async def _battery_client(
-        self, item: BatteryOptions, pacing: Pacing, known_mac: str | None
+        self, item: BatteryOptions, pacing: Pacing, link_settings: LinkSettings, known_mac: str | None
     ) -> BatteryClient:
         """The battery's client for its transport: the Local API, Modbus TCP, or both (auto)."""
         ble_mac = item.ble_mac or known_mac
@@ -419,19 +419,24 @@ class Runtime:
         if item.transport == "udp":
             assert udp is not None
             return udp
+        # A lease's end on the clock of the Local API's countdowns: the battery's own, which the demo's
+        # simulators run faster (the leases are renewed on it too).
+        countdown = self.clock.seconds if self.clock is not None else time.monotonic
         modbus = ModbusBattery(
             item.modbus_address,
             item.modbus_port,
             unit_id=item.modbus_unit_id,
             generation=None if item.modbus_generation == "auto" else Generation(item.modbus_generation),
             ble_mac=ble_mac,
+            clock=countdown,
         )
         _LOG.info(
             "%s: Modbus TCP at %s:%d (%s)", item.name, item.modbus_address, item.modbus_port, item.transport
         )
         if udp is None:
             return modbus
-        return FallbackBattery(udp, modbus, name=item.name)
+        silent_for = silence_before_switch(link_settings.poll_interval, link_settings.offline_window)
+        return FallbackBattery(udp, modbus, name=item.name, silent_for=silent_for, clock=countdown)
 
     async def __aexit__(self, *exc: object) -> None:
         if self.optimiser is not None:

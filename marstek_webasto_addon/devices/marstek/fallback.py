@@ -1,20 +1,26 @@
 """`transport: auto`: the Local API, with Modbus TCP while it is silent, and back when it answers again.
 
-Switching to Modbus after `SILENT_POLLS` = 2 polls in a row without any answer: a poll of an online battery
-already resends its first request until the poll's time is up (about six attempts in 10 s), so one silent
-poll is rare on a working link even at the 30 % loss some firmware shows, two in a row almost never; and two
-poll intervals are less than the three (plus a grace) after which the battery counts as offline, so a
-battery that answers over Modbus never goes unavailable in between. While on Modbus, the Local API is
-probed once every `PROBE_EVERY_S` (5 min: often enough to come back soon, rare enough not to disturb a
-firmware whose API is struggling), and at every poll while Modbus does not answer either.
+The switch to Modbus comes when the Local API has been silent for `silent_for` seconds: 1.5 poll intervals,
+but at most half the time after which the battery counts as offline (`silence_before_switch`). Counted in
+time, not in polls, so the switch lands at the same point whatever the phase of the outage in the poll
+cadence: at the defaults (10 s polls, offline after 32.5 s of silence) 15 s of silence, in which an online
+battery's poll has resent its first request all along, and 17.5 s left for the Modbus connection and its
+first poll (about 3 s for the v3 map; up to 10 s when a v150 firmware stalls Modbus for its telemetry), so a
+battery that answers over Modbus never goes unavailable in between. The UDP read of the poll in which the
+silence is reached is cut at that moment (or, done early for want of time for another attempt, waits for
+it), and the rest of the poll goes to Modbus. While on Modbus, the Local API is probed once every
+`PROBE_EVERY_S` (5 min: often enough to come back soon, rare enough not to disturb a firmware whose API is
+struggling), and at every poll while Modbus does not answer either.
 
 Across a switch the snapshot (values, plausibility history) is handed over, so entities and the guard see
-one battery; a Passive command still running is carried over with the rest of its time, and RS485 control
-is released when leaving Modbus. Every switch is logged once, with its reason.
+one battery; a Passive command still running is carried over with the rest of its time (on `clock`, the
+clock of the battery's countdowns: the simulators' in the demo), and RS485 control is released when leaving
+Modbus. Every switch is logged once, with its reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -33,8 +39,14 @@ from .transport import UdpEndpoint
 
 _LOG = logging.getLogger(__name__)
 
-SILENT_POLLS = 2
+SILENT_INTERVALS = 1.5  # poll intervals of silence before the switch to Modbus
 PROBE_EVERY_S = 300.0
+
+
+def silence_before_switch(poll_interval: float, offline_window: float) -> float:
+    """Seconds the Local API may be silent before Modbus takes over: 1.5 poll intervals, and never more
+    than half the offline window, so Modbus always has the other half for its first answer."""
+    return min(SILENT_INTERVALS * poll_interval, offline_window / 2)
 
 
 @dataclass(frozen=True)
@@ -53,20 +65,22 @@ class FallbackBattery:
         modbus: ModbusBattery,
         *,
         name: str = "",
-        silent_polls: int = SILENT_POLLS,
+        silent_for: float = silence_before_switch(10.0, 32.5),
         probe_every: float = PROBE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.udp = udp
         self.modbus = modbus
         self.name = name or udp.host
-        self.silent_polls = silent_polls
+        self.silent_for = silent_for
         self.probe_every = probe_every
         self.active: MarstekClient | ModbusBattery = udp
         self.switches: list[Switch] = []
-        self._silent = 0
+        self._clock = clock  # the countdowns' clock (a running Passive's end)
+        self._udp_since = time.monotonic()  # the Local API's silence counts from here at the latest
         self._next_probe = 0.0
         self._modbus_answers = True
-        self._passive: tuple[int, float] | None = None  # the running Passive: power, end (monotonic)
+        self._passive: tuple[int, float] | None = None  # the running Passive: power, end (on `clock`)
         modbus.snapshot = udp.snapshot  # one plausibility history from the start
 
     # the face of the client in use ----------------------------------------------------------------
@@ -165,17 +179,23 @@ class FallbackBattery:
             "on_first_answer": on_first_answer,
         }
         if self.active is self.udp:
-            report = await self.udp.read(wanted, **options)
+            heard = max(self.udp.last_answer_at or 0.0, self._udp_since)
+            switch_at = heard + self.silent_for
+            cut = deadline is None or switch_at < deadline
+            report = await self.udp.read(wanted, **{**options, "deadline": switch_at if cut else deadline})
             if report.any_answer:
-                self._silent = 0
                 return report
-            self._silent += 1
-            if self._silent < self.silent_polls:
-                return report
+            if time.monotonic() < switch_at:
+                if deadline is None or switch_at >= deadline:
+                    return report  # the silence is not long enough in this poll
+                # Done early (too little time left for another attempt): the switch is due within this
+                # poll, not at the next one.
+                await asyncio.sleep(switch_at - time.monotonic())
             why = "; ".join(str(e) for e in report.errors.values()) or "no reply"
-            await self._switch(self.modbus, f"no answer over UDP for {self._silent} polls in a row ({why})")
+            silent = time.monotonic() - heard
+            await self._switch(self.modbus, f"no answer over UDP for {silent:.1f} s ({why})")
             if deadline is not None and deadline - time.monotonic() < 1.0:
-                return report  # Modbus is asked at the next poll
+                return report  # Modbus is asked at the next poll, which is due now
             return await self.modbus.read(wanted, **options)
         probe_due = not self._modbus_answers or time.monotonic() >= self._next_probe
         if probe_due and await self._udp_answers(deadline):
@@ -202,14 +222,14 @@ class FallbackBattery:
                 _LOG.warning("%s: RS485 control could not be released: %s", self.name, released.detail)
         to.snapshot = source.snapshot
         self.active = to
-        self._silent = 0
+        self._udp_since = time.monotonic()
         self._modbus_answers = True
         self._next_probe = time.monotonic() + self.probe_every
         self.switches.append(Switch(time.monotonic(), to.transport, reason))
         _LOG.warning("%s: now over %s (was %s): %s", self.name, to.transport, source.transport, reason)
         if self._passive is not None:
             power, end = self._passive
-            left = round(end - time.monotonic())
+            left = round(end - self._clock())
             if left > 0:
                 outcome = await to.set_mode(PassiveMode(power, left))
                 _LOG.info(
@@ -225,7 +245,7 @@ class FallbackBattery:
         outcome = await self.active.set_mode(command)
         if isinstance(command, PassiveMode):
             if outcome.status.value not in ("rejected",):
-                self._passive = (command.power, time.monotonic() + command.duration_s)
+                self._passive = (command.power, self._clock() + command.duration_s)
         elif outcome.ok:
             self._passive = None
         return outcome

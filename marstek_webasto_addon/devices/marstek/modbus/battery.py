@@ -18,6 +18,7 @@ its BMS stops it (full, or the discharge floor), a reboot, or someone releases i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -108,6 +109,7 @@ class ModbusBattery:
         )
         self.modbus = VenusModbusClient(self._config)
         self._started = False  # the first poll has checked for a control left on by an earlier run
+        self._connecting = asyncio.Lock()
 
     transport: Literal["modbus"] = "modbus"
 
@@ -194,11 +196,12 @@ class ModbusBattery:
         return report
 
     async def _connected(self) -> VenusModbusClient:
-        if not self.modbus.connected:
-            await self.modbus.connect()
-            if self._generation is None:
-                await self.choose_generation()
-        return self.modbus
+        async with self._connecting:  # a poll and a command at once: one connection, one map chosen
+            if not self.modbus.connected:
+                await self.modbus.connect()
+                if self._generation is None:
+                    await self.choose_generation()
+            return self.modbus
 
     async def choose_generation(self) -> None:
         """The register map from the device name, which both maps keep at 31000."""

@@ -101,7 +101,8 @@ class VenusModbusClient:
         self.requests = 0  # sent since creation, for benchmarks and diagnostics
         self.last_words: dict[str, list[int]] = {}  # the latest raw registers per read request
         self._client: AsyncModbusTcpClient | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one request at a time
+        self._connecting = asyncio.Lock()
         self._connected_at = 0.0
         self._last_reply = -1e9
         self._identified = False
@@ -113,7 +114,15 @@ class VenusModbusClient:
         return self._client is not None and self._client.connected
 
     async def connect(self) -> None:
-        """Connect and read the identity. Raises ModbusUnavailable when the battery cannot be reached."""
+        """Connect and read the identity. Raises ModbusUnavailable when the battery cannot be reached.
+
+        One connection at a time: a poll and a command that both find the client unconnected (the add-on's
+        first seconds) would otherwise open two, the battery would reset the second, and the first would be
+        left open, unreferenced, holding the battery's single client slot for good."""
+        async with self._connecting:
+            await self._connect()
+
+    async def _connect(self) -> None:
         if self.connected:
             return
         self.drop()
