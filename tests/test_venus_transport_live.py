@@ -1,6 +1,7 @@
 """The add-on end to end with batteries on `transport: modbus` and `auto`, as it runs (`run`'s runtime, a real
-Mosquitto, the simulators on 127.0.0.1): the optimiser's commands over Modbus, `auto`'s switch to Modbus and
-back seen through MQTT, and the Modbus lease on the demo's faster clock."""
+Mosquitto, the simulators on 127.0.0.1): the optimiser's commands over Modbus (idle and discharge on the v3
+map, night charging on the v12 map), `auto`'s switch to Modbus and back seen through MQTT, and the Modbus
+lease on the demo's faster clock."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from marstek_webasto_addon.addon.state import StateStore
 from marstek_webasto_addon.bridge.mqtt import BrokerSettings
 from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
 from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
-from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode
+from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Generation
 from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator, SimulatedBattery
 from marstek_webasto_addon.devices.marstek.simulator.physics import SimClock
 
@@ -214,6 +216,79 @@ async def test_the_optimisers_auto_hands_a_modbus_battery_back_to_its_work_mode(
             )
             await asyncio.sleep(2 * POLL)
             assert not fase_a.rs485_control  # not taken again: nothing asks for it
+        stop.set()
+        await meter
+
+
+async def test_the_optimisers_night_charging_force_charges_a_v12_modbus_battery(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # A Venus E 2.0 through an RS485 gateway (the v12 map), at 30 % an hour and a half before dawn: the
+    # optimiser's night charging, on the batteries' clock (x30), makes it charge in Passive.
+    sim = await make_sim(
+        1, socs=[30.0], profile="venus_e2_v156", speed=30, start=datetime(2026, 6, 21, 5, 30)
+    )
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus(0)
+    assert server.generation is Generation.V12
+    opts = {
+        "batteries": [
+            {"name": "FaseA", "transport": "modbus", "modbus_host": "127.0.0.1", "modbus_port": server.port}
+        ],
+        "battery_poll_interval": POLL,
+        "grid_source": {"type": "mqtt", "topic": P1, "unit": "kW"},
+        "control_interval": 1,
+        "optimiser": {
+            "enabled": True,
+            "method": "rules",
+            "min_switch_interval": 1,
+            "input_stale_after": 300,  # simulated seconds: 10 real ones
+            "night_charging": True,
+        },
+    }
+    stop = asyncio.Event()
+    async with recording(broker) as recorder:
+        meter = asyncio.create_task(keep_publishing(recorder, 0.3, stop))
+        async with addon(broker, opts, tmp_path, clock=sim.clock) as runtime:
+            await wait_ready(recorder, runtime, entities=20)
+            client = runtime.battery_links[0].client
+            assert isinstance(client, ModbusBattery)
+            battery = f"battery_{venus.ble_mac}"
+            await recorder.wait_for(
+                lambda: venus.rs485_control and venus.force_mode == ForceMode.CHARGE, 30, "a forced charge"
+            )
+            assert client.modbus.config.generation is Generation.V12  # chosen from the device name
+            status = json.loads(recorder.latest[f"{BASE}/optimiser/state"])
+            assert status["strategy"].startswith("night charging"), status
+            lease = client.lease
+            assert lease is not None
+            assert lease.power < 0  # a charge
+            assert venus.force_charge_w == -lease.power > 0  # the power asked is the power forced
+            last_command = f"{BASE}/{battery}/last_command/attributes"
+            await recorder.wait_for(
+                lambda: (
+                    "night charging"
+                    in json.loads(recorder.latest.get(last_command, b"{}")).get("command", "")
+                ),
+                10,
+                "the optimiser's command in the last command",
+            )
+            outcome = json.loads(recorder.latest[last_command])
+            assert outcome["status"] == "applied", outcome
+            assert outcome["command"].startswith("Passive charge"), outcome
+            assert "verified by read-back" in outcome["detail"]
+            # the simulated battery charges: power drawn, its SOC rising, both seen through MQTT too
+            soc_before = venus.physics.soc
+            await until(lambda: venus.physics.ac_power < -0.9 * venus.force_charge_w, 10)
+            await until(lambda: venus.physics.soc >= soc_before + 1, 30)
+            await recorder.wait_for(
+                lambda: state_of(recorder, battery)["soc"] >= round(soc_before) + 1, 3 * POLL, "the SOC read"
+            )
+            state = state_of(recorder, battery)
+            assert (state["mode"], state["transport"]) == ("Passive", "modbus")
+        # a clean stop while the optimiser holds control: released, the battery back on its stored Auto
+        assert under_control(venus) == (False, ForceMode.STOP, 0)
+        assert (venus.force_charge_w, venus.mode) == (0, "Auto")
         stop.set()
         await meter
 
