@@ -1,7 +1,7 @@
 """The add-on end to end with batteries on `transport: modbus` and `auto`, as it runs (`run`'s runtime, a real
 Mosquitto, the simulators on 127.0.0.1): the optimiser's commands over Modbus (idle and discharge on the v3
-map, night charging on the v12 map), `auto`'s switch to Modbus and back seen through MQTT, and the Modbus
-lease on the demo's faster clock."""
+map, night charging on the v12 map), `auto`'s switch to Modbus and back seen through MQTT, a person's
+Passive carried across both switches, and the Modbus lease on the demo's faster clock."""
 
 from __future__ import annotations
 
@@ -353,6 +353,77 @@ async def test_auto_keeps_the_entities_available_across_the_switch_to_modbus_and
         assert all(p == b"online" for t, p, _ in after if t == availability)
         assert all(json.loads(p)["connection"] == "online" for t, p, _ in after if t == state_topic)
         assert not venus.rs485_control
+
+
+async def test_auto_carries_a_persons_passive_charge_to_modbus_and_back(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(1, socs=[50.0])
+    venus = sim.batteries[0]
+    host, udp_port = sim.addresses[0]
+    server = await sim.serve_modbus(0, host=host)
+    opts = {
+        "batteries": [
+            {"name": "FaseA", "host": host, "port": udp_port, "transport": "auto", "modbus_port": server.port}
+        ],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": POLL,
+        "offline_after": 3,  # the switch after 4.5 s of silence
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+    }
+    async with recording(broker) as recorder, addon(broker, opts, tmp_path) as runtime:
+        await wait_ready(recorder, runtime, entities=20)
+        client = runtime.battery_links[0].client
+        assert isinstance(client, FallbackBattery)
+        client.probe_every = 2 * POLL
+        battery = f"battery_{venus.ble_mac}"
+        # a person's charge for 10 minutes, over the Local API: the battery's own countdown
+        assert (await command(recorder, battery, "passive_power", "-1200"))["status"] == "applied"
+        assert (await command(recorder, battery, "passive_duration", "10"))["status"] == "applied"
+        asked_at, asked_sim = time.monotonic(), sim.clock.seconds()  # the lease's clock, the battery's
+        outcome = await command(recorder, battery, "charge_now", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert (venus.mode, venus.passive_power, venus.rs485_control) == ("Passive", -1200, False)
+
+        # the Local API goes silent: the charge goes on over Modbus as forced power, for what is left of it
+        sim.outage(0, 1e6)
+        await recorder.wait_for(lambda: client.transport == "modbus", 20, "the switch to Modbus")
+        await until(lambda: venus.rs485_control and venus.force_mode == ForceMode.CHARGE, 5)
+        assert venus.force_charge_w == 1200
+        lease = client.modbus.lease
+        assert lease is not None
+        assert lease.power == -1200
+        assert lease.until == pytest.approx(asked_at + 600, abs=2)  # the rest of the 10 minutes, not 10 more
+        assert time.monotonic() - asked_at > 4  # (so a fresh lease would show)
+        await until(lambda: venus.physics.ac_power < -1000, 5)  # the battery keeps charging
+        await recorder.wait_for(
+            lambda: state_of(recorder, battery)["transport"] == "modbus", 2 * POLL, "Transport: modbus"
+        )
+        assert state_of(recorder, battery)["mode"] == "Passive"
+
+        # the Local API answers again: the rest of the charge over it, RS485 control released
+        sent_before = len(venus.setmode_log)
+        sim.outage(0, 0)
+        await recorder.wait_for(lambda: client.transport == "udp", 20, "the switch back to the Local API")
+        await until(lambda: len(venus.setmode_log) > sent_before, 5)
+        assert not venus.rs485_control
+        assert (venus.force_mode, venus.force_charge_w) == (ForceMode.STOP, 0)
+        assert client.modbus.lease is None
+        carried = venus.setmode_log[-1]
+        assert carried["mode"] == "Passive", carried
+        passive = carried["passive_cfg"]
+        assert passive["power"] == -1200
+        assert passive["cd_time"] == pytest.approx(asked_sim + 600 - sim.clock.seconds(), abs=2)
+        assert passive["cd_time"] < 600 - 5  # what is left after the time on Modbus
+        assert venus.passive_until == pytest.approx(asked_sim + 600, abs=2)
+        assert (venus.mode, venus.passive_power) == ("Passive", -1200)
+        await until(lambda: venus.physics.ac_power < -1000, 5)
+        await recorder.wait_for(
+            lambda: state_of(recorder, battery)["transport"] == "udp", 2 * POLL, "Transport: udp"
+        )
+        await asyncio.sleep(POLL)
+        assert not venus.rs485_control  # not taken again
+    assert not venus.rs485_control
 
 
 # the lease on the demo's clock ----------------------------------------------------------------------------
