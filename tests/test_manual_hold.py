@@ -279,6 +279,14 @@ async def test_schedules_are_cleared_one_battery_at_a_time_and_known_clean_ones_
     await clear_all()
     assert [len(b.setmode_log) for b in sim.batteries] == sent
     assert sum("nothing to clear" in d for d in details) == 3
+    # a role that came with a clear that writes nothing (nothing to clear; a battery over Modbus) is still
+    # sent, at once, not left to the optimiser's repair a minute later
+    charge = Command(devices[0].device_id or "", Role.CHARGE, -500, 900)
+    actuators[0].submit(charge)
+    actuators[0].submit(Command(devices[0].device_id or "", None, clear_schedules=True))
+    await until(lambda: actuators[0].task is not None and actuators[0].task.done(), 30)
+    assert (sim.batteries[0].mode, sim.batteries[0].passive_power) == ("Passive", -500)
+    assert actuators[0].last_role == charge
     # a battery seen in Manual since (a schedule from the app) is cleared again
     await devices[1].link.client.set_mode(ManualSlot(0, "00:00", "23:59", power=-500))
     devices[1].link.client.schedule.pop(0)  # written by the app, not by the add-on

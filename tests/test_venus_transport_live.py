@@ -1,6 +1,7 @@
 """The add-on end to end with batteries on `transport: modbus` and `auto`, as it runs (`run`'s runtime, a real
-Mosquitto, the simulators on 127.0.0.1): the optimiser's commands over Modbus, `auto`'s switch to Modbus and
-back seen through MQTT, and the Modbus lease on the demo's faster clock."""
+Mosquitto, the simulators on 127.0.0.1): the optimiser's commands over Modbus (idle and discharge on the v3
+map, night charging on the v12 map), `auto`'s switch to Modbus and back seen through MQTT, a person's
+Passive carried across both switches, and the Modbus lease on the demo's faster clock."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from marstek_webasto_addon.addon.state import StateStore
 from marstek_webasto_addon.bridge.mqtt import BrokerSettings
 from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
 from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
-from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode
+from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Generation
 from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator, SimulatedBattery
 from marstek_webasto_addon.devices.marstek.simulator.physics import SimClock
 
@@ -218,6 +220,79 @@ async def test_the_optimisers_auto_hands_a_modbus_battery_back_to_its_work_mode(
         await meter
 
 
+async def test_the_optimisers_night_charging_force_charges_a_v12_modbus_battery(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # A Venus E 2.0 through an RS485 gateway (the v12 map), at 30 % an hour and a half before dawn: the
+    # optimiser's night charging, on the batteries' clock (x30), makes it charge in Passive.
+    sim = await make_sim(
+        1, socs=[30.0], profile="venus_e2_v156", speed=30, start=datetime(2026, 6, 21, 5, 30)
+    )
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus(0)
+    assert server.generation is Generation.V12
+    opts = {
+        "batteries": [
+            {"name": "FaseA", "transport": "modbus", "modbus_host": "127.0.0.1", "modbus_port": server.port}
+        ],
+        "battery_poll_interval": POLL,
+        "grid_source": {"type": "mqtt", "topic": P1, "unit": "kW"},
+        "control_interval": 1,
+        "optimiser": {
+            "enabled": True,
+            "method": "rules",
+            "min_switch_interval": 1,
+            "input_stale_after": 300,  # simulated seconds: 10 real ones
+            "night_charging": True,
+        },
+    }
+    stop = asyncio.Event()
+    async with recording(broker) as recorder:
+        meter = asyncio.create_task(keep_publishing(recorder, 0.3, stop))
+        async with addon(broker, opts, tmp_path, clock=sim.clock) as runtime:
+            await wait_ready(recorder, runtime, entities=20)
+            client = runtime.battery_links[0].client
+            assert isinstance(client, ModbusBattery)
+            battery = f"battery_{venus.ble_mac}"
+            await recorder.wait_for(
+                lambda: venus.rs485_control and venus.force_mode == ForceMode.CHARGE, 30, "a forced charge"
+            )
+            assert client.modbus.config.generation is Generation.V12  # chosen from the device name
+            status = json.loads(recorder.latest[f"{BASE}/optimiser/state"])
+            assert status["strategy"].startswith("night charging"), status
+            lease = client.lease
+            assert lease is not None
+            assert lease.power < 0  # a charge
+            assert venus.force_charge_w == -lease.power > 0  # the power asked is the power forced
+            last_command = f"{BASE}/{battery}/last_command/attributes"
+            await recorder.wait_for(
+                lambda: (
+                    "night charging"
+                    in json.loads(recorder.latest.get(last_command, b"{}")).get("command", "")
+                ),
+                10,
+                "the optimiser's command in the last command",
+            )
+            outcome = json.loads(recorder.latest[last_command])
+            assert outcome["status"] == "applied", outcome
+            assert outcome["command"].startswith("Passive charge"), outcome
+            assert "verified by read-back" in outcome["detail"]
+            # the simulated battery charges: power drawn, its SOC rising, both seen through MQTT too
+            soc_before = venus.physics.soc
+            await until(lambda: venus.physics.ac_power < -0.9 * venus.force_charge_w, 10)
+            await until(lambda: venus.physics.soc >= soc_before + 1, 30)
+            await recorder.wait_for(
+                lambda: state_of(recorder, battery)["soc"] >= round(soc_before) + 1, 3 * POLL, "the SOC read"
+            )
+            state = state_of(recorder, battery)
+            assert (state["mode"], state["transport"]) == ("Passive", "modbus")
+        # a clean stop while the optimiser holds control: released, the battery back on its stored Auto
+        assert under_control(venus) == (False, ForceMode.STOP, 0)
+        assert (venus.force_charge_w, venus.mode) == (0, "Auto")
+        stop.set()
+        await meter
+
+
 # transport: auto through MQTT -----------------------------------------------------------------------------
 
 
@@ -278,6 +353,77 @@ async def test_auto_keeps_the_entities_available_across_the_switch_to_modbus_and
         assert all(p == b"online" for t, p, _ in after if t == availability)
         assert all(json.loads(p)["connection"] == "online" for t, p, _ in after if t == state_topic)
         assert not venus.rs485_control
+
+
+async def test_auto_carries_a_persons_passive_charge_to_modbus_and_back(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(1, socs=[50.0])
+    venus = sim.batteries[0]
+    host, udp_port = sim.addresses[0]
+    server = await sim.serve_modbus(0, host=host)
+    opts = {
+        "batteries": [
+            {"name": "FaseA", "host": host, "port": udp_port, "transport": "auto", "modbus_port": server.port}
+        ],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": POLL,
+        "offline_after": 3,  # the switch after 4.5 s of silence
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+    }
+    async with recording(broker) as recorder, addon(broker, opts, tmp_path) as runtime:
+        await wait_ready(recorder, runtime, entities=20)
+        client = runtime.battery_links[0].client
+        assert isinstance(client, FallbackBattery)
+        client.probe_every = 2 * POLL
+        battery = f"battery_{venus.ble_mac}"
+        # a person's charge for 10 minutes, over the Local API: the battery's own countdown
+        assert (await command(recorder, battery, "passive_power", "-1200"))["status"] == "applied"
+        assert (await command(recorder, battery, "passive_duration", "10"))["status"] == "applied"
+        asked_at, asked_sim = time.monotonic(), sim.clock.seconds()  # the lease's clock, the battery's
+        outcome = await command(recorder, battery, "charge_now", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert (venus.mode, venus.passive_power, venus.rs485_control) == ("Passive", -1200, False)
+
+        # the Local API goes silent: the charge goes on over Modbus as forced power, for what is left of it
+        sim.outage(0, 1e6)
+        await recorder.wait_for(lambda: client.transport == "modbus", 20, "the switch to Modbus")
+        await until(lambda: venus.rs485_control and venus.force_mode == ForceMode.CHARGE, 5)
+        assert venus.force_charge_w == 1200
+        lease = client.modbus.lease
+        assert lease is not None
+        assert lease.power == -1200
+        assert lease.until == pytest.approx(asked_at + 600, abs=2)  # the rest of the 10 minutes, not 10 more
+        assert time.monotonic() - asked_at > 4  # (so a fresh lease would show)
+        await until(lambda: venus.physics.ac_power < -1000, 5)  # the battery keeps charging
+        await recorder.wait_for(
+            lambda: state_of(recorder, battery)["transport"] == "modbus", 2 * POLL, "Transport: modbus"
+        )
+        assert state_of(recorder, battery)["mode"] == "Passive"
+
+        # the Local API answers again: the rest of the charge over it, RS485 control released
+        sent_before = len(venus.setmode_log)
+        sim.outage(0, 0)
+        await recorder.wait_for(lambda: client.transport == "udp", 20, "the switch back to the Local API")
+        await until(lambda: len(venus.setmode_log) > sent_before, 5)
+        assert not venus.rs485_control
+        assert (venus.force_mode, venus.force_charge_w) == (ForceMode.STOP, 0)
+        assert client.modbus.lease is None
+        carried = venus.setmode_log[-1]
+        assert carried["mode"] == "Passive", carried
+        passive = carried["passive_cfg"]
+        assert passive["power"] == -1200
+        assert passive["cd_time"] == pytest.approx(asked_sim + 600 - sim.clock.seconds(), abs=2)
+        assert passive["cd_time"] < 600 - 5  # what is left after the time on Modbus
+        assert venus.passive_until == pytest.approx(asked_sim + 600, abs=2)
+        assert (venus.mode, venus.passive_power) == ("Passive", -1200)
+        await until(lambda: venus.physics.ac_power < -1000, 5)
+        await recorder.wait_for(
+            lambda: state_of(recorder, battery)["transport"] == "udp", 2 * POLL, "Transport: udp"
+        )
+        await asyncio.sleep(POLL)
+        assert not venus.rs485_control  # not taken again
+    assert not venus.rs485_control
 
 
 # the lease on the demo's clock ----------------------------------------------------------------------------

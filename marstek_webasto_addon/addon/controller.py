@@ -106,10 +106,14 @@ class _Actuator:
                     outcome = await self._clear()
                     if outcome is not None:
                         self.report(self.device, outcome)
+                    written = outcome is not None and outcome.attempts > 0
+                    if not written:
+                        # Nothing written (nothing to clear, or over Modbus): a role waiting to be sent is
+                        # sent next as any other, not dropped.
+                        continue
                     # Clearing left it in Manual at 0 W: its role again before the next battery is cleared.
                     again, self.role = self.role or self.last_role, None
-                    written = outcome is not None and outcome.attempts > 0
-                    if written and again is not None and (sent := await self._send(again)) is not None:
+                    if again is not None and (sent := await self._send(again)) is not None:
                         self.report(self.device, sent)
                 continue
             command, self.role = self.role, None

@@ -37,6 +37,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="auto",
         help="default: Mosquitto if installed",
     )
+    parser.add_argument(
+        "--transport",
+        choices=["udp", "modbus", "auto"],
+        default="udp",
+        help="how the add-on reaches the simulated batteries: udp (the Local API, default), modbus (Modbus"
+        " TCP, each battery's map on 127.0.0.1 at a port of its own) or auto (the Local API, Modbus while it"
+        " is silent)",
+    )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument(
         "--state-dir", type=Path, help="keep the demo's state here (default: a temporary folder)"
@@ -44,12 +52,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=run_demo)
 
 
-def demo_options(world: DemoWorld, broker_host: str, broker_port: int) -> dict[str, Any]:
+def demo_options(
+    world: DemoWorld, broker_host: str, broker_port: int, transport: str = "udp"
+) -> dict[str, Any]:
     """The options a user with this home would set in the add-on's options tab."""
     return {
         "batteries": [
-            {"name": name, "host": host, "port": port}
-            for (name, _), (host, port) in zip(DEMO_BATTERIES, world.battery_addresses, strict=True)
+            battery_options(name, index, world, transport) for index, (name, _) in enumerate(DEMO_BATTERIES)
         ],
         "wallboxes": [
             {
@@ -63,7 +72,8 @@ def demo_options(world: DemoWorld, broker_host: str, broker_port: int) -> dict[s
         "mqtt": {"host": broker_host, "port": broker_port},
         "marstek_bind": "127.0.0.1",
         "rediscovery_targets": [host for host, _ in world.battery_addresses],  # never the LAN
-        "battery_poll_interval": 2,
+        # a Modbus poll of the v3 map is 13 requests 150 ms apart: about 2 s
+        "battery_poll_interval": 2 if transport == "udp" else 3,
         "wallbox_poll_interval": 2,
         "timing": {"request_gap": 0.05, "write_gap": 0.5, "timeout": 1.0, "verify_delay": 0.5},
         "grid_source": {"type": "mqtt", "topic": P1_TOPIC},
@@ -72,6 +82,26 @@ def demo_options(world: DemoWorld, broker_host: str, broker_port: int) -> dict[s
         # Simulated minutes pass in seconds: give the meter as many simulated seconds to arrive.
         "optimiser": {"enabled": True, "input_stale_after": 300},
     }
+
+
+def battery_options(name: str, index: int, world: DemoWorld, transport: str) -> dict[str, Any]:
+    """One battery's entry: its Local API address, and with Modbus its gateway's address too."""
+    host, port = world.battery_addresses[index]
+    if transport == "udp":
+        return {"name": name, "host": host, "port": port}
+    modbus_host, modbus_port = world.modbus_addresses[index]
+    modbus = {"transport": transport, "modbus_host": modbus_host, "modbus_port": modbus_port}
+    if transport == "modbus":
+        return {"name": name, **modbus}
+    return {"name": name, "host": host, "port": port, **modbus}
+
+
+def transport_line(world: DemoWorld, transport: str) -> str:
+    if transport == "udp":
+        return ""
+    gateways = ", ".join(f"{host}:{port}" for host, port in world.modbus_addresses)
+    what = "over Modbus TCP" if transport == "modbus" else "over the Local API, Modbus TCP while it is silent"
+    return f"  the batteries {what} (transport {transport}); their Modbus maps at {gateways}\n"
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -101,9 +131,11 @@ async def run_demo(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
     async with (
         DemoBroker(args.broker) as broker,
-        DemoWorld(speed=args.speed, start=args.start, sim_port=args.sim_port) as world,
+        DemoWorld(
+            speed=args.speed, start=args.start, sim_port=args.sim_port, modbus=args.transport != "udp"
+        ) as world,
     ):
-        options = parse_options(demo_options(world, broker.host, broker.port))
+        options = parse_options(demo_options(world, broker.host, broker.port, args.transport))
         store = StateStore(state_dir / "state.json")
         optimiser_state = store.section("optimiser")
         if "history" not in optimiser_state:
@@ -123,6 +155,7 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
                 f"  MQTT: {broker.describe()} (try: mosquitto_sub -p {broker.port} -t '#' -v)\n"
                 f"  3 simulated batteries, a NEXT wallbox and a home with {kwp:g} kWp PV;"
                 f" simulated time x{args.speed:g}, starting {world.clock.now():%Y-%m-%d %H:%M}\n"
+                f"{transport_line(world, args.transport)}"
                 "  Ctrl-C stops.",
                 flush=True,
             )

@@ -1,5 +1,7 @@
 """The demo's simulated home: three batteries (one per phase, as in the seed), a NEXT wallbox with a car
-that comes home in the evening, a household with rooftop PV, and a P1 meter published to MQTT.
+that comes home in the evening, a household with rooftop PV, and a P1 meter published to MQTT. The
+batteries answer over the Local API (UDP), and with `modbus=True` each serves its Modbus map as well, on
+127.0.0.1 at a port of its own (an RS485 gateway per battery, as `transport: modbus` or `auto` expects).
 
 Everything runs on one simulated clock, faster than real time; the wallbox's load is part of what the meter
 and the batteries' own CT see.
@@ -15,7 +17,7 @@ from typing import Any
 import aiomqtt
 
 from ..addon.quarter_history import QuarterHistory
-from ..devices.marstek.simulator import MarstekSimulator
+from ..devices.marstek.simulator import MarstekSimulator, VenusModbusServer
 from ..devices.marstek.simulator.physics import Household, SimClock
 from ..devices.webasto.registers import WallboxModel
 from ..devices.webasto.simulator.model import Car, WallboxProfile, WallboxSim
@@ -29,11 +31,20 @@ DEMO_BATTERIES = (("FaseA", 100.0), ("FaseB", 22.0), ("FaseC", 97.0))
 P1_TOPIC = "demo/p1/power"  # W, + = import, like a DSMR reader publishes it
 PV_TOPIC = "demo/pv/power"  # W
 CAR_ARRIVES, CAR_LEAVES = time(18, 0), time(7, 30)
+MODBUS_HOST = "127.0.0.1"  # every battery's Modbus map here, each at a free port of its own
 METER_INTERVAL_S = 0.5  # real seconds between meter messages
 
 
 class DemoWorld:
-    def __init__(self, *, speed: float, start: datetime | None, sim_port: int, pv_kwp: float = 6.0) -> None:
+    def __init__(
+        self,
+        *,
+        speed: float,
+        start: datetime | None,
+        sim_port: int,
+        pv_kwp: float = 6.0,
+        modbus: bool = False,
+    ) -> None:
         self.marstek = MarstekSimulator.build(
             len(DEMO_BATTERIES),
             port=sim_port,
@@ -46,14 +57,28 @@ class DemoWorld:
         self.wallbox = WallboxSim(WallboxProfile.for_model(WallboxModel.NEXT), sim_now=self.clock.now)
         self.wallbox_server = WallboxServer(self.wallbox, clock=self.clock)
         self.wallbox_port = 0
+        self.modbus = modbus
+        self.modbus_servers: list[VenusModbusServer] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def battery_addresses(self) -> list[tuple[str, int]]:
         return list(self.marstek.addresses)
 
+    @property
+    def modbus_addresses(self) -> list[tuple[str, int]]:
+        """Each battery's Modbus TCP address (empty without `modbus`)."""
+        return [(MODBUS_HOST, server.port) for server in self.modbus_servers]
+
     async def __aenter__(self) -> DemoWorld:
         await self.marstek.start()
+        try:
+            if self.modbus:
+                for index in range(len(self.marstek.batteries)):  # stopped with the simulator
+                    self.modbus_servers.append(await self.marstek.serve_modbus(index, host=MODBUS_HOST))
+        except BaseException:
+            await self.marstek.stop()
+            raise
         self.wallbox_port = await self.wallbox_server.start()
         self._tasks.append(asyncio.create_task(self._household(), name="demo-household"))
         return self
