@@ -84,7 +84,7 @@ def bound(
             CarNeed(v.arrival - start_quarter, v.departure - start_quarter, v.energy_kwh) for v in car
         )
     with_car = bool(np.any(fixed_car > 0)) or bool(car)
-    times = local_times()[span]
+    times = (year.clock if year.clock is not None else local_times())[span]
     keys = sorted(month_shares)
     month = np.array([keys.index((at.year, at.month)) for at in times], dtype=np.int32)
     weights = np.array([tariff.capacity_price / 12 * month_shares[key] for key in keys])

@@ -24,6 +24,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from collections import defaultdict
@@ -319,8 +320,9 @@ class PlanExecutor:
 
     def plan(self, quarter: int, batteries: list[SimulatedBattery], month_peak_kw: float) -> None:
         """The plan for the rest of today and tomorrow from this quarter on; keeps its first step."""
-        now = local_times()[quarter]
-        steps = min(horizon_steps(now), QUARTERS - quarter)
+        clock = _clock(self.year)
+        now = clock[quarter]
+        steps = min(horizon_steps(now), len(clock) - quarter)
         span = slice(quarter, quarter + steps)
         load = self._past(self.load_kw, quarter)
         ev = None if self.ev_kw is None or self.car is not None else self._past(self.ev_kw, quarter)
@@ -359,12 +361,14 @@ class PlanExecutor:
         seen = slice(max(0, midnight), quarter)
         return pv_nowcast(forecast, self.pv_forecast[seen], self.pv_kw[seen], left_today)
 
-    @staticmethod
-    def _past(series: FloatArray, quarter: int) -> FloatArray:
+    def _past(self, series: FloatArray, quarter: int) -> FloatArray:
         """The learner's history: the last six weeks. Before the data has six weeks, the year's own last
-        weeks stand in for the weeks before it (the same household, its habits, not the days to come)."""
+        weeks stand in for the weeks before it (the same household, its habits, not the days to come); in a
+        site's own recorded history nothing does: the quarters before it are unknown, as they were live."""
         if quarter >= HISTORY_QUARTERS:
             return series[quarter - HISTORY_QUARTERS : quarter]
+        if self.year.clock is not None:
+            return np.concatenate([np.full(HISTORY_QUARTERS - quarter, np.nan), series[:quarter]])
         return np.concatenate([series[QUARTERS - HISTORY_QUARTERS + quarter :], series[:quarter]])
 
     def _prices(self, quarter: int, now: datetime, steps: int) -> tuple[FloatArray, FloatArray]:
@@ -454,8 +458,8 @@ def run(
     t = 0.0
     last_modes = {b.ble_mac: b.mode for b in batteries}
     first_local = year.local_time(start_quarter)
-    clock = local_times()
-    for quarter in range(start_quarter, min(QUARTERS, start_quarter + quarters)):
+    clock = _clock(year)
+    for quarter in range(start_quarter, min(len(clock), start_quarter + quarters)):
         household.quarter = quarter
         if car is None:
             site.extra = household.wallbox_w()
@@ -627,7 +631,7 @@ def _figures(
     trace: Trace,
     setup: ReplaySetup,
 ) -> dict[str, Any]:
-    covered = month_fractions(start, quarters)
+    covered = month_fractions(start, quarters, year.clock)
     peaks = {f"{y}-{m:02d}": round(totals.peaks.get((y, m), 0.0), 3) for (y, m) in covered}
     capacity = sum(
         tariff.capacity_price / 12 * max(tariff.capacity_floor_kw, totals.peaks.get(month, 0.0)) * share
@@ -671,8 +675,22 @@ def _figures(
     return figures
 
 
-def month_fractions(start: int, quarters: int) -> dict[tuple[int, int], float]:
-    """How much of each calendar month the replay covers (a partial month pays its share of the tariff)."""
+def _clock(year: HouseholdYear) -> tuple[datetime, ...]:
+    """The local wall-clock start of each of the year's quarters: its own, or the 2021 data year's."""
+    return year.clock if year.clock is not None else local_times()
+
+
+def month_fractions(
+    start: int, quarters: int, clock: tuple[datetime, ...] | None = None
+) -> dict[tuple[int, int], float]:
+    """How much of each calendar month the replay covers (a partial month pays its share of the tariff).
+    `clock`: a recorded history's own quarters (their wall-clock starts), a month's share counted against
+    its calendar days; None: the 2021 data year's."""
+    if clock is not None:
+        counts_of: dict[tuple[int, int], int] = defaultdict(int)
+        for local in clock[start : start + quarters]:
+            counts_of[(local.year, local.month)] += 1
+        return {(y, m): count / (calendar.monthrange(y, m)[1] * 96) for (y, m), count in counts_of.items()}
     counts: dict[tuple[int, int], int] = defaultdict(int)
     totals: dict[tuple[int, int], int] = defaultdict(int)
     for quarter, local in enumerate(local_times()):
