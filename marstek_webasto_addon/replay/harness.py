@@ -122,6 +122,7 @@ class Totals:
     plan_seconds: list[float] = field(default_factory=list)
     car_wh: float = 0.0
     battery_to_car_wh: float = 0.0  # the batteries' output beyond the house's own need, into the car
+    month_energy_cost: dict[tuple[int, int], float] | None = None  # kept when `run` is asked for months
 
 
 @dataclass(frozen=True)
@@ -411,11 +412,13 @@ def run(
     setup: ReplaySetup | None = None,
     trace_quarters: range | None = None,
     progress: Callable[[int], None] | None = None,
+    monthly: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Replay one scenario; returns its figures (and a trace when asked).
 
     `prices` (default: the tariff's periods) are what the bill counts and what the planner sees; the rule
-    engine only knows the tariff's periods.
+    engine only knows the tariff's periods. `monthly`, when given, is filled with each month's bill
+    ("YYYY-MM": energy and capacity cost, peak, the month's share), which sum to the figures' bill.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
@@ -452,7 +455,7 @@ def run(
     )
     executor = PlanExecutor(year, prices, tariff, setup.planner, car) if scenario == "optimiser" else None
     daily_pv_kwh = _daily_pv(year) if engine is not None else {}
-    totals = Totals()
+    totals = Totals(month_energy_cost=defaultdict(float) if monthly is not None else None)
     trace = Trace(battery_power={b.ble_mac: [] for b in batteries}, soc={b.ble_mac: [] for b in batteries})
     steps_per_quarter = 900 // setup.step_s
     t = 0.0
@@ -528,6 +531,8 @@ def run(
     figures = _figures(
         scenario, totals, batteries, tariff, first_local, year, start_quarter, quarters, trace, setup
     )
+    if monthly is not None:
+        monthly.update(_monthly(totals, tariff, month_fractions(start_quarter, quarters, year.clock)))
     if year.ev_w:
         delivered = (
             car.delivered
@@ -589,12 +594,16 @@ def _account(
     grid = site.total_power()
     hours = seconds / 3600
     if grid >= 0:
+        cost = grid * hours / 1000 * float(prices.import_price[quarter])
         totals.import_wh += grid * hours
-        totals.energy_cost += grid * hours / 1000 * float(prices.import_price[quarter])
+        totals.energy_cost += cost
         totals.quarter_import_wh += grid * hours
     else:
+        cost = grid * hours / 1000 * float(prices.export_price[quarter])
         totals.export_wh -= grid * hours
-        totals.energy_cost += grid * hours / 1000 * float(prices.export_price[quarter])
+        totals.energy_cost += cost
+    if totals.month_energy_cost is not None:
+        totals.month_energy_cost[(now.year, now.month)] += cost
     totals.load_wh += (sum(site.load) + sum(site.extra)) * hours
     totals.pv_wh += sum(site.pv) * hours
     car = sum(site.extra)
@@ -673,6 +682,24 @@ def _figures(
         figures["plan_ms_p50"] = round(float(np.percentile(solve_ms, 50)), 2)
         figures["plan_ms_p99"] = round(float(np.percentile(solve_ms, 99)), 2)
     return figures
+
+
+def _monthly(
+    totals: Totals, tariff: Tariff, covered: dict[tuple[int, int], float]
+) -> dict[str, dict[str, float]]:
+    """Each month's bill, billed as `_figures` bills the whole (a partial month at its share)."""
+    months = {}
+    for (y, m), share in covered.items():
+        peak = totals.peaks.get((y, m), 0.0)
+        energy = (totals.month_energy_cost or {}).get((y, m), 0.0)
+        capacity = tariff.capacity_price / 12 * max(tariff.capacity_floor_kw, peak) * share
+        months[f"{y}-{m:02d}"] = {
+            "energy_cost_eur": energy,
+            "capacity_cost_eur": capacity,
+            "peak_kw": peak,
+            "share": share,
+        }
+    return months
 
 
 def _clock(year: HouseholdYear) -> tuple[datetime, ...]:
