@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from marstek_webasto_addon.addon.quarter_history import QuarterHistory
 from marstek_webasto_addon.cli import main
 from marstek_webasto_addon.demo.world import DemoWorld
 from marstek_webasto_addon.optimiser.tariff import DEFAULT_TARIFF
@@ -21,19 +22,33 @@ from marstek_webasto_addon.replay.own_history import (
     prepare,
     savings_report,
 )
+from marstek_webasto_addon.web import server
+from marstek_webasto_addon.web.server import Panel
+
+from .conftest import SimFactory, until
+from .mqtt_fixtures import Broker, broker
+from .test_panel_api import Setup, panel_setup
+from .webasto_fixtures import BoxFactory, make_box
+
+__all__ = ["broker", "make_box"]
+pytestmark = pytest.mark.timeout(90)
 
 DEMO_START = datetime(2025, 12, 2, 6, 0)  # three days back: 29 November 06:00 .. 2 December 06:00
 DAYS = 3
 
 
-def demo_history(days: int = DAYS, start: datetime = DEMO_START) -> dict[str, Any]:
+async def seeded_history(days: int = DAYS, start: datetime = DEMO_START) -> dict[str, Any]:
     """The quarter history the demo seeds its state with (`DemoWorld.past_weeks`), as under /data."""
+    world = DemoWorld(speed=1, start=start, sim_port=0)  # not started: only its household is used
+    return world.past_weeks(days=days)
 
-    async def seeded() -> dict[str, Any]:
-        world = DemoWorld(speed=1, start=start, sim_port=0)  # not started: only its household is used
-        return world.past_weeks(days=days)
 
-    return asyncio.run(seeded())
+def demo_history(days: int = DAYS, start: datetime = DEMO_START) -> dict[str, Any]:
+    return asyncio.run(seeded_history(days, start))
+
+
+def scratch_files(folder: Path) -> list[Path]:
+    return list(folder.glob("report-*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +164,79 @@ def test_the_cli_prints_the_table_from_a_state_file(
 def test_the_filled_values_are_finite(report: dict[str, Any]) -> None:
     for result in report["scenarios"].values():
         assert all(math.isfinite(m["bill_eur"]) for m in result["months"].values())
+
+
+# the panel's background job ------------------------------------------------------------------------------
+
+
+async def report_status(setup: Setup) -> Any:
+    return await setup.get("api/report")
+
+
+async def post_report(setup: Setup, content_type: str = "application/json") -> tuple[int, Any]:
+    async with setup.http.post(
+        setup.url + "api/report", data="{}", headers={"Content-Type": content_type}
+    ) as response:
+        return response.status, await response.json()
+
+
+async def test_the_panel_runs_the_report_in_the_background_and_keeps_it(
+    broker: Broker, make_sim: SimFactory, make_box: BoxFactory, tmp_path: Path
+) -> None:
+    kept = tmp_path / "report.json"
+    async with panel_setup(broker, make_sim, make_box, tmp_path, report_path=kept) as setup:
+        assert (await report_status(setup))["state"] == "idle"
+        # a fresh add-on has no history yet: said, nothing started
+        status, body = await post_report(setup)
+        assert status == 409
+        assert "quarter-hours of house load recorded so far" in body["error"]
+        assert (await post_report(setup, "text/plain"))[0] == 415
+        optimiser = setup.runtime.optimiser
+        assert optimiser is not None
+        optimiser.live.history = QuarterHistory.restored(await seeded_history(days=2))
+        status, body = await post_report(setup)
+        assert status == 202
+        assert body["state"] == "running"
+        assert (await post_report(setup))[0] == 409  # one at a time
+        seen: list[float] = []
+        for _ in range(1200):
+            current = await report_status(setup)
+            if current["state"] != "running":
+                break
+            seen.append(current["progress"])
+            await asyncio.sleep(0.05)
+        assert current["state"] == "done", current["error"]
+        assert seen == sorted(seen)
+        assert any(0 < p < 1 for p in seen)  # progress while it ran
+        report = current["report"]
+        assert report["batteries"] == 2  # the site's own count
+        assert report["days"] == 2
+        assert report["scenarios"]["no_battery"]["bill_eur"] >= report["scenarios"]["bound"]["bill_eur"]
+        assert not scratch_files(tmp_path)  # the job's scratch files are gone
+    # after a restart the last report is still there
+    again = Panel(None, report_path=kept)
+    assert again.report.status()["state"] == "done"
+    assert again.report.status()["report"] == report
+
+
+async def test_a_failing_report_says_why_and_keeps_the_last_one(
+    broker: Broker,
+    make_sim: SimFactory,
+    make_box: BoxFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept = tmp_path / "report.json"
+    kept.write_text(json.dumps({"finished": "2025-11-16T12:00:00+01:00", "report": {"days": 1}}))
+    monkeypatch.setattr(server, "REPORT_PROFILE", "no_such_battery")
+    async with panel_setup(broker, make_sim, make_box, tmp_path, report_path=kept) as setup:
+        assert (await report_status(setup))["report"] == {"days": 1}
+        optimiser = setup.runtime.optimiser
+        assert optimiser is not None
+        optimiser.live.history = QuarterHistory.restored(await seeded_history(days=1))
+        assert (await post_report(setup))[0] == 202
+        await until(lambda: not setup.panel.report.running, 60)
+        current = await report_status(setup)
+        assert current["state"] == "failed"
+        assert "invalid choice: 'no_such_battery'" in current["error"]
+        assert current["report"] == {"days": 1}
