@@ -1165,7 +1165,7 @@ function reportChart(el, report) {
     series: [{ label: "Month", value: (u, i) => (i === null ? "—" : months[Math.round(i)] || "") }, ...series],
     axes: [
       { stroke: text, grid: { show: false }, ticks: { stroke: line }, splits: () => x, values: (u, splits) => splits.map((i) => months[i] || "") },
-      { stroke: text, grid: { stroke: line, width: 1 }, ticks: { stroke: line }, size: 56, values: (u, splits) => splits.map((v) => `€${v.toFixed(0)}`) },
+      { stroke: text, grid: { stroke: line, width: 1 }, ticks: { stroke: line }, size: 56, values: (u, splits) => splits.map((v) => `€${+v.toFixed(2)}`) },
     ],
   };
   const data = [x, ...REPORT_SCENARIOS.map((name) => months.map((m) => report.scenarios[name].months[m].bill_eur))];
@@ -1194,10 +1194,11 @@ function renderReport(status) {
     view.notes.replaceChildren();
     return;
   }
-  setText(view.about, `${fmtDate(report.from)} – ${fmtDate(report.to)} (${report.days} days), ${report.batteries} batteries, prices: ${report.prices}. Bills per month, energy and capacity tariff:`);
+  setText(view.about, `${fmtDate(report.from)} – ${fmtDate(report.to)} (${report.days} ${report.days === 1 ? "day" : "days"}), ${report.batteries} batteries, prices: ${report.prices}. Bills per month, energy and capacity tariff:`);
   view.table.replaceChildren(reportTable(report));
   view.chart.replaceChildren();
   view.plot = reportChart(view.chart, report);
+  if (!view.plot) view.chart.append(h("p", { class: "muted", text: "The chart library (uPlot) is missing: the months are in the table's figures only." }));
   view.notes.replaceChildren(...report.notes.map((note) => h("li", { text: note })));
   window.mwaReport = report; // for a look from the console and the browser tests
 }
