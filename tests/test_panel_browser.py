@@ -22,6 +22,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from marstek_webasto_addon.addon.options import parse_options
+from marstek_webasto_addon.addon.quarter_history import QuarterHistory
 from marstek_webasto_addon.addon.runtime import Runtime
 from marstek_webasto_addon.addon.state import StateStore
 from marstek_webasto_addon.bridge.mqtt import BrokerSettings
@@ -96,7 +97,9 @@ async def demo_home(
                 clock=world.clock,
             )
         )
-        panel = Panel(runtime, allowed={PROXY_ADDRESS}, clock=world.clock)
+        panel = Panel(
+            runtime, allowed={PROXY_ADDRESS}, clock=world.clock, report_path=tmp_path / "report.json"
+        )
         port = await panel.start("127.0.0.1", 0)
         stack.push_async_callback(panel.stop)
         tasks = [
@@ -337,6 +340,36 @@ async def test_the_money_and_the_plan_now_are_what_the_api_reports(home: Home, b
     now = card.locator("[data-bind=plan-now]")
     await expect(now).to_contain_text("Now:")
     await expect(card.locator(".peak .meter-text")).to_contain_text("target")
+
+
+async def test_the_savings_report_runs_from_the_panel_and_shows_what_the_api_reports(
+    home: Home, browser: Browser
+) -> None:
+    optimiser = home.runtime.optimiser
+    assert optimiser is not None
+    optimiser.live.history = QuarterHistory.restored(home.world.past_weeks(days=1))  # the demo's seeded past
+    page = await open_panel(browser, home.ingress_url)
+    section = page.locator("section#report")
+    await expect(section.locator("[data-bind=report-status]")).to_have_text("not run yet")
+    await section.locator("[data-bind=report-run]").click()
+    await expect(section.locator("[data-bind=report-run]")).to_be_disabled()
+    rows = section.locator("tr[data-scenario]")
+    await expect(rows).to_have_count(5, timeout=60_000)
+    status = await page.evaluate("fetch('api/report').then((r) => r.json())")
+    assert status["state"] == "done"
+    scenarios = status["report"]["scenarios"]
+    for name, figures in scenarios.items():
+        row = section.locator(f'tr[data-scenario="{name}"]')
+        assert await row.locator("[data-key=bill]").inner_text() == euro(figures["bill_eur"])
+        assert await row.locator("[data-key=saving]").inner_text() == euro(figures["saving_eur"])
+        share = "—" if figures["share"] is None else f"{round(figures['share'] * 100)} %"
+        assert await row.locator("[data-key=share]").inner_text() == share
+    await expect(section.locator('tr[data-scenario="auto_all"] th')).to_have_text("Batteries in Auto")
+    await expect(section.locator("[data-bind=report-status]")).to_contain_text("made ")
+    await expect(section.locator("[data-bind=report-run]")).to_be_enabled()
+    await expect(section.locator(".report-chart canvas").first).to_be_visible()  # the month's bars
+    assert await page.evaluate("window.mwaReport.months") == status["report"]["months"]
+    await section.screenshot(path=str(SCREENSHOTS / "panel-report.png"))
 
 
 async def test_the_phone_layout_fits_and_the_chart_follows_the_width(home: Home, browser: Browser) -> None:

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import demo, diagnostics, marstek, replay, run, webasto
+from . import demo, diagnostics, marstek, replay, report, run, webasto
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     run.register(commands)
     replay.register(commands)
+    report.register(commands)
     diagnostics.register(commands)
     docs_parser = commands.add_parser("docs", help="check or refresh the generated tables in docs/devices.md")
     docs_parser.add_argument("--write", action="store_true", help="rewrite the file instead of checking it")

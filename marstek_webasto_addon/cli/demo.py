@@ -147,7 +147,12 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
             BrokerSettings(broker.host, broker.port),
             clock=world.clock,
         ) as runtime:
-            panel = Panel(runtime, clock=world.clock, history_path=state_dir / "history.json")
+            panel = Panel(
+                runtime,
+                clock=world.clock,
+                history_path=state_dir / "history.json",
+                report_path=state_dir / "report.json",
+            )
             port = await panel.start("127.0.0.1", args.port)
             kwp = world.marstek.site.household.pv_kwp
             print(

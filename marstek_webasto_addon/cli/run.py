@@ -173,6 +173,7 @@ async def run(args: argparse.Namespace) -> int:
                 hosts=args.panel_host,
                 password=os.environ.get(PASSWORD_ENV),
                 history_path=state_dir / "history.json",
+                report_path=state_dir / "report.json",
                 problems=panel_problems,
             )
             await panel.start(bind, panel_port)

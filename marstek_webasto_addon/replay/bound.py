@@ -65,9 +65,11 @@ def bound(
     solver: str = "ipm",
     car: tuple[Visit, ...] | None = None,
     feed_car: bool = True,
+    monthly: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Solve the perfect-foresight LP; figures keyed like the replay's scenarios. `car`: the car's sessions
-    to plan (within the span); None: the profile's charging as a fixed load."""
+    to plan (within the span); None: the profile's charging as a fixed load. `monthly`, when given, is
+    filled with each month's bill as `harness.run` fills it."""
     began = time.perf_counter()
     span = slice(start_quarter, start_quarter + quarters)
     house = np.asarray(year.load_w[span]) / 1000
@@ -84,7 +86,7 @@ def bound(
             CarNeed(v.arrival - start_quarter, v.departure - start_quarter, v.energy_kwh) for v in car
         )
     with_car = bool(np.any(fixed_car > 0)) or bool(car)
-    times = local_times()[span]
+    times = (year.clock if year.clock is not None else local_times())[span]
     keys = sorted(month_shares)
     month = np.array([keys.index((at.year, at.month)) for at in times], dtype=np.int32)
     weights = np.array([tariff.capacity_price / 12 * month_shares[key] for key in keys])
@@ -124,6 +126,21 @@ def bound(
         tariff.capacity_price / 12 * max(tariff.capacity_floor_kw, peaks[key]) * month_shares[key]
         for key in keys
     )
+    if monthly is not None:
+        quarter_cost = 0.25 * (
+            np.maximum(grid, 0) * problem.import_price + np.minimum(grid, 0) * problem.export_price
+        )
+        for m, (y, mo) in enumerate(keys):
+            share = month_shares[(y, mo)]
+            monthly[f"{y}-{mo:02d}"] = {
+                "energy_cost_eur": float(quarter_cost[month == m].sum()),
+                "capacity_cost_eur": tariff.capacity_price
+                / 12
+                * max(tariff.capacity_floor_kw, peaks[keys[m]])
+                * share,
+                "peak_kw": peaks[keys[m]],
+                "share": share,
+            }
     imported = float(np.maximum(grid, 0).sum() / 4)
     exported = float(-np.minimum(grid, 0).sum() / 4)
     pv_kwh = float(pv.sum() / 4)

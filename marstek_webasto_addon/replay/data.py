@@ -178,11 +178,16 @@ class HouseholdYear:
     kwp: float
     ev_w: list[float] | None = None  # the car's home charging (a wallbox on the same meter)
     ev_stays: list[int] | None = None  # per quarter, the stay the car is in at home (0: none known)
+    # the local wall-clock start of every quarter when the data is not the 2021 year (a site's own recorded
+    # history, `replay.own_history`); None: the data year's clock (`prices.local_times()`)
+    clock: tuple[datetime, ...] | None = None
 
     def local_time(self, quarter: int) -> datetime:
         """Local wall-clock time (Europe/Brussels) of a quarter, for tariffs, day/night and months."""
         from zoneinfo import ZoneInfo
 
+        if self.clock is not None:
+            return self.clock[quarter]
         utc = FIRST_QUARTER_UTC + timedelta(minutes=15 * quarter)
         return utc.astimezone(ZoneInfo("Europe/Brussels")).replace(tzinfo=None)
 

@@ -24,6 +24,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from collections import defaultdict
@@ -121,6 +122,7 @@ class Totals:
     plan_seconds: list[float] = field(default_factory=list)
     car_wh: float = 0.0
     battery_to_car_wh: float = 0.0  # the batteries' output beyond the house's own need, into the car
+    month_energy_cost: dict[tuple[int, int], float] | None = None  # kept when `run` is asked for months
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,9 @@ class PlanExecutor:
 
     def plan(self, quarter: int, batteries: list[SimulatedBattery], month_peak_kw: float) -> None:
         """The plan for the rest of today and tomorrow from this quarter on; keeps its first step."""
-        now = local_times()[quarter]
-        steps = min(horizon_steps(now), QUARTERS - quarter)
+        clock = _clock(self.year)
+        now = clock[quarter]
+        steps = min(horizon_steps(now), len(clock) - quarter)
         span = slice(quarter, quarter + steps)
         load = self._past(self.load_kw, quarter)
         ev = None if self.ev_kw is None or self.car is not None else self._past(self.ev_kw, quarter)
@@ -359,12 +362,14 @@ class PlanExecutor:
         seen = slice(max(0, midnight), quarter)
         return pv_nowcast(forecast, self.pv_forecast[seen], self.pv_kw[seen], left_today)
 
-    @staticmethod
-    def _past(series: FloatArray, quarter: int) -> FloatArray:
+    def _past(self, series: FloatArray, quarter: int) -> FloatArray:
         """The learner's history: the last six weeks. Before the data has six weeks, the year's own last
-        weeks stand in for the weeks before it (the same household, its habits, not the days to come)."""
+        weeks stand in for the weeks before it (the same household, its habits, not the days to come); in a
+        site's own recorded history nothing does: the quarters before it are unknown, as they were live."""
         if quarter >= HISTORY_QUARTERS:
             return series[quarter - HISTORY_QUARTERS : quarter]
+        if self.year.clock is not None:
+            return np.concatenate([np.full(HISTORY_QUARTERS - quarter, np.nan), series[:quarter]])
         return np.concatenate([series[QUARTERS - HISTORY_QUARTERS + quarter :], series[:quarter]])
 
     def _prices(self, quarter: int, now: datetime, steps: int) -> tuple[FloatArray, FloatArray]:
@@ -407,11 +412,13 @@ def run(
     setup: ReplaySetup | None = None,
     trace_quarters: range | None = None,
     progress: Callable[[int], None] | None = None,
+    monthly: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Replay one scenario; returns its figures (and a trace when asked).
 
     `prices` (default: the tariff's periods) are what the bill counts and what the planner sees; the rule
-    engine only knows the tariff's periods.
+    engine only knows the tariff's periods. `monthly`, when given, is filled with each month's bill
+    ("YYYY-MM": energy and capacity cost, peak, the month's share), which sum to the figures' bill.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
@@ -448,14 +455,14 @@ def run(
     )
     executor = PlanExecutor(year, prices, tariff, setup.planner, car) if scenario == "optimiser" else None
     daily_pv_kwh = _daily_pv(year) if engine is not None else {}
-    totals = Totals()
+    totals = Totals(month_energy_cost=defaultdict(float) if monthly is not None else None)
     trace = Trace(battery_power={b.ble_mac: [] for b in batteries}, soc={b.ble_mac: [] for b in batteries})
     steps_per_quarter = 900 // setup.step_s
     t = 0.0
     last_modes = {b.ble_mac: b.mode for b in batteries}
     first_local = year.local_time(start_quarter)
-    clock = local_times()
-    for quarter in range(start_quarter, min(QUARTERS, start_quarter + quarters)):
+    clock = _clock(year)
+    for quarter in range(start_quarter, min(len(clock), start_quarter + quarters)):
         household.quarter = quarter
         if car is None:
             site.extra = household.wallbox_w()
@@ -524,6 +531,8 @@ def run(
     figures = _figures(
         scenario, totals, batteries, tariff, first_local, year, start_quarter, quarters, trace, setup
     )
+    if monthly is not None:
+        monthly.update(_monthly(totals, tariff, month_fractions(start_quarter, quarters, year.clock)))
     if year.ev_w:
         delivered = (
             car.delivered
@@ -585,12 +594,16 @@ def _account(
     grid = site.total_power()
     hours = seconds / 3600
     if grid >= 0:
+        cost = grid * hours / 1000 * float(prices.import_price[quarter])
         totals.import_wh += grid * hours
-        totals.energy_cost += grid * hours / 1000 * float(prices.import_price[quarter])
+        totals.energy_cost += cost
         totals.quarter_import_wh += grid * hours
     else:
+        cost = grid * hours / 1000 * float(prices.export_price[quarter])
         totals.export_wh -= grid * hours
-        totals.energy_cost += grid * hours / 1000 * float(prices.export_price[quarter])
+        totals.energy_cost += cost
+    if totals.month_energy_cost is not None:
+        totals.month_energy_cost[(now.year, now.month)] += cost
     totals.load_wh += (sum(site.load) + sum(site.extra)) * hours
     totals.pv_wh += sum(site.pv) * hours
     car = sum(site.extra)
@@ -627,7 +640,7 @@ def _figures(
     trace: Trace,
     setup: ReplaySetup,
 ) -> dict[str, Any]:
-    covered = month_fractions(start, quarters)
+    covered = month_fractions(start, quarters, year.clock)
     peaks = {f"{y}-{m:02d}": round(totals.peaks.get((y, m), 0.0), 3) for (y, m) in covered}
     capacity = sum(
         tariff.capacity_price / 12 * max(tariff.capacity_floor_kw, totals.peaks.get(month, 0.0)) * share
@@ -671,8 +684,40 @@ def _figures(
     return figures
 
 
-def month_fractions(start: int, quarters: int) -> dict[tuple[int, int], float]:
-    """How much of each calendar month the replay covers (a partial month pays its share of the tariff)."""
+def _monthly(
+    totals: Totals, tariff: Tariff, covered: dict[tuple[int, int], float]
+) -> dict[str, dict[str, float]]:
+    """Each month's bill, billed as `_figures` bills the whole (a partial month at its share)."""
+    months = {}
+    for (y, m), share in covered.items():
+        peak = totals.peaks.get((y, m), 0.0)
+        energy = (totals.month_energy_cost or {}).get((y, m), 0.0)
+        capacity = tariff.capacity_price / 12 * max(tariff.capacity_floor_kw, peak) * share
+        months[f"{y}-{m:02d}"] = {
+            "energy_cost_eur": energy,
+            "capacity_cost_eur": capacity,
+            "peak_kw": peak,
+            "share": share,
+        }
+    return months
+
+
+def _clock(year: HouseholdYear) -> tuple[datetime, ...]:
+    """The local wall-clock start of each of the year's quarters: its own, or the 2021 data year's."""
+    return year.clock if year.clock is not None else local_times()
+
+
+def month_fractions(
+    start: int, quarters: int, clock: tuple[datetime, ...] | None = None
+) -> dict[tuple[int, int], float]:
+    """How much of each calendar month the replay covers (a partial month pays its share of the tariff).
+    `clock`: a recorded history's own quarters (their wall-clock starts), a month's share counted against
+    its calendar days; None: the 2021 data year's."""
+    if clock is not None:
+        counts_of: dict[tuple[int, int], int] = defaultdict(int)
+        for local in clock[start : start + quarters]:
+            counts_of[(local.year, local.month)] += 1
+        return {(y, m): count / (calendar.monthrange(y, m)[1] * 96) for (y, m), count in counts_of.items()}
     counts: dict[tuple[int, int], int] = defaultdict(int)
     totals: dict[tuple[int, int], int] = defaultdict(int)
     for quarter, local in enumerate(local_times()):

@@ -20,6 +20,7 @@ from ..optimiser.model import Role
 from ..optimiser.planner import Action
 from ..optimiser.settings import PARAMETERS
 from ..optimiser.tariff import DEFAULT_TARIFF
+from ..replay.own_history import REPORTED
 
 LANGUAGES = ("en", "nl", "de")
 DEFAULT_LANGUAGE = "en"
@@ -52,6 +53,12 @@ LABELS: dict[str, dict[str, str]] = {
     "batteries_first_until_soc": {"en": "Batteries first, up to a charge level",
                                   "nl": "Eerst de batterijen, tot een laadniveau",
                                   "de": "Zuerst die Batterien, bis zu einem Ladestand"},
+    # the savings report's scenarios ("rules" is above)
+    "no_battery": {"en": "No battery", "nl": "Geen batterij", "de": "Keine Batterie"},
+    "auto_all": {"en": "Batteries in Auto", "nl": "Batterijen op Auto", "de": "Batterien auf Auto"},
+    "optimiser": {"en": "Planner", "nl": "Planner", "de": "Planer"},
+    "bound": {"en": "Best possible (perfect foresight)", "nl": "Best mogelijke (perfecte voorkennis)",
+              "de": "Bestmöglich (perfekte Voraussicht)"},
     # tariff periods (the default tariff's; a user's own names fall back to their readable form)
     "peak": {"en": "Peak", "nl": "Piekuren", "de": "Hochtarif"},
     "off_peak": {"en": "Off-peak", "nl": "Daluren", "de": "Niedertarif"},
@@ -156,4 +163,5 @@ def exposed_values() -> set[str]:
     values |= set(DEFAULT_TARIFF.prices)
     values |= {"manual hold", "untouched"}  # the optimiser's roles besides Role (engine.py)
     values |= {"importing", "exporting", "balanced"}
+    values |= set(REPORTED)  # the savings report's scenarios
     return values

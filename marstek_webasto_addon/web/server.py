@@ -28,10 +28,12 @@ from ..addon import diagnostics
 from ..addon.controller import EngineClock, RealClock
 from ..bridge.devices import BridgedDevice
 from ..bridge.exposes import OFF, ON
+from ..replay.own_history import MIN_QUARTERS
 from ..tasks import cancel_all
 from . import labels, views
 from .guard import PASSWORD_ENV, Doors, Refusal, ingress_prefix
 from .history import History
+from .report import ReportJob
 from .server_log import ServerLog, ThrottledLog
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ PUSH_INTERVAL_S = 0.5  # at most two state events a second, however busy the dev
 SAMPLE_INTERVAL_S = 2.0
 HEARTBEAT_S = 15.0
 COMMAND_WAIT_S = 30.0
+REPORT_PROFILE = "venus_e3_v150"  # the simulated battery the savings report replays (the Venus E 3.0's)
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'self'; form-action 'none'"
@@ -98,6 +101,7 @@ class Panel:
         clock: EngineClock | None = None,
         problems: Callable[[], list[dict[str, str]]] | None = None,
         vendor: Path | None = None,
+        report_path: Path | None = None,
     ) -> None:
         self.runtime = runtime  # None: the options are invalid, the panel only shows why
         # allowed: the peers of the add-on's ingress; None: standalone, where hosts and password apply.
@@ -109,6 +113,7 @@ class Panel:
         self.extra_problems = problems or (lambda: [])
         self.vendor = vendor if vendor is not None else vendor_dir()
         self.history = History()
+        self.report = ReportJob(report_path, now=lambda: self.clock.now().astimezone())
         self.clients: set[_Client] = set()
         self._wake = asyncio.Event()
         self.app = self._build()
@@ -151,6 +156,7 @@ class Panel:
         return self.port
 
     async def stop(self) -> None:
+        await self.report.stop()
         await cancel_all(self._tasks)
         for client in list(self.clients):
             client.send("bye", {})
@@ -182,6 +188,8 @@ class Panel:
         app.router.add_get("/api/diagnostics", self._diagnostics)
         app.router.add_get("/api/plan", self._plan)
         app.router.add_post("/api/command", self._command)
+        app.router.add_get("/api/report", self._report_status)
+        app.router.add_post("/api/report", self._report_start)
         app.router.add_get("/vendor/{name}", self._vendor)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
@@ -324,6 +332,37 @@ class Panel:
             "problems": len(self.problems()),
         }
         return web.json_response(body)
+
+    # the savings report -------------------------------------------------------------------------------------
+
+    async def _report_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.report.status(), dumps=_dumps)
+
+    async def _report_start(self, request: web.Request) -> web.Response:
+        """Start the savings report on the add-on's recorded history (one at a time); 202 and its status."""
+        if request.content_type != "application/json":
+            return _error(415, "send the request as application/json")
+        optimiser = self.runtime.optimiser if self.runtime else None
+        if self.runtime is None or optimiser is None:
+            return _error(503, "no recorded history: the optimiser runs only with a battery configured")
+        history = optimiser.live.history
+        known = history.known_quarters("house")
+        if known < MIN_QUARTERS:
+            return _error(
+                409,
+                f"{known} quarter-hours of house load recorded so far; the report needs at least a day "
+                f"({MIN_QUARTERS}) of the add-on's history",
+            )
+        options = self.runtime.options
+        started = self.report.start(
+            history.snapshot(),
+            options.tariff.model_dump(mode="json"),
+            batteries=len(options.batteries),
+            profile=REPORT_PROFILE,
+        )
+        if not started:
+            return _error(409, "a savings report is already running")
+        return web.json_response(self.report.status(), status=202, dumps=_dumps)
 
     # commands -----------------------------------------------------------------------------------------------
 

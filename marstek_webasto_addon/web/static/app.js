@@ -1097,6 +1097,153 @@ function render(data) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// the savings report: the replay on the site's own recorded history (api/report), run in the background
+
+const REPORT_SCENARIOS = ["no_battery", "auto_all", "rules", "optimiser", "bound"];
+const REPORT_COLOURS = { no_battery: "--grid", auto_all: "--load", rules: "--pv", optimiser: "--battery", bound: "--muted" };
+const REPORT_POLL_MS = 1000;
+
+function reportShell(root) {
+  const run = h("button", { type: "button", class: "primary", "data-bind": "report-run", text: "Run the report" });
+  const bar = h("progress", { max: "1", value: "0", hidden: true, "data-bind": "report-progress", "aria-label": "Savings report: progress" });
+  const status = h("span", { class: "muted", "data-bind": "report-status", role: "status" });
+  const error = h("p", { class: "field-error", "data-bind": "report-error", role: "alert" });
+  const about = h("p", { class: "muted", "data-bind": "report-about" });
+  const table = h("div", { class: "report-table", "data-bind": "report-table" });
+  const chart = h("div", { class: "report-chart", "data-bind": "report-chart" });
+  const notes = h("ul", { class: "muted", "data-bind": "report-notes" });
+  root.replaceChildren(
+    h("h2", {}, h("span", { class: "name", text: "Savings report" })),
+    h("p", { class: "muted", text: "Your own recorded weeks replayed: no battery, the batteries in Auto, the rules and the planner, against the best possible (perfect foresight)." }),
+    h("div", { class: "report-run" }, run, bar, status), error, about, table, chart, notes);
+  run.addEventListener("click", startReport);
+  return { root, run, bar, status, error, about, table, chart, notes, shown: null, plot: null };
+}
+
+function reportTable(report) {
+  const head = h("tr", {}, ["Scenario", "Bill", "Saving vs no battery", "Share of the best possible"].map((t) => h("th", { scope: "col", text: t })));
+  const rows = REPORT_SCENARIOS.map((name) => {
+    const s = report.scenarios[name];
+    const share = s.share === null ? "—" : `${Math.round(s.share * 100)} %`;
+    return h("tr", { "data-scenario": name },
+      h("th", { scope: "row", text: enumLabel(name) }),
+      h("td", { "data-key": "bill", "data-value": s.bill_eur, text: fmtEuro(s.bill_eur) }),
+      h("td", { "data-key": "saving", "data-value": s.saving_eur, text: fmtEuro(s.saving_eur) }),
+      h("td", { "data-key": "share", "data-value": s.share ?? "", text: share }));
+  });
+  return h("table", {}, h("thead", {}, head), h("tbody", {}, rows));
+}
+
+// One bar per scenario and month, side by side (uPlot's bars, each series shifted within its month).
+function reportChart(el, report) {
+  if (typeof uPlot === "undefined") return null;
+  const months = report.months;
+  const x = months.map((_, i) => i);
+  const width = 0.8 / REPORT_SCENARIOS.length;
+  const text = cssVar("--muted");
+  const line = cssVar("--line");
+  const series = REPORT_SCENARIOS.map((name, k) => ({
+    label: enumLabel(name),
+    stroke: cssVar(REPORT_COLOURS[name]),
+    fill: cssVar(REPORT_COLOURS[name]),
+    width: 0,
+    value: (u, v) => (v === null || v === undefined ? "—" : fmtEuro(v)),
+    points: { show: false },
+    paths: uPlot.paths.bars({
+      disp: {
+        x0: { unit: 1, values: () => x.map((i) => i - 0.4 + k * width) },
+        size: { unit: 1, values: () => x.map(() => width * 0.9) },
+      },
+    }),
+  }));
+  const opts = {
+    width: Math.max(240, el.clientWidth),
+    height: 240,
+    cursor: { drag: { x: false, y: false } },
+    scales: { x: { time: false, range: [-0.5, months.length - 0.5] }, y: { range: (u, lo, hi) => [Math.min(0, lo), Math.max(1, hi * 1.1)] } },
+    series: [{ label: "Month", value: (u, i) => (i === null ? "—" : months[Math.round(i)] || "") }, ...series],
+    axes: [
+      { stroke: text, grid: { show: false }, ticks: { stroke: line }, splits: () => x, values: (u, splits) => splits.map((i) => months[i] || "") },
+      { stroke: text, grid: { stroke: line, width: 1 }, ticks: { stroke: line }, size: 56, values: (u, splits) => splits.map((v) => `€${+v.toFixed(2)}`) },
+    ],
+  };
+  const data = [x, ...REPORT_SCENARIOS.map((name) => months.map((m) => report.scenarios[name].months[m].bill_eur))];
+  return new uPlot(opts, data, el);
+}
+
+function renderReport(status) {
+  if (!app.report) app.report = reportShell(document.getElementById("report"));
+  const view = app.report;
+  const running = status.state === "running";
+  view.run.disabled = running;
+  view.bar.hidden = !running;
+  view.bar.value = status.progress || 0;
+  setText(view.status, running ? `running… ${Math.round((status.progress || 0) * 100)} %`
+    : status.finished ? `made ${fmtTime(status.finished)}` : "not run yet");
+  setText(view.error, status.state === "failed" ? `The report failed: ${status.error}` : "");
+  const report = status.report;
+  const key = report ? JSON.stringify([report.from, report.to, status.finished]) : null;
+  if (key === view.shown) return;
+  view.shown = key;
+  if (view.plot) { view.plot.destroy(); view.plot = null; }
+  if (!report) {
+    view.about.textContent = "";
+    view.table.replaceChildren();
+    view.chart.replaceChildren();
+    view.notes.replaceChildren();
+    return;
+  }
+  setText(view.about, `${fmtDate(report.from)} – ${fmtDate(report.to)} (${report.days} ${report.days === 1 ? "day" : "days"}), ${report.batteries} batteries, prices: ${report.prices}. Bills per month, energy and capacity tariff:`);
+  view.table.replaceChildren(reportTable(report));
+  view.chart.replaceChildren();
+  view.plot = reportChart(view.chart, report);
+  if (!view.plot) view.chart.append(h("p", { class: "muted", text: "The chart library (uPlot) is missing: the months are in the table's figures only." }));
+  view.notes.replaceChildren(...report.notes.map((note) => h("li", { text: note })));
+  window.mwaReport = report; // for a look from the console and the browser tests
+}
+
+function fmtDate(iso) {
+  const at = new Date(iso);
+  return `${at.getFullYear()}-${pad2(at.getMonth() + 1)}-${pad2(at.getDate())} ${pad2(at.getHours())}:${pad2(at.getMinutes())}`;
+}
+
+async function loadReport() {
+  try {
+    const status = await getJSON("api/report");
+    renderReport(status);
+    clearTimeout(app.reportTimer);
+    if (status.state === "running") app.reportTimer = setTimeout(loadReport, REPORT_POLL_MS);
+  } catch (error) {
+    if (app.report) setText(app.report.error, `The report's status did not load: ${error.message}`);
+  }
+}
+
+async function startReport() {
+  const view = app.report;
+  view.run.disabled = true;
+  setText(view.error, "");
+  try {
+    const response = await fetch("api/report", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: "{}",
+    });
+    const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+    if (!response.ok) {
+      setText(view.error, body.error || `HTTP ${response.status}`);
+      view.run.disabled = false;
+      return;
+    }
+    renderReport(body);
+  } catch (error) {
+    setText(view.error, "no connection to the add-on");
+    view.run.disabled = false;
+    return;
+  }
+  app.reportTimer = setTimeout(loadReport, REPORT_POLL_MS / 4);
+}
+
 function live(text, cls) {
   const badge = document.getElementById("live");
   setText(badge, text);
@@ -1126,6 +1273,7 @@ async function start() {
   }
   watchChartSize();
   connect();
+  loadReport();
   await loadPlan();
   setInterval(loadPlan, PLAN_REFRESH_MS);
 }
