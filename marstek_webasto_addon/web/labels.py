@@ -91,6 +91,9 @@ LABELS: dict[str, dict[str, str]] = {
     "updating": {"en": "Updating", "nl": "Bijwerken", "de": "Aktualisierung"},
     "1": {"en": "1 phase", "nl": "1 fase", "de": "1 Phase"},
     "3": {"en": "3 phases", "nl": "3 fasen", "de": "3 Phasen"},
+    # a battery's transport
+    "udp": {"en": "Local API (UDP)", "nl": "Lokale API (UDP)", "de": "Lokale API (UDP)"},
+    "modbus": {"en": "Modbus TCP", "nl": "Modbus TCP", "de": "Modbus TCP"},
     # the wallbox's charge mode
     "manual": {"en": "Manual (your current)", "nl": "Handmatig (uw stroom)", "de": "Manuell (Ihr Strom)"},
     "off": {"en": "Off", "nl": "Uit", "de": "Aus"},
