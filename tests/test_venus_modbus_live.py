@@ -8,19 +8,22 @@ control and a clean stop releases it."""
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from marstek_webasto_addon.devices.marstek.datapoints import BATTERY_POINTS
-from marstek_webasto_addon.devices.marstek.modbus.registers import Generation
+from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
+from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
+from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Generation
 from marstek_webasto_addon.devices.marstek.simulator import SimulatedBattery, VenusModbusServer
 
 from .conftest import SimFactory, until
 from .mqtt_fixtures import Broker, Recorder, broker, recording
 from .test_bridge_mqtt import command, configs, state_of, wait_ready
-from .test_venus_transport_live import BASE, POLL, addon
+from .test_venus_transport_live import BASE, POLL, addon, under_control
 
 __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(120)
@@ -134,3 +137,177 @@ async def test_every_entity_of_a_modbus_battery_has_its_state_and_the_simulators
         assert empty == []
         assert (state["transport"], state["connection"], state["problem"]) == ("modbus", "online", "OFF")
         assert state["manual_hold"] is not None  # the person's discharge above
+
+
+# every command --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("generation", list(MAPS))
+async def test_every_control_a_modbus_battery_offers_steers_the_simulated_battery(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path, generation: Generation
+) -> None:
+    sim = await make_sim(1, socs=[50.0], profile=MAPS[generation])
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus(0)
+    opts = {"batteries": [modbus_battery(server)], "battery_poll_interval": POLL, "timing": TIMING}
+    async with recording(broker) as recorder, addon(broker, opts, tmp_path) as runtime:
+        await wait_ready(recorder, runtime, entities=20)
+        client = runtime.battery_links[0].client
+        assert isinstance(client, ModbusBattery)
+        battery = f"battery_{venus.ble_mac}"
+
+        # offered: what Modbus carries; not the LED, the schedules or UPS (the Local API's alone)
+        entities = announced(recorder, battery)
+        controls = {k for k, v in entities.items() if "command_topic" in v}
+        assert controls == {
+            "select/mode",
+            "number/passive_power",
+            "number/passive_duration",
+            "number/depth_of_discharge",
+            "button/charge_now",
+            "button/discharge_now",
+            "button/stop",
+            "button/resume_optimiser",
+        }
+        assert entities["select/mode"]["options"] == ["Auto", "AI", "Manual", "Passive"]
+        for key, payload in (("led", "ON"), ("clear_schedules", "PRESS"), ("mode", "UPS")):
+            refused = await command(recorder, battery, key, payload)
+            assert refused["status"] == "rejected", refused
+
+        # the work modes: 43000, control released
+        for mode in ("AI", "Manual", "Auto"):
+            outcome = await command(recorder, battery, "mode", mode)
+            assert outcome["status"] == "applied", outcome
+            assert (venus.mode, venus.rs485_control) == (mode, False)
+            await recorder.wait_for(
+                lambda m=mode: state_of(recorder, battery).get("mode") == m, 2 * POLL, f"{mode} shown"
+            )
+
+        # Passive's power and duration, then charge / discharge now: forced power under RS485 control,
+        # held by the add-on for the duration asked
+        assert (await command(recorder, battery, "passive_power", "-800"))["status"] == "applied"
+        assert (await command(recorder, battery, "passive_duration", "5"))["status"] == "applied"
+        await recorder.wait_for(
+            lambda: state_of(recorder, battery).get("passive_duration") == 5, 5, "the duration shown"
+        )
+        assert state_of(recorder, battery)["passive_power"] == -800
+        for key, force, power in (
+            ("charge_now", ForceMode.CHARGE, -800),
+            ("discharge_now", ForceMode.DISCHARGE, 800),
+            ("mode", ForceMode.CHARGE, -800),  # Passive: the sign of the stored power
+        ):
+            outcome = await command(recorder, battery, key, "Passive" if key == "mode" else "PRESS")
+            assert outcome["status"] == "applied", outcome
+            forced = venus.force_charge_w if force is ForceMode.CHARGE else venus.force_discharge_w
+            assert (venus.rs485_control, venus.force_mode, forced) == (True, force, 800)
+            assert client.lease is not None
+            assert client.lease.power == power
+            assert client.lease.until - time.monotonic() == pytest.approx(300, abs=5)
+            await until(lambda: abs(venus.physics.ac_power - power) < 10, 10)  # noqa: B023 (awaited here)
+        await recorder.wait_for(
+            lambda: state_of(recorder, battery).get("mode") == "Passive", 2 * POLL, "Passive shown"
+        )
+
+        # stop: Passive at 0 W, idle and held
+        outcome = await command(recorder, battery, "stop", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert under_control(venus) == (True, ForceMode.STOP, 0)
+        assert venus.force_charge_w == 0
+        await until(lambda: abs(venus.physics.ac_power) < 5, 10)
+
+        # the depth of discharge: the add-on's own floor (SOC 50 % is below 100 - 40): a discharge held idle
+        outcome = await command(recorder, battery, "depth_of_discharge", "40")
+        assert outcome["status"] == "accepted", outcome
+        assert client.soc_floor == 60
+        await recorder.wait_for(
+            lambda: state_of(recorder, battery).get("depth_of_discharge") == 40, 5, "the DOD shown"
+        )
+        outcome = await command(recorder, battery, "discharge_now", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert "the SOC bound is reached" in outcome["command"] + outcome["detail"]
+        assert under_control(venus) == (True, ForceMode.STOP, 0)
+
+        # return to the optimiser ends the person's hold; Auto hands control back
+        outcome = await command(recorder, battery, "resume_optimiser", "PRESS")
+        assert outcome["status"] == "applied", outcome
+        assert runtime.batteries[0].holds.get(battery) is None
+        outcome = await command(recorder, battery, "mode", "Auto")
+        assert outcome["status"] == "applied", outcome
+        assert (venus.rs485_control, venus.mode, client.lease) == (False, "Auto", None)
+
+
+# auto on Modbus: what only the Local API carries ------------------------------------------------------------
+
+
+async def test_auto_on_modbus_refuses_what_only_the_local_api_carries_and_loses_nothing(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(1, socs=[50.0])
+    venus = sim.batteries[0]
+    host, udp_port = sim.addresses[0]
+    server = await sim.serve_modbus(0, host=host)
+    opts = {
+        "batteries": [
+            {"name": "FaseA", "host": host, "port": udp_port, "transport": "auto", "modbus_port": server.port}
+        ],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": POLL,
+        "offline_after": 3,  # the switch after 4.5 s of silence
+        "timing": TIMING,
+    }
+    async with recording(broker) as recorder, addon(broker, opts, tmp_path) as runtime:
+        await wait_ready(recorder, runtime, entities=20)
+        client = runtime.battery_links[0].client
+        assert isinstance(client, FallbackBattery)
+        client.probe_every = 2 * POLL  # the Local API asked again after 6 s rather than 5 min
+        device = runtime.batteries[0]
+        battery = f"battery_{venus.ble_mac}"
+        # announced as for the Local API, whichever transport is in use: no entity comes and goes
+        entities = announced(recorder, battery)
+        assert {"switch/led", "button/clear_schedules"} <= set(entities)
+        assert "UPS" in entities["select/mode"]["options"]
+        before = set(entities)
+        # a person's discharge, running when the Local API goes silent
+        assert (await command(recorder, battery, "passive_power", "700"))["status"] == "applied"
+        assert (await command(recorder, battery, "discharge_now", "PRESS"))["status"] == "applied"
+        hold = device.holds.get(battery)
+        assert hold is not None
+
+        sim.outage(0, 1e6)
+        await recorder.wait_for(lambda: client.transport == "modbus", 20, "the switch to Modbus")
+        await until(lambda: venus.rs485_control and venus.force_discharge_w == 700, 5)
+        led_before, settings_before = venus.led_on, dict(device.settings)
+        for key, payload, what in (
+            ("led", "OFF", "LED OFF"),
+            ("clear_schedules", "PRESS", "Clear manual schedules"),
+            ("mode", "UPS", "Mode UPS"),
+        ):
+            refused = await command(recorder, battery, key, payload)
+            assert refused["status"] == "rejected", refused
+            assert refused["command"] == what
+            assert "goes over the Local API only" in refused["detail"]
+            assert "reached over Modbus now" in refused["detail"]
+            assert "ask again once its Transport shows udp" in refused["detail"]
+        # nothing lost: the person's discharge and hold, the settings, the battery as it was
+        assert device.holds.get(battery) == hold
+        assert dict(device.settings) == settings_before
+        assert venus.led_on == led_before
+        assert (venus.rs485_control, venus.force_mode, venus.force_discharge_w) == (
+            True,
+            ForceMode.DISCHARGE,
+            700,
+        )
+        assert set(announced(recorder, battery)) == before
+
+        # the depth of discharge is kept as the add-on's floor now, and the battery's own at the return
+        outcome = await command(recorder, battery, "depth_of_discharge", "40")
+        assert outcome["status"] == "accepted", outcome
+        assert "written to the battery when its Local API answers again" in outcome["detail"]
+        assert client.soc_floor == 60
+        sim.outage(0, 0)
+        await recorder.wait_for(lambda: client.transport == "udp", 20, "the switch back")
+        await until(lambda: venus.physics.dod == 40, 5)
+        assert not venus.rs485_control
+        refused_no_more = await command(recorder, battery, "led", "OFF")
+        assert refused_no_more["status"] in ("applied", "accepted"), refused_no_more
+        assert venus.led_on is False
