@@ -7,8 +7,11 @@ control and a clean stop releases it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from marstek_webasto_addon.devices.marstek.simulator import SimulatedBattery, Ve
 from .conftest import SimFactory, until
 from .mqtt_fixtures import Broker, Recorder, broker, recording
 from .test_bridge_mqtt import command, configs, state_of, wait_ready
-from .test_venus_transport_live import BASE, POLL, addon, under_control
+from .test_venus_transport_live import BASE, P1, POLL, addon, keep_publishing, under_control
 
 __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(120)
@@ -311,3 +314,64 @@ async def test_auto_on_modbus_refuses_what_only_the_local_api_carries_and_loses_
         refused_no_more = await command(recorder, battery, "led", "OFF")
         assert refused_no_more["status"] in ("applied", "accepted"), refused_no_more
         assert venus.led_on is False
+
+
+# the planner -----------------------------------------------------------------------------------------------
+
+
+async def test_the_planner_force_charges_a_modbus_battery_at_a_negative_price_and_the_stop_releases_it(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # 05:10 in an hour paid for importing (-0.50 EUR/kWh), dear all day after: the plan charges now at the
+    # battery's full power, whatever it learned of the home (nothing yet).
+    sim = await make_sim(1, socs=[30.0], start=datetime(2026, 6, 22, 5, 10))
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus(0)
+    opts = {
+        "batteries": [modbus_battery(server)],
+        "battery_poll_interval": POLL,
+        "timing": TIMING,
+        "grid_source": {"type": "mqtt", "topic": P1, "unit": "kW"},
+        "control_interval": 1,
+        "tariff": {
+            "default_period": "dear",
+            "default_price": 0.40,
+            "periods": [{"name": "paid", "price": -0.5, "days": "all", "start": "05:00", "end": "06:00"}],
+            "injection_price": 0.0,
+            "capacity_price": 0,
+        },
+        "optimiser": {"enabled": True, "min_switch_interval": 1, "input_stale_after": 10},
+    }
+    stop = asyncio.Event()
+    async with recording(broker) as recorder:
+        meter = asyncio.create_task(keep_publishing(recorder, 0.3, stop))
+        async with addon(broker, opts, tmp_path, clock=sim.clock) as runtime:
+            await wait_ready(recorder, runtime, entities=20)
+            assert runtime.optimiser is not None
+            assert runtime.optimiser.settings.method == "planner"  # the default
+            client = runtime.battery_links[0].client
+            assert isinstance(client, ModbusBattery)
+            await recorder.wait_for(
+                lambda: venus.rs485_control and venus.force_mode == ForceMode.CHARGE, 40, "a forced charge"
+            )
+            status = json.loads(recorder.latest[f"{BASE}/optimiser/state"])
+            assert status["strategy"].startswith("plan:"), status
+            plan = runtime.optimiser.live.plan
+            assert plan is not None
+            assert plan.first is not None
+            lease = client.lease
+            assert lease is not None
+            assert lease.power < 0
+            # the power planned is the power forced, read back from the battery's registers
+            await client.modbus.read_control()
+            assert client.modbus.control.watts("force_charge_power") == venus.force_charge_w == -lease.power
+            assert venus.force_charge_w >= 0.9 * client.limits.charge_w
+            await until(lambda: venus.physics.ac_power < -0.9 * venus.force_charge_w, 10)
+            battery = f"battery_{venus.ble_mac}"
+            await recorder.wait_for(
+                lambda: state_of(recorder, battery).get("mode") == "Passive", 2 * POLL, "Passive shown"
+            )
+        assert under_control(venus) == (False, ForceMode.STOP, 0)
+        assert (venus.force_charge_w, venus.mode) == (0, "Auto")
+        stop.set()
+        await meter
