@@ -22,7 +22,7 @@ from marstek_webasto_addon.devices.marstek.commands import AutoMode, PassiveMode
 from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery, silence_before_switch
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
-from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Rs485
+from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Generation, Rs485
 from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator, VenusModbusServer
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteStatus
@@ -202,11 +202,13 @@ async def test_a_poll_and_a_command_at_once_share_one_connection(make_sim: SimFa
 # the bounded control ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("profile", ["venus_e2_v156", "venus_e3_v150"])  # the v12 map, the v3 map
 @pytest.mark.parametrize("power", [2500, -2500])
-async def test_forced_power_stops_at_the_soc_bound(make_sim: SimFactory, power: int) -> None:
-    sim = await make_sim(1, socs=[20.0 if power > 0 else 80.0], speed=20)
+async def test_forced_power_stops_at_the_soc_bound(make_sim: SimFactory, power: int, profile: str) -> None:
+    sim = await make_sim(1, socs=[20.0 if power > 0 else 80.0], speed=20, profile=profile)
     venus = sim.batteries[0]
     server = await sim.serve_modbus()
+    assert server.generation is (Generation.V12 if profile == "venus_e2_v156" else Generation.V3)
     client = fast(server)
     client.soc_floor, client.soc_ceiling = 17.0, 83.0
     try:

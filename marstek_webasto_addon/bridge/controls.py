@@ -45,6 +45,7 @@ CLEAR_SCHEDULES = Expose(
     Component.BUTTON,
     entity_category=CONFIG,
     icon="mdi:calendar-remove",
+    needs="udp",  # the manual slots are the Local API's; over Modbus the battery ignores them
 )
 # A person's command puts the battery in a manual hold: the optimiser leaves it alone until then.
 MANUAL_HOLD = Expose(
@@ -69,7 +70,11 @@ DEPTH_OF_DISCHARGE = Expose(
     step=1,
     icon="mdi:battery-arrow-down-outline",
 )
-LED = Expose("led", "LED", Component.SWITCH, entity_category=CONFIG, icon="mdi:led-on", write_only=True)
+LED = Expose(
+    "led", "LED", Component.SWITCH, entity_category=CONFIG, icon="mdi:led-on", write_only=True, needs="udp"
+)
+# Modes only the Local API sets: no work mode (43000) or control register of the Modbus maps means them.
+LOCAL_API_MODES = ("UPS",)
 
 # Wallbox
 CHARGING_CURRENT = Expose(

@@ -199,7 +199,8 @@ class BatteryDevice(BridgedDevice):
         modes = [Mode.AUTO, Mode.AI, Mode.MANUAL, Mode.PASSIVE]
         if firmware.has_system_setters:
             modes.append(Mode.UPS)
-        return tuple(m.value for m in modes)
+        local_api = "udp" in self.link.client.transports
+        return tuple(m.value for m in modes if local_api or m.value not in c.LOCAL_API_MODES)
 
     def exposes(self) -> list[Expose]:
         limits = self.link.client.limits
@@ -219,9 +220,36 @@ class BatteryDevice(BridgedDevice):
             c.RESUME_OPTIMISER,
             c.TRANSPORT,
         ]
-        if self.link.snapshot.firmware.has_system_setters:
+        transports = self.link.client.transports
+        if self.link.snapshot.firmware.has_system_setters or "udp" not in transports:
+            # Over Modbus alone the depth of discharge is the add-on's own floor for forced discharging.
             exposes += [c.DEPTH_OF_DISCHARGE, c.LED]
-        return exposes + self.common_exposes()
+        # Only what one of its transports carries: no LED or schedule slots on a battery on Modbus alone.
+        offered = [e for e in exposes if e.needs is None or e.needs in transports]
+        return offered + self.common_exposes()
+
+    def _not_carried(self, key: str, value: Any) -> WriteOutcome | None:
+        """A command the transport in use cannot carry (an `auto` battery on Modbus asked for the LED, UPS
+        or its schedules), rejected before anything is sent, held or stored (None: it can be carried)."""
+        client = self.link.client
+        expose = next((e for e in self.exposes() if e.key == key), None)
+        if expose is None:
+            return None
+        needs = "udp" if key == "mode" and value in c.LOCAL_API_MODES else expose.needs
+        if needs is None or needs == client.transport:
+            return None
+        shown = state_value(expose, value)
+        what = expose.name if expose.component is Component.BUTTON else f"{expose.name} {shown}"
+        over = {"udp": "the Local API", "modbus": "Modbus"}
+        if needs in client.transports:
+            why = (
+                f"{what} goes over {over[needs]} only, and {self.name} is reached over "
+                f"{over[client.transport]} now (its Local API is silent): nothing was sent, held or stored; "
+                f"ask again once its Transport shows {needs}"
+            )
+        else:
+            why = f"{what} goes over {over[needs]} only, and {self.name} is on {over[client.transport]} alone"
+        return WriteOutcome(WriteStatus.REJECTED, what, 0, why)
 
     def values(self) -> Mapping[str, Any]:
         snapshot = self.link.snapshot
@@ -330,6 +358,9 @@ class BatteryDevice(BridgedDevice):
 
     async def execute(self, key: str, value: Any, source: str = "mqtt") -> WriteOutcome:
         client = self.link.client
+        refused = self._not_carried(key, value)
+        if refused is not None:
+            return refused
         match key:
             case "passive_power" | "passive_duration":
                 self.settings[key] = int(value)

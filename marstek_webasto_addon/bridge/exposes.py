@@ -66,6 +66,9 @@ class Expose:
     # The device takes it but cannot say it back: no state topic, so Home Assistant shows an assumed state
     # (its on/off buttons) instead of an entity that stays `unknown` forever.
     write_only: bool = False
+    # The one transport that carries it ("udp": the Local API; the battery's Modbus map has no such
+    # register), None: any. Not offered by a battery that never uses that transport.
+    needs: str | None = None
 
     def validate(self, payload: bytes | str) -> str | float | bool:
         """The command value, or CommandRejected with a message that says what is allowed."""

@@ -56,6 +56,11 @@ class BatteryClient(Protocol):
         ...
 
     @property
+    def transports(self) -> tuple[Transport, ...]:
+        """Every transport it may be reached over (its `transport` option): what it can ever offer."""
+        ...
+
+    @property
     def endpoint(self) -> UdpEndpoint | None:
         """The UDP socket, for searching a battery that moved (None: not reached over UDP)."""
         ...

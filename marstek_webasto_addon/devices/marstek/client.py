@@ -201,6 +201,7 @@ class MarstekClient:
             endpoint.close()
 
     transport: Literal["udp"] = "udp"
+    transports: tuple[Literal["udp"], ...] = ("udp",)
 
     async def close(self) -> None:
         """Nothing to hand back: the endpoint is shared, and every Passive sent ends by its countdown."""

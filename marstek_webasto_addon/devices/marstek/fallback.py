@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..outcome import WriteOutcome
@@ -81,6 +81,7 @@ class FallbackBattery:
         self._next_probe = 0.0
         self._modbus_answers = True
         self._passive: tuple[int, float] | None = None  # the running Passive: power, end (on `clock`)
+        self._dod: int | None = None  # a depth of discharge asked on Modbus: the battery's own, at the return
         modbus.snapshot = udp.snapshot  # one plausibility history from the start
 
     # the face of the client in use ----------------------------------------------------------------
@@ -88,6 +89,8 @@ class FallbackBattery:
     @property
     def transport(self) -> Transport:
         return self.active.transport
+
+    transports: tuple[Transport, ...] = ("udp", "modbus")
 
     @property
     def host(self) -> str:
@@ -227,6 +230,12 @@ class FallbackBattery:
         self._next_probe = time.monotonic() + self.probe_every
         self.switches.append(Switch(time.monotonic(), to.transport, reason))
         _LOG.warning("%s: now over %s (was %s): %s", self.name, to.transport, source.transport, reason)
+        if to is self.udp and self._dod is not None:
+            dod, self._dod = self._dod, None
+            outcome = await self.udp.set_dod(dod)
+            _LOG.info(
+                "%s: the depth of discharge asked over Modbus, written: %s", self.name, outcome.status.value
+            )
         if self._passive is not None:
             power, end = self._passive
             left = round(end - self._clock())
@@ -257,6 +266,10 @@ class FallbackBattery:
         outcome = await self.active.set_dod(depth_percent)
         if outcome.ok:
             self.soc_floor = self.active.soc_floor
+            self._dod = depth_percent if self.active is self.modbus else None
+            if self._dod is not None:
+                detail = f"{outcome.detail}; written to the battery when its Local API answers again"
+                outcome = replace(outcome, detail=detail)
         return outcome
 
     async def set_led(self, on: bool) -> WriteOutcome:

@@ -112,6 +112,7 @@ class ModbusBattery:
         self._connecting = asyncio.Lock()
 
     transport: Literal["modbus"] = "modbus"
+    transports: tuple[Literal["modbus"], ...] = ("modbus",)
 
     # the client face ------------------------------------------------------------------------------
 
