@@ -380,9 +380,13 @@ async def test_the_phone_layout_fits_and_the_chart_follows_the_width(home: Home,
     width = await page.evaluate("document.querySelector('#chart .uplot').getBoundingClientRect().width")
     assert 240 <= width <= 390
     await page.set_viewport_size({"width": 1000, "height": 900})  # turned, or a tablet: the chart grows
-    await page.wait_for_function(
-        "document.querySelector('#chart .uplot').getBoundingClientRect().width > 800"
-    )
+    # Polled from here: the panel's CSP forbids eval, which wait_for_function's polling inside the page needs.
+    for _ in range(100):
+        if await page.evaluate("document.querySelector('#chart .uplot').getBoundingClientRect().width") > 800:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the chart did not grow with the viewport")
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 

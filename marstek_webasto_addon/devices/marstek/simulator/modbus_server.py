@@ -72,6 +72,9 @@ def make_device(registers: VenusRegisterMap, quirks: ModbusQuirks) -> SimDevice:
     return SimDevice(id=unit, simdata=blocks, action=action)
 
 
+SLOT_SETTLE_S = 0.05  # how long a newcomer waits for the slot's holder to be seen gone
+
+
 class _Handler(ServerRequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -139,18 +142,33 @@ class VenusModbusServer(ModbusTcpServer):
 
     def client_event(self, handler: _Handler, *, up: bool) -> None:
         if up:
-            busy = self.quirks.single_client and self.current is not None
-            if busy or self.quirks.refuse_connections:
-                self.refused += 1
-                _LOG.info("refusing a Modbus client (%s)", "busy" if busy else "refusing all")
-                if handler.transport is not None:
-                    cast(asyncio.Transport, handler.transport).abort()
+            transport = cast(asyncio.Transport | None, handler.transport)
+            if self.quirks.single_client and self.current is not None and transport is not None:
+                # A client that closed and connects again at once: the event loop may see the new
+                # connection before the old one's end (Python 3.13 does). The slot is decided once the
+                # loop has caught up, reading nothing from the newcomer meanwhile.
+                transport.pause_reading()
+                handler.loop.call_later(SLOT_SETTLE_S, self._admit, handler)
                 return
-            self.current = handler
-            self.connections += 1
+            self._admit(handler)
             return
         if handler is self.current:
             self.current = None
+
+    def _admit(self, handler: _Handler) -> None:
+        transport = cast(asyncio.Transport | None, handler.transport)
+        if transport is None or transport.is_closing():
+            return
+        busy = self.quirks.single_client and self.current is not None
+        if busy or self.quirks.refuse_connections:
+            self.refused += 1
+            _LOG.info("refusing a Modbus client (%s)", "busy" if busy else "refusing all")
+            transport.abort()
+            return
+        self.current = handler
+        self.connections += 1
+        if not transport.is_reading():
+            transport.resume_reading()
 
     @property
     def port(self) -> int:
