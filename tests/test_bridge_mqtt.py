@@ -183,12 +183,24 @@ async def test_states_and_availability_arrive(broker: Broker, site: Site, tmp_pa
         assert state_of(recorder, str(garage.device_id))["charge_point_state"] == "charging"
 
 
-async def command(recorder: Recorder, device_id: str, key: str, payload: str) -> dict[str, Any]:
-    """Send a command and wait for its outcome in the device's last_command attributes."""
+async def command(
+    recorder: Recorder, device_id: str, key: str, payload: str, *, matching: str = ""
+) -> dict[str, Any]:
+    """Send a command and wait for its outcome in the device's last_command attributes. `matching`: a
+    text the outcome's command must contain, where the add-on itself also writes to the device (an
+    outcome of its own could otherwise be taken for the person's)."""
     topic = f"{BASE}/{device_id}/last_command/attributes"
     before = recorder.latest.get(topic)
+
+    def arrived() -> bool:
+        latest = recorder.latest.get(topic)
+        if latest in (before, None):
+            return False
+        outcome = recorder.json(topic)
+        return not matching or (isinstance(outcome, dict) and matching in str(outcome.get("command")))
+
     await recorder.publish(f"{BASE}/{device_id}/{key}/set", payload)
-    await recorder.wait_for(lambda: recorder.latest.get(topic) not in (before, None), 15, f"outcome of {key}")
+    await recorder.wait_for(arrived, 15, f"outcome of {key}")
     result = recorder.json(topic)
     assert isinstance(result, dict)
     return result

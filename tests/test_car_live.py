@@ -3,6 +3,7 @@ person's command winning, the mode kept across a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -45,7 +46,8 @@ async def test_charge_modes_steer_the_wallbox_and_a_persons_current_wins(
         assert (await command(recorder, garage, "charge_mode", "off"))["status"] == "applied"
         await recorder.wait_for(lambda: box.setpoint == 0, 10, "charging pauses")
         # a person's own current wins: the charge mode steps back to manual
-        assert (await command(recorder, garage, "charging_current", "10"))["status"] == "applied"
+        outcome = await command(recorder, garage, "charging_current", "10", matching="charging current 10")
+        assert outcome["status"] == "applied", outcome
         assert box.setpoint == 10
         await recorder.wait_for(lambda: state_of(recorder, garage)["charge_mode"] == "manual", 5, "manual")
         assert (await command(recorder, garage, "charge_mode", "pv"))["status"] == "applied"
@@ -62,6 +64,29 @@ async def test_charge_modes_steer_the_wallbox_and_a_persons_current_wins(
         await recorder.wait_for(lambda: box.setpoint == 0, 10, "no charging without surplus")
     state = json.loads((tmp_path / "state.json").read_text())
     assert [m["mode"] for m in state["charge_modes"].values()] == ["pv"]
+
+
+async def test_a_persons_current_wins_over_a_charge_mode_write_already_on_its_way(
+    broker: Broker, site: BridgeSite, tmp_path: Path
+) -> None:
+    # The controller has decided (its write is scheduled, not yet sent) when a person's current arrives:
+    # the person's current is the one the box keeps.
+    box = site.next_sim
+    async with recording(broker) as recorder, bridge(broker, options(site), tmp_path) as runtime:
+        await wait_ready(recorder, runtime)
+        garage = next(d for d in runtime.wallboxes if d.name == "Garage")
+        control = garage.charge
+        assert control is not None
+        assert (await garage.execute("charging_current", 0)).status.value == "applied"
+        await recorder.publish(P1, "300")
+        assert control.set_mode("now") is None
+        decision = control.step()  # "now": the box's maximum, written by a task of its own
+        assert decision is not None and decision.charge and decision.current_a >= 6
+        outcome = await garage.execute("charging_current", 8, source="test")
+        assert outcome.status.value == "applied", outcome
+        await asyncio.sleep(1.0)  # room for a late write to land
+        assert control.mode == "manual"
+        assert box.setpoint == 8
 
 
 async def test_plan_mode_gives_the_planner_the_cars_session_and_says_early_when_it_cannot_be_met(

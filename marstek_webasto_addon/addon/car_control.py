@@ -234,6 +234,10 @@ class CarControl:
         return decision
 
     async def _write(self, amps: int, reason: str) -> None:
+        if self.status.mode == MANUAL:
+            # A person's current came between the decision and this write: theirs wins. (No await lies
+            # between this check and the request going out, so the person's write always comes after.)
+            return
         outcome = await self.wallbox.link.client.set_charging_current(amps)
         recorded = WriteOutcome(
             outcome.status,
