@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from marstek_webasto_addon.addon.car_control import CarControl
+
 from .mqtt_fixtures import Broker, broker, recording
 from .test_bridge_mqtt import Site as BridgeSite
 from .test_bridge_mqtt import bridge, command, site, state_of, wait_ready
@@ -76,12 +78,14 @@ async def test_a_persons_current_wins_over_a_charge_mode_write_already_on_its_wa
         await wait_ready(recorder, runtime)
         garage = next(d for d in runtime.wallboxes if d.name == "Garage")
         control = garage.charge
-        assert control is not None
+        assert isinstance(control, CarControl)
         assert (await garage.execute("charging_current", 0)).status.value == "applied"
         await recorder.publish(P1, "300")
         assert control.set_mode("now") is None
         decision = control.step()  # "now": the box's maximum, written by a task of its own
-        assert decision is not None and decision.charge and decision.current_a >= 6
+        assert decision is not None
+        assert decision.charge
+        assert decision.current_a >= 6
         outcome = await garage.execute("charging_current", 8, source="test")
         assert outcome.status.value == "applied", outcome
         await asyncio.sleep(1.0)  # room for a late write to land
