@@ -15,11 +15,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from ..modbus_reply import ModbusExceptionReply
 from ..outcome import WriteOutcome, WriteStatus
 from ..plausibility import PlausibilityGuard
 from .codec import Value, decode, encode
@@ -48,20 +48,8 @@ class WallboxLinkError(WallboxError):
     """The connection failed during a transaction; the socket has been closed."""
 
 
-class WallboxDeviceError(WallboxError):
+class WallboxDeviceError(ModbusExceptionReply, WallboxError):
     """The box answered with a Modbus exception."""
-
-    NAMES: ClassVar[dict[int, str]] = {
-        1: "illegal function",
-        2: "illegal data address",
-        3: "illegal data value",
-        4: "device failure",
-        6: "device busy",
-    }
-
-    def __init__(self, what: str, code: int) -> None:
-        super().__init__(f"{what}: exception {code} ({self.NAMES.get(code, 'unknown')})")
-        self.code = code
 
 
 @dataclass(frozen=True)

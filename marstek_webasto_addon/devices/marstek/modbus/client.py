@@ -20,11 +20,11 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from ...modbus_reply import ModbusExceptionReply
 from ...outcome import WriteOutcome, WriteStatus
 from ..datapoints import Value
 from ..decode import BatterySnapshot
@@ -56,20 +56,8 @@ class ModbusLinkError(MarstekError):
     """The connection failed during a request (no reply in time, or closed); the socket is closed."""
 
 
-class ModbusDeviceError(MarstekError):
+class ModbusDeviceError(ModbusExceptionReply, MarstekError):
     """The battery answered with a Modbus exception."""
-
-    NAMES: ClassVar[dict[int, str]] = {
-        1: "illegal function",
-        2: "illegal data address",
-        3: "illegal data value",
-        4: "device failure",
-        6: "device busy",
-    }
-
-    def __init__(self, what: str, code: int) -> None:
-        super().__init__(f"{what}: exception {code} ({self.NAMES.get(code, 'unknown')})")
-        self.code = code
 
 
 @dataclass(frozen=True)
