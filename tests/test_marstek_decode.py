@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from marstek_webasto_addon.devices.marstek.datapoints import BATTERY_POINTS, Kind, Method
@@ -94,6 +96,26 @@ def test_venus_a_pv1_is_in_tenths_of_a_watt_and_es_pv_power_is_derived() -> None
     # battery: + = discharging; 300 W out of the AC port while 500 W come in from PV -> charging 200 W
     assert values["battery_power"] == pytest.approx(-200)
     assert decode_values(results, identify("Venus A", 150))["pv1_power"] == pytest.approx(2500)
+
+
+def test_each_value_keeps_the_time_it_was_read_and_a_derived_one_the_time_of_its_inputs() -> None:
+    venus_a = identify("Venus A", 150)
+    first = BatterySnapshot(firmware=venus_a).merged(
+        {Method.PV_STATUS: {"pv1_power": 250.0}, Method.ES_STATUS: {"ongrid_power": 300.0, "bat_soc": 50.0}},
+        [],
+    )
+    read_at = first.seen["pv1_power"]
+    assert first.seen["pv_power"] == read_at
+    time.sleep(0.01)
+    # the next read has no PV channels (PV.GetStatus unanswered, or a transport that cannot read them)
+    second = first.merged({Method.ES_STATUS: {"ongrid_power": 320.0, "bat_soc": 51.0}}, [])
+    assert second.values["pv_power"] == 250  # still there (kept, then judged by its age)
+    assert second.seen["pv1_power"] == read_at
+    assert second.seen["pv_power"] == read_at  # made from old channels: as old as they are
+    assert second.seen["ac_power"] > read_at
+    age = second.age("pv_power", now=read_at + 60)
+    assert age == pytest.approx(60)
+    assert second.age("never_read") is None
 
 
 def test_battery_power_sign_is_home_assistants_when_derived_and_when_reported() -> None:

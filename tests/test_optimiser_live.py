@@ -179,3 +179,32 @@ async def test_a_flickering_ct_state_keeps_the_last_good_meter_reading(
     assert fresh.at is not None
     assert good.at is not None
     assert fresh.at > good.at
+
+
+async def test_a_ct_meter_that_stops_answering_grows_old_while_the_battery_answers_the_rest(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # The battery answers its status but no longer what carries its CT meter (a firmware hiccup; or `auto`
+    # running on Modbus, which cannot read the CT): its last meter reading must age, so the optimiser's
+    # stale-input rule puts it in its safe hold, and the panel shows the CT power unknown, not frozen.
+    sim = await make_sim(1, socs=[60.0])
+    link = BatteryLink("FaseA", client_for(sim, endpoint), LinkSettings(extra_fast=(Method.EM_STATUS,)))
+    meter = BatteryMeterInput(BatteryDevice(link, {}))
+    await link.poll_once()
+    good = meter.current()
+    assert good.value is not None
+    assert good.at is not None
+    venus = sim.batteries[0]
+    # (ES.GetMode carries the CT's total power as well)
+    silent = {*venus.profile.silent, Method.EM_STATUS, Method.ES_MODE}
+    venus.profile = replace(venus.profile, silent=frozenset(silent))
+    for _ in range(2):
+        await link.poll_once()
+    assert link.online
+    assert link.snapshot.updated_at > good.at  # the battery's other values keep coming
+    held = meter.current()
+    assert (held.value, held.at) == (good.value, good.at)  # the meter's reading keeps its own age
+    limit = good.at + link.allowed_age("meter_power")
+    assert link.current_values(now=limit - 0.5)["meter_power"] == good.value
+    assert "meter_power" not in link.current_values(now=limit + 0.5)
+    assert link.current_values(now=limit + 0.5)["wifi_ssid"] == link.snapshot.values["wifi_ssid"]  # identity

@@ -89,6 +89,21 @@ def test_transport_options_and_their_bad_combinations() -> None:
                 **broker_opts,
             }
         )
+    # the optimiser's grid meter: a battery's CT, which Modbus cannot read
+    modbus_only = {
+        "batteries": [{"name": "A", "transport": "modbus", "modbus_host": "10.0.0.9"}],
+        **broker_opts,
+    }
+    parse_options(modbus_only)  # the bridge alone needs no meter
+    with pytest.raises(
+        OptionsError, match="A is on transport modbus, which cannot read the battery's CT meter"
+    ):
+        parse_options({**modbus_only, "optimiser": {"enabled": True}})
+    parse_options(
+        {**modbus_only, "optimiser": {"enabled": True}, "grid_source": {"type": "mqtt", "topic": "p1/power"}}
+    )
+    with pytest.raises(OptionsError, match=r"grid_source\.battery: no battery is named 'B'"):
+        parse_options({**modbus_only, "grid_source": {"type": "battery", "battery": "B"}})
 
 
 # the bridge end to end over Modbus --------------------------------------------------------------------
@@ -290,6 +305,21 @@ async def test_auto_falls_back_to_modbus_when_udp_goes_silent_and_returns(
         assert battery.snapshot.values["model"] == "VenusE 3.0"
         assert battery.identity == sim.batteries[0].ble_mac
         assert not battery.snapshot.problems
+        # what only the Local API reads: identity kept, live readings (the CT meter) out of date in time,
+        # then unknown rather than a frozen number
+        udp_only = battery.snapshot.values
+        assert udp_only.get("wifi_ssid") is not None
+        assert udp_only.get("meter_power") is not None
+        await until(lambda: "meter_power" not in link.current_values(), 20)
+        meter_age = battery.snapshot.age("meter_power")
+        assert meter_age is not None
+        assert meter_age > link.allowed_age("meter_power")
+        current = link.current_values()
+        assert current["wifi_ssid"] == udp_only["wifi_ssid"]
+        assert current["soc"] == battery.snapshot.soc  # read over Modbus all along
+        soc_age = battery.snapshot.age("soc")
+        assert soc_age is not None
+        assert soc_age < 2 * settings.poll_interval
         # a Passive sent over Modbus, then carried over to the Local API when it answers again
         assert (await battery.set_mode(PassiveMode(-600, 120))).ok
         assert sim.batteries[0].rs485_control

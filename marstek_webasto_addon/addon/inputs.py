@@ -84,8 +84,10 @@ class BatteryMeterInput(GridInput):
             if self.reading.at is not None:
                 return self.reading
             return Reading(None, None, self.reading.source, f"{self.reading.source} gives no reading")
-        # The value is as old as the battery's last successful poll.
-        self.reading = Reading(value, snapshot.updated_at, self.reading.source)
+        # As old as its own last read: a meter the battery stopped answering for (or one `auto` cannot read
+        # while on Modbus) grows old and stale, while the battery's other values keep coming.
+        read_at = snapshot.seen.get("meter_power", snapshot.updated_at)
+        self.reading = Reading(value, read_at, self.reading.source)
         return self.reading
 
 

@@ -339,6 +339,27 @@ class Options(_Strict):
                 raise ValueError(f"{kind}: two entries point at the same host and port")
         return self
 
+    @model_validator(mode="after")
+    def _meter_battery_readable(self) -> Options:
+        source = self.grid_source
+        if source.type != "battery" or not self.batteries:
+            return self
+        names = [b.name for b in self.batteries]
+        if source.battery and source.battery not in names:
+            raise ValueError(
+                f"grid_source.battery: no battery is named {source.battery!r} (the batteries: "
+                f"{', '.join(names)}); leave it empty for the first battery"
+            )
+        meter = next((b for b in self.batteries if b.name == source.battery), self.batteries[0])
+        # (switched on later from Home Assistant, the optimiser holds the batteries in Auto for want of a
+        # reading, and says so)
+        if meter.transport == "modbus" and getattr(self.optimiser, "enabled", False):
+            raise ValueError(
+                f"grid_source: {meter.name} is on transport modbus, which cannot read the battery's CT "
+                "meter; use your P1 meter (grid_source type mqtt or entity) or a battery on the Local API"
+            )
+        return self
+
 
 def _addresses(item: BatteryOptions | WallboxOptions) -> list[tuple[str, str, int]]:
     """The (protocol, host, port) a device is reached at: no two devices may share one."""

@@ -255,7 +255,7 @@ class BatteryDevice(BridgedDevice):
         snapshot = self.link.snapshot
         mode = snapshot.mode
         return {
-            **snapshot.values,
+            **self.link.current_values(),
             "mode": mode.value if mode else None,
             "passive_power": self.settings.get("passive_power"),
             "passive_duration": self.settings.get("passive_duration"),

@@ -56,13 +56,44 @@ def _decode_sources(results: Mapping[Method, Mapping[str, Any]], firmware: Firmw
     return values
 
 
-def _derive(values: dict[str, Value], fresh_sources: Mapping[str, Value]) -> None:
-    """Fill derived points, in table order, unless the firmware reported them directly this time."""
+# Live readings (state class "measurement"): a value of one that was not read again is an old one.
+MEASUREMENTS = frozenset(p.key for p in BATTERY_POINTS if p.state_class == "measurement")
+
+
+class _Reads(dict[str, Value]):
+    """The values, noting which keys a derivation looked at."""
+
+    def __init__(self, values: Mapping[str, Value]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Value:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _derive(
+    values: dict[str, Value],
+    fresh_sources: Mapping[str, Value],
+    seen: dict[str, float] | None = None,
+    now: float = 0.0,
+) -> None:
+    """Fill derived points, in table order, unless the firmware reported them directly this time. In
+    `seen`, a derived point is as old as the oldest live reading it was made from (a PV total made from
+    PV channels the transport in use cannot read is as old as they are)."""
     for point in BATTERY_POINTS:
         if point.derive is not None and point.key not in fresh_sources:
-            derived = point.derive(values)
+            inputs = _Reads(values)
+            derived = point.derive(inputs)
             if derived is not None:
                 values[point.key] = derived
+                if seen is not None:
+                    used = [seen.get(k, now) for k in inputs.read if k in MEASUREMENTS and k in values]
+                    seen[point.key] = min(used, default=now)
 
 
 def decode_values(results: Mapping[Method, Mapping[str, Any]], firmware: Firmware) -> dict[str, Value]:
@@ -98,6 +129,9 @@ class BatterySnapshot:
     guard: PlausibilityGuard = field(
         default_factory=lambda: PlausibilityGuard(_LOG), repr=False, compare=False
     )
+    # time.monotonic() at which each value was last read (or derived): a method the battery stopped
+    # answering, or one the transport in use cannot read, leaves its values behind with their own age
+    seen: dict[str, float] = field(default_factory=dict)
 
     def number(self, key: str) -> float | None:
         value = self.values.get(key)
@@ -152,5 +186,11 @@ class BatterySnapshot:
         who = label or _label({**self.values, **decoded}, firmware)
         fresh = self.guard.screen(decoded, plausible_ranges(firmware), now=now, label=who, units=_UNITS)
         values = {**self.values, **fresh}
-        _derive(values, fresh)
-        return BatterySnapshot(values, firmware, now, [*problems, *self.guard.problems], self.guard)
+        seen = {**self.seen, **dict.fromkeys(fresh, now)}
+        _derive(values, fresh, seen, now)
+        return BatterySnapshot(values, firmware, now, [*problems, *self.guard.problems], self.guard, seen)
+
+    def age(self, key: str, now: float | None = None) -> float | None:
+        """Seconds since `key` was last read; None when it never was."""
+        at = self.seen.get(key)
+        return None if at is None else (time.monotonic() if now is None else now) - at

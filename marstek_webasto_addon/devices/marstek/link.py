@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from .battery_client import BatteryClient
 from .client import OutOfTime, ReadReport
-from .datapoints import Method
-from .decode import BatterySnapshot
+from .datapoints import POINTS_BY_KEY, Method, Value
+from .decode import MEASUREMENTS, BatterySnapshot
 from .discovery import discover
 from .transport import Address
 
@@ -77,6 +77,35 @@ class BatteryLink:
     @property
     def snapshot(self) -> BatterySnapshot:
         return self.client.snapshot
+
+    def current_values(self, now: float | None = None) -> dict[str, Value]:
+        """The snapshot's values without live readings that are out of date: read less recently than their
+        method's cadence plus the offline window (a method the firmware stopped answering, or a Local API
+        reading while `auto` runs on Modbus). Shown as unknown, never as a frozen number; settings and
+        identity keep their last value."""
+        snapshot = self.snapshot
+        moment = time.monotonic() if now is None else now
+        return {
+            key: value
+            for key, value in snapshot.values.items()
+            if key not in MEASUREMENTS
+            or (age := snapshot.age(key, moment)) is None
+            or age <= self.allowed_age(key)
+        }
+
+    def allowed_age(self, key: str) -> float:
+        """How old a reading of `key` may be in normal polling: its method's cadence, plus the offline
+        window (derived points follow the slow methods they are made from)."""
+        point = POINTS_BY_KEY.get(key)
+        methods = {source.method for source in point.sources} if point is not None else set()
+        settings = self.settings
+        if methods & {*FAST, *settings.extra_fast}:
+            polls = 1
+        elif methods & set(RARE):
+            polls = settings.rare_every
+        else:
+            polls = settings.slow_every
+        return polls * settings.poll_interval + settings.offline_window
 
     @property
     def offline_at(self) -> float | None:
