@@ -372,6 +372,29 @@ async def test_the_savings_report_runs_from_the_panel_and_shows_what_the_api_rep
     await section.screenshot(path=str(SCREENSHOTS / "panel-report.png"))
 
 
+async def test_a_running_report_is_cancelled_from_the_panel_and_the_last_one_stays(
+    home: Home, browser: Browser
+) -> None:
+    optimiser = home.runtime.optimiser
+    assert optimiser is not None
+    page = await open_panel(browser, home.ingress_url)
+    section = page.locator("section#report")
+    before = await page.evaluate("fetch('api/report').then((r) => r.json())")
+    optimiser.live.history = QuarterHistory.restored(home.world.past_weeks(days=21))  # a longer run
+    cancel = section.locator("[data-bind=report-cancel]")
+    await expect(cancel).to_be_hidden()
+    await section.locator("[data-bind=report-run]").click()
+    await expect(cancel).to_be_visible()
+    await cancel.click()
+    await expect(section.locator("[data-bind=report-status]")).to_contain_text("cancelled")
+    await expect(cancel).to_be_hidden()
+    await expect(section.locator("[data-bind=report-run]")).to_be_enabled()
+    status = await page.evaluate("fetch('api/report').then((r) => r.json())")
+    assert status["state"] == "cancelled"
+    assert status["report"] == before["report"]  # the last finished report, if any, is kept
+    assert await section.locator("[data-bind=report-error]").inner_text() == ""
+
+
 async def test_the_phone_layout_fits_and_the_chart_follows_the_width(home: Home, browser: Browser) -> None:
     seed_history(home, 3)
     page = await open_panel(browser, home.ingress_url, width=390)

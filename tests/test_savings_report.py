@@ -240,3 +240,34 @@ async def test_a_failing_report_says_why_and_keeps_the_last_one(
         assert current["state"] == "failed"
         assert "invalid choice: 'no_such_battery'" in current["error"]
         assert current["report"] == {"days": 1}
+
+
+async def test_a_running_report_can_be_cancelled_and_the_last_one_stays(
+    broker: Broker, make_sim: SimFactory, make_box: BoxFactory, tmp_path: Path
+) -> None:
+    kept = tmp_path / "report.json"
+    kept.write_text(json.dumps({"finished": "2025-11-16T12:00:00+01:00", "report": {"days": 1}}))
+    async with panel_setup(broker, make_sim, make_box, tmp_path, report_path=kept) as setup:
+        async with setup.http.delete(setup.url + "api/report") as response:
+            assert response.status == 409  # nothing runs: nothing to cancel
+            assert "no savings report is running" in (await response.json())["error"]
+        optimiser = setup.runtime.optimiser
+        assert optimiser is not None
+        optimiser.live.history = QuarterHistory.restored(await seeded_history(days=14))
+        assert (await post_report(setup))[0] == 202
+        job = setup.panel.report
+        await until(lambda: job._process is not None, 30)  # the replay's own process has started
+        process = job._process
+        assert process is not None
+        async with setup.http.delete(setup.url + "api/report") as response:
+            assert response.status == 200
+            body = await response.json()
+        assert body["state"] == "cancelled"
+        assert body["error"] == ""
+        assert body["report"] == {"days": 1}  # the last finished report is kept
+        assert process.returncode is not None  # the replay's process is gone
+        assert not job.running
+        assert not scratch_files(tmp_path)
+        assert json.loads(kept.read_text())["report"] == {"days": 1}
+        assert (await post_report(setup))[0] == 202  # and it can be run again
+        assert await job.cancel()

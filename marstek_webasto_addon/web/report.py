@@ -33,7 +33,7 @@ class ReportJob:
     def __init__(self, path: Path | None, *, now: Callable[[], datetime] = datetime.now) -> None:
         self.path = path  # report.json in the state directory; None: a scratch file, nothing kept
         self.now = now
-        self.state = "idle"  # idle, running, done, failed
+        self.state = "idle"  # idle, running, done, failed, cancelled
         self.progress = 0.0
         self.error = ""
         self.started: str | None = None
@@ -41,6 +41,7 @@ class ReportJob:
         self.report: dict[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._process: asyncio.subprocess.Process | None = None
+        self._cancelling = False
         self._load()
 
     def _load(self) -> None:
@@ -80,6 +81,18 @@ class ReportJob:
         )
         return True
 
+    async def cancel(self) -> bool:
+        """A person cancels the running report: ended, the last finished report kept. False: none runs."""
+        if not self.running:
+            return False
+        self._cancelling = True
+        try:
+            await self.stop()
+        finally:
+            self._cancelling = False
+        _LOG.info("savings report: cancelled")
+        return True
+
     async def stop(self) -> None:
         """The panel stops: a running report is ended (it can be started again)."""
         process = self._process
@@ -90,6 +103,9 @@ class ReportJob:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 5)  # reaped: no process left behind
 
     async def _run(
         self, history: dict[str, Any], tariff: dict[str, Any], batteries: int, profile: str
@@ -121,7 +137,10 @@ class ReportJob:
             self._save()
             _LOG.info("savings report: done (%s days)", report.get("days"))
         except asyncio.CancelledError:
-            self.state, self.error = "failed", "stopped before it finished"
+            if self._cancelling:
+                self.state, self.error, self.progress = "cancelled", "", 0.0
+            else:
+                self.state, self.error = "failed", "stopped before it finished"
             raise
         except (OSError, ValueError, RuntimeError) as exc:
             self.state, self.error = "failed", str(exc).removeprefix("error: ")

@@ -190,6 +190,7 @@ class Panel:
         app.router.add_post("/api/command", self._command)
         app.router.add_get("/api/report", self._report_status)
         app.router.add_post("/api/report", self._report_start)
+        app.router.add_delete("/api/report", self._report_cancel)
         app.router.add_get("/vendor/{name}", self._vendor)
         app.router.add_static("/static/", STATIC, append_version=False)
         return app
@@ -363,6 +364,12 @@ class Panel:
         if not started:
             return _error(409, "a savings report is already running")
         return web.json_response(self.report.status(), status=202, dumps=_dumps)
+
+    async def _report_cancel(self, request: web.Request) -> web.Response:
+        """Cancel the running report; the last finished one stays."""
+        if not await self.report.cancel():
+            return _error(409, "no savings report is running")
+        return web.json_response(self.report.status(), dumps=_dumps)
 
     # commands -----------------------------------------------------------------------------------------------
 

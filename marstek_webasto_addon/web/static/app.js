@@ -1106,6 +1106,7 @@ const REPORT_POLL_MS = 1000;
 
 function reportShell(root) {
   const run = h("button", { type: "button", class: "primary", "data-bind": "report-run", text: "Run the report" });
+  const cancel = h("button", { type: "button", "data-bind": "report-cancel", text: "Cancel", hidden: true });
   const bar = h("progress", { max: "1", value: "0", hidden: true, "data-bind": "report-progress", "aria-label": "Savings report: progress" });
   const status = h("span", { class: "muted", "data-bind": "report-status", role: "status" });
   const error = h("p", { class: "field-error", "data-bind": "report-error", role: "alert" });
@@ -1116,9 +1117,10 @@ function reportShell(root) {
   root.replaceChildren(
     h("h2", {}, h("span", { class: "name", text: "Savings report" })),
     h("p", { class: "muted", text: "Your own recorded weeks replayed: no battery, the batteries in Auto, the rules and the planner, against the best possible (perfect foresight)." }),
-    h("div", { class: "report-run" }, run, bar, status), error, about, table, chart, notes);
+    h("div", { class: "report-run" }, run, cancel, bar, status), error, about, table, chart, notes);
   run.addEventListener("click", startReport);
-  return { root, run, bar, status, error, about, table, chart, notes, shown: null, plot: null };
+  cancel.addEventListener("click", cancelReport);
+  return { root, run, cancel, bar, status, error, about, table, chart, notes, shown: null, plot: null };
 }
 
 function reportTable(report) {
@@ -1177,10 +1179,13 @@ function renderReport(status) {
   const view = app.report;
   const running = status.state === "running";
   view.run.disabled = running;
+  view.cancel.hidden = !running;
+  view.cancel.disabled = false;
   view.bar.hidden = !running;
   view.bar.value = status.progress || 0;
+  const made = status.finished ? `made ${fmtTime(status.finished)}` : "not run yet";
   setText(view.status, running ? `running… ${Math.round((status.progress || 0) * 100)} %`
-    : status.finished ? `made ${fmtTime(status.finished)}` : "not run yet");
+    : status.state === "cancelled" ? `cancelled; ${status.finished ? `the last report was ${made}` : "no report yet"}` : made);
   setText(view.error, status.state === "failed" ? `The report failed: ${status.error}` : "");
   const report = status.report;
   const key = report ? JSON.stringify([report.from, report.to, status.finished]) : null;
@@ -1242,6 +1247,25 @@ async function startReport() {
     return;
   }
   app.reportTimer = setTimeout(loadReport, REPORT_POLL_MS / 4);
+}
+
+async function cancelReport() {
+  const view = app.report;
+  view.cancel.disabled = true;
+  try {
+    const response = await fetch("api/report", { method: "DELETE", headers: { Accept: "application/json" } });
+    const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+    if (!response.ok) {
+      setText(view.error, body.error || `HTTP ${response.status}`);
+      loadReport();
+      return;
+    }
+    clearTimeout(app.reportTimer);
+    renderReport(body);
+  } catch (error) {
+    setText(view.error, "no connection to the add-on");
+    view.cancel.disabled = false;
+  }
 }
 
 function live(text, cls) {
