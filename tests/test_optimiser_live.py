@@ -208,3 +208,30 @@ async def test_a_ct_meter_that_stops_answering_grows_old_while_the_battery_answe
     assert link.current_values(now=limit - 0.5)["meter_power"] == good.value
     assert "meter_power" not in link.current_values(now=limit + 0.5)
     assert link.current_values(now=limit + 0.5)["wifi_ssid"] == link.snapshot.values["wifi_ssid"]  # identity
+
+
+async def test_values_read_at_their_own_cadence_are_never_shown_out_of_date(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # The Venus A's battery power is derived from the PV channels, read every 6th poll: it must stay shown
+    # between those reads, as must the SOC and the CT meter.
+    sim = await make_sim(1, socs=[60.0], profile="venus_a_v150")
+    settings = LinkSettings(poll_interval=0.2)
+    link = BatteryLink("FaseA", client_for(sim, endpoint), settings)
+    watched = {"battery_power", "pv_power", "meter_power", "soc"}
+    shown: list[set[str]] = []
+    for _ in range(3 * settings.slow_every):
+        await link.poll_once()
+        shown.append(watched & set(link.current_values()))
+        await asyncio.sleep(settings.poll_interval)
+    assert all(keys == watched for keys in shown), shown
+    pv_age, soc_age = link.snapshot.age("pv_power"), link.snapshot.age("soc")
+    assert pv_age is not None
+    assert soc_age is not None
+    assert pv_age > soc_age  # each read at its own time: the PV channels by a slow method
+    # A point two methods carry (the CT meter: EM.GetStatus every 6th poll, ES.GetMode every poll on firmware
+    # that has it there) is allowed the slower one's cadence; every poll when EM.GetStatus is read every poll.
+    slow = settings.slow_every * settings.poll_interval + settings.offline_window
+    assert link.allowed_age("meter_power") == pytest.approx(slow)
+    fast = BatteryLink("FaseA", client_for(sim, endpoint), replace(settings, extra_fast=(Method.EM_STATUS,)))
+    assert fast.allowed_age("meter_power") == pytest.approx(settings.poll_interval + settings.offline_window)

@@ -264,7 +264,8 @@ async def test_a_running_report_can_be_cancelled_and_the_last_one_stays(
             body = await response.json()
         assert body["state"] == "cancelled"
         assert body["error"] == ""
-        assert body["report"] == {"days": 1}  # the last finished report is kept
+        assert body["report"] == {"days": 1}  # the last finished report is kept, with its time
+        assert body["finished"] == "2025-11-16T12:00:00+01:00"
         assert process.returncode is not None  # the replay's process is gone
         assert not job.running
         assert not scratch_files(tmp_path)

@@ -197,6 +197,8 @@ class CarController:
         feed = self._may_feed(i)
         available = _available(i, feed)
         idle = _idle(i)
+        if idle is not None or i.mode is not ChargeMode.PLAN:
+            self.plan_t = None  # a gap in the plan's steps is not booked against the next quarter's current
         if idle is not None:
             # A car plugged in again waits the whole start delay, not what was left of an old one.
             self._forget_surplus()

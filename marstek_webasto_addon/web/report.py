@@ -75,7 +75,7 @@ class ReportJob:
         if self.running:
             return False
         self.state, self.progress, self.error = "running", 0.0, ""
-        self.started, self.finished = self.now().isoformat(timespec="seconds"), None
+        self.started = self.now().isoformat(timespec="seconds")  # `finished` stays the shown report's
         self._task = asyncio.create_task(
             self._run(history, tariff, batteries, profile), name="savings-report"
         )

@@ -94,18 +94,22 @@ class BatteryLink:
         }
 
     def allowed_age(self, key: str) -> float:
-        """How old a reading of `key` may be in normal polling: its method's cadence, plus the offline
-        window (derived points follow the slow methods they are made from)."""
+        """How old a reading of `key` may be in normal polling: the slowest cadence of the methods that carry
+        it (a firmware may fill it from that one only), plus the offline window. A derived point follows the
+        slow methods it is made from (the PV channels)."""
         point = POINTS_BY_KEY.get(key)
-        methods = {source.method for source in point.sources} if point is not None else set()
+        methods = [source.method for source in point.sources] if point is not None else []
         settings = self.settings
-        if methods & {*FAST, *settings.extra_fast}:
-            polls = 1
-        elif methods & set(RARE):
-            polls = settings.rare_every
-        else:
-            polls = settings.slow_every
-        return polls * settings.poll_interval + settings.offline_window
+
+        def polls(method: Method) -> int:
+            if method in FAST or method in settings.extra_fast:
+                return 1
+            return settings.rare_every if method in RARE else settings.slow_every
+
+        slowest = max((polls(m) for m in methods), default=settings.slow_every)
+        if point is not None and point.derive is not None:
+            slowest = max(slowest, settings.slow_every)  # when derived: as old as its slowest input
+        return slowest * settings.poll_interval + settings.offline_window
 
     @property
     def offline_at(self) -> float | None:
