@@ -118,6 +118,20 @@ def test_each_value_keeps_the_time_it_was_read_and_a_derived_one_the_time_of_its
     assert second.age("never_read") is None
 
 
+def test_es_getmode_ct_copies_stand_in_only_where_em_getstatus_never_answered() -> None:
+    live_ct = {"ct_state": 1, "total_power": 1500.0, "a_power": 500.0, "b_power": 500.0, "c_power": 500.0}
+    zero_copies = {"mode": "Auto", "ongrid_power": 300.0, "bat_soc": 60.0, "ct_state": 0, "total_power": 0.0}
+    with_em = BatterySnapshot(firmware=E3_150).merged({Method.EM_STATUS: live_ct}, [])
+    between = with_em.merged({Method.ES_MODE: zero_copies}, [])  # v150: zero copies with a live CT (Q15)
+    assert between.values["meter_power"] == 1500  # the last EM.GetStatus reading, ageing by its own time
+    assert between.values["ct_connected"] is True
+    assert between.seen["meter_power"] == with_em.seen["meter_power"]
+    assert between.values["ac_power"] == 300  # the rest of ES.GetMode is used as ever
+    without_em = BatterySnapshot(firmware=E3_150).merged({Method.ES_MODE: {**zero_copies, "ct_state": 1}}, [])
+    assert without_em.values["meter_power"] == 0  # no EM.GetStatus so far: ES.GetMode's copies it is
+    assert without_em.values["ct_connected"] is True
+
+
 def test_battery_power_sign_is_home_assistants_when_derived_and_when_reported() -> None:
     derived = decode_values({Method.ES_STATUS: {"ongrid_power": -984.0}}, E3_150)
     assert derived["ac_power"] == -984  # charging: negative

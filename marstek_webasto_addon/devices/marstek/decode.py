@@ -56,6 +56,14 @@ def _decode_sources(results: Mapping[Method, Mapping[str, Any]], firmware: Firmw
     return values
 
 
+# ES.GetMode's copies of fields EM.GetStatus carries (the CT meter's)
+_CT_COPIES = frozenset(
+    source.field
+    for point in BATTERY_POINTS
+    if any(s.method is Method.EM_STATUS for s in point.sources)
+    for source in point.sources
+    if source.method is Method.ES_MODE
+)
 # Live readings (state class "measurement"): a value of one that was not read again is an old one.
 MEASUREMENTS = frozenset(p.key for p in BATTERY_POINTS if p.state_class == "measurement")
 
@@ -132,6 +140,7 @@ class BatterySnapshot:
     # time.monotonic() at which each value was last read (or derived): a method the battery stopped
     # answering, or one the transport in use cannot read, leaves its values behind with their own age
     seen: dict[str, float] = field(default_factory=dict)
+    answered: frozenset[Method] = frozenset()  # the read methods this battery has ever answered
 
     def number(self, key: str) -> float | None:
         value = self.values.get(key)
@@ -163,6 +172,16 @@ class BatterySnapshot:
         An implausible reading is left out (the point keeps its last good value), logged once and listed
         in `problems` for as long as the point stays implausible.
         """
+        if (
+            Method.EM_STATUS in self.answered
+            and Method.EM_STATUS not in results
+            and Method.ES_MODE in results
+        ):
+            # ES.GetMode's copies of the CT fields stand in only for a firmware without EM.GetStatus: on v150
+            # they read zero with a live CT (Q15), and between two EM.GetStatus reads (every 6th poll) the
+            # meter would blink to 0 W and "not connected". The last EM.GetStatus reading ages instead.
+            mode = {k: v for k, v in results[Method.ES_MODE].items() if k not in _CT_COPIES}
+            results = {**results, Method.ES_MODE: mode}
         raw_device = results.get(Method.GET_DEVICE)
         firmware = self.firmware
         if raw_device is not None and ("device" in raw_device or "ver" in raw_device):
@@ -170,7 +189,9 @@ class BatterySnapshot:
             device = raw_device.get("device") or self.values.get("model")  # keep the model if only ver came
             known_ver = int(ver) if isinstance(ver, int | float) and math.isfinite(ver) else self.firmware.ver
             firmware = identify(device if isinstance(device, str) else None, known_ver)
-        return self.with_readings(_decode_sources(results, firmware), firmware, problems, label=label)
+        snapshot = self.with_readings(_decode_sources(results, firmware), firmware, problems, label=label)
+        snapshot.answered = self.answered | frozenset(results)
+        return snapshot
 
     def with_readings(
         self,
@@ -188,7 +209,9 @@ class BatterySnapshot:
         values = {**self.values, **fresh}
         seen = {**self.seen, **dict.fromkeys(fresh, now)}
         _derive(values, fresh, seen, now)
-        return BatterySnapshot(values, firmware, now, [*problems, *self.guard.problems], self.guard, seen)
+        return BatterySnapshot(
+            values, firmware, now, [*problems, *self.guard.problems], self.guard, seen, self.answered
+        )
 
     def age(self, key: str, now: float | None = None) -> float | None:
         """Seconds since `key` was last read; None when it never was."""
