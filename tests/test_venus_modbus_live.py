@@ -26,12 +26,20 @@ from marstek_webasto_addon.devices.marstek.simulator import SimulatedBattery, Ve
 from .conftest import SimFactory, until
 from .mqtt_fixtures import Broker, Recorder, broker, recording
 from .test_bridge_mqtt import command, configs, state_of, wait_ready
-from .test_venus_transport_live import BASE, P1, POLL, addon, keep_publishing, under_control
+from .test_venus_transport_live import (
+    BASE,
+    P1,
+    POLL,
+    TIMING,
+    addon,
+    auto_options,
+    keep_publishing,
+    under_control,
+)
 
 __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(120)
 MAPS = {Generation.V12: "venus_e2_v156", Generation.V3: "venus_e3_v150"}
-TIMING = {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2}
 
 
 def modbus_battery(server: VenusModbusServer) -> dict[str, Any]:
@@ -247,17 +255,9 @@ async def test_auto_on_modbus_refuses_what_only_the_local_api_carries_and_loses_
 ) -> None:
     sim = await make_sim(1, socs=[50.0])
     venus = sim.batteries[0]
-    host, udp_port = sim.addresses[0]
+    host = sim.addresses[0][0]
     server = await sim.serve_modbus(0, host=host)
-    opts = {
-        "batteries": [
-            {"name": "FaseA", "host": host, "port": udp_port, "transport": "auto", "modbus_port": server.port}
-        ],
-        "marstek_bind": "127.0.0.1",
-        "battery_poll_interval": POLL,
-        "offline_after": 3,  # the switch after 4.5 s of silence
-        "timing": TIMING,
-    }
+    opts = auto_options(sim, server.port)
     async with recording(broker) as recorder, addon(broker, opts, tmp_path) as runtime:
         await wait_ready(recorder, runtime, entities=20)
         client = runtime.battery_links[0].client

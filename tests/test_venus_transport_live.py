@@ -34,6 +34,7 @@ __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(180)
 BASE = "marstek_webasto"
 P1 = "home/p1/power"
+TIMING = {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2}
 POLL = 3.0  # a v3 Modbus poll is 13 requests 150 ms apart: about 2 s
 
 
@@ -64,6 +65,21 @@ async def keep_publishing(recorder: Recorder, kw: float, stop: asyncio.Event) ->
 def under_control(venus: SimulatedBattery) -> tuple[bool, int, int]:
     """RS485 control, the forced mode and the forced discharge power, as the battery holds them."""
     return venus.rs485_control, venus.force_mode, venus.force_discharge_w
+
+
+def auto_options(sim: MarstekSimulator, server_port: int) -> dict[str, Any]:
+    """One battery on `transport: auto`, Modbus on its own address (the LAN port of a Venus E 3.0): offline
+    after 9.75 s of silence, the switch to Modbus after 4.5 s."""
+    host, udp_port = sim.addresses[0]
+    return {
+        "batteries": [
+            {"name": "FaseA", "host": host, "port": udp_port, "transport": "auto", "modbus_port": server_port}
+        ],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": POLL,
+        "offline_after": 3,
+        "timing": TIMING,
+    }
 
 
 # the optimiser over Modbus --------------------------------------------------------------------------------
@@ -301,17 +317,9 @@ async def test_auto_keeps_the_entities_available_across_the_switch_to_modbus_and
 ) -> None:
     sim = await make_sim(1, socs=[50.0])
     venus = sim.batteries[0]
-    host, udp_port = sim.addresses[0]
+    host = sim.addresses[0][0]
     server = await sim.serve_modbus(0, host=host)  # the battery's own LAN port: modbus_host is `host`
-    opts = {
-        "batteries": [
-            {"name": "FaseA", "host": host, "port": udp_port, "transport": "auto", "modbus_port": server.port}
-        ],
-        "marstek_bind": "127.0.0.1",
-        "battery_poll_interval": POLL,
-        "offline_after": 3,  # offline after 9.75 s of silence; the switch after 4.5 s
-        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
-    }
+    opts = auto_options(sim, server.port)
     async with recording(broker) as recorder, addon(broker, opts, tmp_path) as runtime:
         await wait_ready(recorder, runtime, entities=20)
         client = runtime.battery_links[0].client
@@ -360,17 +368,9 @@ async def test_auto_carries_a_persons_passive_charge_to_modbus_and_back(
 ) -> None:
     sim = await make_sim(1, socs=[50.0])
     venus = sim.batteries[0]
-    host, udp_port = sim.addresses[0]
+    host = sim.addresses[0][0]
     server = await sim.serve_modbus(0, host=host)
-    opts = {
-        "batteries": [
-            {"name": "FaseA", "host": host, "port": udp_port, "transport": "auto", "modbus_port": server.port}
-        ],
-        "marstek_bind": "127.0.0.1",
-        "battery_poll_interval": POLL,
-        "offline_after": 3,  # the switch after 4.5 s of silence
-        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
-    }
+    opts = auto_options(sim, server.port)
     async with recording(broker) as recorder, addon(broker, opts, tmp_path) as runtime:
         await wait_ready(recorder, runtime, entities=20)
         client = runtime.battery_links[0].client

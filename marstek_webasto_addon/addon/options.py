@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
 import re
 import types
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from ..jsonfile import read_json
 from ..optimiser.settings import PARAMETERS
 from ..optimiser.tariff import DAY_NAMES, Tariff
 from .day_ahead import PriceFormula
@@ -536,13 +536,7 @@ def parse_options(data: object, *, broker_elsewhere: bool = True) -> Options:
 
 def load_options(path: Path, *, broker_elsewhere: bool = True) -> Options:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise OptionsError([f"cannot read {path}: {exc.strerror}"]) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OptionsError(
-            [f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
-        ) from None
+        data = read_json(path)
+    except ValueError as exc:
+        raise OptionsError([str(exc)]) from None
     return parse_options(data, broker_elsewhere=broker_elsewhere)

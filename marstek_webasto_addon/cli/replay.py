@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..addon.options import OptionsError, parse_options
+from ..jsonfile import read_json
 from ..optimiser.tariff import DEFAULT_TARIFF, Tariff
 from ..replay.bound import bound
 from ..replay.data import EV_PROFILES, HOUSEHOLDS, QUARTERS, DataError, HouseholdYear, household_year
@@ -118,12 +119,7 @@ def first_quarter(year: HouseholdYear, day: date) -> int:
 
 def load_tariff(path: Path) -> Tariff:
     """The `tariff` section of the add-on's options (validated as the add-on does) from a JSON file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    data = read_json(path)
     section = data.get("tariff", data) if isinstance(data, dict) else data
     try:
         return parse_options({"tariff": section}).tariff.build()

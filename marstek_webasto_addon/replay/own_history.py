@@ -25,7 +25,6 @@ Prices: the tariff's periods and its injection price (the recorded history carri
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..devices.marstek.simulator.profiles import PROFILES
+from ..jsonfile import read_json
 from ..optimiser.tariff import Tariff
 from .bound import bound
 from .data import HouseholdYear
@@ -96,11 +96,9 @@ def read_history(path: Path) -> RecordedHistory:
     """A recorded history from a file: the add-on's state.json (under /data), its `optimiser` section, or
     the `history` snapshot alone."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise HistoryError(f"cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise HistoryError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        data = read_json(path)
+    except ValueError as exc:
+        raise HistoryError(str(exc)) from None
     for keys in (("optimiser", "history"), ("history",), ()):
         found: Any = data
         for key in keys:
