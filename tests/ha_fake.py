@@ -2,8 +2,9 @@
 
 It speaks the real protocol: auth_required/auth/auth_ok/auth_invalid, increasing ids, ping/pong,
 subscribe_entities with the compressed `a`/`c`/`r` messages (the diff is computed the way Core's
-websocket_api/messages.py does), subscribe_events state_changed, get_states and call_service with
-return_response for weather.get_forecasts. The test changes states, drops connections and restarts it.
+websocket_api/messages.py does), subscribe_events state_changed, get_states, call_service with
+return_response for weather.get_forecasts, and the Energy dashboard's energy/solar_forecast with
+config_entries/get. The test changes states, drops connections and restarts it.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class FakeHomeAssistant:
         self.answer_pings = True
         self.states: dict[str, FakeState] = {}
         self.forecasts: dict[str, list[dict[str, Any]]] = {}
+        # the Energy dashboard's solar forecasts, as energy/solar_forecast answers them (by config entry)
+        self.solar_forecasts: dict[str, Any] = {}
+        self.config_entries: dict[str, str] = {}  # entry id -> domain, for config_entries/get
         self.hanging_services: set[str] = set()  # "domain.service" that never get an answer
         self.received: list[dict[str, Any]] = []  # every command after auth, in order
         self.auth_attempts: list[float] = []  # time.monotonic() of each auth message
@@ -256,6 +260,14 @@ class FakeHomeAssistant:
             await connection.send(_result(msg_id, [s.full(e) for e, s in self.states.items()]))
         elif kind == "call_service":
             await self._call_service(connection, msg_id, message)
+        elif kind == "energy/solar_forecast":
+            await connection.send(_result(msg_id, self.solar_forecasts))
+        elif kind == "config_entries/get":
+            entries = [
+                {"entry_id": entry_id, "domain": domain, "title": domain, "source": "user", "state": "loaded"}
+                for entry_id, domain in self.config_entries.items()
+            ]
+            await connection.send(_result(msg_id, entries))
         else:
             await connection.send(_error(msg_id, "unknown_command", "Unknown command."))
 

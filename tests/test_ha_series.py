@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 
 from marstek_webasto_addon.addon.day_ahead import PriceFormula
-from marstek_webasto_addon.addon.ha_series import DayAheadPrices, DetailedPvForecast
+from marstek_webasto_addon.addon.ha_inputs import HomeAssistantInputs
+from marstek_webasto_addon.addon.ha_series import DayAheadPrices, DetailedPvForecast, EnergyPvForecast
 from marstek_webasto_addon.addon.homeassistant import EntityState
 
 from .conftest import SimFactory, until
@@ -58,6 +60,16 @@ def solcast(day: date, peak_kw: float) -> dict[str, Any]:
             {"period_start": (midnight + timedelta(minutes=30 * half)).isoformat(), "pv_estimate": kw}
         )
     return {"detailedForecast": rows, "unit_of_measurement": "kWh"}
+
+
+def forecast_solar(day: date, wh: dict[int, float]) -> dict[str, Any]:
+    """Forecast.Solar's `wh_hours` as Home Assistant hands it out: keyed by each period's END, sunrise
+    included (at 0 Wh, to the second), local time with its offset."""
+    midnight = datetime.combine(day, datetime.min.time()).astimezone()
+    hours: dict[str, float] = {(midnight + timedelta(hours=7, minutes=48, seconds=12)).isoformat(): 0.0}
+    for end, energy in sorted(wh.items()):
+        hours[(midnight + timedelta(hours=end)).isoformat()] = energy
+    return {"wh_hours": hours}
 
 
 def state(entity_id: str, attributes: dict[str, Any]) -> EntityState:
@@ -127,6 +139,63 @@ def test_solcast_today_and_tomorrow_are_joined_and_give_tomorrows_kwh() -> None:
     pv.on_state(SOLCAST_TOMORROW, state(SOLCAST_TOMORROW, {"detailedForecast": "garbage"}))
     assert SOLCAST_TOMORROW in pv.problem
     assert pv.kwh() is None  # what cannot be read is not used
+
+
+def test_the_energy_dashboards_forecasts_are_summed_per_quarter_and_an_unknown_one_is_named() -> None:
+    tomorrow = date.today() + timedelta(days=1)
+    pv = EnergyPvForecast()
+    assert pv.problem  # nothing fetched yet
+    pv.update(
+        {
+            "east": forecast_solar(tomorrow, {9: 400, 13: 1000}),  # 08:00-09:00 400 Wh, 12:00-13:00 1 kWh
+            "west": forecast_solar(tomorrow, {13: 2000}),
+            "other": {"wh_hours": {f"{tomorrow.isoformat()}T12:00:00": 5000}},
+        },
+        {"east": "forecast_solar", "west": "forecast_solar", "other": "some_new_solar_integration"},
+    )
+    assert "some_new_solar_integration" in pv.problem  # left out, and said
+    noon = datetime.combine(tomorrow, datetime.min.time()).replace(hour=12)
+    assert pv.quarters(noon, 5) == pytest.approx([3.0, 3.0, 3.0, 3.0, 0.0])  # the END-keyed hour, both roofs
+    assert pv.quarters(noon.replace(hour=8), 4) == pytest.approx([0.4] * 4)
+    assert pv.kwh() == pytest.approx(3.4)
+    version = pv.version
+    pv.failed("the Energy dashboard's solar forecast could not be fetched: no connection")
+    assert "no connection" in pv.problem
+    assert pv.kwh() == pytest.approx(3.4)  # what was received stays good for the quarters it covers
+    pv.update({}, {})
+    assert "Energy dashboard names no solar forecast" in pv.problem
+    assert pv.version == version
+
+
+async def test_the_energy_dashboards_forecast_is_fetched_from_home_assistant() -> None:
+    tomorrow = date.today() + timedelta(days=1)
+    fake = FakeHomeAssistant()
+    fake.config_entries = {"01JFORECAST": "forecast_solar", "01JMQTT": "mqtt"}
+    await fake.start()
+    pv = EnergyPvForecast()
+    inputs = HomeAssistantInputs([], None, url=fake.url, token=fake.token, refresh=600, series=[pv])
+    task = asyncio.create_task(inputs.run())
+    try:
+        await until(lambda: "names no solar forecast" in pv.problem, 5)
+        fake.solar_forecasts = {"01JFORECAST": forecast_solar(tomorrow, {13: 1500})}
+        await fake.drop_connections()  # the next fetch: after a reconnection (the refresh is half an hour)
+        await until(lambda: pv.problem == "", 15)
+        noon = datetime.combine(tomorrow, datetime.min.time()).replace(hour=12)
+        assert pv.quarters(noon, 4) == pytest.approx([1.5] * 4)
+        assert pv.detail()["integrations"] == ["forecast_solar"]
+        assert fake.commands("energy/solar_forecast")
+        assert fake.commands("config_entries/get")
+        await fake.stop()  # Home Assistant goes away: said, and the forecast stays
+        await until(lambda: "not refreshed" in pv.problem, 10)
+        assert pv.quarters(noon, 4) == pytest.approx([1.5] * 4)
+        fetched = len(fake.commands("energy/solar_forecast"))
+        await fake.start()  # back: fetched again at once, not at the next half hour
+        await until(lambda: pv.problem == "", 15)
+        assert len(fake.commands("energy/solar_forecast")) > fetched
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await fake.stop()
 
 
 # --- live: the planner on Home Assistant's prices ----------------------------------------------------
@@ -199,5 +268,49 @@ async def test_the_live_planner_plans_on_the_price_entity_and_re_plans_when_tomo
             )
             state = json.dumps(controller.plan_json())
             assert "optimal" in state  # the prices already received still hold for the hours they cover
+    finally:
+        await fake.stop()
+
+
+async def test_the_live_planner_plans_on_the_energy_dashboards_forecast(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tomorrow = date.today() + timedelta(days=1)
+    fake = FakeHomeAssistant()
+    fake.config_entries = {"01JFORECAST": "forecast_solar"}
+    hours = forecast_solar(tomorrow - timedelta(days=1), {12: 500})["wh_hours"]  # today and tomorrow
+    hours |= forecast_solar(tomorrow, {12: 800, 13: 2400})["wh_hours"]
+    fake.solar_forecasts = {"01JFORECAST": {"wh_hours": hours}}
+    fake.preset("sensor.p1", "300", {"unit_of_measurement": "W", "device_class": "power"})
+    fake.preset("sensor.pv", "0", {"unit_of_measurement": "W", "device_class": "power"})
+    await fake.start()
+    monkeypatch.setenv("MWA_HA_URL", fake.url)
+    monkeypatch.setenv("MWA_HA_TOKEN", fake.token)
+    sim = await make_sim(1, socs=[50.0])
+    options = {
+        "batteries": [{"name": "B0", "host": sim.addresses[0][0], "port": sim.addresses[0][1]}],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": 1,
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+        "grid_source": {"type": "entity", "entity_id": "sensor.p1"},
+        "pv_power": {"type": "entity", "entity_id": "sensor.pv"},
+        "pv_forecast": {"type": "energy"},
+        "control_interval": 1,
+        "optimiser": {"enabled": True, "input_stale_after": 30},
+    }
+    try:
+        async with bridge(broker, options, tmp_path) as runtime:
+            controller = runtime.optimiser
+            assert controller is not None
+
+            def tomorrow_pv() -> dict[str, float]:
+                steps = controller.plan_json()["steps"]
+                return {s["start"][11:16]: s["pv_kw"] for s in steps if s["start"][:10] == str(tomorrow)}
+
+            await until(lambda: tomorrow_pv().get("12:15") == pytest.approx(2.4), 20)
+            pv = tomorrow_pv()
+            assert pv["11:00"] == pytest.approx(0.8)
+            assert pv["13:00"] == pytest.approx(0.0)  # Forecast.Solar's hours end at their key: not shifted
+            assert controller.pv.problem == ""
     finally:
         await fake.stop()

@@ -8,6 +8,7 @@ Home Assistant down, the entity unavailable or gone, a unit of the wrong kind, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time as clock
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from ..tasks import cancel_all
 from .forecast_inputs import numeric_state, sunny_hours
+from .ha_series import EnergyPvForecast
 from .homeassistant import (
     SUPERVISOR_WEBSOCKET_URL,
     EntityState,
@@ -179,6 +181,7 @@ class HomeAssistantInputs:
         self.url, self.token, self.refresh, self.now = url, token, refresh, now
         self.client: HomeAssistantClient | None = None
         self.problem = ""
+        self.reconnected = asyncio.Event()  # set when the connection is back after an outage
 
     def _entities(self) -> list[str]:
         ids = [power.entity_id for power in self.powers]
@@ -223,6 +226,9 @@ class HomeAssistantInputs:
         tasks.append(asyncio.create_task(self._watch(), name="homeassistant-watch"))
         if isinstance(self.pv, WeatherPvForecast):
             tasks.append(asyncio.create_task(self._weather(self.pv), name="weather-forecast"))
+        for source in self.series:
+            if isinstance(source, EnergyPvForecast):
+                tasks.append(asyncio.create_task(self._energy(source), name="energy-solar-forecast"))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -237,8 +243,12 @@ class HomeAssistantInputs:
                 why = f"Home Assistant not connected ({self.client.last_error or 'connecting'})"
                 for power in self.powers:
                     power.lost(why)
+                for source in self.series:
+                    source.lost(why)
                 self.problem = why
             else:
+                if self.problem:
+                    self.reconnected.set()
                 self.problem = ""
 
     async def _weather(self, pv: WeatherPvForecast) -> None:
@@ -251,4 +261,21 @@ class HomeAssistantInputs:
                 await asyncio.sleep(self.refresh)
             except HomeAssistantError as exc:
                 pv.failed(f"weather.get_forecasts for {pv.entity_id} failed: {exc}")
+                await asyncio.sleep(min(self.refresh, 60.0))
+
+    async def _energy(self, pv: EnergyPvForecast) -> None:
+        assert self.client is not None
+        while True:
+            try:
+                await self.client.wait_connected()
+                response = await self.client.solar_forecast()
+                domains = await self.client.config_entry_domains() if response else {}
+                pv.update(response, domains)
+                # until the next refresh, or at once after a reconnection (Home Assistant restarted)
+                self.reconnected.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.refresh):
+                        await self.reconnected.wait()
+            except HomeAssistantError as exc:
+                pv.failed(f"the Energy dashboard's solar forecast could not be fetched: {exc}")
                 await asyncio.sleep(min(self.refresh, 60.0))

@@ -9,15 +9,22 @@ days), never to a guess.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta, tzinfo
 
 from ..optimiser.planner import QUARTER, quarter_start
 from .day_ahead import PriceFormula, PriceInterval, parse_day_ahead, quarter_series
 from .homeassistant import EntityState
 from .inputs import PvForecast
+from .pv_detail import (
+    PERIOD_KEYS_BY_DOMAIN,
+    add_roofs,
+    join_days,
+    parse_energy_solar_forecast,
+    parse_pv_forecast,
+    quarter_kw,
+)
 from .pv_detail import PvForecast as QuarterEnergy
-from .pv_detail import add_roofs, join_days, parse_pv_forecast, quarter_kw
 
 _LOG = logging.getLogger(__name__)
 DAY = timedelta(days=1)
@@ -178,3 +185,73 @@ class DetailedPvForecast(PvForecast):
             "from": covered[0].isoformat() if covered else None,
             "until": (covered[-1] + QUARTER).isoformat() if covered else None,
         }
+
+
+ENERGY_SETUP = "Settings > Dashboards > Energy > Solar panels > Forecast production"
+
+
+class EnergyPvForecast(DetailedPvForecast):
+    """The Energy dashboard's solar forecast (`energy/solar_forecast`, fetched every half hour): that of
+    Forecast.Solar, Open-Meteo Solar Forecast or Solcast, whichever the dashboard's solar panels name, with
+    several forecasts (arrays) summed. Forecast.Solar has no entity with its hourly forecast; this is where
+    Home Assistant hands it out. Each integration keys its periods its own way (`PERIOD_KEYS_BY_DOMAIN`): a
+    forecast of an integration not in that table is left out and named, not guessed (an hour's shift would
+    move the whole day's PV). A failed fetch keeps the last forecast for the quarters it covers."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+        self.description = "Home Assistant Energy dashboard (solar forecast)"
+        self.entries: dict[str, str] = {}  # config entry id -> domain, of the forecasts in use
+
+    def update(
+        self, response: Mapping[str, object], domains: Mapping[str, str], tz: tzinfo | None = None
+    ) -> None:
+        """Take a fresh `energy/solar_forecast` answer; `domains` maps config entry ids to integrations."""
+        problems: list[str] = []
+        forecasts: dict[str, QuarterEnergy] = {}
+        for entry_id, data in response.items():
+            domain = domains.get(entry_id, "")
+            keys = PERIOD_KEYS_BY_DOMAIN.get(domain)
+            if keys is None:
+                known = ", ".join(sorted(PERIOD_KEYS_BY_DOMAIN))
+                problems.append(
+                    f"the forecast of {domain or 'an unknown integration'} (config entry {entry_id}) is left "
+                    f"out: this add-on reads those of {known}"
+                )
+                continue
+            try:
+                forecast = parse_energy_solar_forecast({entry_id: data}, period_keys=keys, tz=tz)[entry_id]
+            except ValueError as exc:
+                problems.append(f"{domain}: {exc}")
+                continue
+            if forecast.kwh:
+                forecasts[entry_id] = forecast
+            else:
+                problems.append(f"{domain} (config entry {entry_id}) holds no forecast")
+        if not response:
+            problems.append(f"the Energy dashboard names no solar forecast ({ENERGY_SETUP})")
+        self.entries = {entry_id: domains[entry_id] for entry_id in forecasts}
+        combined = add_roofs(*forecasts.values()) if forecasts else None
+        if combined is not None and (self.combined is None or combined.kwh != self.combined.kwh):
+            self.version += 1
+        self.combined = combined if combined is not None else self.combined
+        self._report("; ".join(problems))
+
+    def failed(self, why: str) -> None:
+        """The fetch failed: the forecast received before stays good for the quarters it covers."""
+        self._report(why)
+
+    def lost(self, why: str) -> None:
+        """Not refreshed while Home Assistant is away; what was received stays good for its quarters."""
+        self._report(f"not refreshed: {why}")
+
+    def _report(self, problem: str) -> None:
+        if problem and problem != self.problem:
+            _LOG.warning("PV forecast: %s", problem)
+        elif not problem and self.problem:
+            integrations = ", ".join(sorted(set(self.entries.values())))
+            _LOG.info("PV forecast: the Energy dashboard's forecast (%s) in use", integrations)
+        self.problem = problem
+
+    def detail(self) -> dict[str, object]:
+        return {**super().detail(), "entities": [], "integrations": sorted(set(self.entries.values()))}

@@ -194,6 +194,14 @@ class _Forecast(_Message):
 _FORECASTS = TypeAdapter(dict[str, _Forecast])
 
 
+class _ConfigEntry(_Message):
+    entry_id: str
+    domain: str
+
+
+_CONFIG_ENTRIES = TypeAdapter(list[_ConfigEntry])
+
+
 def _timestamp(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
@@ -334,6 +342,23 @@ class HomeAssistantClient:
         if entity_id not in forecasts:
             raise HomeAssistantError(f"weather.get_forecasts returned no {kind} forecast for {entity_id}")
         return forecasts[entity_id].forecast
+
+    async def solar_forecast(self) -> dict[str, Any]:
+        """The Energy dashboard's solar forecasts (`energy/solar_forecast`): {config entry id: {"wh_hours":
+        {time: Wh}}} for the forecast integrations its solar sources name; {} when they name none."""
+        result = await self._command({"type": "energy/solar_forecast"}, "energy/solar_forecast")
+        if not isinstance(result, dict):
+            raise HomeAssistantError(f"energy/solar_forecast returned {_short(result)}, not a mapping")
+        return result
+
+    async def config_entry_domains(self) -> dict[str, str]:
+        """Each config entry's integration (`config_entries/get`): {entry id: domain}."""
+        result = await self._command({"type": "config_entries/get"}, "config_entries/get")
+        try:
+            entries = _CONFIG_ENTRIES.validate_python(result)
+        except ValidationError as exc:
+            raise HomeAssistantError(f"config_entries/get returned no entry list: {_short(exc)}") from None
+        return {entry.entry_id: entry.domain for entry in entries}
 
     # the connection -----------------------------------------------------------------------------------------
 

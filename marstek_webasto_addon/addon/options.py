@@ -211,10 +211,11 @@ class PvPowerOptions(_Strict):
 
 
 class PvForecastOptions(_Strict):
-    """Tomorrow's PV: an energy forecast entity in kWh, a weather entity's sunny hours, or detailed
-    forecast sensors (Solcast, Open-Meteo Solar Forecast) with the PV per quarter-hour."""
+    """Tomorrow's PV: an energy forecast entity in kWh, a weather entity's sunny hours, detailed forecast
+    sensors (Solcast, Open-Meteo Solar Forecast) with the PV per quarter-hour, or the Energy dashboard's
+    solar forecast (Forecast.Solar and the others; no entity to name)."""
 
-    type: Literal["none", "entity", "weather", "detailed"] = "none"
+    type: Literal["none", "entity", "weather", "detailed", "energy"] = "none"
     # detailed: one or more sensors, separated by commas (Solcast's forecast today and tomorrow)
     entity_id: str = ""
 

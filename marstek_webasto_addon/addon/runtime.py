@@ -54,7 +54,7 @@ from .ha_inputs import (
     SeriesInput,
     WeatherPvForecast,
 )
-from .ha_series import DayAheadPrices, DetailedPvForecast
+from .ha_series import DayAheadPrices, DetailedPvForecast, EnergyPvForecast
 from .homeassistant import SUPERVISOR_WEBSOCKET_URL, HomeAssistantClient
 from .inputs import BatteryMeterInput, GridInput, MqttGridInput, PvForecast
 from .notices import NoticeBoard, Notifications
@@ -386,6 +386,8 @@ class Runtime:
             return WeatherPvForecast(source.entity_id)
         if source.type == "detailed":
             return DetailedPvForecast(source.entities)
+        if source.type == "energy":
+            return EnergyPvForecast()
         pv = PvForecast("none")
         pv.problem = "no PV forecast configured: night charging assumes no PV tomorrow"
         return pv
