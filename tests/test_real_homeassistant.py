@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from marstek_webasto_addon.addon.homeassistant import HomeAssistantClient, HomeAssistantCommandError
 from marstek_webasto_addon.addon.runtime import Runtime
 from marstek_webasto_addon.devices.webasto.registers import WallboxModel
 
@@ -99,6 +100,7 @@ async def test_a_real_home_assistant_registers_shows_and_drives_every_entity(
         entities = await registered_under_their_devices(ha, found)
         await every_entity_has_a_state(ha, recorder, runtime, found, entities)
         await controls_reach_the_devices(ha, site, runtime, entities)
+        await the_add_ons_client_reads_the_config_entries(ha)
     no_warnings_about_us(ha, entities)  # read once Home Assistant has stopped and flushed its log
 
 
@@ -277,3 +279,21 @@ def no_warnings_about_us(ha: HomeAssistant, entities: dict[str, Any]) -> None:
         )
     ]
     assert records == [], "\n".join(records)
+
+
+async def the_add_ons_client_reads_the_config_entries(ha: HomeAssistant) -> None:
+    """What `pv_forecast.type: energy` asks Home Assistant: each config entry's integration, and the Energy
+    dashboard's solar forecast (the `energy` integration is not loaded here: a clear error, not a crash)."""
+    url = ha.url.replace("http://", "ws://") + "/api/websocket"
+    client = HomeAssistantClient((), url=url, token=ha.token)
+    task = asyncio.create_task(client.run())
+    try:
+        await client.wait_connected(30)
+        domains = await client.config_entry_domains()
+        assert domains["01marstekwebastotestmqtt0"] == "mqtt"
+        with pytest.raises(HomeAssistantCommandError) as failed:
+            await client.solar_forecast()
+        assert failed.value.code == "unknown_command"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
