@@ -72,6 +72,20 @@ def forecast_solar(day: date, wh: dict[int, float]) -> dict[str, Any]:
     return {"wh_hours": hours}
 
 
+def planner_options(addresses: list[tuple[str, int]], **sections: Any) -> dict[str, Any]:
+    """The live planner on simulated batteries, the grid from Home Assistant's sensor.p1, and `sections`."""
+    return {
+        "batteries": [{"name": f"B{i}", "host": h, "port": p} for i, (h, p) in enumerate(addresses)],
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": 1,
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+        "grid_source": {"type": "entity", "entity_id": "sensor.p1"},
+        "control_interval": 1,
+        "optimiser": {"enabled": True, "input_stale_after": 30},
+        **sections,
+    }
+
+
 def state(entity_id: str, attributes: dict[str, Any]) -> EntityState:
     return EntityState(entity_id, "0.25", attributes, None, 0.0)
 
@@ -217,13 +231,9 @@ async def test_the_live_planner_plans_on_the_price_entity_and_re_plans_when_tomo
     monkeypatch.setenv("MWA_HA_URL", fake.url)
     monkeypatch.setenv("MWA_HA_TOKEN", fake.token)
     sim = await make_sim(2, socs=[60.0, 30.0])
-    options = {
-        "batteries": [{"name": f"B{i}", "host": h, "port": p} for i, (h, p) in enumerate(sim.addresses)],
-        "marstek_bind": "127.0.0.1",
-        "battery_poll_interval": 1,
-        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
-        "grid_source": {"type": "entity", "entity_id": "sensor.p1"},
-        "prices": {
+    options = planner_options(
+        sim.addresses,
+        prices={
             "type": "entity",
             "entity_id": PRICES,
             "import_multiplier": 1,
@@ -232,9 +242,7 @@ async def test_the_live_planner_plans_on_the_price_entity_and_re_plans_when_tomo
             "vat_percent": 0,
             "export_adder": 0,
         },
-        "control_interval": 1,
-        "optimiser": {"enabled": True, "input_stale_after": 30},
-    }
+    )
     try:
         async with bridge(broker, options, tmp_path) as runtime:
             controller = runtime.optimiser
@@ -287,17 +295,11 @@ async def test_the_live_planner_plans_on_the_energy_dashboards_forecast(
     monkeypatch.setenv("MWA_HA_URL", fake.url)
     monkeypatch.setenv("MWA_HA_TOKEN", fake.token)
     sim = await make_sim(1, socs=[50.0])
-    options = {
-        "batteries": [{"name": "B0", "host": sim.addresses[0][0], "port": sim.addresses[0][1]}],
-        "marstek_bind": "127.0.0.1",
-        "battery_poll_interval": 1,
-        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
-        "grid_source": {"type": "entity", "entity_id": "sensor.p1"},
-        "pv_power": {"type": "entity", "entity_id": "sensor.pv"},
-        "pv_forecast": {"type": "energy"},
-        "control_interval": 1,
-        "optimiser": {"enabled": True, "input_stale_after": 30},
-    }
+    options = planner_options(
+        sim.addresses,
+        pv_power={"type": "entity", "entity_id": "sensor.pv"},
+        pv_forecast={"type": "energy"},
+    )
     try:
         async with bridge(broker, options, tmp_path) as runtime:
             controller = runtime.optimiser
