@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import numpy as np
 import pytest
 
-from marstek_webasto_addon.optimiser.car_sessions import CarSession, wallbox_minutes
+from marstek_webasto_addon.optimiser.car_sessions import (
+    CarSession,
+    PastSession,
+    expected_session,
+    wallbox_minutes,
+)
 from marstek_webasto_addon.optimiser.planner import (
     CAR_PEAK_MARGIN_KW,
     Action,
@@ -185,3 +190,72 @@ def test_the_live_plan_mode_pulses_a_quarter_planned_below_the_wallbox_minimum()
     assert minutes[-1] == 0.0
     partial = [kw for kw in minutes if 0 < kw < 4.14 - 1e-9]
     assert len(partial) <= 1  # one minute at most in part; the others at the minimum or off
+
+
+def stays_at(*days_and_hours: tuple[int, float], hours: float = 12.0, kwh: float = 20.0) -> list[PastSession]:
+    """Stays that began `days` before DAY at `hour` o'clock and lasted `hours`."""
+    out = []
+    for days, hour in days_and_hours:
+        arrival = DAY - timedelta(days=days) + timedelta(hours=hour)
+        out.append(PastSession(arrival, arrival + timedelta(hours=hours), kwh))
+    return out
+
+
+LIMITS = {"max_kw": 11.0, "min_kw": 4.14}
+
+
+def test_a_car_that_comes_home_in_the_evening_is_expected_there_with_its_share_of_a_stay() -> None:
+    past = stays_at((1, 18.0), (2, 19.0), (4, 17.5), (6, 18.5), (9, 18.25), (40, 8.0))  # the last: too old
+    expected = expected_session(past, at(9), **LIMITS)
+    assert expected is not None
+    assert expected.expected
+    assert expected.arrival == at(18.25)  # the median time of day of the five recent ones
+    assert expected.departure == at(18.25 + 12)  # their median stay
+    assert expected.energy_kwh == pytest.approx(20.0 * 5 / 28)  # a stay on 5 of 28 days
+    assert (expected.max_kw, expected.min_kw) == (11.0, 4.14)
+    # the user's departure time, when given, ends it (the next one after the arrival)
+    with_departure = expected_session(past, at(9), departure=time(7, 30), **LIMITS)
+    assert with_departure is not None
+    assert with_departure.departure == at(24 + 7.5)
+
+
+def test_no_car_is_expected_without_a_habit_after_it_came_or_once_it_is_late() -> None:
+    past = stays_at((1, 18.0), (2, 18.0), (3, 18.0), (4, 18.0))
+    assert expected_session(past[:3], at(9), **LIMITS) is None  # three stays are no habit yet
+    assert expected_session(past, at(9), **LIMITS) is not None
+    came = [*past, *stays_at((0, 8.0), hours=2.0)]  # it came this morning already
+    assert expected_session(came, at(12), **LIMITS) is None
+    # 19:00, an hour late: from the next quarter-hour on; after 20:00, two hours late: not today
+    late = expected_session(past, at(19.1), **LIMITS)
+    assert late is not None
+    assert late.arrival == at(19.25)
+    assert expected_session(past, at(20.1), **LIMITS) is None
+
+
+def test_an_expected_car_keeps_the_batteries_for_the_house_and_is_only_a_note() -> None:
+    # 10 kWh expected 18:00-22:00 under a 3 kW peak target: the car's 2.5 kW and the house's 1.2 kW are more
+    # than the peak, so the plan fills the batteries before the car comes (without it, they just hold).
+    prices = np.array([0.35 if 12 <= (k / 4) % 24 < 18 else 0.279 for k in range(STEPS)])
+    capacity = CapacityTariff(month_peak_kw=3.0)
+    load = np.full(STEPS, 1.2)
+    batteries = (BatterySpec("b0", capacity_kwh=5.12, soc=60.0),)
+    expected = CarSession(at(18), at(22), energy_kwh=10.0, expected=True)
+    without = plan(
+        inputs(start=at(12), import_price=prices, load_kw=load, batteries=batteries, capacity=capacity)
+    )
+    with_car = plan(
+        inputs(
+            start=at(12),
+            import_price=prices,
+            load_kw=load,
+            batteries=batteries,
+            capacity=capacity,
+            car=(expected,),
+        )
+    )
+    evening = slice(24, 40)  # 18:00-22:00 from a 12:00 start
+    soc_at_six = [step.batteries[0].soc for step in with_car.steps][24]
+    assert soc_at_six > [step.batteries[0].soc for step in without.steps][24] + 10
+    assert max(step.grid_kw for step in with_car.steps[evening]) <= 3.0 + 1e-6
+    assert any("expected 18:00-22:00" in note for note in with_car.notes)
+    assert not any("misses" in note for note in with_car.notes)

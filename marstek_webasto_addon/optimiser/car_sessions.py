@@ -11,16 +11,27 @@ phases, 1.38 kW on one) and gives at most its rated power (11 kW).
 integers), and `wallbox_minutes` carries out a planned quarter honestly: at the planned power when it is at
 least the minimum, else at the minimum for the share of the quarter that gives the same energy, then off.
 The quarter's energy and its average import (what the capacity tariff bills) are the plan's.
+
+`expected_session` is the car before it is there: from the site's past sessions, the stay it usually makes
+today, so the plan keeps the batteries' energy for the house while the car charges. It is planned, never
+charged: the wallbox waits for the car itself.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 
 MIN_AMPS = 6.0
 VOLTS = 230.0
 NEXT_MAX_KW = 11.0
+# A car is expected when it came this often in the last EXPECT_DAYS days (fewer: no habit to plan on), and
+# no longer once it is EXPECT_LATE late: today it stays away.
+EXPECT_MIN_SESSIONS = 4
+EXPECT_DAYS = 28
+EXPECT_LATE = timedelta(hours=2)
 
 
 def min_charge_kw(phases: int) -> float:
@@ -37,6 +48,7 @@ class CarSession:
     energy_kwh: float  # what the car still needs by its departure
     max_kw: float = NEXT_MAX_KW
     min_kw: float = min_charge_kw(3)  # when it charges at all
+    expected: bool = False  # a stay the car usually makes (`expected_session`), not a car plugged in
 
     def __post_init__(self) -> None:
         if self.departure < self.arrival:
@@ -47,6 +59,53 @@ class CarSession:
     @property
     def hours(self) -> float:
         return (self.departure - self.arrival).total_seconds() / 3600
+
+
+@dataclass(frozen=True)
+class PastSession:
+    """A stay that ended: plugged in at `arrival`, out at `departure`, `energy_kwh` charged."""
+
+    arrival: datetime
+    departure: datetime
+    energy_kwh: float
+
+
+def expected_session(
+    past: Sequence[PastSession],
+    now: datetime,
+    *,
+    max_kw: float,
+    min_kw: float,
+    departure: time | None = None,
+) -> CarSession | None:
+    """The stay the car usually makes today, or None: it came fewer than EXPECT_MIN_SESSIONS times in the last
+    EXPECT_DAYS days, it came today already, or it is more than EXPECT_LATE past its usual time.
+
+    - arrival: the median time of day of those arrivals (the next quarter-hour once that time has passed);
+    - departure: `departure` (the user's) after the arrival, else the arrival plus their median stay;
+    - energy: their median energy times the share of days with a stay. A car that comes every other day
+      is planned for half a stay: a full stay that does not come costs the batteries' evening for the
+      house, and one that comes is planned in full from its plug-in on.
+    """
+    recent = [s for s in past if now - timedelta(days=EXPECT_DAYS) <= s.arrival and s.departure <= now]
+    if len(recent) < EXPECT_MIN_SESSIONS or any(s.arrival.date() == now.date() for s in past):
+        return None
+    minute = int(statistics.median(s.arrival.hour * 60 + s.arrival.minute for s in recent))
+    arrival = now.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
+    if now > arrival + EXPECT_LATE:
+        return None
+    if arrival < now:
+        arrival = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+        arrival += timedelta(minutes=15)
+    if departure is not None:
+        leave = arrival.replace(hour=departure.hour, minute=departure.minute)
+        leave += timedelta(days=1) if leave <= arrival else timedelta()
+    else:
+        stay_s = statistics.median((s.departure - s.arrival).total_seconds() for s in recent)
+        leave = arrival + timedelta(seconds=stay_s)
+    share = min(1.0, len(recent) / EXPECT_DAYS)
+    energy = statistics.median(s.energy_kwh for s in recent) * share
+    return CarSession(arrival, leave, energy, max_kw, min_kw, expected=True)
 
 
 @dataclass(frozen=True)

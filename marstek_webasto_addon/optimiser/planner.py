@@ -1070,7 +1070,13 @@ def _plan(
         notes.append(f"{solution.repairs} re-solve(s) to keep charging and discharging apart")
     sessions = _session_plans(inputs, problem, solution, forecast.car_needs)
     for session in sessions:
-        if not session.met:
+        if session.session.expected:
+            stay = session.session
+            notes.append(
+                f"the car is expected {stay.arrival:%H:%M}-{stay.departure:%H:%M} for "
+                f"{stay.energy_kwh:.1f} kWh (its usual stay): planned for, charged once it is there"
+            )
+        elif not session.met:
             notes.append(
                 f"the car misses {session.missing_kwh:.1f} kWh at its departure "
                 f"{session.session.departure:%Y-%m-%d %H:%M} (the wallbox at full power cannot give more)"
