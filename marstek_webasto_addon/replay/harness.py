@@ -38,7 +38,13 @@ import numpy as np
 from ..devices.marstek.simulator.device import SimulatedBattery, ticking_order
 from ..devices.marstek.simulator.physics import BatteryPhysics, PhaseTriple, Site
 from ..devices.marstek.simulator.profiles import PROFILES
-from ..optimiser.car_sessions import CarSession, wallbox_power
+from ..optimiser.car_sessions import (
+    EXPECT_DAYS,
+    CarSession,
+    PastSession,
+    expected_session,
+    wallbox_power,
+)
 from ..optimiser.engine import Optimiser
 from ..optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error, pv_nowcast
 from ..optimiser.model import BatteryView, Command, Inputs, Role
@@ -239,14 +245,28 @@ class CarExecutor:
                         visit.min_kw,
                     ),
                 )
-        return ()
+        # No car: the stay it usually makes today, from the stays seen so far (as live: from its log).
+        past = [
+            PastSession(
+                now + (v.arrival - quarter) * QUARTER,
+                now + (v.departure - quarter) * QUARTER,
+                self.delivered.get(i, 0.0),
+            )
+            for i, v in enumerate(self.visits)
+            if quarter - EXPECT_DAYS * 96 <= v.arrival and v.departure <= quarter
+        ]
+        if not self.visits:
+            return ()
+        wallbox = self.visits[0]  # (every visit has the profile's wallbox limits)
+        expected = expected_session(past, now, max_kw=wallbox.max_kw, min_kw=wallbox.min_kw)
+        return () if expected is None else (expected,)
 
     def planned(self, step: PlanStep | None, sessions: tuple[CarSession, ...]) -> None:
         """The running quarter's plan for the wallbox; without a plan it charges at full power, as a plain
         wallbox would."""
         self.step = step
         self.quarter_given = 0.0
-        if not sessions:
+        if not sessions or sessions[0].expected:  # an expected car is planned, not charged
             self.quarter_kwh = 0.0
             return
         kw = step.car_kw if step is not None else sessions[0].max_kw
