@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from marstek_webasto_addon.addon.car_control import CarControl
+import pytest
+
+from marstek_webasto_addon.addon.car_control import PLUGGED, CarControl
+from marstek_webasto_addon.devices.webasto.simulator import Car
 
 from .mqtt_fixtures import Broker, broker, recording
 from .test_bridge_mqtt import Site as BridgeSite
@@ -133,3 +136,70 @@ async def test_plan_mode_gives_the_planner_the_cars_session_and_says_early_when_
         assert missing.missing_kwh > 90
         # meanwhile the car charges as fast as allowed: the plan puts all it can before the departure
         await recorder.wait_for(lambda: site.next_sim.setpoint >= 6, 15, "charging")
+
+
+async def test_the_cars_stays_are_logged_and_plan_mode_plans_for_the_one_it_usually_makes(
+    broker: Broker, site: BridgeSite, tmp_path: Path
+) -> None:
+    planned = {**options(site), "optimiser": {"enabled": True, "input_stale_after": 30}}
+    box = site.next_sim
+    box.unplug()
+    async with recording(broker) as recorder, bridge(broker, planned, tmp_path) as runtime:
+        await wait_ready(recorder, runtime)
+        garage = next(d for d in runtime.wallboxes if d.name == "Garage")
+        control = next(c for c in runtime.car_controls if c.wallbox is garage)
+
+        async def cable(plugged: bool) -> None:
+            await recorder.wait_for(
+                lambda: (garage.link.snapshot.values.get("cable_state") in PLUGGED) is plugged,
+                10,
+                "the cable",
+            )
+            await asyncio.sleep(1.5)  # a control step on it
+
+        await cable(False)  # the wallbox read with no car: the next plug-in is an arrival
+        box.plug_in(Car())
+        await cable(True)
+        box.unplug()
+        await recorder.wait_for(lambda: len(control.stays) == 1, 10, "the stay logged")
+        assert control.stays[0].departure > control.stays[0].arrival
+    # The log is kept under /data. Instead of today's short stay, five on the days before, as a week would
+    # have left them: each began around this time of day.
+    path = tmp_path / "state.json"
+    state = json.loads(path.read_text())
+    (key,) = state["charge_modes"]
+    assert len(state["charge_modes"][key]["stays"]) == 1
+    now = datetime.now()
+    usual = now - timedelta(minutes=30) if now.hour >= 1 else now + timedelta(minutes=10)
+    state["charge_modes"][key]["stays"] = [
+        [(usual - timedelta(days=d)).isoformat(), (usual - timedelta(days=d, hours=-12)).isoformat(), 24.0]
+        for d in range(5, 0, -1)
+    ]
+    path.write_text(json.dumps(state))
+    async with recording(broker) as recorder, bridge(broker, planned, tmp_path) as runtime:
+        await wait_ready(recorder, runtime)
+        garage = next(d for d in runtime.wallboxes if d.name == "Garage")
+        optimiser = runtime.optimiser
+        assert optimiser is not None
+        assert (await command(recorder, str(garage.device_id), "charge_mode", "plan"))["status"] == "applied"
+        await recorder.publish(P1, "400")
+
+        def plan_car() -> Any:
+            plan = optimiser.live.plan
+            return plan.car[0].session if plan is not None and plan.car else None
+
+        # No car, but it usually comes about now: the plan keeps room for its share of a stay (5 of 28 days)
+        await recorder.wait_for(lambda: plan_car() is not None, 15, "the expected car in the plan")
+        expected = plan_car()
+        assert expected.expected
+        assert timedelta(0) < expected.arrival - now <= timedelta(minutes=30)  # the next quarter-hour
+        assert expected.energy_kwh == pytest.approx(24.0 * 5 / 28, abs=0.01)
+        await recorder.wait_for(
+            lambda: "expected about" in str(state_of(recorder, str(garage.device_id)).get("charge_control")),
+            10,
+            "shown",
+        )
+        assert box.setpoint == 0  # planned for, not charged: there is no car
+        # the car comes: its own session replaces the expected one, and the wallbox follows the plan
+        box.plug_in(Car())
+        await recorder.wait_for(lambda: plan_car() is not None and not plan_car().expected, 15, "the car")

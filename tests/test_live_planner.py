@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from marstek_webasto_addon.addon.planning import DayLedger, LivePlanner
 from marstek_webasto_addon.addon.quarter_history import KEPT, QuarterHistory
+from marstek_webasto_addon.optimiser.car_sessions import CarSession
 from marstek_webasto_addon.optimiser.model import BatteryView
 from marstek_webasto_addon.optimiser.planner import Action
 from marstek_webasto_addon.optimiser.settings import Settings
@@ -27,8 +29,11 @@ def views(*socs: float) -> list[BatteryView]:
     ]
 
 
-def learned(days: int, *, end: datetime, pv_kwp: float = 5.0) -> QuarterHistory:
-    """A home watched for `days` days: 300 W at night, 2 kW from 18 to 21 h, PV as a noon bell."""
+def learned(
+    days: int, *, end: datetime, pv_kwp: float = 5.0, wallbox: Callable[[float], float] = lambda hour: 0.0
+) -> QuarterHistory:
+    """A home watched for `days` days: 300 W at night, 2 kW from 18 to 21 h, PV as a noon bell; the
+    wallbox's watts by the hour of day."""
     history = QuarterHistory()
     at = end - timedelta(days=days)
     while at < end:
@@ -36,7 +41,7 @@ def learned(days: int, *, end: datetime, pv_kwp: float = 5.0) -> QuarterHistory:
         hour = at.hour + at.minute / 60
         house = 2000.0 if 18 <= hour < 21 else 300.0
         pv = max(0.0, math.sin(math.pi * (hour - 7) / 12)) * pv_kwp * 700
-        history.observe(at, 300, {"house": house, "pv": pv, "wallbox": 0.0})
+        history.observe(at, 300, {"house": house, "pv": pv, "wallbox": wallbox(hour)})
     return history
 
 
@@ -91,6 +96,25 @@ def test_a_learned_evening_is_covered_from_the_batteries_and_a_sunny_day_leaves_
     # tomorrow's sun refills them: no grid charging at night before a sunny day
     night = [s for s in plan.steps if s.start.date() > now.date() and s.start.hour < 7]
     assert all(s.action is not Action.CHARGE for s in night)
+
+
+def test_a_car_in_plan_mode_is_planned_by_its_sessions_never_as_a_fixed_forecast() -> None:
+    # Two weeks of a car charged at 4 kW from 01:00 to 05:00: in `manual` (or any mode the planner does not
+    # plan) that is tomorrow's forecast; in `plan` mode the car is the session it brings, or the one it is
+    # expected to bring, and without either none is assumed.
+    now = datetime(2026, 6, 3, 12, 0)
+    history = learned(14, end=now, wallbox=lambda hour: 4000.0 if 1 <= hour < 5 else 0.0)
+
+    def night_wallbox(**car: object) -> float:
+        live = LivePlanner(DEFAULT_TARIFF, history=history, pv_measured=True)
+        live.step(now, views(40), CapacityTracker(), SETTINGS, None, **car)  # type: ignore[arg-type]
+        assert live.plan is not None
+        return sum(s.wallbox_kw * s.hours for s in live.plan.steps if s.start.hour < 5 and s.start > now)
+
+    assert night_wallbox() == pytest.approx(16.0, rel=0.05)  # tonight's 01:00-05:00, as learned
+    assert night_wallbox(car_planned=True) == 0.0
+    expected = CarSession(now + timedelta(hours=12), now + timedelta(hours=19), 6.0, expected=True)
+    assert night_wallbox(car=(expected,), car_planned=True) == pytest.approx(6.0, abs=0.01)
 
 
 def test_a_dark_day_ahead_scales_tomorrows_pv_down() -> None:

@@ -5,6 +5,10 @@ other modes (`off`, `now`, `min_pv`, `pv`) hand its charging current to the cont
 charging-current command puts the wallbox back in `manual`: a person's command wins. The mode is kept
 under /data per wallbox. The wallbox's keepalive and fail-safe stay as they are: when the add-on stops, the
 box falls back to its fail-safe current.
+
+Whatever the mode, the car's stays are logged there too (plugged in, out, what it took; the last
+STAYS_KEPT): in `plan` mode they give the planner the stay the car usually makes
+(`car_sessions.expected_session`) before it is there.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, Protocol
 
 from ..bridge.controls import CHARGE_MODES
@@ -31,7 +35,7 @@ from ..optimiser.car import (
     QuarterBudget,
     WallboxLimits,
 )
-from ..optimiser.car_sessions import CarSession, SessionPlan, wallbox_minutes
+from ..optimiser.car_sessions import CarSession, PastSession, SessionPlan, expected_session, wallbox_minutes
 from .inputs import GridInput
 
 _LOG = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ VOLTS = 230.0
 PLUGGED = frozenset({"vehicle_connected", "vehicle_locked"})
 DONE = frozenset({"suspended_ev", "finishing"})  # the car stopped taking energy (UNITE states)
 GRID_FRESH_S = 30.0
+STAYS_KEPT = 100  # about two months of a car that comes home every evening and at noon
 
 
 class Clock(Protocol):
@@ -91,6 +96,10 @@ class CarControl:
         self._departure: str = departure if isinstance(departure, str) and _is_clock(departure) else "07:30"
         self.planned: Callable[[], tuple[float, SessionPlan] | None] = lambda: None  # the planner's car
         self._writing: asyncio.Task[None] | None = None
+        self.stays: list[PastSession] = _stays(saved.get("stays"))
+        self._plugged_since: datetime | None = _time(saved.get("plugged_since"))  # the stay under way
+        self._car_here: bool | None = None  # None: the wallbox not read yet
+        self._stay_kwh = 0.0
 
     @property
     def key(self) -> str:
@@ -133,6 +142,10 @@ class CarControl:
             "mode": self.status.mode,
             "energy_kwh": self._energy_kwh,
             "departure": self._departure,
+            "stays": [
+                [s.arrival.isoformat(), s.departure.isoformat(), round(s.energy_kwh, 3)] for s in self.stays
+            ],
+            "plugged_since": None if self._plugged_since is None else self._plugged_since.isoformat(),
         }
         self.save()
         self.on_change()
@@ -159,6 +172,49 @@ class CarControl:
             energy_kwh=max(0.0, self._energy_kwh - charged),
             max_kw=maximum * phases * VOLTS / 1000,
             min_kw=minimum * phases * VOLTS / 1000,
+        )
+
+    def observe_stay(self, now: datetime) -> None:
+        """Logs the car's stays from the cable state, whatever the mode. Only a stay seen from its plug-in
+        to its plug-out is logged (across a restart of the add-on, from /data); a car already there when
+        the add-on first reads the wallbox came at an unknown time. A wallbox that does not answer ends no
+        stay: the car is taken to be there until the wallbox says otherwise."""
+        link = self.wallbox.link
+        state = link.snapshot.values.get("cable_state") if link.online else None
+        if state is None:
+            return
+        if state in PLUGGED:
+            if self._car_here is False:
+                self._plugged_since, self._stay_kwh = now, 0.0
+                self._store()
+            self._car_here = True
+            charged = link.snapshot.number("session_energy") or link.snapshot.number("last_session_energy")
+            self._stay_kwh = max(self._stay_kwh, charged or 0.0)
+            return
+        arrival = self._plugged_since
+        if self._car_here and arrival is not None and now > arrival:
+            self.stays = [*self.stays, PastSession(arrival, now, self._stay_kwh)][-STAYS_KEPT:]
+        self._car_here = False
+        if arrival is not None:
+            self._plugged_since = None
+            self._store()
+
+    def expected(self, now: datetime) -> CarSession | None:
+        """In `plan` mode with no car plugged in: the stay the car usually makes today (see
+        `car_sessions.expected_session`), until the user's departure time; None when there is no habit yet."""
+        if self.status.mode != ChargeMode.PLAN.value or self._car_here is not False:
+            return None
+        if not self.wallbox.link.online:
+            return None
+        minimum, maximum = self.wallbox.link.client.current_limits()
+        phases = self._phases()
+        hours, minutes = (int(part) for part in self._departure.split(":"))
+        return expected_session(
+            self.stays,
+            now,
+            max_kw=maximum * phases * VOLTS / 1000,
+            min_kw=minimum * phases * VOLTS / 1000,
+            departure=time(hours, minutes),
         )
 
     def _phases(self) -> int:
@@ -220,6 +276,7 @@ class CarControl:
         return HomeBatteries(power, room, weighted_soc(online))
 
     def step(self) -> CarDecision | None:
+        self.observe_stay(self.clock.now())
         inputs = self.inputs()
         if inputs is None:
             return None
@@ -270,6 +327,15 @@ class CarControl:
             return "waiting for the wallbox and the meter"
         if self.status.mode == ChargeMode.PLAN.value:
             planned = self.planned()
+            if self._car_here is False:
+                expected = self.expected(self.clock.now())
+                if expected is None:
+                    return f"no car plugged in; {decision.reason}"
+                return (
+                    f"no car plugged in; expected about {expected.arrival:%H:%M} for "
+                    f"{expected.energy_kwh:.1f} kWh (its usual stay): the plan keeps room for it; "
+                    f"{decision.reason}"
+                )
             if planned is None:
                 return f"no plan for the car (the planner is not running): charging now; {decision.reason}"
             session = planned[1]
@@ -281,6 +347,30 @@ class CarControl:
             by = f"{session.session.departure:%H:%M}"
             return f"{session.planned_kwh:.1f} kWh planned by {by}; {decision.reason}"
         return decision.reason
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _stays(saved: object) -> list[PastSession]:
+    """The stays logged under /data; an entry that does not read (a hand-edited file) is left out."""
+    out: list[PastSession] = []
+    for entry in saved if isinstance(saved, list) else []:
+        if not isinstance(entry, list) or len(entry) != 3:
+            continue
+        arrival, departure, kwh = _time(entry[0]), _time(entry[1]), entry[2]
+        if arrival is None or departure is None or departure < arrival:
+            continue
+        if isinstance(kwh, bool) or not isinstance(kwh, int | float) or not 0 <= kwh <= 200:
+            continue
+        out.append(PastSession(arrival, departure, float(kwh)))
+    return out[-STAYS_KEPT:]
 
 
 def _number(value: object, default: float, low: float, high: float) -> float:

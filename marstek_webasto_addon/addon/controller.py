@@ -178,6 +178,7 @@ class OptimiserController:
         pv_measured: bool = False,
         day_ahead: DayAheadPrices | None = None,
         car_sessions: Callable[[], tuple[CarSession, ...]] = tuple,
+        car_planned: Callable[[], bool] = lambda: False,
     ) -> None:
         self.options = options
         self.clock: EngineClock = clock or RealClock()
@@ -210,7 +211,8 @@ class OptimiserController:
         )
         self._planner_failed = ""
         self._last_observed: float | None = None
-        self.car_sessions = car_sessions  # the wallboxes in `plan` mode with a car plugged in
+        self.car_sessions = car_sessions  # the wallboxes in `plan` mode with a car plugged in, or expected
+        self.car_planned = car_planned  # a wallbox is in `plan` mode: its car is planned, not forecast
 
     # settings: the options, then changes made from Home Assistant ------------------------------------
 
@@ -365,6 +367,7 @@ class OptimiserController:
                 settings,
                 inputs.pv_forecast_tomorrow_kwh,
                 self.car_sessions(),
+                car_planned=self.car_planned(),
             )
         except Exception as exc:  # the rules' rotation takes over; the planner is tried again next step
             if not self._planner_failed:

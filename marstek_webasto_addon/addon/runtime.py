@@ -40,7 +40,7 @@ from ..devices.marstek.transport import UdpEndpoint
 from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
 from ..devices.webasto.registers import WallboxModel
-from ..optimiser.car import CarSettings, QuarterBudget, SurplusPriority
+from ..optimiser.car import CarSettings, ChargeMode, QuarterBudget, SurplusPriority
 from ..optimiser.car_sessions import CarSession, SessionPlan
 from ..optimiser.tariff import quarter_start as capacity_quarter
 from ..tasks import cancel_all
@@ -246,6 +246,7 @@ class Runtime:
                 pv_measured=pv_power is not None,
                 day_ahead=day_ahead,
                 car_sessions=self._car_sessions,
+                car_planned=lambda: any(c.mode == ChargeMode.PLAN.value for c in self.car_controls),
             )
             self.optimiser_device = OptimiserDevice(self.optimiser)
             if isinstance(pv, WeatherPvForecast):
@@ -290,7 +291,8 @@ class Runtime:
 
     def _car_sessions(self) -> tuple[CarSession, ...]:
         """The car the planner plans: the first wallbox in `plan` mode with a car that wants energy (the
-        planner models one car; another wallbox in `plan` mode charges as `now` meanwhile)."""
+        planner models one car; another wallbox in `plan` mode charges as `now` meanwhile), else the first
+        such wallbox's expected car."""
         now = self.optimiser.clock.now() if self.optimiser is not None else datetime.now()
         for control in self.car_controls:
             session = control.session(now)
@@ -298,6 +300,11 @@ class Runtime:
                 self._planned_control = control
                 return (session,)
         self._planned_control = None
+        # No car plugged in: the stay it usually makes, planned for, never charged (no control carries it out)
+        for control in self.car_controls:
+            expected = control.expected(now)
+            if expected is not None:
+                return (expected,)
         return ()
 
     def _planned_car(self, control: CarControl) -> tuple[float, SessionPlan] | None:
