@@ -174,8 +174,12 @@ async def test_the_cars_stays_are_logged_and_plan_mode_plans_for_the_one_it_usua
     state["charge_modes"][key]["stays"] = [
         [(usual - timedelta(days=d)).isoformat(), (usual - timedelta(days=d, hours=-12)).isoformat(), 24.0]
         for d in range(5, 0, -1)
+    ] + [
+        ["garbage"],
+        [now.isoformat(), (now - timedelta(hours=1)).isoformat(), 5.0],
+        [now.isoformat(), "x", 1],
     ]
-    path.write_text(json.dumps(state))
+    path.write_text(json.dumps(state))  # (the last three, damaged by hand, are left out)
     async with recording(broker) as recorder, bridge(broker, planned, tmp_path) as runtime:
         await wait_ready(recorder, runtime)
         garage = next(d for d in runtime.wallboxes if d.name == "Garage")
