@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,12 @@ async def test_the_cars_stays_are_logged_and_plan_mode_plans_for_the_one_it_usua
         [(usual - timedelta(days=d)).isoformat(), (usual - timedelta(days=d, hours=-12)).isoformat(), 24.0]
         for d in range(5, 0, -1)
     ] + [
+        # written with a UTC offset (by hand): read as local time
+        [
+            (usual - timedelta(days=6)).astimezone(UTC).isoformat(),
+            (usual - timedelta(days=5)).isoformat(),
+            24.0,
+        ],
         ["garbage"],
         [now.isoformat(), (now - timedelta(hours=1)).isoformat(), 5.0],
         [now.isoformat(), "x", 1],
@@ -192,12 +198,12 @@ async def test_the_cars_stays_are_logged_and_plan_mode_plans_for_the_one_it_usua
             plan = optimiser.live.plan
             return plan.car[0].session if plan is not None and plan.car else None
 
-        # No car, but it usually comes about now: the plan keeps room for its share of a stay (5 of 28 days)
+        # No car, but it usually comes about now: the plan keeps room for its share of a stay (6 of 28 days)
         await recorder.wait_for(lambda: plan_car() is not None, 15, "the expected car in the plan")
         expected = plan_car()
         assert expected.expected
         assert timedelta(0) < expected.arrival - now <= timedelta(minutes=30)  # the next quarter-hour
-        assert expected.energy_kwh == pytest.approx(24.0 * 5 / 28, abs=0.01)
+        assert expected.energy_kwh == pytest.approx(24.0 * 6 / 28, abs=0.01)
         await recorder.wait_for(
             lambda: "expected about" in str(state_of(recorder, str(garage.device_id)).get("charge_control")),
             10,

@@ -353,9 +353,12 @@ def _time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
         return None
+    # The add-on's clock is local and naive; a time with an offset (a hand-edited file) is made so, since
+    # comparing the two would fail.
+    return moment if moment.tzinfo is None else moment.astimezone().replace(tzinfo=None)
 
 
 def _stays(saved: object) -> list[PastSession]:
