@@ -158,6 +158,17 @@ async def test_the_demo_runs_the_planner_and_shows_its_plan() -> None:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/plan") as response:
             assert response.status == 200
             plan = await response.json()
+        # The demo's car comes home every evening (two weeks of it in the stay log): in `plan` mode it is
+        # expected tonight before it is there, and the wallbox says so.
+        box = state["wallboxes"][0]["id"]
+        async with aiohttp.ClientSession() as http:
+            command = {"device": box, "key": "charge_mode", "value": "plan"}
+            async with http.post(f"http://127.0.0.1:{port}/api/command", json=command) as response:
+                assert response.status == 200, await response.text()
+        expecting = await wait_for_state(
+            port, lambda s: "expected about 18:00" in str(s["wallboxes"][0].get("charge_control"))
+        )
+        assert "12.0 kWh" in expecting["wallboxes"][0]["charge_control"]  # every day: the whole stay
     finally:
         code = await stop(process)
     assert code == 0, "".join(lines)

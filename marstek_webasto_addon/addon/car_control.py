@@ -62,6 +62,11 @@ class CarStatus:
     last_outcome: str = ""
 
 
+def store_key(host: str, port: int, unit_id: int) -> str:
+    """Where a wallbox's mode, target and stays are kept under /data."""
+    return f"{host}:{port}/{unit_id}"
+
+
 class CarControl:
     def __init__(
         self,
@@ -104,7 +109,7 @@ class CarControl:
     @property
     def key(self) -> str:
         cfg = self.wallbox.link.client.config
-        return f"{cfg.host}:{cfg.port}/{cfg.unit_id}"
+        return store_key(cfg.host, cfg.port, cfg.unit_id)
 
     @property
     def mode(self) -> str:
@@ -330,11 +335,10 @@ class CarControl:
             if self._car_here is False:
                 expected = self.expected(self.clock.now())
                 if expected is None:
-                    return f"no car plugged in; {decision.reason}"
+                    return decision.reason  # (no car plugged in)
                 return (
                     f"no car plugged in; expected about {expected.arrival:%H:%M} for "
-                    f"{expected.energy_kwh:.1f} kWh (its usual stay): the plan keeps room for it; "
-                    f"{decision.reason}"
+                    f"{expected.energy_kwh:.1f} kWh (its usual stay): the plan keeps room for it"
                 )
             if planned is None:
                 return f"no plan for the car (the planner is not running): charging now; {decision.reason}"

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..addon.car_control import store_key
 from ..addon.options import parse_options
 from ..addon.runtime import Runtime
 from ..addon.state import StateStore
@@ -140,7 +141,12 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
         optimiser_state = store.section("optimiser")
         if "history" not in optimiser_state:
             optimiser_state["history"] = world.past_weeks()
-            store.save()
+        box = options.wallboxes[0]
+        # the car's evenings as the add-on would have logged them: in `plan` mode it is expected tonight
+        store.section("charge_modes").setdefault(
+            store_key(box.host, box.port, box.unit_id), {"stays": world.past_stays()}
+        )
+        store.save()
         async with Runtime(
             options,
             store,

@@ -94,6 +94,18 @@ class DemoWorld:
     def pv_power(self) -> float:
         return sum(self.marstek.site.pv)
 
+    def past_stays(self, days: int = 28) -> list[list[Any]]:
+        """The car's stays as the add-on would have logged them (`car_control`'s log): home every evening at
+        CAR_ARRIVES until CAR_LEAVES, 12 kWh. In `plan` mode the planner expects tonight's before it comes."""
+        today = self.clock.now().replace(second=0, microsecond=0)
+        stays = []
+        for back in range(days, 0, -1):
+            arrival = datetime.combine((today - timedelta(days=back)).date(), CAR_ARRIVES)
+            departure = datetime.combine(arrival.date() + timedelta(days=1), CAR_LEAVES)
+            if departure <= today:
+                stays.append([arrival.isoformat(), departure.isoformat(), 12.0])
+        return stays
+
     def past_weeks(self, days: int = 14) -> dict[str, Any]:
         """The planner's history of this home, as if the add-on had watched it for `days` days: its load and
         PV, the car's evenings left out (the learner takes the car out anyway). A demo should show the
