@@ -169,6 +169,9 @@ async def test_the_demo_runs_the_planner_and_shows_its_plan() -> None:
             port, lambda s: "expected about 18:00" in str(s["wallboxes"][0].get("charge_control"))
         )
         assert "12.0 kWh" in expecting["wallboxes"][0]["charge_control"]  # every day: the whole stay
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/plan") as response:
+            notes = (await response.json())["notes"]
+        assert any(note.startswith("the car is expected 18:00-07:30 for 12.0 kWh") for note in notes), notes
     finally:
         code = await stop(process)
     assert code == 0, "".join(lines)
