@@ -223,13 +223,36 @@ def test_no_car_is_expected_without_a_habit_after_it_came_or_once_it_is_late() -
     past = stays_at((1, 18.0), (2, 18.0), (3, 18.0), (4, 18.0))
     assert expected_session(past[:3], at(9), **LIMITS) is None  # three stays are no habit yet
     assert expected_session(past, at(9), **LIMITS) is not None
-    came = [*past, *stays_at((0, 8.0), hours=2.0)]  # it came this morning already
-    assert expected_session(came, at(12), **LIMITS) is None
-    # 19:00, an hour late: from the next quarter-hour on; after 20:00, two hours late: not today
+    came = [*past, *stays_at((0, 15.0), hours=2.0)]  # it came early today, and left again
+    assert expected_session(came, at(17.5), **LIMITS) is None
+    morning = [*past, *stays_at((0, 8.0), hours=2.0)]  # a morning's errand is not the evening's stay
+    assert expected_session(morning, at(12), **LIMITS) is not None
+    # 19:00, an hour late: from the next quarter-hour on; after 20:00, two hours late: not today, tomorrow
     late = expected_session(past, at(19.1), **LIMITS)
     assert late is not None
     assert late.arrival == at(19.25)
-    assert expected_session(past, at(20.1), **LIMITS) is None
+    tomorrow = expected_session(past, at(20.1), **LIMITS)
+    assert tomorrow is not None
+    assert tomorrow.arrival == at(24 + 18)
+
+
+def test_a_car_that_comes_around_midnight_is_expected_at_midnight_not_at_noon() -> None:
+    past = stays_at((1, 23 + 40 / 60), (2, 23 + 50 / 60), (4, 24 + 10 / 60), (5, 24 + 20 / 60), hours=8.0)
+    expected = expected_session(past, at(22), **LIMITS)
+    assert expected is not None
+    assert expected.arrival == at(24)  # tonight's midnight, the day cut where no car ever arrives
+
+
+def test_a_day_with_two_stays_counts_once_by_its_biggest() -> None:
+    # at noon for 2 kWh and in the evening for 20 kWh, on 4 of 28 days, and today at noon: the evening's stay
+    # is expected after it, with the days' median 22 kWh times 5/28 (today is one of the days)
+    noon = stays_at((1, 12.0), (2, 12.0), (3, 12.0), (4, 12.0), hours=1.0, kwh=2.0)
+    evening = stays_at((1, 18.0), (2, 18.0), (3, 18.0), (4, 18.0), kwh=20.0)
+    today_noon = stays_at((0, 12.0), hours=1.0, kwh=2.0)
+    expected = expected_session([*noon, *evening, *today_noon], at(14), **LIMITS)
+    assert expected is not None
+    assert expected.arrival == at(18)
+    assert expected.energy_kwh == pytest.approx(22.0 * 5 / 28)
 
 
 def test_an_expected_car_keeps_the_batteries_for_the_house_and_is_only_a_note() -> None:
@@ -258,4 +281,19 @@ def test_an_expected_car_keeps_the_batteries_for_the_house_and_is_only_a_note() 
     assert soc_at_six > [step.batteries[0].soc for step in without.steps][24] + 10
     assert max(step.grid_kw for step in with_car.steps[evening]) <= 3.0 + 1e-6
     assert any("expected 18:00-22:00" in note for note in with_car.notes)
-    assert not any("misses" in note for note in with_car.notes)
+
+
+def test_an_expected_car_that_cannot_be_met_raises_no_peak_and_no_alarm() -> None:
+    # 30 kWh in one hour is more than the wallbox gives: for a car that is there, the plan says so and
+    # raises the month's peak for all it can charge; for a car that may not come, neither.
+    capacity = CapacityTariff(month_peak_kw=3.0)
+    load = np.full(STEPS, 1.2)
+    there = CarSession(at(18), at(19), energy_kwh=30.0)
+    expected = replace(there, expected=True)
+    real = plan(inputs(start=at(12), load_kw=load, capacity=capacity, car=(there,)))
+    assert any("misses" in note for note in real.notes)
+    assert max(step.grid_kw for step in real.steps) > 10.0
+    maybe = plan(inputs(start=at(12), load_kw=load, capacity=capacity, car=(expected,)))
+    assert not any("misses" in note for note in maybe.notes)
+    assert max(step.grid_kw for step in maybe.steps) <= 3.0 + 1e-6
+    assert max(step.peak_kw for step in maybe.steps) <= 3.0 + 1e-6

@@ -22,16 +22,18 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 MIN_AMPS = 6.0
 VOLTS = 230.0
 NEXT_MAX_KW = 11.0
-# A car is expected when it came this often in the last EXPECT_DAYS days (fewer: no habit to plan on), and
+# A car is expected when it came on this many of the last EXPECT_DAYS days (fewer: no habit to plan on), and
 # no longer once it is EXPECT_LATE late: today it stays away.
-EXPECT_MIN_SESSIONS = 4
+EXPECT_MIN_DAYS = 4
 EXPECT_DAYS = 28
 EXPECT_LATE = timedelta(hours=2)
+EXPECT_EARLY = timedelta(hours=4)  # a stay that began this long before the usual time was the usual stay
+MINUTES_PER_DAY = 24 * 60
 
 
 def min_charge_kw(phases: int) -> float:
@@ -78,21 +80,30 @@ def expected_session(
     min_kw: float,
     departure: time | None = None,
 ) -> CarSession | None:
-    """The stay the car usually makes today, or None: it came fewer than EXPECT_MIN_SESSIONS times in the last
-    EXPECT_DAYS days, it came today already, or it is more than EXPECT_LATE past its usual time.
+    """The stay the car usually makes next, or None: it came on fewer than EXPECT_MIN_DAYS of the last
+    EXPECT_DAYS days, or it has come already (a stay began at most EXPECT_EARLY before its usual time). Once
+    it is more than EXPECT_LATE past its usual time, it is expected the next day. Each day counts once, by
+    its biggest stay.
 
-    - arrival: the median time of day of those arrivals (the next quarter-hour once that time has passed);
-    - departure: `departure` (the user's) after the arrival, else the arrival plus their median stay;
-    - energy: their median energy times the share of days with a stay. A car that comes every other day
-      is planned for half a stay: a full stay that does not come costs the batteries' evening for the
-      house, and one that comes is planned in full from its plug-in on.
+    - arrival: the median time of day of those days' arrivals, on the clock's circle (arrivals around
+      midnight are not averaged to noon); the next quarter-hour once that time has passed;
+    - departure: `departure` (the user's) after the arrival, else the arrival plus the median stay;
+    - energy: the median of what the car took on those days, times the share of days it came. A car that
+      comes every other day is planned for half a stay: a full stay that does not come costs the batteries'
+      evening for the house, and one that comes is planned in full from its plug-in on.
     """
     recent = [s for s in past if now - timedelta(days=EXPECT_DAYS) <= s.arrival and s.departure <= now]
-    if len(recent) < EXPECT_MIN_SESSIONS or any(s.arrival.date() == now.date() for s in past):
+    days: dict[date, list[PastSession]] = {}
+    for stay in recent:
+        days.setdefault(stay.arrival.date(), []).append(stay)
+    if len(days) < EXPECT_MIN_DAYS:
         return None
-    minute = int(statistics.median(s.arrival.hour * 60 + s.arrival.minute for s in recent))
+    main = [max(stays, key=lambda s: s.energy_kwh) for stays in days.values()]
+    minute = _circular_median([s.arrival.hour * 60 + s.arrival.minute for s in main])
     arrival = now.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
     if now > arrival + EXPECT_LATE:
+        arrival += timedelta(days=1)
+    if any(s.arrival > arrival - EXPECT_EARLY for s in past):
         return None
     if arrival < now:
         arrival = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
@@ -101,11 +112,22 @@ def expected_session(
         leave = arrival.replace(hour=departure.hour, minute=departure.minute)
         leave += timedelta(days=1) if leave <= arrival else timedelta()
     else:
-        stay_s = statistics.median((s.departure - s.arrival).total_seconds() for s in recent)
+        stay_s = statistics.median((s.departure - s.arrival).total_seconds() for s in main)
         leave = arrival + timedelta(seconds=stay_s)
-    share = min(1.0, len(recent) / EXPECT_DAYS)
-    energy = statistics.median(s.energy_kwh for s in recent) * share
+    share = min(1.0, len(days) / EXPECT_DAYS)
+    energy = statistics.median(sum(s.energy_kwh for s in stays) for stays in days.values()) * share
     return CarSession(arrival, leave, energy, max_kw, min_kw, expected=True)
+
+
+def _circular_median(minutes: Sequence[int]) -> int:
+    """The median minute of the day, the day cut at the widest gap between the times (so 23:50 and 00:10
+    lie together)."""
+    ordered = sorted(m % MINUTES_PER_DAY for m in minutes)
+    following = [*ordered[1:], ordered[0] + MINUTES_PER_DAY]
+    gaps = [b - a for a, b in zip(ordered, following, strict=True)]
+    first = ordered[(gaps.index(max(gaps)) + 1) % len(ordered)]
+    unrolled = [m if m >= first else m + MINUTES_PER_DAY for m in ordered]
+    return int(statistics.median(unrolled)) % MINUTES_PER_DAY
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,10 @@ are modelled as their sum, a "group" g; three Venus E are one group: 5 variables
   its departure.
   The due energy is a soft constraint: each kWh missing costs mu = MISSING_EUR_PER_KWH (far above any
   energy or capacity cost of a kWh), so a departure that cannot be met still gives a plan, which says what
-  will be missing (`Plan.car`). A departure beyond the horizon may leave for later what the wallbox could
-  still charge after the horizon's end, at w per kWh (the cheap hours of the last day, its 20 % quantile).
+  will be missing (`Plan.car`). An expected car (not there yet) misses a kWh at just above the dearest
+  price: it is planned for, but never with a higher peak. A departure beyond the horizon may leave for
+  later what the wallbox could still charge after the horizon's end, at w per kWh (the cheap hours of the
+  last day, its 20 % quantile).
   The batteries feed the car only if allowed (the cover row, as for the fixed `wallbox_kw`).
   While it is plugged in, the import is planned CAR_PEAK_MARGIN_KW under the month's peak: the wallbox is
   carried out PEAK_MARGIN_KW under it, and the rest is room for the house above its forecast (else a long
@@ -140,6 +142,10 @@ PV_PLAN_FACTOR = 1.15
 # A kWh the car misses at its departure: above any energy price plus the capacity cost of charging it in one
 # quarter at a few kW (52 EUR per kW-year / 12 x 4 kW per kWh is 17 EUR): only the impossible is missed.
 MISSING_EUR_PER_KWH = 100.0
+# A kWh an expected car (`CarSession.expected`, not plugged in yet) misses: just above the horizon's dearest
+# energy. Its charging is planned at any price, but a higher month's peak for it costs more than it gains
+# (4 EUR per kW and month against 0.05 EUR per kWh), so a car that does not come has not raised the target.
+EXPECTED_MISSING_MARGIN_EUR_PER_KWH = 0.05
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
@@ -343,6 +349,7 @@ class CarNeed:
     energy: float
     later_kwh: float = 0.0
     later_price: float = 0.0
+    miss_price: float = MISSING_EUR_PER_KWH  # EUR per kWh missing at the departure
 
 
 @dataclass(frozen=True)
@@ -560,7 +567,7 @@ def _numbers(
         cost[ix.car] = np.where(live, dt * sooner, 0.0)
         upper[ix.car] = np.where(live, problem.car_max, 0.0)
     for i, need in enumerate(problem.car_needs):
-        cost[ix.miss[i]] = MISSING_EUR_PER_KWH
+        cost[ix.miss[i]] = need.miss_price
         cost[ix.later[i]] = need.later_price + (2 * SOONER_EUR_PER_KWH if problem.tie_breaks else 0.0)
         upper[ix.later[i]] = need.later_kwh
         row_lo[ix.need[i]] = need.energy
@@ -888,7 +895,11 @@ def _car(
         begin = max(0, math.floor((session.arrival - window_start) / QUARTER))
         end = min(first + n, math.ceil((session.departure - window_start) / QUARTER))
         after = max(0.0, (session.departure - horizon_end).total_seconds() / 3600)
-        needs.append(CarNeed(begin, end, session.energy_kwh, session.max_kw * after, later_price))
+        miss = MISSING_EUR_PER_KWH
+        if session.expected:
+            # A car that may not come: charged at any price the horizon has, never for a higher peak.
+            miss = float(np.max(pi)) + EXPECTED_MISSING_MARGIN_EUR_PER_KWH if n else 0.0
+        needs.append(CarNeed(begin, end, session.energy_kwh, session.max_kw * after, later_price, miss))
         index.append(len(needs) - 1)
     return car_max, tuple(needs), tuple(index)
 
