@@ -220,8 +220,9 @@ class CarExecutor:
     tells the planner what the session still needs, and charges the running quarter as planned, as a
     wallbox can."""
 
-    def __init__(self, found: tuple[Visit, ...]) -> None:
+    def __init__(self, found: tuple[Visit, ...], clock: tuple[datetime, ...] | None = None) -> None:
         self.visits = found
+        self.clock = clock  # the data's local wall-clock time per quarter (the stays' times, as logged live)
         self.delivered: dict[int, float] = {}  # session index -> kWh charged
         self.quarter_kwh = 0.0  # what the running quarter's plan gives the car
         self.quarter_given = 0.0  # and what the wallbox gave it so far
@@ -248,8 +249,8 @@ class CarExecutor:
         # No car: the stay it usually makes today, from the stays seen so far (as live: from its log).
         past = [
             PastSession(
-                now + (v.arrival - quarter) * QUARTER,
-                now + (v.departure - quarter) * QUARTER,
+                self._at(v.arrival, quarter, now),
+                self._at(v.departure, quarter, now),
                 self.delivered.get(i, 0.0),
             )
             for i, v in enumerate(self.visits)
@@ -260,6 +261,11 @@ class CarExecutor:
         wallbox = self.visits[0]  # (every visit has the profile's wallbox limits)
         expected = expected_session(past, now, max_kw=wallbox.max_kw, min_kw=wallbox.min_kw)
         return () if expected is None else (expected,)
+
+    def _at(self, index: int, quarter: int, now: datetime) -> datetime:
+        if self.clock is not None and index < len(self.clock):
+            return self.clock[index]
+        return now + (index - quarter) * QUARTER
 
     def planned(self, step: PlanStep | None, sessions: tuple[CarSession, ...]) -> None:
         """The running quarter's plan for the wallbox; without a plan it charges at full power, as a plain
@@ -471,7 +477,9 @@ def run(
     }.get(scenario, lambda: None)()
     sessions = car_visits(year, start_quarter, quarters)
     car = (
-        CarExecutor(sessions) if scenario == "optimiser" and setup.car_mode == "plan" and year.ev_w else None
+        CarExecutor(sessions, _clock(year))
+        if scenario == "optimiser" and setup.car_mode == "plan" and year.ev_w
+        else None
     )
     executor = PlanExecutor(year, prices, tariff, setup.planner, car) if scenario == "optimiser" else None
     daily_pv_kwh = _daily_pv(year) if engine is not None else {}
