@@ -160,9 +160,22 @@ async def test_the_cars_stays_are_logged_and_plan_mode_plans_for_the_one_it_usua
         await cable(False)  # the wallbox read with no car: the next plug-in is an arrival
         box.plug_in(Car())
         await cable(True)
+        # it charges a little; the NEXT's register 1502 reads 0 meanwhile (the last session's energy): the
+        # stay's energy is the energy meter's since the plug-in
+        meter = garage.link.snapshot.number("energy_total")
+        assert meter is not None
+        device = str(garage.device_id)
+        assert (await command(recorder, device, "charging_current", "16"))["status"] == "applied"
+        await recorder.wait_for(
+            lambda: (garage.link.snapshot.number("energy_total") or 0) > meter + 0.002, 15, "charging"
+        )
+        taken = control.stay_kwh()
+        assert taken is not None
+        assert taken > 0.002
         box.unplug()
         await recorder.wait_for(lambda: len(control.stays) == 1, 10, "the stay logged")
         assert control.stays[0].departure > control.stays[0].arrival
+        assert control.stays[0].energy_kwh >= taken
     # The log is kept under /data. Instead of today's short stay, five on the days before, as a week would
     # have left them: each began around this time of day.
     path = tmp_path / "state.json"
@@ -209,7 +222,6 @@ async def test_the_cars_stays_are_logged_and_plan_mode_plans_for_the_one_it_usua
             10,
             "shown",
         )
-        assert box.setpoint == 0  # planned for, not charged: there is no car
         # the car comes: its own session replaces the expected one, and the wallbox follows the plan
         box.plug_in(Car())
         await recorder.wait_for(lambda: plan_car() is not None and not plan_car().expected, 15, "the car")

@@ -104,6 +104,10 @@ class CarControl:
         self.stays: list[PastSession] = _stays(saved.get("stays"))
         self._plugged_since: datetime | None = _time(saved.get("plugged_since"))  # the stay under way
         self._car_here: bool | None = None  # None: the wallbox not read yet
+        meter = saved.get("meter_at_plug")  # the wallbox's energy meter at the plug-in (kWh)
+        self._meter_at_plug: float | None = _number(meter, math.nan, 0, 1e9)
+        if math.isnan(self._meter_at_plug):
+            self._meter_at_plug = None
         self._stay_kwh = 0.0
 
     @property
@@ -151,6 +155,7 @@ class CarControl:
                 [s.arrival.isoformat(), s.departure.isoformat(), round(s.energy_kwh, 3)] for s in self.stays
             ],
             "plugged_since": None if self._plugged_since is None else self._plugged_since.isoformat(),
+            "meter_at_plug": self._meter_at_plug,
         }
         self.save()
         self.on_change()
@@ -163,8 +168,7 @@ class CarControl:
         values = link.snapshot.values
         if values.get("cable_state") not in PLUGGED or values.get("charge_point_state") in DONE:
             return None
-        snapshot = link.snapshot
-        charged = snapshot.number("session_energy") or snapshot.number("last_session_energy") or 0.0
+        charged = self.stay_kwh() or 0.0
         hours, minutes = (int(part) for part in self._departure.split(":"))
         departure = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
         if departure <= now + timedelta(minutes=15):
@@ -191,18 +195,28 @@ class CarControl:
         if state in PLUGGED:
             if self._car_here is False:
                 self._plugged_since, self._stay_kwh = now, 0.0
+                self._meter_at_plug = link.snapshot.number("energy_total")
                 self._store()
             self._car_here = True
-            charged = link.snapshot.number("session_energy") or link.snapshot.number("last_session_energy")
-            self._stay_kwh = max(self._stay_kwh, charged or 0.0)
+            self._stay_kwh = max(self._stay_kwh, self.stay_kwh() or 0.0)
             return
         arrival = self._plugged_since
         if self._car_here and arrival is not None and now > arrival:
             self.stays = [*self.stays, PastSession(arrival, now, self._stay_kwh)][-STAYS_KEPT:]
         self._car_here = False
         if arrival is not None:
-            self._plugged_since = None
+            self._plugged_since = self._meter_at_plug = None
             self._store()
+
+    def stay_kwh(self) -> float | None:
+        """What the car took since it was plugged in: the wallbox's energy meter since the plug-in, else the
+        UNITE's session energy. (The NEXT's register 1502 holds the last session's energy, 0 while one runs:
+        it says nothing about this stay.) None: not known, the car was there before the add-on."""
+        snapshot = self.wallbox.link.snapshot
+        meter = snapshot.number("energy_total")
+        if meter is not None and self._meter_at_plug is not None and 0 <= meter - self._meter_at_plug <= 200:
+            return meter - self._meter_at_plug
+        return snapshot.number("session_energy")
 
     def expected(self, now: datetime) -> CarSession | None:
         """In `plan` mode with no car plugged in: the stay the car usually makes today (see

@@ -292,8 +292,11 @@ class LivePlanner:
         or expected); `car_planned`: a wallbox is in `plan` mode, so its car is never a fixed forecast."""
         usable = tuple(v for v in views if v.online and v.soc is not None)
         key = (
-            # a car plugged in or out, another departure, or a kWh more or less wanted: a new plan
-            tuple((c.departure, round(c.energy_kwh), c.max_kw) for c in car),
+            # a car plugged in or out (or expected), another departure, or a kWh more or less wanted: a new
+            # plan (a real car's arrival is "now" in every call, an expected one's is not)
+            tuple(
+                (c.arrival if c.expected else None, c.departure, round(c.energy_kwh), c.max_kw) for c in car
+            ),
             car_planned,
             quarter_start(now),
             tuple(v.id for v in usable),
