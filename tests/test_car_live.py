@@ -222,6 +222,10 @@ async def test_the_cars_stays_are_logged_and_plan_mode_plans_for_the_one_it_usua
             10,
             "shown",
         )
+        # the wallbox gets no plan for a car that is not there
+        control = next(c for c in runtime.car_controls if c.wallbox is garage)
+        assert control.planned() is None
         # the car comes: its own session replaces the expected one, and the wallbox follows the plan
         box.plug_in(Car())
         await recorder.wait_for(lambda: plan_car() is not None and not plan_car().expected, 15, "the car")
+        await recorder.wait_for(lambda: control.planned() is not None, 15, "the wallbox's plan")

@@ -201,12 +201,13 @@ def stays_at(*days_and_hours: tuple[int, float], hours: float = 12.0, kwh: float
     return out
 
 
-LIMITS = {"max_kw": 11.0, "min_kw": 4.14}
+def expect(past: list[PastSession], now: datetime, departure: time | None = None) -> CarSession | None:
+    return expected_session(past, now, max_kw=11.0, min_kw=4.14, departure=departure)
 
 
 def test_a_car_that_comes_home_in_the_evening_is_expected_there_with_its_share_of_a_stay() -> None:
     past = stays_at((1, 18.0), (2, 19.0), (4, 17.5), (6, 18.5), (9, 18.25), (40, 8.0))  # the last: too old
-    expected = expected_session(past, at(9), **LIMITS)
+    expected = expect(past, at(9))
     assert expected is not None
     assert expected.expected
     assert expected.arrival == at(18.25)  # the median time of day of the five recent ones
@@ -214,33 +215,36 @@ def test_a_car_that_comes_home_in_the_evening_is_expected_there_with_its_share_o
     assert expected.energy_kwh == pytest.approx(20.0 * 5 / 28)  # a stay on 5 of 28 days
     assert (expected.max_kw, expected.min_kw) == (11.0, 4.14)
     # the user's departure time, when given, ends it (the next one after the arrival)
-    with_departure = expected_session(past, at(9), departure=time(7, 30), **LIMITS)
+    with_departure = expect(past, at(9), departure=time(7, 30))
     assert with_departure is not None
     assert with_departure.departure == at(24 + 7.5)
 
 
 def test_no_car_is_expected_without_a_habit_after_it_came_or_once_it_is_late() -> None:
     past = stays_at((1, 18.0), (2, 18.0), (3, 18.0), (4, 18.0))
-    assert expected_session(past[:3], at(9), **LIMITS) is None  # three stays are no habit yet
-    assert expected_session(past, at(9), **LIMITS) is not None
+    assert expect(past[:3], at(9)) is None  # three stays are no habit yet
+    assert expect(past, at(9)) is not None
     came = [*past, *stays_at((0, 15.0), hours=2.0)]  # it came early today, and left again
-    assert expected_session(came, at(17.5), **LIMITS) is None
+    assert expect(came, at(17.5)) is None
     morning = [*past, *stays_at((0, 8.0), hours=2.0)]  # a morning's errand is not the evening's stay
-    assert expected_session(morning, at(12), **LIMITS) is not None
+    assert expect(morning, at(12)) is not None
     # 19:00, an hour late: from the next quarter-hour on; after 20:00, two hours late: not today, tomorrow
-    late = expected_session(past, at(19.1), **LIMITS)
+    late = expect(past, at(19.1))
     assert late is not None
     assert late.arrival == at(19.25)
-    tomorrow = expected_session(past, at(20.1), **LIMITS)
+    tomorrow = expect(past, at(20.1))
     assert tomorrow is not None
     assert tomorrow.arrival == at(24 + 18)
 
 
 def test_a_car_that_comes_around_midnight_is_expected_at_midnight_not_at_noon() -> None:
     past = stays_at((1, 23 + 40 / 60), (2, 23 + 50 / 60), (4, 24 + 10 / 60), (5, 24 + 20 / 60), hours=8.0)
-    expected = expected_session(past, at(22), **LIMITS)
+    expected = expect(past, at(22))
     assert expected is not None
     assert expected.arrival == at(24)  # tonight's midnight, the day cut where no car ever arrives
+    late = expect(past, at(24.5))  # half an hour late, past midnight: still tonight's, from the next quarter
+    assert late is not None
+    assert late.arrival == at(24.75)
 
 
 def test_a_day_with_two_stays_counts_once_by_its_biggest() -> None:
@@ -249,7 +253,7 @@ def test_a_day_with_two_stays_counts_once_by_its_biggest() -> None:
     noon = stays_at((1, 12.0), (2, 12.0), (3, 12.0), (4, 12.0), hours=1.0, kwh=2.0)
     evening = stays_at((1, 18.0), (2, 18.0), (3, 18.0), (4, 18.0), kwh=20.0)
     today_noon = stays_at((0, 12.0), hours=1.0, kwh=2.0)
-    expected = expected_session([*noon, *evening, *today_noon], at(14), **LIMITS)
+    expected = expect([*noon, *evening, *today_noon], at(14))
     assert expected is not None
     assert expected.arrival == at(18)
     assert expected.energy_kwh == pytest.approx(22.0 * 5 / 28)
@@ -297,3 +301,34 @@ def test_an_expected_car_that_cannot_be_met_raises_no_peak_and_no_alarm() -> Non
     assert not any("misses" in note for note in maybe.notes)
     assert max(step.grid_kw for step in maybe.steps) <= 3.0 + 1e-6
     assert max(step.peak_kw for step in maybe.steps) <= 3.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("prices", "planned_kwh"),
+    [
+        # flat, with one dear quarter before the stay: what fits under the peak is planned
+        (np.array([1.0 if k == 16 else 0.25 for k in range(STEPS)]), 20.0),
+        # free at night, dear by day: the free night's room under the peak is worth more in the batteries
+        (np.array([0.0 if 0 <= (k / 4 + 12) % 24 < 7 else 0.40 for k in range(STEPS)]), 0.0),
+    ],
+)
+def test_a_long_expected_stay_never_pays_for_a_higher_peak(prices: np.ndarray, planned_kwh: float) -> None:
+    # 40 kWh expected 18:00-07:30: under a 3 kW peak with the house's 1.2 kW, not all of it fits. A car that
+    # is there raises the peak for the rest; an expected one takes at most what fits and misses the rest.
+    capacity = CapacityTariff(month_peak_kw=3.0)
+    stay = CarSession(at(18), at(31.5), energy_kwh=40.0, expected=True)
+    result = plan(
+        inputs(start=at(12), import_price=prices, load_kw=np.full(STEPS, 1.2), capacity=capacity, car=(stay,))
+    )
+    assert max(step.peak_kw for step in result.steps) <= 3.0 + 1e-6
+    assert result.car[0].planned_kwh >= planned_kwh
+    there = plan(
+        inputs(
+            start=at(12),
+            import_price=prices,
+            load_kw=np.full(STEPS, 1.2),
+            capacity=capacity,
+            car=(replace(stay, expected=False),),
+        )
+    )
+    assert max(step.peak_kw for step in there.steps) > 3.2

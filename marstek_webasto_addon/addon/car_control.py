@@ -168,7 +168,7 @@ class CarControl:
         values = link.snapshot.values
         if values.get("cable_state") not in PLUGGED or values.get("charge_point_state") in DONE:
             return None
-        charged = self.stay_kwh() or 0.0
+        charged = max(self._stay_kwh, self.stay_kwh() or 0.0)  # (never less for a reading that failed)
         hours, minutes = (int(part) for part in self._departure.split(":"))
         departure = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
         if departure <= now + timedelta(minutes=15):
@@ -193,10 +193,16 @@ class CarControl:
         if state is None:
             return
         if state in PLUGGED:
+            meter = link.snapshot.number("energy_total")
             if self._car_here is False:
-                self._plugged_since, self._stay_kwh = now, 0.0
-                self._meter_at_plug = link.snapshot.number("energy_total")
+                self._plugged_since, self._stay_kwh, self._meter_at_plug = now, 0.0, meter
                 self._store()
+            elif self._plugged_since is not None and meter is not None:
+                base = self._meter_at_plug
+                if base is None or meter < base + self._stay_kwh - 0.001:
+                    # no reading at the plug-in, or the meter went back (a reset): counted on from here
+                    self._meter_at_plug = meter - self._stay_kwh
+                    self._store()
             self._car_here = True
             self._stay_kwh = max(self._stay_kwh, self.stay_kwh() or 0.0)
             return

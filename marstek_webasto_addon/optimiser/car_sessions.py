@@ -100,9 +100,9 @@ def expected_session(
         return None
     main = [max(stays, key=lambda s: s.energy_kwh) for stays in days.values()]
     minute = _circular_median([s.arrival.hour * 60 + s.arrival.minute for s in main])
-    arrival = now.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
-    if now > arrival + EXPECT_LATE:
-        arrival += timedelta(days=1)
+    usual = now.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
+    # yesterday's usual time still, when the car is late past midnight; else today's, or tomorrow's
+    arrival = next(a for a in (usual + timedelta(days=d) for d in (-1, 0, 1)) if now <= a + EXPECT_LATE)
     if any(s.arrival > arrival - EXPECT_EARLY for s in past):
         return None
     if arrival < now:

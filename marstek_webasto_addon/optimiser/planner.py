@@ -142,9 +142,9 @@ PV_PLAN_FACTOR = 1.15
 # A kWh the car misses at its departure: above any energy price plus the capacity cost of charging it in one
 # quarter at a few kW (52 EUR per kW-year / 12 x 4 kW per kWh is 17 EUR): only the impossible is missed.
 MISSING_EUR_PER_KWH = 100.0
-# A kWh an expected car (`CarSession.expected`, not plugged in yet) misses: just above the horizon's dearest
-# energy. Its charging is planned at any price, but a higher month's peak for it costs more than it gains
-# (4 EUR per kW and month against 0.05 EUR per kWh), so a car that does not come has not raised the target.
+# A kWh an expected car (`CarSession.expected`, not plugged in yet) misses: just above its stay's dearest
+# energy, at most what keeps a higher month's peak from paying (`_expected_miss_price`): a car that does not
+# come has not raised the target.
 EXPECTED_MISSING_MARGIN_EUR_PER_KWH = 0.05
 
 FloatArray = npt.NDArray[np.float64]
@@ -869,6 +869,20 @@ def _problem(inputs: PlanInputs, window_start: datetime, window_steps: int) -> t
     return problem, _Forecast(load, given_pv, wallbox, notes, car_index)
 
 
+def _expected_miss_price(inputs: PlanInputs, prices: FloatArray, overlap_h: FloatArray) -> float:
+    """What a kWh an expected car misses costs (EUR): just above the stay's dearest price, so it is planned
+    at any of the stay's prices; but never so much that a higher month's peak pays: a kW more over the
+    whole stay gains at most 0.9 of the capacity price of that kW (each kWh at most 0.9 x price / stay's
+    hours above the stay's cheapest price)."""
+    if not len(prices):
+        return 0.0
+    dearest = float(np.max(prices)) + EXPECTED_MISSING_MARGIN_EUR_PER_KWH
+    if inputs.capacity is None or inputs.capacity.price_per_kw_year <= 0:
+        return dearest
+    hours = max(float(np.sum(overlap_h)), 0.25)
+    return min(dearest, float(np.min(prices)) + 0.9 * inputs.capacity.per_kw_month / hours)
+
+
 def _car(
     inputs: PlanInputs, window_start: datetime, first: int, dt: FloatArray, pi: FloatArray
 ) -> tuple[FloatArray | None, tuple[CarNeed, ...], tuple[int | None, ...]]:
@@ -897,8 +911,7 @@ def _car(
         after = max(0.0, (session.departure - horizon_end).total_seconds() / 3600)
         miss = MISSING_EUR_PER_KWH
         if session.expected:
-            # A car that may not come: charged at any price the horizon has, never for a higher peak.
-            miss = float(np.max(pi)) + EXPECTED_MISSING_MARGIN_EUR_PER_KWH if n else 0.0
+            miss = _expected_miss_price(inputs, pi[overlap > 0], overlap)
         needs.append(CarNeed(begin, end, session.energy_kwh, session.max_kw * after, later_price, miss))
         index.append(len(needs) - 1)
     return car_max, tuple(needs), tuple(index)
