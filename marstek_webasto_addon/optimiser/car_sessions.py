@@ -13,7 +13,7 @@ least the minimum, else at the minimum for the share of the quarter that gives t
 The quarter's energy and its average import (what the capacity tariff bills) are the plan's.
 
 `expected_session` is the car before it is there: from the site's past sessions, the stay it usually makes
-today, so the plan keeps the batteries' energy for the house while the car charges. It is planned, never
+next, so the plan keeps the batteries' energy for the house while the car charges. It is planned, never
 charged: the wallbox waits for the car itself.
 """
 
@@ -27,8 +27,8 @@ from datetime import date, datetime, time, timedelta
 MIN_AMPS = 6.0
 VOLTS = 230.0
 NEXT_MAX_KW = 11.0
-# A car is expected when it came on this many of the last EXPECT_DAYS days (fewer: no habit to plan on), and
-# no longer once it is EXPECT_LATE late: today it stays away.
+# A car is expected when it came on this many of the last EXPECT_DAYS days (fewer: no habit to plan on); once
+# it is EXPECT_LATE late, it stays away today and is expected the next day.
 EXPECT_MIN_DAYS = 4
 EXPECT_DAYS = 28
 EXPECT_LATE = timedelta(hours=2)
