@@ -225,7 +225,7 @@ class CarControl:
         return snapshot.number("session_energy")
 
     def expected(self, now: datetime) -> CarSession | None:
-        """In `plan` mode with no car plugged in: the stay the car usually makes today (see
+        """In `plan` mode with no car plugged in: the stay the car usually makes next (see
         `car_sessions.expected_session`), until the user's departure time; None when there is no habit yet."""
         if self.status.mode != ChargeMode.PLAN.value or self._car_here is not False:
             return None

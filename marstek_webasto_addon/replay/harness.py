@@ -246,7 +246,7 @@ class CarExecutor:
                         visit.min_kw,
                     ),
                 )
-        # No car: the stay it usually makes today, from the stays seen so far (as live: from its log).
+        # No car: the stay it usually makes next, from the stays seen so far (as live: from its log).
         past = [
             PastSession(
                 self._at(v.arrival, quarter, now),
