@@ -169,19 +169,12 @@ class CarControl:
         if values.get("cable_state") not in PLUGGED or values.get("charge_point_state") in DONE:
             return None
         charged = max(self._stay_kwh, self.stay_kwh() or 0.0)  # (never less for a reading that failed)
-        hours, minutes = (int(part) for part in self._departure.split(":"))
-        departure = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        clock = self._departure_time()
+        departure = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
         if departure <= now + timedelta(minutes=15):
             departure += timedelta(days=1)  # 07:30 asked at 08:00 means tomorrow's
-        minimum, maximum = link.client.current_limits()
-        phases = self._phases()
-        return CarSession(
-            arrival=now,
-            departure=departure,
-            energy_kwh=max(0.0, self._energy_kwh - charged),
-            max_kw=maximum * phases * VOLTS / 1000,
-            min_kw=minimum * phases * VOLTS / 1000,
-        )
+        min_kw, max_kw = self._power_limits_kw()
+        return CarSession(now, departure, max(0.0, self._energy_kwh - charged), max_kw, min_kw)
 
     def observe_stay(self, now: datetime) -> None:
         """Logs the car's stays from the cable state, whatever the mode. Only a stay seen from its plug-in
@@ -231,16 +224,20 @@ class CarControl:
             return None
         if not self.wallbox.link.online:
             return None
-        minimum, maximum = self.wallbox.link.client.current_limits()
-        phases = self._phases()
-        hours, minutes = (int(part) for part in self._departure.split(":"))
+        min_kw, max_kw = self._power_limits_kw()
         return expected_session(
-            self.stays,
-            now,
-            max_kw=maximum * phases * VOLTS / 1000,
-            min_kw=minimum * phases * VOLTS / 1000,
-            departure=time(hours, minutes),
+            self.stays, now, max_kw=max_kw, min_kw=min_kw, departure=self._departure_time()
         )
+
+    def _departure_time(self) -> time:
+        hours, minutes = (int(part) for part in self._departure.split(":"))
+        return time(hours, minutes)
+
+    def _power_limits_kw(self) -> tuple[float, float]:
+        """The wallbox's lowest and highest charging power on its phases now (kW)."""
+        minimum, maximum = self.wallbox.link.client.current_limits()
+        per_amp = self._phases() * VOLTS / 1000
+        return minimum * per_amp, maximum * per_amp
 
     def _phases(self) -> int:
         values = self.wallbox.link.snapshot.values
