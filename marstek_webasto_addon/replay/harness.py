@@ -27,6 +27,7 @@ from __future__ import annotations
 import calendar
 import json
 import time
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -221,7 +222,8 @@ class CarExecutor:
     wallbox can."""
 
     def __init__(self, found: tuple[Visit, ...], clock: tuple[datetime, ...] | None = None) -> None:
-        self.visits = found
+        self.visits = found  # in the order of their arrivals, as `sessions.visits` finds them
+        self.arrivals = [v.arrival for v in found]
         self.clock = clock  # the data's local wall-clock time per quarter (the stays' times, as logged live)
         self.delivered: dict[int, float] = {}  # session index -> kWh charged
         self.quarter_kwh = 0.0  # what the running quarter's plan gives the car
@@ -233,28 +235,30 @@ class CarExecutor:
         """The session under way (known from its arrival), with what it still needs; times on the planner's
         clock (its steps are `now` + k quarter-hours)."""
         self.visit = None
-        for i, visit in enumerate(self.visits):
-            if visit.arrival <= quarter < visit.departure:
-                self.visit = i
-                left = max(0.0, visit.energy_kwh - self.delivered.get(i, 0.0))
-                return (
-                    CarSession(
-                        now + (visit.arrival - quarter) * QUARTER,
-                        now + (visit.departure - quarter) * QUARTER,
-                        left,
-                        visit.max_kw,
-                        visit.min_kw,
-                    ),
-                )
+        arrived = bisect_right(self.arrivals, quarter)  # the visits that arrived by now
+        if arrived and quarter < self.visits[arrived - 1].departure:
+            self.visit = arrived - 1
+            visit = self.visits[self.visit]
+            left = max(0.0, visit.energy_kwh - self.delivered.get(self.visit, 0.0))
+            return (
+                CarSession(
+                    now + (visit.arrival - quarter) * QUARTER,
+                    now + (visit.departure - quarter) * QUARTER,
+                    left,
+                    visit.max_kw,
+                    visit.min_kw,
+                ),
+            )
         # No car: the stay it usually makes next, from the stays seen so far (as live: from its log).
+        first = bisect_left(self.arrivals, quarter - EXPECT_DAYS * 96)
         past = [
             PastSession(
                 self._at(v.arrival, quarter, now),
                 self._at(v.departure, quarter, now),
                 self.delivered.get(i, 0.0),
             )
-            for i, v in enumerate(self.visits)
-            if quarter - EXPECT_DAYS * 96 <= v.arrival and v.departure <= quarter
+            for i, v in enumerate(self.visits[first:arrived], start=first)
+            if v.departure <= quarter
         ]
         if not self.visits:
             return ()
