@@ -456,10 +456,28 @@ def test_load_high_forecast_keeps_the_daily_spike_that_comes_at_no_fixed_time() 
     assert np.all(high >= 3.6 - 1e-9)  # but it comes most days: every quarter is ready for it
     rare = days.copy()
     rare[rare > 1] = 0.3
-    rare[3, 40] = 4.2  # one spike in four weeks: kept for, unless a lower quantile of the days is asked for
-    assert np.all(load_high_forecast(rare.reshape(-1), 96) >= 4.2 - 1e-9)
+    rare[3, 40] = 4.2  # one spike in four weeks, at 10:00: kept for around that time of day, unless a lower
+    # quantile of the days is asked for
+    kept = load_high_forecast(rare.reshape(-1), 96)
+    assert np.all(kept[40 - 20 : 40 + 21] >= 4.2 - 1e-9)  # five hours either side
+    assert kept[40 + 21] == pytest.approx(0.3)
+    assert kept[40 - 21] == pytest.approx(0.3)
+    assert np.all(load_high_forecast(rare.reshape(-1), 96, peak_window=None) >= 4.2 - 1e-9)  # or all day
+    assert np.all(load_high_forecast(rare.reshape(-1), 192)[96 + 40 - 20 : 96 + 40 + 21] >= 4.2 - 1e-9)
     assert np.median(load_high_forecast(rare.reshape(-1), 96, daily_peak_quantile=0.9)) == pytest.approx(0.3)
     assert np.median(load_high_forecast(history[: 96 * 2], 96)) == pytest.approx(0.3)  # two days: too few
+
+
+def test_load_high_forecast_keeps_no_reserve_at_night_for_spikes_that_only_come_in_the_evening() -> None:
+    rng = np.random.default_rng(7)
+    days = np.full((28, 96), 0.2)
+    for day in range(28):
+        days[day, rng.integers(76, 88)] = 4.5  # every evening between 19:00 and 22:00, at no fixed quarter
+    history = days.reshape(-1)
+    high = load_high_forecast(history, 96)
+    assert np.all(high[76:88] >= 4.5 - 1e-9)  # ready for it all evening
+    assert high[4 * 4 : 8 * 4] == pytest.approx(np.full(16, 0.2))  # 04:00-08:00: nothing comes then
+    assert np.all(load_high_forecast(history, 96, peak_window=None) >= 4.5 - 1e-9)  # the whole day's floor
 
 
 def test_pv_forecast_with_error_keeps_nights_dark_and_errs_by_day() -> None:
