@@ -171,10 +171,12 @@ def _recent_peak(
         return np.zeros(steps)
     if window is None:
         return np.full(steps, float(np.quantile(np.nanmax(by_day, axis=1), quantile)))
+    if quantile >= 1.0:
+        by_day = np.fmax.reduce(by_day, axis=0, keepdims=True)  # the highest of all days first: the same
     # each span's highest quarter within the window of each time of day, around the clock (NaN: not seen)
-    around = np.pad(by_day, ((0, 0), (window, window)), mode="wrap")
+    around = np.concatenate([by_day[:, -window:], by_day, by_day[:, :window]], axis=1) if window else by_day
     by_day = np.fmax.reduce(sliding_window_view(around, 2 * window + 1, axis=1), axis=2)
-    by_time = _quantile_of_seen(by_day, quantile)
+    by_time = np.nan_to_num(by_day[0], nan=0.0) if quantile >= 1.0 else _quantile_of_seen(by_day, quantile)
     return np.asarray(by_time[np.arange(steps) % QUARTERS_PER_DAY], dtype=np.float64)
 
 
