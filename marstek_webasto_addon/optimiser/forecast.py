@@ -119,14 +119,15 @@ def load_high_forecast(
     reserve is asked for what was never seen).
 
     No quarter is forecast below the `daily_peak_quantile` of the last `peak_days` days' highest quarter-hours
-    within `peak_window` quarter-hours of its time of day (by default the highest of them; None: no such
-    floor; `peak_window=None`: the whole day's). A household whose spikes come on many days but at no fixed
-    time (a late oven, a heater at midnight) sets a month's peak exactly when a forecast by time of day says
-    nothing is coming; with the floor, the capacity reserve is kept for the spike the household reached in the
-    last four weeks around that time. In the replay this takes the year's capacity cost of a household with
-    such spikes (2_persons_over65, synthetic prices) from EUR 161 to 132, the bound's being 131. The window
-    is what keeps it from costing energy: a reserve held all night for a spike that only ever comes in the
-    evening is energy the evening peak's price should have had (see PEAK_WINDOW_QUARTERS).
+    within `peak_window` quarter-hours of its time of day (by default the highest of them;
+    `daily_peak_quantile=None`: no such floor; `peak_window=None`: each day's highest at any time). A
+    household whose spikes come on many days but at no fixed time (a late oven, a heater at midnight) sets a
+    month's peak exactly when a forecast by time of day says nothing is coming; with the floor, the capacity
+    reserve is kept for the spike the household reached in the last four weeks around that time. In the
+    replay this takes the year's capacity cost of a household with such spikes (2_persons_over65, synthetic
+    prices) from EUR 161 to 132, the bound's being 131. The window is what keeps it from costing energy: a
+    reserve held all night for a spike that only ever comes in the evening is energy the evening peak's price
+    should have had (see PEAK_WINDOW_QUARTERS).
     """
     history = np.asarray(history_kw, dtype=np.float64)
     if wallbox_history_kw is not None:
