@@ -464,6 +464,11 @@ def test_load_high_forecast_keeps_the_daily_spike_that_comes_at_no_fixed_time() 
     assert kept[40 - 21] == pytest.approx(0.3)
     assert np.all(load_high_forecast(rare.reshape(-1), 96, peak_window=None) >= 4.2 - 1e-9)  # or all day
     assert np.all(load_high_forecast(rare.reshape(-1), 192)[96 + 40 - 20 : 96 + 40 + 21] >= 4.2 - 1e-9)
+    sooner = load_high_forecast(rare.reshape(-1)[:-10], 96)  # from 21:30 on: 10:00 is step 50
+    assert np.all(sooner[50 - 20 : 50 + 21] >= 4.2 - 1e-9)
+    assert sooner[50 - 21] == pytest.approx(0.3)
+    assert sooner[50 + 21] == pytest.approx(0.3)
+    assert np.all(load_high_forecast(rare.reshape(-1), 96, peak_window=500) >= 4.2 - 1e-9)  # the whole day
     assert np.median(load_high_forecast(rare.reshape(-1), 96, daily_peak_quantile=0.9)) == pytest.approx(0.3)
     assert np.median(load_high_forecast(history[: 96 * 2], 96)) == pytest.approx(0.3)  # two days: too few
 

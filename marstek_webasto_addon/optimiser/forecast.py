@@ -172,6 +172,7 @@ def _recent_peak(
         return np.zeros(steps)
     if window is None:
         return np.full(steps, float(np.quantile(np.nanmax(by_day, axis=1), quantile)))
+    window = min(window, QUARTERS_PER_DAY // 2)  # from 12 h either side on, every window is the whole day
     if quantile >= 1.0:
         by_day = np.fmax.reduce(by_day, axis=0, keepdims=True)  # the highest of all days first: the same
     # each span's highest quarter within the window of each time of day, around the clock (NaN: not seen)
