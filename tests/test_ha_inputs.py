@@ -228,5 +228,7 @@ async def test_the_live_optimiser_reads_its_meter_and_forecast_from_home_assista
         await recorder.wait_for(
             lambda: json.loads(recorder.latest[status])["input_stale"] == "ON", 10, "the meter is gone"
         )
-        attributes = json.loads(recorder.latest["marstek_webasto/optimiser/input_stale/attributes"])
+        stale_attributes = "marstek_webasto/optimiser/input_stale/attributes"  # a topic of its own
+        await recorder.wait_for(lambda: stale_attributes in recorder.latest, 10, "its attributes")
+        attributes = json.loads(recorder.latest[stale_attributes])
         assert attributes["source"] == f"Home Assistant {P1}"

@@ -73,7 +73,14 @@ async def test_a_battery_offline_for_long_is_a_problem_sensor_and_one_notificati
         await recorder.wait_for(
             lambda: json.loads(recorder.latest[state])["problem"] == "ON", 10, "problem ON"
         )
-        attributes = json.loads(recorder.latest[f"{BASE}/{battery.device_id}/problem/attributes"])
+        # the attributes are a topic of their own, published just after the state: wait for them too
+        problem_attributes = f"{BASE}/{battery.device_id}/problem/attributes"
+        await recorder.wait_for(
+            lambda: bool(json.loads(recorder.latest.get(problem_attributes, "{}")).get("problems")),
+            10,
+            "the problem's attributes",
+        )
+        attributes = json.loads(recorder.latest[problem_attributes])
         assert "FaseB" in attributes["problems"][0]
         assert "Local API" in attributes["problems"][0]  # what to check
         await fake.wait_for(lambda: notifications(fake, "create"), 10)
