@@ -130,7 +130,8 @@ class Optimiser:
         self._track_holds(inputs)
         shown = inputs
         # A battery in a person's hold does not exist for the strategies, the safety hold included.
-        inputs = replace(inputs, batteries=tuple(b for b in inputs.batteries if not b.hold))
+        if any(b.hold for b in inputs.batteries):
+            inputs = replace(inputs, batteries=tuple(b for b in inputs.batteries if not b.hold))
         self._views = {b.id: b for b in inputs.batteries}
         stale = inputs.grid_power is None or inputs.grid_age is None or inputs.grid_age > s.input_stale_after
         batteries = {b.id: b for b in inputs.batteries}

@@ -636,12 +636,12 @@ def _account(
         totals.energy_cost += cost
     if totals.month_energy_cost is not None:
         totals.month_energy_cost[(now.year, now.month)] += cost
-    totals.load_wh += (sum(site.load) + sum(site.extra)) * hours
-    totals.pv_wh += sum(site.pv) * hours
-    car = sum(site.extra)
+    load, pv, car = sum(site.load), sum(site.pv), sum(site.extra)
+    totals.load_wh += (load + car) * hours
+    totals.pv_wh += pv * hours
     if car > 0:
         # The batteries' output goes to the house first (its load beyond the PV), then to the car.
-        house = max(0.0, sum(site.load) - sum(site.pv))
+        house = max(0.0, load - pv)
         battery_out = sum(b.physics.ac_power for b in batteries)
         totals.car_wh += car * hours
         totals.battery_to_car_wh += min(car, max(0.0, battery_out - house)) * hours

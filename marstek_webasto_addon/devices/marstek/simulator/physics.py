@@ -91,17 +91,23 @@ class BatteryPhysics:
 
     def feasible(self, target_ac: float) -> float:
         """The AC power the pack can actually deliver for this target, given SOC and limits."""
-        charge_taper = 1.0 if self.soc < 95 else max(0.0, (100.0 - self.soc) / 5)
-        margin = self.soc - self.soc_floor
+        return self._feasible(target_ac, self.pv_total)
+
+    def _feasible(self, target_ac: float, pv: float) -> float:
+        soc = self.soc
+        charge_taper = 1.0 if soc < 95 else max(0.0, (100.0 - soc) / 5)
+        margin = soc - (100.0 - self.dod)
         discharge_taper = 1.0 if margin >= 3 else max(0.0, margin / 3)
-        dc = target_ac - self.pv_total
+        dc = target_ac - pv
         dc = max(-self.max_charge_w * charge_taper, min(self.max_discharge_w * discharge_taper, dc))
-        return max(-self.max_charge_w, min(self.max_discharge_w, dc + self.pv_total))
+        return max(-self.max_charge_w, min(self.max_discharge_w, dc + pv))
 
     def step(self, seconds: float, target_ac: float) -> None:
-        self.ac_power = self.feasible(target_ac)
+        # A year's replay steps each pack twice a simulated minute: the PV sum is taken once per step.
+        pv = sum(self.pv_w)
+        self.ac_power = self._feasible(target_ac, pv)
         hours = seconds / 3600
-        dc = self.dc_power
+        dc = self.ac_power - pv
         stored = -dc * self.charge_efficiency if dc < 0 else -dc / self.discharge_efficiency
         if self.soc <= self.soc_floor and dc >= 0:
             # At the floor the inverter's standby comes from the AC side, not from the cells (an assumption:
@@ -114,7 +120,7 @@ class BatteryPhysics:
             self.ac_out_wh += self.ac_power * hours
         else:
             self.ac_in_wh -= self.ac_power * hours
-        self.pv_wh += self.pv_total * hours
+        self.pv_wh += pv * hours
         heat_target = 22.0 + 8.0 * abs(dc) / max(self.max_discharge_w, 1.0)
         self.temperature_c += (heat_target - self.temperature_c) * (1 - math.exp(-seconds / 1800))
 
@@ -184,11 +190,21 @@ class Site:
         self.pv = self.household.pv_w(at)
 
     def phase_power(self, phase: int) -> float:
-        battery = sum(power() for power in self._on_phase[phase])
+        battery = 0.0
+        for power in self._on_phase[phase]:
+            battery += power()
         return self.load[phase] + self.extra[phase] - self.pv[phase] - battery
 
     def total_power(self) -> float:
-        return self.phase_power(0) + self.phase_power(1) + self.phase_power(2)
+        # read for every battery in Auto each simulated step of a year's replay: the three phases inline
+        load, extra, pv, on = self.load, self.extra, self.pv, self._on_phase
+        total = 0.0
+        for phase in (0, 1, 2):
+            battery = 0.0
+            for power in on[phase]:
+                battery += power()
+            total += load[phase] + extra[phase] - pv[phase] - battery
+        return total
 
     def integrate(self, seconds: float) -> None:
         total = self.total_power()
