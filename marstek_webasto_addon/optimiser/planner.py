@@ -590,6 +590,11 @@ class _Solver:
             self.highs.setOptionValue("time_limit", float(time_limit_s))
         if solver == "simplex":
             self.highs.setOptionValue("presolve", "off")  # measured: faster on a day or two of steps
+            # The primal simplex: a re-plan changes prices and forecasts a little, and from the last basis the
+            # primal method needs far fewer iterations than the dual (HiGHS' default). Measured with
+            # bench/planner_solve.py: rolling p50 2.38 -> 1.06 ms, cold 4.59 -> 3.82 ms; the year's replay
+            # 155 -> 129 s with the same bill (only 4 of 294 decisions told apart equally cheap plans).
+            self.highs.setOptionValue("simplex_strategy", 4)
         else:
             self.highs.setOptionValue("solver", solver)
         cost, lower, upper, row_lo, row_hi = _numbers(problem, self.ix)
@@ -836,7 +841,7 @@ def _problem(inputs: PlanInputs, window_start: datetime, window_steps: int) -> t
     terminal = inputs.terminal_value_per_kwh
     if terminal is None:
         last_day = pi[-96:]
-        terminal = max(0.0, float(np.quantile(last_day, TERMINAL_QUANTILE)) * eta_d) if len(pi) else 0.0
+        terminal = max(0.0, _quantile(last_day, TERMINAL_QUANTILE) * eta_d) if len(pi) else 0.0
     car_max, needs, car_index = _car(inputs, window_start, first, dt, pi)
     car_on = car_max is not None and bool(np.any(car_max > 0))
     cover = None if inputs.batteries_cover_wallbox or not (np.any(wallbox > 0) or car_on) else load - pv
@@ -894,7 +899,7 @@ def _car(
     ends = np.cumsum(dt) * 3600  # seconds from inputs.start
     starts = np.concatenate([[0.0], ends[:-1]])
     horizon_end = inputs.start + timedelta(seconds=float(ends[-1])) if n else inputs.start
-    later_price = max(0.0, float(np.quantile(pi[-96:], LATER_QUANTILE))) if n else 0.0
+    later_price = max(0.0, _quantile(pi[-96:], LATER_QUANTILE)) if n else 0.0
     car_max = np.zeros(n)
     needs: list[CarNeed] = []
     index: list[int | None] = []
@@ -915,6 +920,16 @@ def _car(
         needs.append(CarNeed(begin, end, session.energy_kwh, session.max_kw * after, later_price, miss))
         index.append(len(needs) - 1)
     return car_max, tuple(needs), tuple(index)
+
+
+def _quantile(values: FloatArray, quantile: float) -> float:
+    """np.quantile, with its ends taken directly (the same value): it runs on every plan, 35 040 times in a
+    year's replay, and its general case takes twenty times as long as a minimum."""
+    if quantile <= 0.0:
+        return float(np.min(values))
+    if quantile >= 1.0:
+        return float(np.max(values))
+    return float(np.quantile(values, quantile))
 
 
 def _reserve(
