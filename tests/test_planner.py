@@ -19,6 +19,7 @@ from marstek_webasto_addon.optimiser.planner import (
     PlanInputs,
     Planner,
     PlanStep,
+    _quantile,
     horizon_steps,
     plan,
     setpoint,
@@ -513,3 +514,10 @@ def test_the_pv_plan_factor_buys_less_at_night_for_a_day_the_panels_may_cover() 
     # the batteries, with the same losses)
     assert bought_as_given - bought_optimistic == pytest.approx(0.15 * 8, rel=0.05)
     assert series(optimistic, "pv_kw") == pytest.approx(pv)  # the plan shows the forecast as given
+
+
+@pytest.mark.parametrize("quantile", [0.0, 0.2, 0.5, 1.0])
+def test_the_planner_s_quick_quantile_is_numpy_s(quantile: float) -> None:
+    # its ends are taken directly, for speed: the value must not change
+    values = np.random.default_rng(7).normal(0.2, 0.1, 96)
+    assert _quantile(values, quantile) == float(np.quantile(values, quantile))
