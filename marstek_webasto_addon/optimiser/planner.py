@@ -585,9 +585,9 @@ class _Solver:
         # The bare core: highspy.Highs adds callback plumbing and prints a banner on stdout when created.
         self.highs = _Highs()
         self.highs.setOptionValue("output_flag", False)
-        if time_limit_s is not None:
-            # A solve past this ends "not optimal": no plan, the safe fallback, instead of a stalled caller.
-            self.highs.setOptionValue("time_limit", float(time_limit_s))
+        # A solve past this ends "not optimal": no plan, the safe fallback, instead of a stalled caller (set
+        # before each solve: see _run).
+        self.time_limit_s = time_limit_s
         if solver == "simplex":
             self.highs.setOptionValue("presolve", "off")  # measured: faster on a day or two of steps
             # The primal simplex: a re-plan changes prices and forecasts a little, and from the last basis the
@@ -654,13 +654,13 @@ class _Solver:
         ix = self.ix
         repairs = 0
         while True:
-            self.highs.run()
+            self._run()
             status = self.highs.getModelStatus()
             if status != highspy.HighsModelStatus.kOptimal:
-                # A warm start now and then ends a hair short of optimal (HiGHS says "Unknown" over a
+                # A warm start now and then ends a hair short of optimal (HiGHS has said "Unknown" over a
                 # dual infeasibility of 1e-5): the same model from scratch solves.
                 self.highs.clearSolver()
-                self.highs.run()
+                self._run()
                 status = self.highs.getModelStatus()
             if status != highspy.HighsModelStatus.kOptimal:
                 return _empty_solution(problem, ix, self.highs.modelStatusToString(status))
@@ -693,6 +693,14 @@ class _Solver:
             missing=x[ix.miss],
             later=x[ix.later],
         )
+
+    def _run(self) -> None:
+        if self.time_limit_s is not None:
+            # HiGHS' time limit counts its run time since the instance was made, across every solve (and
+            # clearSolver does not reset it): a solver kept for a day of re-plans would run out of it
+            # bit by bit. Each solve gets the limit afresh.
+            self.highs.setOptionValue("time_limit", self.highs.getRunTime() + float(self.time_limit_s))
+        self.highs.run()
 
 
 def _empty_solution(problem: Problem, ix: _Index, status: str) -> Solution:
