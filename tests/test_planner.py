@@ -523,7 +523,7 @@ def test_the_planner_s_quick_quantile(quantile: float, expected: float) -> None:
     assert _quantile(prices, quantile) == pytest.approx(expected)
 
 
-def test_the_time_limit_holds_for_each_solve_not_for_a_day_of_them() -> None:
+def test_the_time_limit_holds_for_each_plan_not_for_a_day_of_them() -> None:
     # HiGHS counts its run time across the solves of one instance; the rolling planner keeps one for the
     # whole horizon. A limit several times one solve's time (about 1 ms here, 4 ms cold) must never run out
     # over many re-plans (these 150 take about 0.09 s together: with the limit counted once, the test fails).

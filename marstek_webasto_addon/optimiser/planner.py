@@ -585,8 +585,8 @@ class _Solver:
         # The bare core: highspy.Highs adds callback plumbing and prints a banner on stdout when created.
         self.highs = _Highs()
         self.highs.setOptionValue("output_flag", False)
-        # A solve past this ends "not optimal": no plan, the safe fallback, instead of a stalled caller (set
-        # before each solve: see _run).
+        # A plan past this ends "not optimal": no plan, the safe fallback, instead of a stalled caller (see
+        # solve).
         self.time_limit_s = time_limit_s
         if solver == "simplex":
             self.highs.setOptionValue("presolve", "off")  # measured: faster on a day or two of steps
@@ -653,14 +653,18 @@ class _Solver:
     def solve(self, problem: Problem) -> Solution:
         ix = self.ix
         repairs = 0
+        # HiGHS' time limit counts its run time since the instance was made, across every solve (and
+        # clearSolver does not reset it): a solver kept for a day of re-plans would run out of it bit by bit.
+        # Each plan, repairs and retry included, gets the limit afresh.
+        deadline = None if self.time_limit_s is None else self.highs.getRunTime() + float(self.time_limit_s)
         while True:
-            self._run()
+            self._run(deadline)
             status = self.highs.getModelStatus()
             if status != highspy.HighsModelStatus.kOptimal:
                 # A warm start now and then ends a hair short of optimal (HiGHS has said "Unknown" over a
                 # dual infeasibility of 1e-5): the same model from scratch solves.
                 self.highs.clearSolver()
-                self._run()
+                self._run(deadline)
                 status = self.highs.getModelStatus()
             if status != highspy.HighsModelStatus.kOptimal:
                 return _empty_solution(problem, ix, self.highs.modelStatusToString(status))
@@ -694,12 +698,9 @@ class _Solver:
             later=x[ix.later],
         )
 
-    def _run(self) -> None:
-        if self.time_limit_s is not None:
-            # HiGHS' time limit counts its run time since the instance was made, across every solve (and
-            # clearSolver does not reset it): a solver kept for a day of re-plans would run out of it
-            # bit by bit. Each solve gets the limit afresh.
-            self.highs.setOptionValue("time_limit", self.highs.getRunTime() + float(self.time_limit_s))
+    def _run(self, deadline: float | None) -> None:
+        if deadline is not None:
+            self.highs.setOptionValue("time_limit", deadline)
         self.highs.run()
 
 
