@@ -110,6 +110,10 @@ async def test_plan_mode_gives_the_planner_the_cars_session_and_says_early_when_
             await recorder.publish(P1, "400")
 
         await feed_meter()
+        # a departure well ahead, whatever the time the test runs (the default, 07:30, is 23 minutes
+        # away at 07:07, and 12 kWh cannot be met then)
+        later = (optimiser.clock.now() + timedelta(hours=6)).strftime("%H:%M")
+        assert (await command(recorder, garage, "departure", later))["status"] == "applied"
         assert (await command(recorder, garage, "charge_energy", "12"))["status"] == "applied"
         assert (await command(recorder, garage, "charge_mode", "plan"))["status"] == "applied"
 
