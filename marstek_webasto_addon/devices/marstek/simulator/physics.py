@@ -96,7 +96,7 @@ class BatteryPhysics:
     def _feasible(self, target_ac: float, pv: float) -> float:
         soc = self.soc
         charge_taper = 1.0 if soc < 95 else max(0.0, (100.0 - soc) / 5)
-        margin = soc - (100.0 - self.dod)
+        margin = soc - self.soc_floor
         discharge_taper = 1.0 if margin >= 3 else max(0.0, margin / 3)
         dc = target_ac - pv
         dc = max(-self.max_charge_w * charge_taper, min(self.max_discharge_w * discharge_taper, dc))
@@ -196,15 +196,7 @@ class Site:
         return self.load[phase] + self.extra[phase] - self.pv[phase] - battery
 
     def total_power(self) -> float:
-        # read for every battery in Auto each simulated step of a year's replay: the three phases inline
-        load, extra, pv, on = self.load, self.extra, self.pv, self._on_phase
-        total = 0.0
-        for phase in (0, 1, 2):
-            battery = 0.0
-            for power in on[phase]:
-                battery += power()
-            total += load[phase] + extra[phase] - pv[phase] - battery
-        return total
+        return self.phase_power(0) + self.phase_power(1) + self.phase_power(2)
 
     def integrate(self, seconds: float) -> None:
         total = self.total_power()
