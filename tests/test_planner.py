@@ -305,10 +305,16 @@ def value(result: Plan) -> float:
     )
 
 
-def test_rolling_re_plans_agree_with_fresh_ones() -> None:
+def two_days() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two days of a tariff's prices, PV and an evening load, per quarter-hour."""
     price = np.array([0.208 if 1 <= (k / 4) % 24 < 7 else 0.279 for k in range(192)])
     pv = np.clip(3 * np.sin((np.arange(192) / 4 % 24 - 8) / 9 * np.pi), 0, None)
     load = 0.3 + 0.8 * np.exp(-(((np.arange(192) / 4 % 24) - 19) ** 2))
+    return price, pv, load
+
+
+def test_rolling_re_plans_agree_with_fresh_ones() -> None:
+    price, pv, load = two_days()
     rolling = Planner()
     for k in range(0, 60, 7):
         case = inputs(
@@ -527,9 +533,7 @@ def test_the_time_limit_holds_for_each_plan_not_for_a_day_of_them() -> None:
     # HiGHS counts its run time across the solves of one instance; the rolling planner keeps one for the
     # whole horizon. A limit several times one solve's time (about 1 ms here, 4 ms cold) must never run out
     # over many re-plans (these 150 take about 0.09 s together: with the limit counted once, the test fails).
-    price = np.array([0.208 if 1 <= (k / 4) % 24 < 7 else 0.279 for k in range(192)])
-    pv = np.clip(3 * np.sin((np.arange(192) / 4 % 24 - 8) / 9 * np.pi), 0, None)
-    load = 0.3 + 0.8 * np.exp(-(((np.arange(192) / 4 % 24) - 19) ** 2))
+    price, pv, load = two_days()
     rolling = Planner(time_limit_s=0.03)
     for k in range(150):
         case = inputs(
