@@ -46,6 +46,7 @@ class Site:
     settings: CarSettings = field(default_factory=CarSettings)
     quarter: QuarterBudget | None = None
     planned_w: float = 0.0
+    plan_slack: bool = True
     plugged_in: bool = True
     t: float = 0.0
     car_w: float = 0.0
@@ -68,6 +69,7 @@ class Site:
             settings=self.settings,
             quarter=self.quarter,
             planned_power_w=self.planned_w,
+            plan_slack=self.plan_slack,
         )
 
     def step(self) -> CarDecision:
@@ -339,6 +341,27 @@ def test_plan_pauses_when_even_the_minimum_breaks_the_target_then_charges_in_the
     planned = site.run(300)
     # 6000 / 690 = 8.7 A: 8 A and 9 A in turn (the cap allows 10)
     assert (planned.current_a, planned.reason) in ((8, "plan 6.0 kW: 8 A"), (9, "plan 6.0 kW: 9 A"))
+
+
+def test_plan_without_slack_gives_the_planned_power_past_the_target_and_says_why() -> None:
+    # 8 kW target, the house at 5 kW: 3 kW (4 A) left for the car, which the plan gives 6.9 kW (10 A)
+    site = Site(
+        mode=ChargeMode.PLAN, house_w=5000.0, planned_w=6900.0, quarter=QuarterBudget(0.0, 900.0, 8.0)
+    )
+    capped = site.step()
+    assert (capped.current_a, capped.state) == (0, CarState.PAUSED)  # 4 A is below the minimum
+    site.plan_slack = False  # the departure is near: what is not charged now cannot be made up
+    due = site.run(5)
+    assert (due.current_a, due.state) == (10, CarState.CHARGING)
+    # heading for (5000 + 10 x 690) x 0.25 / 0.25 = 11.9 kW
+    assert due.reason == (
+        "plan 6.9 kW: 10 A, the departure first (capacity: quarter-hour heading for 11.9 kW over 8.0 kW target)"
+    )
+    site.plan_slack = True  # slack again (a re-plan moved the departure): the cap holds it back at once
+    assert site.run(10).current_a == 0
+    # and without a capacity tariff, no slack changes nothing
+    free = Site(mode=ChargeMode.PLAN, planned_w=6900.0, plan_slack=False).step()
+    assert (free.current_a, free.reason) == (10, "plan 6.9 kW: 10 A")
 
 
 @pytest.mark.parametrize(("limits", "planned"), [(NEXT, 6000.0), (NEXT, 9500.0), (UNITE, 2000.0)])

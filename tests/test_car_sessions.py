@@ -12,6 +12,7 @@ from marstek_webasto_addon.optimiser.car_sessions import (
     CarSession,
     PastSession,
     expected_session,
+    has_slack,
     wallbox_minutes,
 )
 from marstek_webasto_addon.optimiser.planner import (
@@ -190,6 +191,15 @@ def test_the_live_plan_mode_pulses_a_quarter_planned_below_the_wallbox_minimum()
     assert minutes[-1] == 0.0
     partial = [kw for kw in minutes if 0 < kw < 4.14 - 1e-9]
     assert len(partial) <= 1  # one minute at most in part; the others at the minimum or off
+
+
+def test_a_session_has_slack_while_half_power_would_meet_it_before_its_last_half_hour() -> None:
+    assert has_slack(20.0, 13.0, 11.0)  # a night: 20 kWh in 13 h at up to 11 kW
+    assert not has_slack(2.3, 0.75, 3.7)  # 45 minutes that need most of the wallbox's power
+    # the boundary: 0.5 x 11 kW x (2.5 - 0.5) h = 11 kWh
+    assert has_slack(10.9, 2.5, 11.0)
+    assert not has_slack(11.1, 2.5, 11.0)
+    assert not has_slack(0.1, 0.4, 11.0)  # in its last half hour, never: what waits now cannot come later
 
 
 def stays_at(*days_and_hours: tuple[int, float], hours: float = 12.0, kwh: float = 20.0) -> list[PastSession]:

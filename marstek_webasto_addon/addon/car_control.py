@@ -35,7 +35,14 @@ from ..optimiser.car import (
     QuarterBudget,
     WallboxLimits,
 )
-from ..optimiser.car_sessions import CarSession, PastSession, SessionPlan, expected_session, wallbox_minutes
+from ..optimiser.car_sessions import (
+    CarSession,
+    PastSession,
+    SessionPlan,
+    expected_session,
+    has_slack,
+    wallbox_minutes,
+)
 from .inputs import GridInput
 
 _LOG = logging.getLogger(__name__)
@@ -262,9 +269,16 @@ class CarControl:
             # No plan for the car (the optimiser is off, the rules are in force, or no plan yet): charge as
             # `now`, so the car is ready by its departure whatever the planner does.
             mode = ChargeMode.NOW
+        now = self.clock.now()
+        # The plan's session, as the plan saw it (the energy still needed when it was made: a little more
+        # than now, never less): its departure stays today's in the last quarter-hour before it.
+        session = planned[1].session if planned is not None else None
+        slack = session is None or has_slack(
+            session.energy_kwh, (session.departure - now).total_seconds() / 3600, session.max_kw
+        )
         return CarInputs(
             t=self.clock.seconds(),
-            now=self.clock.now(),
+            now=now,
             mode=mode,
             grid_power=reading.value if fresh else None,
             car_power=link.snapshot.number("power") or 0.0,
@@ -274,9 +288,8 @@ class CarControl:
             batteries=self._home_batteries(),
             settings=self.settings(),
             quarter=self.budget(),
-            planned_power_w=self._planned_now(planned, self.clock.now()) * 1000
-            if planned is not None
-            else 0.0,
+            planned_power_w=self._planned_now(planned, now) * 1000 if planned is not None else 0.0,
+            plan_slack=slack,
         )
 
     @staticmethod

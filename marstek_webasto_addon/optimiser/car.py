@@ -19,7 +19,9 @@ flowing: the batteries keep a session going, they never start one).
 
 Capacity cap, in every mode: the current is limited so this clock quarter-hour's average import stays under
 the month's target. When even the minimum current would break it, pv and plan pause; now and min_pv keep the
-minimum, because a person asked for charging (the reason says so).
+minimum, because a person asked for charging (the reason says so). In plan, only while the session has slack
+(`car_sessions.has_slack`): a car that could no longer make up later what it does not take now gets the
+planned power, whatever the quarter comes to (the replay carries out the plan the same way).
 
 Phases: a wallbox that can switch (the UNITE, when it says so) charges on one phase in pv and min_pv while
 the surplus is too small for three; a switch interrupts charging, so it waits for the wish to last and comes
@@ -124,6 +126,9 @@ class CarInputs:
     settings: CarSettings = field(default_factory=CarSettings)
     quarter: QuarterBudget | None = None  # None: no capacity tariff
     planned_power_w: float = 0.0  # plan: the planner's car power for this quarter-hour
+    # plan: the session can still be met if the car waits (`car_sessions.has_slack`); without slack the
+    # capacity cap does not hold the planned power back: the departure comes first
+    plan_slack: bool = True
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,11 @@ class CarController:
         if not self.charging and not self._off_time_over(i):
             return 0, CarState.WAITING, f"{text}: off-time, starts in {self._off_left(i):.0f} s"
         want = self._paced(i, amps)
+        if not i.plan_slack:
+            cap = self._cap(i)
+            capped = cap.amps is not None and cap.amps < want
+            over = f", the departure first ({cap.heading(want)})" if capped else ""
+            return want, CarState.CHARGING, f"{note}{text}: {want} A{over}"
         return self._capped(i, want, f"{note}{text}: {want} A")
 
     def _plan_step_up(self, i: CarInputs, exact: float, lower: int) -> int:

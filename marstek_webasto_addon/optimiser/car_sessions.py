@@ -34,6 +34,14 @@ EXPECT_DAYS = 28
 EXPECT_LATE = timedelta(hours=2)
 EXPECT_EARLY = timedelta(hours=4)  # a stay that began this long before the usual time was the usual stay
 MINUTES_PER_DAY = 24 * 60
+# A session has slack while it needs less than SLACK_SHARE of the wallbox's full power until SLACK_CUSHION_H
+# before its departure. With slack, the car is the load that waits when the house takes more than planned
+# (the capacity cap holds it back, the next plan moves what it did not take); without, the plan's power goes
+# through even past the month's target: the departure comes first, as the planner weighs a missing kWh far
+# above any peak. The cushion keeps a long session that was held back quarter after quarter from having to
+# make it all up at full power in its last quarters (a new peak then, and a car short at its departure).
+SLACK_SHARE = 0.5
+SLACK_CUSHION_H = 0.5
 
 
 def min_charge_kw(phases: int) -> float:
@@ -61,6 +69,11 @@ class CarSession:
     @property
     def hours(self) -> float:
         return (self.departure - self.arrival).total_seconds() / 3600
+
+
+def has_slack(left_kwh: float, hours_left: float, max_kw: float) -> bool:
+    """Whether a session that still needs `left_kwh` in `hours_left` may wait for the capacity cap."""
+    return left_kwh < SLACK_SHARE * max_kw * (hours_left - SLACK_CUSHION_H)
 
 
 @dataclass(frozen=True)

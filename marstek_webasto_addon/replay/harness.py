@@ -44,6 +44,7 @@ from ..optimiser.car_sessions import (
     CarSession,
     PastSession,
     expected_session,
+    has_slack,
     wallbox_power,
 )
 from ..optimiser.engine import Optimiser
@@ -70,7 +71,6 @@ from .sessions import Visit, clipped, visits
 SCENARIOS = ("optimiser", "rules", "no_battery", "auto_one", "auto_all")
 CAR_MODES = ("fixed", "plan")  # the car as the profile charged it, or its sessions planned by the optimiser
 MET_TOLERANCE_KWH = 0.05
-SLACK_SHARE = 0.5  # a session has slack while it needs less than half of full power until its last half hour
 SETTLE_S = 5
 DAY_AHEAD_PUBLISHED_HOUR = 13
 HISTORY_QUARTERS = 6 * 7 * 96  # what the load learner looks back on
@@ -304,8 +304,7 @@ class CarExecutor:
         kw = wallbox_power(min(want, left), minutes_left, visit.min_kw, visit.max_kw)
         kw = max(0.0, min(kw, left / hours))
         hours_left = (visit.departure - quarter) * QUARTER_H - minute / 60
-        slack = left < SLACK_SHARE * visit.max_kw * (hours_left - 0.5)
-        if self.step is not None and slack and kw > 0:
+        if self.step is not None and has_slack(left, hours_left, visit.max_kw) and kw > 0:
             rest_h = minutes_left / 60
             budget = (self.step.peak_kw - PEAK_MARGIN_KW) * QUARTER_H - imported_kwh
             room = budget / rest_h - house_grid_kw  # the car's average over the rest of the quarter
