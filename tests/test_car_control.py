@@ -355,7 +355,8 @@ def test_plan_without_slack_gives_the_planned_power_past_the_target_and_says_why
     assert (due.current_a, due.state) == (10, CarState.CHARGING)
     # heading for (5000 + 10 x 690) x 0.25 / 0.25 = 11.9 kW
     assert due.reason == (
-        "plan 6.9 kW: 10 A, the departure first (capacity: quarter-hour heading for 11.9 kW over 8.0 kW target)"
+        "plan 6.9 kW: 10 A, the departure first "
+        "(capacity: quarter-hour heading for 11.9 kW over 8.0 kW target)"
     )
     site.plan_slack = True  # slack again (a re-plan moved the departure): the cap holds it back at once
     assert site.run(10).current_a == 0

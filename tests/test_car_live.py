@@ -125,6 +125,11 @@ async def test_plan_mode_gives_the_planner_the_cars_session_and_says_early_when_
         session = plan_car()
         assert session.session.energy_kwh == 12.0  # the NEXT's session so far has charged nothing
         assert session.met
+        control = next(d for d in runtime.wallboxes if d.name == "Garage").charge
+        assert isinstance(control, CarControl)
+        inputs = control.inputs()
+        assert inputs is not None
+        assert inputs.plan_slack  # 12 kWh in 6 h at up to 11 kW: the capacity cap may hold the car back
         await recorder.wait_for(
             lambda: "kWh planned by" in str(state_of(recorder, garage).get("charge_control")), 10, "shown"
         )
@@ -138,6 +143,9 @@ async def test_plan_mode_gives_the_planner_the_cars_session_and_says_early_when_
         )
         missing = plan_car()
         assert missing.missing_kwh > 90
+        inputs = control.inputs()
+        assert inputs is not None
+        assert not inputs.plan_slack  # no slack: the plan's power goes through, the departure first
         # meanwhile the car charges as fast as allowed: the plan puts all it can before the departure
         await recorder.wait_for(lambda: site.next_sim.setpoint >= 6, 15, "charging")
 

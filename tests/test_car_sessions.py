@@ -13,6 +13,7 @@ from marstek_webasto_addon.optimiser.car_sessions import (
     PastSession,
     expected_session,
     has_slack,
+    next_departure,
     wallbox_minutes,
 )
 from marstek_webasto_addon.optimiser.planner import (
@@ -200,6 +201,25 @@ def test_a_session_has_slack_while_half_power_would_meet_it_before_its_last_half
     assert has_slack(10.9, 2.5, 11.0)
     assert not has_slack(11.1, 2.5, 11.0)
     assert not has_slack(0.1, 0.4, 11.0)  # in its last half hour, never: what waits now cannot come later
+
+
+def test_a_departure_stays_todays_until_it_comes_once_the_car_is_plugged_in() -> None:
+    evening = datetime(2026, 1, 4, 18, 0)
+    morning = datetime(2026, 1, 5, 7, 30)
+    # plugged in at 18:00 for 07:30: the next morning's, also in its last quarter-hour (the car still
+    # charges for it), and the morning after once it has passed
+    assert next_departure(time(7, 30), evening, evening) == morning
+    assert next_departure(time(7, 30), datetime(2026, 1, 5, 7, 20), evening) == morning
+    assert next_departure(time(7, 30), datetime(2026, 1, 5, 7, 30), evening) == morning + timedelta(days=1)
+    assert next_departure(time(7, 30), datetime(2026, 1, 7, 9, 0), evening) == morning + timedelta(days=3)
+    # plugged in at 07:20 for 07:30: too close, tomorrow's
+    early = datetime(2026, 1, 5, 7, 20)
+    assert next_departure(time(7, 30), early, early) == morning + timedelta(days=1)
+    # a car there before the add-on (no plug-in known): counted from now, as before
+    assert next_departure(time(7, 30), datetime(2026, 1, 5, 7, 20)) == morning + timedelta(days=1)
+    assert next_departure(time(7, 30), datetime(2026, 1, 5, 6, 0)) == morning
+    # a plug-in time in the future (a clock set back) counts as now
+    assert next_departure(time(7, 30), datetime(2026, 1, 5, 6, 0), morning) == morning
 
 
 def stays_at(*days_and_hours: tuple[int, float], hours: float = 12.0, kwh: float = 20.0) -> list[PastSession]:

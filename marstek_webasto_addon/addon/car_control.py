@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from typing import Any, Protocol
 
 from ..bridge.controls import CHARGE_MODES
@@ -41,6 +41,7 @@ from ..optimiser.car_sessions import (
     SessionPlan,
     expected_session,
     has_slack,
+    next_departure,
     wallbox_minutes,
 )
 from .inputs import GridInput
@@ -176,10 +177,7 @@ class CarControl:
         if values.get("cable_state") not in PLUGGED or values.get("charge_point_state") in DONE:
             return None
         charged = max(self._stay_kwh, self.stay_kwh() or 0.0)  # (never less for a reading that failed)
-        clock = self._departure_time()
-        departure = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
-        if departure <= now + timedelta(minutes=15):
-            departure += timedelta(days=1)  # 07:30 asked at 08:00 means tomorrow's
+        departure = next_departure(self._departure_time(), now, self._plugged_since)
         min_kw, max_kw = self._power_limits_kw()
         return CarSession(now, departure, max(0.0, self._energy_kwh - charged), max_kw, min_kw)
 
@@ -270,8 +268,8 @@ class CarControl:
             # `now`, so the car is ready by its departure whatever the planner does.
             mode = ChargeMode.NOW
         now = self.clock.now()
-        # The plan's session, as the plan saw it (the energy still needed when it was made: a little more
-        # than now, never less): its departure stays today's in the last quarter-hour before it.
+        # The plan's session, as the plan saw it: the energy still needed when it was made (a little more
+        # than now, never less) by the departure (`next_departure`).
         session = planned[1].session if planned is not None else None
         slack = session is None or has_slack(
             session.energy_kwh, (session.departure - now).total_seconds() / 3600, session.max_kw

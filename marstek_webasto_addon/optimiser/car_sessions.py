@@ -34,6 +34,7 @@ EXPECT_DAYS = 28
 EXPECT_LATE = timedelta(hours=2)
 EXPECT_EARLY = timedelta(hours=4)  # a stay that began this long before the usual time was the usual stay
 MINUTES_PER_DAY = 24 * 60
+DEPARTURE_LEAD = timedelta(minutes=15)  # a departure set less than this after the plug-in is the next day's
 # A session has slack while it needs less than SLACK_SHARE of the wallbox's full power until SLACK_CUSHION_H
 # before its departure. With slack, the car is the load that waits when the house takes more than planned
 # (the capacity cap holds it back, the next plan moves what it did not take); without, the plan's power goes
@@ -83,6 +84,21 @@ class PastSession:
     arrival: datetime
     departure: datetime
     energy_kwh: float
+
+
+def next_departure(clock: time, now: datetime, plugged_since: datetime | None = None) -> datetime:
+    """When the car plugged in at `plugged_since` (None: not known) leaves, by the user's departure time of
+    day: the first one more than DEPARTURE_LEAD after the plug-in (07:30 set at 07:20 means tomorrow's)
+    that has not passed yet. Counted from the plug-in, today's departure stays today's until it comes: in
+    its last quarter-hour the car still charges for it. Counted from now, as with a car that was there
+    before the add-on, it is tomorrow's from DEPARTURE_LEAD before it."""
+    since = plugged_since if plugged_since is not None and plugged_since <= now else now
+    departure = since.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+    if departure <= since + DEPARTURE_LEAD:
+        departure += timedelta(days=1)
+    if departure <= now:  # passed (a car still there after its departure): the next one
+        departure += timedelta(days=(now - departure) // timedelta(days=1) + 1)
+    return departure
 
 
 def expected_session(
