@@ -259,6 +259,41 @@ def test_a_solve_that_runs_too_long_gives_no_plan_and_says_so() -> None:
     assert "time limit" in live.problem.lower()
 
 
+def test_a_plan_that_raises_leaves_no_plan_and_is_tried_again_at_the_next_step() -> None:
+    from marstek_webasto_addon.optimiser.planner import Plan, PlanInputs, Planner
+
+    class Flaky(Planner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+            self.fail = False
+
+        def plan(self, inputs: PlanInputs) -> Plan:
+            self.calls += 1
+            if self.fail:
+                raise ValueError("a bad forecast")
+            return super().plan(inputs)
+
+    now = datetime(2026, 6, 3, 12, 1)
+    planner = Flaky()
+    live = LivePlanner(DEFAULT_TARIFF, history=learned(7, end=now), pv_measured=True, planner=planner)
+    assert live.step(now, views(40, 60), CapacityTracker(), SETTINGS, None) is not None
+    planner.fail = True
+    later = now + timedelta(minutes=15)  # a new quarter: a re-plan, which fails
+    with pytest.raises(ValueError, match="a bad forecast"):
+        live.step(later, views(40, 60), CapacityTracker(), SETTINGS, None)
+    assert live.plan is None  # not the last quarter's plan, which would go on steering the car
+    assert live.problem == "the planner failed: a bad forecast"
+    assert live.as_json()["status"] == "the planner failed: a bad forecast"
+    with pytest.raises(ValueError, match="a bad forecast"):  # the same quarter: tried again
+        live.step(later + timedelta(seconds=10), views(40, 60), CapacityTracker(), SETTINGS, None)
+    assert planner.calls == 3
+    planner.fail = False
+    again = live.step(later + timedelta(seconds=20), views(40, 60), CapacityTracker(), SETTINGS, None)
+    assert again is not None
+    assert (live.plan is not None, live.problem, planner.calls) == (True, "", 4)
+
+
 def test_the_month_counts_its_capacity_peak_and_the_saving_against_no_batteries() -> None:
     live = LivePlanner(DEFAULT_TARIFF)
     at = datetime(2026, 1, 14, 18, 0)

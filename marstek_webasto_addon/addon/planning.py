@@ -307,8 +307,15 @@ class LivePlanner:
             self.pv_detail.version if self.pv_detail is not None else 0,
         )
         if key != self._key or self.plan is None:
+            # The key is kept once a plan is made from it: a plan that raised is tried again at the next
+            # step, and meanwhile there is none (an older plan would go on steering the car unseen).
+            self._key = ()
+            try:
+                self._replan(now, usable, capacity, settings, pv_tomorrow_kwh, car, car_planned)
+            except Exception as exc:
+                self.plan, self.problem = None, f"the planner failed: {exc}"
+                raise
             self._key = key
-            self._replan(now, usable, capacity, settings, pv_tomorrow_kwh, car, car_planned)
         plan = self.plan
         if plan is None:
             return None
