@@ -369,7 +369,8 @@ class CarControl:
                     f"{expected.energy_kwh:.1f} kWh (its usual stay): the plan keeps room for it"
                 )
             if planned is None:
-                return f"no plan for the car (the planner is not running): charging now; {decision.reason}"
+                why = "the planner is off or has none"
+                return f"no plan for the car ({why}): charging now; {decision.reason}"
             session = planned[1]
             if not session.met:
                 return (

@@ -314,6 +314,7 @@ class LivePlanner:
                 self._replan(now, usable, capacity, settings, pv_tomorrow_kwh, car, car_planned)
             except Exception as exc:
                 self.plan, self.problem = None, f"the planner failed: {exc}"
+                self.planner.forget()  # the next try starts from a new solver, not from what may have broken
                 raise
             self._key = key
         plan = self.plan

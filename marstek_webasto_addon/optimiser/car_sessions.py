@@ -88,10 +88,11 @@ class PastSession:
 
 def next_departure(clock: time, now: datetime, plugged_since: datetime | None = None) -> datetime:
     """When the car plugged in at `plugged_since` (None: not known) leaves, by the user's departure time of
-    day: the first one more than DEPARTURE_LEAD after the plug-in (07:30 set at 07:20 means tomorrow's)
-    that has not passed yet. Counted from the plug-in, today's departure stays today's until it comes: in
-    its last quarter-hour the car still charges for it. Counted from now, as with a car that was there
-    before the add-on, it is tomorrow's from DEPARTURE_LEAD before it."""
+    day: the first one more than DEPARTURE_LEAD after the plug-in (a car plugged in at 07:20 for 07:30
+    leaves tomorrow) that has not passed yet. Counted from the plug-in, today's departure stays today's
+    until it comes: in its last quarter-hour the car still charges for it, and a departure set 10 minutes
+    ahead for a car plugged in since the evening means in 10 minutes. Counted from now, as with a car that
+    was there before the add-on, it is tomorrow's from DEPARTURE_LEAD before it."""
     since = plugged_since if plugged_since is not None and plugged_since <= now else now
     departure = since.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
     if departure <= since + DEPARTURE_LEAD:
