@@ -307,9 +307,8 @@ class LivePlanner:
             self.pv_detail.version if self.pv_detail is not None else 0,
         )
         if key != self._key or self.plan is None:
-            # The key is kept once a plan is made from it: a plan that raised is tried again at the next
-            # step, and meanwhile there is none (an older plan would go on steering the car unseen).
-            self._key = ()
+            # A plan that raised leaves none (an older plan would go on steering the car unseen), and no
+            # plan is tried again at the next step.
             try:
                 self._replan(now, usable, capacity, settings, pv_tomorrow_kwh, car, car_planned)
             except Exception as exc:
