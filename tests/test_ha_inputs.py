@@ -89,6 +89,18 @@ async def test_an_unavailable_or_removed_meter_leaves_no_number_and_says_why(fak
         assert "does not exist" in grid.current().problem
 
 
+async def test_an_implausible_meter_reading_is_no_reading(fake: FakeHomeAssistant) -> None:
+    grid = EntityPowerInput(P1)
+    async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)):
+        await until(lambda: grid.current().value is not None)
+        await fake.set_state(P1, "4200")  # kW: a glitch, as the month's capacity peak it would stay
+        await until(lambda: grid.current().value is None)
+        assert "beyond 60 kW" in grid.current().problem
+        await fake.set_state(P1, "-59.5")  # a large export is still a reading
+        await until(lambda: grid.current().value == pytest.approx(-59500))
+        assert grid.current().problem == ""
+
+
 async def test_an_energy_sensor_as_grid_source_is_a_configuration_error(fake: FakeHomeAssistant) -> None:
     grid = EntityPowerInput(PV)
     async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)):
@@ -98,11 +110,11 @@ async def test_an_energy_sensor_as_grid_source_is_a_configuration_error(fake: Fa
 
 
 async def test_invert_and_the_unit_of_a_sensor_without_one(fake: FakeHomeAssistant) -> None:
-    fake.preset("sensor.export_positive", "300")  # a template sensor without unit_of_measurement
+    fake.preset("sensor.export_positive", "3")  # a template sensor without unit_of_measurement
     grid = EntityPowerInput("sensor.export_positive", unit="kW", invert=True)
     async with running(HomeAssistantInputs([grid], None, url=fake.url, token=fake.token)):
         await until(lambda: grid.current().value is not None)
-        assert grid.current().value == pytest.approx(-300_000)
+        assert grid.current().value == pytest.approx(-3000)
 
 
 async def test_a_lost_connection_is_reported_and_the_reading_ages(fake: FakeHomeAssistant) -> None:

@@ -184,6 +184,39 @@ def _out_of_range(messages: list[tuple[str, bytes, bool]]) -> list[str]:
     return found
 
 
+async def test_a_bad_or_retained_meter_message_is_not_a_reading_and_the_session_goes_on(
+    broker: Broker, site: Site, tmp_path: Path
+) -> None:
+    sim = site.batteries.batteries[0]
+    options = {**site.options(), "grid_source": {"type": "mqtt", "topic": "p1/power"}}
+    async with aiomqtt.Client(broker.host, broker.port, identifier="meter") as meter:
+        # the broker's copy of a reading from before the add-on started
+        await meter.publish("p1/power", "777", qos=1, retain=True)
+        async with recording(broker) as recorder, bridge(broker, options, tmp_path) as runtime:
+            await wait_ready(recorder, runtime)
+            grid = runtime.grid
+            assert grid is not None
+            await asyncio.sleep(0.5)
+            assert grid.reading.value is None  # a retained reading is old, not the meter now
+            bad = {
+                "9" * 400: "not a power reading",  # float() overflows
+                "[" * 5000 + "]" * 5000: "not a power reading",  # the JSON parser's recursion limit
+                "true": "not a power reading",
+                "4200000": "beyond 60 kW",  # a glitch, or kW sent to a topic set up for W
+            }
+            for payload, why in bad.items():
+                await meter.publish("p1/power", payload, qos=1)
+                await recorder.wait_for(lambda why=why: why in grid.reading.problem, 10, why)
+                assert grid.reading.value is None
+            await meter.publish("p1/power", "1234", qos=1)
+            await recorder.wait_for(lambda: grid.reading.value == 1234, 10, "the next good reading")
+            assert grid.reading.problem == ""
+            # the session lives on: a command still reaches the battery
+            await meter.publish(f"{BASE}/battery_{sim.ble_mac}/mode/set", "AI", qos=1)
+            await recorder.wait_for(lambda: sim.mode == "AI", 20, "the command after the bad messages")
+        await meter.publish("p1/power", "", qos=1, retain=True)
+
+
 @pytest.mark.parametrize(
     ("profile", "limit", "shown"),
     [(PROFILES["venus_e3_v150"], 2500, 1000), (E_MINI, 800, 800)],

@@ -25,7 +25,7 @@ from .homeassistant import (
     HomeAssistantClient,
     HomeAssistantError,
 )
-from .inputs import GridInput, PvForecast
+from .inputs import GridInput, PvForecast, implausible_power
 
 _LOG = logging.getLogger(__name__)
 FORECAST_REFRESH_S = 1800.0
@@ -63,6 +63,10 @@ class EntityPowerInput(GridInput):
             return
         if value is None:
             self._unusable(f"{self.entity_id} is {state.state!r}")
+            return
+        implausible = implausible_power(value)
+        if implausible:
+            self._unusable(f"{self.entity_id}: {implausible}")
             return
         self.reading.value, self.reading.at, self.reading.problem = value * self.sign, state.received_at, ""
 

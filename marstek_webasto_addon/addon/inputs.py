@@ -17,6 +17,18 @@ from ..bridge.devices import BatteryDevice
 
 _LOG = logging.getLogger(__name__)
 
+# A home's connection carries at most about 3 x 80 A x 250 V: a power reading beyond it is a glitch or a
+# wrong unit. Held for one control step, such a number would set the month's capacity peak (and with it
+# the peak target and the car's capacity budget) for the rest of the month.
+PLAUSIBLE_POWER_W = 60_000.0
+
+
+def implausible_power(watts: float) -> str:
+    """Why a power reading (W) cannot be used: "" when it can."""
+    if abs(watts) <= PLAUSIBLE_POWER_W:
+        return ""
+    return f"{watts:.0f} W is beyond {PLAUSIBLE_POWER_W / 1000:.0f} kW, not a home's power (check the unit)"
+
 
 @dataclass
 class Reading:
@@ -55,16 +67,26 @@ class MqttGridInput(GridInput):
             value = json.loads(text) if text else None
             if self.json_key:
                 value = value.get(self.json_key) if isinstance(value, dict) else None
-            number = float(value)  # type: ignore[arg-type]
-        except (ValueError, TypeError, AttributeError):
+            # true/false are not a power, though float() would take them for 1 and 0
+            number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+        except Exception:  # whatever a payload holds (a 400-digit number, deep nesting)
             number = math.nan
         if not math.isfinite(number):
-            problem = f"{self.reading.source}: {text[:60]!r} is not a power reading"
-            if problem != self.reading.problem:
-                _LOG.warning("%s", problem)  # once per kind of bad payload, not on every message
-            self.reading.problem = problem
+            self._reject(f"{text[:60]!r} is not a power reading")
+            return
+        implausible = implausible_power(number * self.scale)
+        if implausible:
+            self._reject(implausible)
             return
         self.set(number * self.scale)
+
+    def _reject(self, why: str) -> None:
+        """The payload is not used: the last good reading ages out by itself (a stale meter holds the
+        batteries in Auto)."""
+        problem = f"{self.reading.source}: {why}"
+        if problem != self.reading.problem:
+            _LOG.warning("%s", problem)  # once per kind of bad payload, not on every message
+        self.reading.problem = problem
 
 
 class BatteryMeterInput(GridInput):

@@ -281,13 +281,24 @@ class MqttBridge:
                     lambda: asyncio.ensure_future(self._republish_after_birth()),
                 )
             return
+        try:
+            self._dispatch(topic, payload, message.retain)
+        except Exception:
+            # One message must never end the session (and with it every device's link to Home Assistant).
+            _LOG.exception("a message on %s could not be handled; it is ignored", topic)
+
+    def _dispatch(self, topic: str, payload: bytes | str, retained: bool) -> None:
         listener = self._listeners.get(topic)
         if listener is not None:
-            listener(payload)
+            # A retained reading is the broker's copy of an old one, delivered on every (re)subscribe: as a
+            # fresh reading it would steer the batteries by a meter that may have stopped minutes ago.
+            # Live readings reach a subscriber unretained, whatever flag their publisher set.
+            if not retained:
+                listener(payload if isinstance(payload, bytes) else payload.encode())
             return
         command = self.topics.parse_command(topic)
         if command is not None:
-            if message.retain:
+            if retained:
                 _LOG.warning("ignoring a retained command on %s (commands must never be retained)", topic)
                 return
             self.router.offer(*command, payload, source="mqtt")
