@@ -194,6 +194,45 @@ async def test_charging_current_is_validated_and_clamped(model: WallboxModel, ma
     await client.close()
 
 
+@pytest.mark.parametrize("model", list(WallboxModel))
+async def test_the_installation_maximum_wins_over_the_box_minimum(
+    model: WallboxModel, make_box: BoxFactory
+) -> None:
+    sim, server = await make_box(model, evse_max_current=16)
+    sim.plug_in(Car(max_current=32))
+    client = client_for(server, model, installation_max_current=5)  # a 5 A fuse, the box's minimum is 6 A
+    await client.connect()
+    await client.poll(include_slow=True)
+    assert client.current_limits() == (6, 5)
+    before = sim.setpoint
+    for amps in (6, 16):
+        outcome = await client.set_charging_current(amps)
+        assert outcome.status is WriteStatus.REJECTED
+        assert "below the box's minimum of 6 A" in outcome.detail
+    failsafe = await client.set_failsafe(current=6)
+    assert failsafe.status is WriteStatus.REJECTED
+    assert sim.setpoint == before
+    assert sim.failsafe_current == 6
+    assert (await client.set_charging_current(0)).ok
+    assert sim.setpoint == 0
+    await client.close()
+
+
+async def test_fail_safe_settings_that_break_the_promises_are_shown(make_box: BoxFactory) -> None:
+    sim, server = await make_box(NEXT, evse_max_current=16)
+    sim.failsafe_current, sim.failsafe_timeout = 16, 3600  # set in the box's own web page
+    client = client_for(server, NEXT, installation_max_current=10)
+    await client.connect()
+    snapshot = await client.poll(include_slow=True)
+    problems = " ".join(snapshot.problems)
+    assert "fail-safe current of 16 A is above the maximum of 10 A" in problems
+    assert "fail-safe timeout of 3600 s is longer than 600 s" in problems
+    sim.failsafe_current, sim.failsafe_timeout = 10, 600
+    snapshot = await client.poll(include_slow=True)
+    assert not [p for p in snapshot.problems if "fail-safe" in p]
+    await client.close()
+
+
 async def test_failsafe_settings_are_validated_and_verified(make_box: BoxFactory) -> None:
     sim, server = await make_box(NEXT)
     client = client_for(server, NEXT)

@@ -329,6 +329,28 @@ class WebastoClient:
         self.snapshot = WallboxSnapshot(
             {**self.snapshot.values, **kept}, now, [*problems, *self.plausibility.problems]
         )
+        self.snapshot.problems.extend(self._setup_problems())
+
+    def _setup_problems(self) -> list[str]:
+        """The box's own fail-safe settings that would break the add-on's promises if it stopped: a
+        fail-safe current above the installation's maximum, a timeout that keeps the add-on's last current
+        longer than FAILSAFE_TIMEOUT_RANGE allows. Set in the box (or by a person's command): shown, not
+        overwritten."""
+        problems = []
+        current = self.snapshot.number("failsafe_current")
+        _, maximum = self.current_limits()
+        if current is not None and current > maximum:
+            problems.append(
+                f"the box's fail-safe current of {current:g} A is above the maximum of {maximum} A: "
+                "if the add-on stops, the box falls back to more than the installation allows; set it lower"
+            )
+        timeout = self.snapshot.number("failsafe_timeout")
+        if timeout is not None and timeout > FAILSAFE_TIMEOUT_RANGE[1]:
+            problems.append(
+                f"the box's fail-safe timeout of {timeout:g} s is longer than {FAILSAFE_TIMEOUT_RANGE[1]} s: "
+                "if the add-on stops, its last current stays in force that long; set it shorter"
+            )
+        return problems
 
     # reading --------------------------------------------------------------------------------------
 
@@ -382,14 +404,23 @@ class WebastoClient:
             return self._outcome(WriteStatus.NOT_APPLIED, command, str(exc))
 
     def current_limits(self) -> tuple[int, int]:
-        """(minimum, maximum) charging current in A: the box's own limits, capped by the installation's."""
+        """(minimum, maximum) charging current in A: the box's own limits, capped by the installation's.
+
+        The installation's maximum is a hard ceiling, also below the box's minimum: then the maximum is
+        below the minimum and no current but 0 can be set (the fuse wins over the box)."""
         minimum = int(self.snapshot.number("min_current") or DEFAULT_MIN_CURRENT) or DEFAULT_MIN_CURRENT
         box = [self.snapshot.number(k) for k in (*self.rules.max_current_keys, "evse_max_current")]
         known = [b for b in box if b is not None and b > 0]
         maximum = min(known) if known else float(self.config.installation_max_current or 16)
         if self.config.installation_max_current is not None:
             maximum = min(maximum, self.config.installation_max_current)
-        return minimum, max(minimum, math.floor(maximum))
+        return minimum, math.floor(maximum)
+
+    def _below_minimum(self, minimum: int, maximum: int) -> str:
+        return (
+            f"the maximum of {maximum} A (installation or box) is below the box's minimum of {minimum} A: "
+            "only 0 (pause) can be set"
+        )
 
     async def set_charging_current(self, amps: float) -> WriteOutcome:
         """0 pauses; otherwise between the box's minimum and maximum, never above the installation limit."""
@@ -401,6 +432,8 @@ class WebastoClient:
                 command,
                 f"must be 0 (pause) or {minimum}..{maximum} A; {amps:g} A is not a charging current",
             )
+        if amps > 0 and maximum < minimum:
+            return self._outcome(WriteStatus.REJECTED, command, self._below_minimum(minimum, maximum))
         if 0 < amps < minimum:
             return self._outcome(
                 WriteStatus.REJECTED,
@@ -452,6 +485,10 @@ class WebastoClient:
         ]
         command = "fail-safe " + ", ".join(p for p in parts if p)
         minimum, maximum = self.current_limits()
+        if current is not None and current != 0 and maximum < minimum:
+            return self._outcome(
+                WriteStatus.REJECTED, command, f"fail-safe current: {self._below_minimum(minimum, maximum)}"
+            )
         if current is not None and not (current == 0 or minimum <= current <= maximum):
             return self._outcome(
                 WriteStatus.REJECTED, command, f"fail-safe current must be 0 or {minimum}..{maximum} A"
