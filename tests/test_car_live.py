@@ -71,6 +71,43 @@ async def test_charge_modes_steer_the_wallbox_and_a_persons_current_wins(
     assert [m["mode"] for m in state["charge_modes"].values()] == ["pv"]
 
 
+async def test_a_unite_switched_to_one_phase_never_draws_a_one_phase_current_on_three(
+    broker: Broker, site: BridgeSite, tmp_path: Path
+) -> None:
+    box = site.unite_sim
+    box.plug_in(Car())  # a three-phase car
+    highest_w = 0.0
+
+    async def watch() -> None:
+        nonlocal highest_w
+        while True:
+            highest_w = max(highest_w, box.power_w)
+            await asyncio.sleep(0.02)
+
+    async with recording(broker) as recorder, bridge(broker, options(site), tmp_path) as runtime:
+        await wait_ready(recorder, runtime)
+        carport = str(next(d for d in runtime.wallboxes if d.name == "Carport").device_id)
+        assert (await command(recorder, carport, "charging_current", "0"))["status"] == "applied"
+        assert box.phases == 3
+        watcher = asyncio.create_task(watch())
+        await recorder.publish(P1, "300")  # importing: min+pv charges at the least it can, on one phase
+        assert (await command(recorder, carport, "charge_mode", "min_pv"))["status"] == "applied"
+        await recorder.wait_for(lambda: box.phases == 1 and box.setpoint == 6, 15, "6 A on one phase")
+        await asyncio.sleep(1.0)
+        watcher.cancel()
+        assert box.phases == 1
+        assert box.power_w == pytest.approx(6 * 230, rel=0.05)
+        # never the decided 6 A on the three phases the box had (4.1 kW)
+        assert highest_w <= 6 * 230 * 1.05
+        steering = str(state_of(recorder, carport).get("charge_control"))
+        assert "minimum 6 A" in steering, steering
+        # a person's phases win, as their current does: the charge mode steps back
+        assert (await command(recorder, carport, "phases", "3"))["status"] == "applied"
+        await recorder.wait_for(lambda: state_of(recorder, carport)["charge_mode"] == "manual", 5, "manual")
+        await asyncio.sleep(1.5)
+        assert box.phases == 3
+
+
 async def test_a_persons_current_wins_over_a_charge_mode_write_already_on_its_way(
     broker: Broker, site: BridgeSite, tmp_path: Path
 ) -> None:

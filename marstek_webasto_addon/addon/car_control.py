@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
+from time import monotonic
 from typing import Any, Protocol
 
 from ..bridge.controls import CHARGE_MODES
@@ -54,6 +55,7 @@ VOLTS = 230.0
 PLUGGED = frozenset({"vehicle_connected", "vehicle_locked"})
 DONE = frozenset({"suspended_ev", "finishing"})  # the car stopped taking energy (UNITE states)
 GRID_FRESH_S = 30.0
+PHASE_RETRY_S = 60.0  # a phase switch the box refused is not asked again sooner (one warning a minute)
 STAYS_KEPT = 100  # about two months of a car that comes home every evening and at noon
 
 
@@ -109,6 +111,7 @@ class CarControl:
         self._departure: str = departure if isinstance(departure, str) and _is_clock(departure) else "07:30"
         self.planned: Callable[[], tuple[float, SessionPlan] | None] = lambda: None  # the planner's car
         self._writing: asyncio.Task[None] | None = None
+        self._phase_retry_at = 0.0
         self.stays: list[PastSession] = _stays(saved.get("stays"))
         self._plugged_since: datetime | None = _time(saved.get("plugged_since"))  # the stay under way
         self._car_here: bool | None = None  # None: the wallbox not read yet
@@ -244,6 +247,11 @@ class CarControl:
         per_amp = self._phases() * VOLTS / 1000
         return minimum * per_amp, maximum * per_amp
 
+    def _can_switch_phases(self) -> bool:
+        # a single-phase installation (register 404) has no three phases to switch to
+        link = self.wallbox.link
+        return link.client.supports("phase_switch") and link.snapshot.values.get("phases_installed") != "1"
+
     def _phases(self) -> int:
         values = self.wallbox.link.snapshot.values
         return 1 if values.get("phase_switch") == "1" or values.get("phases_installed") == "1" else 3
@@ -282,7 +290,12 @@ class CarControl:
             car_power=link.snapshot.number("power") or 0.0,
             plugged_in=values.get("cable_state") in PLUGGED,
             wants_energy=values.get("charge_point_state") not in DONE,
-            limits=WallboxLimits(minimum, maximum, phases, can_switch_phases=client.supports("phase_switch")),
+            limits=WallboxLimits(
+                minimum,
+                maximum,
+                phases,
+                can_switch_phases=self._can_switch_phases(),
+            ),
             batteries=self._home_batteries(),
             settings=self.settings(),
             quarter=self.budget(),
@@ -319,9 +332,33 @@ class CarControl:
         self.status.decision = decision
         wanted = decision.current_a if decision.charge else 0
         client = self.wallbox.link.client
-        if wanted != client.current_setpoint and (self._writing is None or self._writing.done()):
-            self._writing = asyncio.create_task(self._write(wanted, decision.reason))
+        box_phases = self._phases()
+        phases = decision.phases if self._can_switch_phases() and decision.phases != box_phases else None
+        if phases is not None and phases < box_phases:
+            # A current meant for one phase would draw three times the power on three: the car pauses
+            # until the box reports the switch (it interrupts the charge to switch anyway).
+            wanted = 0
+        if phases is not None and monotonic() < self._phase_retry_at:
+            phases = None  # a switch the box refused is tried again later, not at every step
+        busy = self._writing is not None and not self._writing.done()
+        if not busy and (phases is not None or wanted != client.current_setpoint):
+            self._writing = asyncio.create_task(self._apply(phases, wanted, decision.reason))
         return decision
+
+    async def _apply(self, phases: int | None, amps: int, reason: str) -> None:
+        """Down to fewer phases: pause first, then switch (the next step sets the current for them). Up to
+        more: switch first; a current meant for three phases draws less on one, so it follows even if the
+        switch fails."""
+        client = self.wallbox.link.client
+        if phases is not None and amps == 0 and client.current_setpoint != 0:
+            await self._write(0, reason)
+        if phases is not None and self.status.mode != MANUAL:
+            outcome = await client.set_phases(phases)
+            self._record(outcome, reason)
+            if outcome.status not in (WriteStatus.APPLIED, WriteStatus.ACCEPTED):
+                self._phase_retry_at = monotonic() + PHASE_RETRY_S
+        if amps != client.current_setpoint:
+            await self._write(amps, reason)
 
     async def _write(self, amps: int, reason: str) -> None:
         if self.status.mode == MANUAL:
@@ -329,6 +366,9 @@ class CarControl:
             # between this check and the request going out, so the person's write always comes after.)
             return
         outcome = await self.wallbox.link.client.set_charging_current(amps)
+        self._record(outcome, reason)
+
+    def _record(self, outcome: WriteOutcome, reason: str) -> None:
         recorded = WriteOutcome(
             outcome.status,
             f"{outcome.command} (charge mode {self.status.mode}: {reason})",
