@@ -68,8 +68,28 @@ def test_quarter_history_survives_a_restart_and_a_damaged_file() -> None:
     again = QuarterHistory.restored(saved)
     now = datetime(2026, 3, 5, 0, 0)
     np.testing.assert_allclose(again.series("house", now), history.series("house", now), atol=1e-3)
-    assert QuarterHistory.restored({"last": 5, "watts": {"house": ["x"]}}).last is None
+    assert QuarterHistory.restored({"last": 5, "watts": {"house": ["x"]}}).known_quarters("house") == 0
     assert QuarterHistory.restored("garbage").last is None
+
+
+def test_a_damaged_quarter_costs_that_quarter_not_six_weeks(caplog: pytest.LogCaptureFixture) -> None:
+    history = learned(3, end=datetime(2026, 3, 5, 0, 0))
+    saved = json.loads(json.dumps(history.snapshot()))
+    saved["watts"]["house"][-10] = "x"
+    saved["watts"]["house"][-20] = True
+    saved["watts"]["pv"] = "not a list"
+    again = QuarterHistory.restored(saved)
+    assert again.last == history.last
+    assert again.known_quarters("house") == history.known_quarters("house") - 2
+    now = datetime(2026, 3, 5, 0, 0)
+    house, before = again.series("house", now), history.series("house", now)
+    assert np.isnan(house[-10])
+    assert np.isnan(house[-20])
+    np.testing.assert_allclose(house[-9:], before[-9:], atol=1e-3)  # the quarters around it are kept
+    assert again.known_quarters("pv") == 0
+    assert again.known_quarters("wallbox") == history.known_quarters("wallbox")
+    assert "the pv series is not a list" in caplog.text
+    assert "dropped quarter-hour values that are not numbers (house: 2)" in caplog.text
 
 
 def test_quarter_history_keeps_six_weeks() -> None:

@@ -1,9 +1,12 @@
 """What a restart keeps under /data: where a battery moved to, the manual slots written to it, and the
-month's peak the capacity tariff bills."""
+month's peak the capacity tariff bills; and what a damaged or half-written file costs: only its damaged
+part."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,10 +14,13 @@ from typing import Any
 import pytest
 
 from marstek_webasto_addon.addon.runtime import restore_schedule
+from marstek_webasto_addon.addon.state import KEPT_BROKEN, StateStore
 from marstek_webasto_addon.devices.marstek.client import MarstekClient
 from marstek_webasto_addon.devices.marstek.commands import ManualSlot
 from marstek_webasto_addon.devices.outcome import WriteStatus
 from marstek_webasto_addon.optimiser.tariff import KEPT_MONTHS, CapacityTracker
+from marstek_webasto_addon.web.history import History
+from marstek_webasto_addon.web.report import ReportJob
 
 from .conftest import SimFactory, until
 from .mqtt_fixtures import Broker, broker
@@ -114,3 +120,164 @@ def test_the_snapshot_keeps_a_year_of_monthly_peaks() -> None:
     kept = CapacityTracker.restored(tracker.snapshot()).peaks
     assert len(kept) == KEPT_MONTHS
     assert max(kept) == (2026, 8)
+
+
+# damaged files ------------------------------------------------------------------------------------------
+
+POWERS: dict[str, float | None] = {"grid": 500.0, "pv": None}
+SAMPLE = {"t": 1000.0, "powers": POWERS, "soc": {"a": 55.5}, "battery_power": {"a": -300.0}}
+
+
+def test_a_state_section_of_the_wrong_shape_starts_fresh_and_the_others_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.json"
+    damaged = {
+        "holds": [],
+        "settings": {"battery:A": None, "battery:B": {"passive_power": 500}},
+        "energy": {"totals": [], "baselines": {"a:in": 4.0}},
+        "identities": {"battery:A": "AA:BB", "battery:B": 5},
+        "optimiser": {"capacity": {"peaks": {}}},
+    }
+    path.write_text(json.dumps(damaged))
+    store = StateStore(path)
+    assert store.section("holds") == {}
+    assert store.data["settings"] == {"battery:B": {"passive_power": 500}}
+    assert store.data["energy"] == {"baselines": {"a:in": 4.0}}
+    assert store.data["identities"] == {"battery:A": "AA:BB"}
+    assert store.data["optimiser"] == damaged["optimiser"]
+    assert json.loads((tmp_path / "state.broken").read_text()) == damaged  # one copy, as it was
+    assert not (tmp_path / "state.broken.1").exists()
+    assert f"state file {path}: section 'holds' is a list, not an object; starting it fresh" in caplog.text
+    assert "settings['battery:A'] is null, not an object; forgetting it" in caplog.text
+    assert "energy['totals'] is a list, not an object" in caplog.text
+    assert "identities['battery:B'] is a number, not a string" in caplog.text
+    assert len(store.problems) == 4
+    store.save()
+    assert StateStore(path).data == store.data  # the repaired file reads back clean
+
+
+@pytest.mark.parametrize("text", ["[]", "null", "5", '{"holds": {', ""])
+def test_a_state_file_that_is_no_object_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(text)
+    assert StateStore(path).data == {}
+    assert (tmp_path / "state.broken").read_text() == text
+    assert not path.exists()
+    assert f"state file {path}: " in caplog.text
+    assert "starting fresh; the file is kept as state.broken" in caplog.text
+
+
+def test_earlier_damaged_state_files_are_kept_a_few_of_them(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    for n in range(KEPT_BROKEN + 1):
+        path.write_text(f"damage {n}")
+        StateStore(path)
+    kept = [tmp_path / "state.broken", *(tmp_path / f"state.broken.{i}" for i in range(1, KEPT_BROKEN))]
+    assert [p.read_text() for p in kept] == [f"damage {n}" for n in range(KEPT_BROKEN, 0, -1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)  # the oldest is gone
+
+
+async def test_the_bridge_starts_from_a_state_file_of_the_wrong_shape(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = await make_sim(1)
+    host, port = sim.addresses[0]
+    key = KEY.format(host=host, port=port)
+    mac = sim.batteries[0].ble_mac
+    state = {"holds": [], "settings": {key: None}, "energy": {"totals": []}, "identities": {key: mac}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    async with bridge(broker, options(host, port, host), tmp_path) as runtime:
+        await until(lambda: runtime.batteries[0].available, 20)
+        assert runtime.batteries[0].settings["passive_power"] == 1000  # its settings start fresh
+        shown = [p["text"] for p in runtime.problems() if p["source"] == "Saved state"]
+        assert any("section 'holds' is a list" in text for text in shown), shown  # in the panel too
+        runtime.state.save()
+    saved = stored(tmp_path)
+    assert saved["identities"][key] == mac  # the good section is kept
+    assert isinstance(saved["settings"][key], dict)
+    assert json.loads((tmp_path / "state.broken").read_text()) == state
+    assert "section 'holds' is a list" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["null", "[]", "{", json.dumps({"version": 1, "period_s": 60.0, "samples": {}}), '{"version": 0}'],
+)
+def test_a_chart_history_of_the_wrong_shape_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    path = tmp_path / "history.json"
+    path.write_text(text)
+    history = History()
+    history.load(path, now=1030.0)
+    assert not history.samples
+    assert (tmp_path / "history.broken").read_text() == text
+    assert f"chart history {path}: " in caplog.text
+    assert "starting a new one; the file is kept as history.broken" in caplog.text
+
+
+def test_a_damaged_chart_sample_is_dropped_and_the_others_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "history.json"
+    samples = [
+        SAMPLE,
+        {**SAMPLE, "t": "yesterday"},
+        {**SAMPLE, "powers": []},
+        {**SAMPLE, "soc": {"a": "full"}},
+        "junk",
+    ]
+    text = json.dumps({"version": 1, "period_s": 60.0, "samples": samples})
+    path.write_text(text)
+    history = History()
+    history.load(path, now=1030.0)
+    assert [s.t for s in history.samples] == [1000.0]
+    series = history.series(1030.0)  # what `GET api/history` answers
+    assert series["grid"] == [500.0]
+    assert series["soc"] == {"a": [55.5]}
+    assert "sample 1: its time is a string, not a number and 3 more; 4 of 5 samples dropped" in caplog.text
+    assert (tmp_path / "history.broken").read_text() == text  # a copy: the file itself is still read
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+def test_a_full_disk_keeps_the_last_chart_history_and_no_temporary_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "history.json"
+    history = History()
+    history.load(path, now=1030.0)  # none yet: no warning, nothing set aside
+    history.observe(950.0, POWERS, {}, {})
+    history.observe(1000.0, POWERS, {}, {})
+    history.save(path)
+    saved = path.read_text()
+    history.observe(1100.0, POWERS, {}, {})
+    fill_the_disk(monkeypatch)
+    history.save(path)
+    assert path.read_text() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+    assert f"could not save the chart history to {path}: [Errno {errno.ENOSPC}]" in caplog.text
+
+
+def test_a_full_disk_keeps_the_last_report_and_no_temporary_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "report.json"
+    job = ReportJob(path)
+    job.report, job.finished = {"days": 1}, "2026-03-01T12:00:00+01:00"
+    job._save()
+    saved = path.read_text()
+    job.report, job.finished = {"days": 2}, "2026-03-02T12:00:00+01:00"
+    fill_the_disk(monkeypatch)
+    job._save()  # the report is shown all the same; only a restart would lose it
+    assert path.read_text() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    assert f"savings report: could not keep it in {path}" in caplog.text

@@ -116,6 +116,23 @@ def test_totals_and_baselines_survive_a_restart() -> None:
     assert again.totals()["battery_charge_energy"] == pytest.approx(3.0, abs=1e-3)
 
 
+def test_damaged_stored_totals_are_dropped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    energy = SiteEnergy({"totals": [], "baselines": "x"}, [], lambda: None)
+    assert set(energy.totals().values()) == {0.0}
+    assert "the totals kept in state.json are not an object ([])" in caplog.text
+    store: dict[str, Any] = {
+        "totals": {"grid_import_energy": "lots", "grid_export_energy": 2.5, "battery_charge_energy": None},
+        "baselines": {"a:in": True, "a:out": 4.0},
+    }
+    energy = SiteEnergy(store, [], lambda: None)
+    assert energy.totals()["grid_import_energy"] == 0.0  # counts on from 0
+    assert energy.totals()["grid_export_energy"] == 2.5  # the good ones are kept
+    assert energy.baselines == {"a:out": 4.0}
+    assert "totals grid_import_energy in state.json is not a number ('lots'); dropped" in caplog.text
+    energy.update(0)
+    assert store["totals"]["grid_import_energy"] == 0.0  # written back whole
+
+
 async def test_the_site_device_offers_energy_dashboard_sensors(
     broker: Broker, make_sim: SimFactory, tmp_path: Path
 ) -> None:

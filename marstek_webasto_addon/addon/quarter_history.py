@@ -8,6 +8,7 @@ add-on was stopped, the meter was silent) stays unknown (NaN) and the learner le
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+_LOG = logging.getLogger(__name__)
 SERIES = ("house", "pv", "wallbox")
 QUARTER_S = 900
 WEEKS = 6
@@ -106,20 +108,53 @@ class QuarterHistory:
 
     @classmethod
     def restored(cls, saved: object) -> QuarterHistory:
+        """The history kept in state.json. A damaged value costs its quarter (unknown from then on), not the
+        six weeks around it; what was dropped is logged."""
         history = cls()
-        if not isinstance(saved, dict) or not isinstance(saved.get("last"), int):
+        if saved is None:
+            return history  # nothing learned yet
+        last = saved.get("last") if isinstance(saved, dict) else None
+        watts = saved.get("watts") if isinstance(saved, dict) else None
+        if (
+            not isinstance(saved, dict)
+            or (last is not None and not _is_int(last))
+            or not isinstance(watts, dict)
+        ):
+            _LOG.warning("planner history in state.json is damaged (%.60r); learning starts again", saved)
             return history
-        watts = saved.get("watts")
-        if not isinstance(watts, dict):
+        if last is None:
             return history
-        try:
-            values = {
-                key: [math.nan if v is None else float(v) / 1000 for v in watts.get(key, [])][-KEPT:]
-                for key in SERIES
-            }
-        except (TypeError, ValueError):
-            return history  # a damaged file costs the history, not the start
+        values: dict[str, list[float]] = {}
+        dropped: dict[str, int] = {}
+        for key in SERIES:
+            series = watts.get(key, [])
+            if not isinstance(series, list):
+                _LOG.warning("planner history in state.json: the %s series is not a list; dropped", key)
+                series = []
+            kept = series[-KEPT:]
+            values[key] = [_kw(v) for v in kept]
+            bad = sum(v is not None and math.isnan(kw) for v, kw in zip(kept, values[key], strict=True))
+            if bad:
+                dropped[key] = bad
+        if dropped:
+            counts = ", ".join(f"{key}: {count}" for key, count in dropped.items())
+            _LOG.warning(
+                "planner history in state.json: dropped quarter-hour values that are not numbers (%s); "
+                "those quarters count as unknown",
+                counts,
+            )
         length = max(len(v) for v in values.values())
         history.values = {key: [math.nan] * (length - len(v)) + v for key, v in values.items()}
-        history.last = saved["last"]
+        history.last = last
         return history
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kw(value: object) -> float:
+    """A stored quarter's mean in W as kW; NaN (unknown) for null and for anything that is not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value) / 1000
+    return math.nan

@@ -133,6 +133,7 @@ class Runtime:
         self.pv_power: GridInput | None = None
         self.listeners: list[Callable[[BridgedDevice], None]] = []  # the panel, besides MQTT
         self.state = state
+        self._save_problem = ""  # the last save failed (a full disk): shown until one succeeds
         self.broker = broker
         self.endpoints: dict[int, UdpEndpoint] = {}
         self.battery_links: list[BatteryLink] = []
@@ -606,7 +607,11 @@ class Runtime:
         try:
             self.state.save()
         except OSError as exc:
-            _LOG.warning("could not save %s: %s", self.state.path, exc)
+            if not self._save_problem:
+                _LOG.warning("could not save %s: %s", self.state.path, exc)
+            self._save_problem = f"could not save {self.state.path.name}: {exc.strerror or exc}"
+        else:
+            self._save_problem = ""
 
     def problems(self) -> list[dict[str, str]]:
         """What the user should know is wrong, one line each, for the panel (the log has the details)."""
@@ -654,6 +659,10 @@ class Runtime:
                 add("Planner", self.optimiser.plan_problem())
         if self.ha_inputs is not None and self.ha_inputs.problem:
             add("Home Assistant", self.ha_inputs.problem)
+        for problem in self.state.problems:
+            add("Saved state", problem)
+        if self._save_problem:
+            add("Saved state", f"{self._save_problem} (what changed since is lost at a restart)")
         return found
 
     def snapshot(self) -> dict[str, Any]:

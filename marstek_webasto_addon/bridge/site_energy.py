@@ -9,12 +9,15 @@ totals and the last counter readings are kept under /data so a restart neither l
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..devices.marstek.decode import BatterySnapshot
 
+_LOG = logging.getLogger(__name__)
 MAX_GAP_S = 120.0  # power readings further apart than this are not integrated: nobody knows what flowed
 
 
@@ -57,11 +60,9 @@ class SiteEnergy:
         self.batteries = batteries
         self.grid_power = grid_power  # W, + = import; None when there is no fresh reading
         self.grid_counters = grid_counters  # kWh (import, export) of the grid meter, where it has them
-        totals = store.setdefault("totals", {})
-        self.kwh: dict[str, float] = {m.key: float(totals.get(m.key, 0.0)) for m in METERS}
-        self.baselines: dict[str, float] = {
-            k: float(v) for k, v in store.setdefault("baselines", {}).items() if isinstance(v, int | float)
-        }
+        totals = _numbers(store.get("totals"), "totals")
+        self.kwh: dict[str, float] = {m.key: totals.get(m.key, 0.0) for m in METERS}
+        self.baselines: dict[str, float] = _numbers(store.get("baselines"), "counter readings")
         self._last: dict[str, tuple[float, float]] = {}  # power source -> (t, W) of its last reading
 
     def totals(self) -> dict[str, float]:
@@ -113,3 +114,22 @@ class SiteEnergy:
         # A reading holds until the next one (a left Riemann sum, as Home Assistant's own integration does).
         meter = positive if last[1] > 0 else negative
         self.kwh[meter.key] += abs(last[1]) * (t - last[0]) / 3600 / 1000
+
+
+def _numbers(saved: object, what: str) -> dict[str, float]:
+    """The stored totals or counter readings: a value that is not a number is dropped with a warning (its
+    meter counts on from 0, or takes its next reading as a new baseline), not a reason to fail the start."""
+    if saved is None:
+        return {}
+    if not isinstance(saved, dict):
+        _LOG.warning(
+            "energy meters: the %s kept in state.json are not an object (%r); starting them anew", what, saved
+        )
+        return {}
+    numbers: dict[str, float] = {}
+    for key, value in saved.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            numbers[key] = float(value)
+        else:
+            _LOG.warning("energy meters: %s %s in state.json is not a number (%r); dropped", what, key, value)
+    return numbers

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
+
+from ..addon.state import kind, set_aside, write_atomically
 
 _LOG = logging.getLogger(__name__)
 SERIES = ("grid", "pv", "load", "battery", "wallbox")  # site powers, W
@@ -52,6 +53,7 @@ class History:
         self._slot: int | None = None
         self._acc = _Accumulator()
         self._batteries: set[str] = set()
+        self.problems: list[str] = []  # what was damaged in the saved file, one line each
 
     def observe(
         self,
@@ -107,25 +109,69 @@ class History:
 
     def save(self, path: Path) -> None:
         payload = {"version": 1, "period_s": self.period_s, "samples": [asdict(s) for s in self.samples]}
-        tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(payload, separators=(",", ":")))
-            os.replace(tmp, path)
+            write_atomically(path, json.dumps(payload, separators=(",", ":")))
         except OSError as exc:
             _LOG.warning("could not save the chart history to %s: %s", path, exc)
 
     def load(self, path: Path, now: float) -> None:
-        """Samples of the last 24 h from an earlier run; a damaged file is reported and set aside."""
+        """Samples of the last 24 h from an earlier run. A damaged file is set aside with a warning and the
+        chart starts anew; a damaged sample is dropped, the others kept (and a copy of the file)."""
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"the file is {kind(data)}, not an object")
             if data.get("version") != 1 or data.get("period_s") != self.period_s:
                 raise ValueError("written by another version")
-            samples = [Sample(**item) for item in data["samples"]]
+            items = data.get("samples")
+            if not isinstance(items, list):
+                raise ValueError(f"its samples are {kind(items)}, not a list")
+            dropped: list[str] = []
+            for index, item in enumerate(items):
+                try:
+                    sample = _sample(item)
+                except ValueError as exc:
+                    dropped.append(f"sample {index}: {exc}")
+                    continue
+                if now - self.span_s < sample.t <= now:
+                    self.samples.append(sample)
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            _LOG.warning("chart history %s not used (%s); starting a new one", path, exc)
+        except (OSError, ValueError) as exc:
+            self.samples.clear()
+            self._damaged(path, str(exc), "starting a new one", whole=True)
             return
-        for sample in samples:
-            if now - self.span_s < sample.t <= now:
-                self.samples.append(sample)
+        if dropped:
+            more = f" and {len(dropped) - 1} more" if len(dropped) > 1 else ""
+            self._damaged(path, f"{dropped[0]}{more}", f"{len(dropped)} of {len(items)} samples dropped")
+
+    def _damaged(self, path: Path, problem: str, outcome: str, *, whole: bool = False) -> None:
+        try:
+            kept = f"; the file is kept as {set_aside(path, copy=not whole).name}"
+        except OSError as exc:
+            kept = f"; could not keep a copy ({exc.strerror or exc})"
+        _LOG.warning("chart history %s: %s; %s%s", path, problem, outcome, kept)
+        self.problems.append(f"{path.name}: {problem}; {outcome}")
+
+
+def _sample(item: object) -> Sample:
+    """One saved sample, its shape checked: the chart and `api/history` trust what is in the buffer."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{kind(item)}, not an object")
+    t = item.get("t")
+    if not _is_number(t):
+        raise ValueError(f"its time is {kind(t)}, not a number")
+    columns: list[dict[str, float | None]] = []
+    for name in ("powers", "soc", "battery_power"):
+        values = item.get(name)
+        if not isinstance(values, dict):
+            raise ValueError(f"its {name} are {kind(values)}, not an object")
+        bad = next((k for k, v in values.items() if v is not None and not _is_number(v)), None)
+        if bad is not None:
+            raise ValueError(f"its {name}[{bad!r}] is {kind(values[bad])}, not a number")
+        columns.append(values)
+    return Sample(float(t), columns[0], columns[1], columns[2])
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

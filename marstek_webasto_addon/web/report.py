@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..addon.state import write_atomically
+
 _LOG = logging.getLogger(__name__)
 ERROR_LINES = 3  # the command's last stderr lines shown when it fails
 PACKAGE = __name__.split(".", 1)[0]
@@ -170,6 +172,8 @@ class ReportJob:
     def _save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"finished": self.finished, "report": self.report}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            write_atomically(self.path, json.dumps({"finished": self.finished, "report": self.report}))
+        except OSError as exc:
+            # the report is done and shown; only a restart loses it
+            _LOG.warning("savings report: could not keep it in %s (%s)", self.path, exc)

@@ -261,6 +261,7 @@ class Panel:
 
     def problems(self) -> list[dict[str, str]]:
         found = list(self.extra_problems())
+        found += [{"source": "Saved state", "text": problem} for problem in self.history.problems]
         if self.runtime is not None:
             found += self.runtime.problems()
         return found
