@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from marstek_webasto_addon.addon.controller import _Actuator, nothing_to_clear
+from marstek_webasto_addon.addon.controller import OptimiserController, _Actuator, nothing_to_clear
+from marstek_webasto_addon.addon.inputs import GridInput, PvForecast
+from marstek_webasto_addon.addon.options import parse_options
 from marstek_webasto_addon.bridge.devices import BatteryDevice
 from marstek_webasto_addon.bridge.holds import LEASE_S, RENEW_S, ManualHolds
 from marstek_webasto_addon.devices.marstek.commands import ManualSlot
@@ -21,7 +24,7 @@ from marstek_webasto_addon.devices.outcome import WriteStatus
 from marstek_webasto_addon.optimiser.model import Command, Role
 from marstek_webasto_addon.optimiser.settings import Settings
 
-from .conftest import SimFactory, client_for, until
+from .conftest import FAST, SimFactory, bounded, client_for, until
 from .mqtt_fixtures import Broker, broker, recording
 from .optimiser_world import World, battery
 from .test_bridge_mqtt import bridge
@@ -291,3 +294,80 @@ async def test_schedules_are_cleared_one_battery_at_a_time_and_known_clean_ones_
     await devices[1].link.client.set_mode(ManualSlot(0, "00:00", "23:59", power=-500))
     devices[1].link.client.schedule.pop(0)  # written by the app, not by the add-on
     assert not nothing_to_clear(devices[1])
+
+
+# A clearing's 20 slot writes take 4 s or more here, as they take 100 s or more on a real battery.
+SLOW_WRITES = replace(FAST, write_gap=0.2)
+
+
+async def steering(
+    sim: Any, endpoint: UdpEndpoint, store: dict[str, Any], enabled: bool = True
+) -> tuple[list[BatteryDevice], OptimiserController]:
+    """The optimiser's controller over the simulated batteries, as `run` builds it (without the broker)."""
+    devices = []
+    for index in range(len(sim.batteries)):
+        link = BatteryLink(f"Fase{'AB'[index]}", client_for(sim, endpoint, index, SLOW_WRITES))
+        await link.poll_once()
+        devices.append(BatteryDevice(link, {}))
+    grid = GridInput("test")
+    grid.set(300.0)
+    parsed = parse_options(options(sim, enabled))
+    return devices, OptimiserController(parsed, devices, grid, PvForecast("none"), store, lambda: None)
+
+
+async def clearing_under_way(sim: Any, controller: OptimiserController, devices: list[BatteryDevice]) -> int:
+    """One battery covers the home in Auto, the other is cleared before night charging: its index."""
+    controller.step()
+    await until(lambda: sorted(modes(sim)) == ["Auto", "Passive"], 15)
+    index = modes(sim).index("Passive")
+    device_id = devices[index].device_id or ""
+    controller._dispatch([Command(device_id, None, clear_schedules=True, reason="before night charging")])
+    await until(lambda: sim.batteries[index].mode == "Manual", 15)
+    return index
+
+
+async def test_a_clean_stop_abandons_a_clearing_under_way_and_sends_auto(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # Clearing holds a battery in Manual, which has no countdown, for 100 s or more; the stop waited 30 s
+    # for it, then the endpoint was closed and the Auto queued behind the clearing never went out.
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    store: dict[str, Any] = {}
+    devices, controller = await steering(sim, endpoint, store)
+    index = await clearing_under_way(sim, controller, devices)
+    await bounded(controller.stop(timeout=2.0), 10, "the stop")
+    assert modes(sim) == ["Auto", "Auto"]  # before the stop returns, i.e. before the endpoint closes
+    manual = [c for c in sim.batteries[index].setmode_log if c["mode"] == "Manual"]
+    assert 0 < len(manual) < 20  # abandoned, not finished
+    assert store["in_manual"] == []
+    assert not nothing_to_clear(devices[index])  # cut short: it is cleared again the next night
+
+
+async def test_a_start_after_a_crash_mid_clearing_puts_the_battery_back_in_auto(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    store: dict[str, Any] = {}
+    devices, controller = await steering(sim, endpoint, store)
+    index = await clearing_under_way(sim, controller, devices)
+    persisted = json.loads(json.dumps(store))  # what /data holds when the process is killed here
+    for actuator in controller._actuators.values():  # the process is gone: nothing of it writes any more
+        if actuator.task is not None:
+            actuator.task.cancel()
+            await asyncio.wait({actuator.task})
+    assert sim.batteries[index].mode == "Manual"
+    other = len(sim.batteries[1 - index].setmode_log)
+    # The next start: the optimiser was switched off meanwhile, so it commands nobody; the battery left in
+    # Manual goes back to Auto all the same, and nothing else is sent.
+    devices, restarted = await steering(sim, endpoint, persisted, enabled=False)
+    running = asyncio.create_task(restarted.run())
+    try:
+        await until(lambda: sim.batteries[index].mode == "Auto", 15)
+        await until(lambda: persisted["in_manual"] == [], 5)
+    finally:
+        running.cancel()
+        await asyncio.wait({running})
+    last = devices[index].last_outcome
+    assert last is not None
+    assert "a schedule clearing was cut short" in last.command
+    assert len(sim.batteries[1 - index].setmode_log) == other

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from marstek_webasto_addon.addon.inputs import BatteryMeterInput
+from marstek_webasto_addon.addon.controller import OptimiserController
+from marstek_webasto_addon.addon.inputs import BatteryMeterInput, GridInput, PvForecast
+from marstek_webasto_addon.addon.options import parse_options
 from marstek_webasto_addon.bridge.devices import BatteryDevice
 from marstek_webasto_addon.devices.marstek.datapoints import Method
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
@@ -235,3 +238,48 @@ async def test_values_read_at_their_own_cadence_are_never_shown_out_of_date(
     assert link.allowed_age("meter_power") == pytest.approx(slow)
     fast = BatteryLink("FaseA", client_for(sim, endpoint), replace(settings, extra_fast=(Method.EM_STATUS,)))
     assert fast.allowed_age("meter_power") == pytest.approx(settings.poll_interval + settings.offline_window)
+
+
+def controller_with(optimiser: dict[str, Any], store: dict[str, Any]) -> OptimiserController:
+    """A controller over no battery: how its settings come from the options and the store."""
+    parsed = parse_options(
+        {
+            "batteries": [{"name": "FaseA", "host": "127.0.0.1"}],
+            "grid_source": {"type": "mqtt", "topic": P1, "unit": "kW"},
+            "optimiser": optimiser,
+        }
+    )
+    return OptimiserController(parsed, [], GridInput("test"), PvForecast("none"), store, lambda: None)
+
+
+def test_changes_made_in_home_assistant_survive_an_update_that_adds_a_parameter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Seen after an update: a new parameter made the stored options differ from the new ones, and every
+    # change made in Home Assistant was wiped, `enabled` among them: an optimiser switched off there took
+    # over the batteries again. Only an option that itself changed ends its override.
+    configured = {"enabled": True, "peak_target": 3.0, "night_charging": True, "hysteresis": 2}
+    before = controller_with(configured, {}).store["options"]
+    del before["wear_cost"]  # the version before had no such parameter
+    overrides = {"enabled": False, "peak_target": 4.0, "night_charging": False}
+    store = {"options": before, "overrides": dict(overrides)}
+    settings = controller_with(configured, store).settings
+    assert store["overrides"] == overrides
+    assert (settings.enabled, settings.peak_target, settings.night_charging) == (False, 4.0, False)
+    assert "wear_cost" in store["options"]  # known from now on
+    # the option of one of them changed: that override goes, with a line in the log; the others stay
+    caplog.set_level(logging.INFO, logger="marstek_webasto_addon.addon.controller")
+    settings = controller_with({**configured, "peak_target": 5.0}, store).settings
+    assert store["overrides"] == {"enabled": False, "night_charging": False}
+    assert (settings.enabled, settings.peak_target, settings.night_charging) == (False, 5.0, False)
+    assert any("dropped, their option changed: peak_target" in r.getMessage() for r in caplog.records)
+    # a stored change the parameters no longer know, or no longer accept, goes alone and is named
+    caplog.clear()
+    store["overrides"] = {"enabled": False, "retired": 1, "hysteresis": "much"}
+    settings = controller_with({**configured, "peak_target": 5.0}, store).settings
+    assert store["overrides"] == {"enabled": False}
+    assert not settings.enabled
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2
+    assert "retired" in warned[0]
+    assert "hysteresis" in warned[1]

@@ -7,6 +7,10 @@ schedule clearing is never dropped. Every outcome shows on the battery's `Last c
 A person's command wins: each write takes the battery's mode lock and is dropped when the battery is in a
 manual hold. Schedules are cleared one battery at a time across the site (a battery being cleared sits in
 Manual at 0 W), and not at all where every slot is known to be disabled already.
+
+Manual, unlike Passive, has no countdown: a battery a clearing leaves there stays idle until told
+otherwise. So a clearing is marked under /data while its battery may be in Manual; a clean stop abandons a
+clearing under way and sends Auto, and a start after a crash sends Auto to the batteries still marked.
 """
 
 from __future__ import annotations
@@ -74,20 +78,54 @@ def nothing_to_clear(device: BatteryDevice) -> bool:
     return cleared and device.link.snapshot.mode is not Mode.MANUAL
 
 
+class InManual:
+    """The batteries a schedule clearing of the optimiser may have left in Manual, kept in the store.
+
+    Every slot write puts the battery in Manual, which has no countdown, so no order of writes keeps a
+    clearing's battery under a bounded fallback; restoring Auto after the clearing could put two batteries in
+    Auto. Hence a mark under /data: set before the first slot is written, taken off once a mode command
+    reaches the battery (or the clearing wrote nothing). A mark found at a start is a clearing a crash cut
+    short, and that battery is sent Auto.
+    """
+
+    def __init__(self, store: dict[str, Any], save: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.save = save
+
+    @property
+    def ids(self) -> list[str]:
+        marked = self.store.get("in_manual")
+        return [i for i in marked if isinstance(i, str)] if isinstance(marked, list) else []
+
+    def mark(self, device_id: str) -> None:
+        if device_id not in self.ids:
+            self.store["in_manual"] = [*self.ids, device_id]
+            self.save()  # before the first slot is written: a crash may come at any write
+
+    def unmark(self, device_id: str) -> None:
+        if device_id in self.ids:
+            self.store["in_manual"] = [i for i in self.ids if i != device_id]
+            self.save()
+
+
 class _Actuator:
     def __init__(
         self,
         device: BatteryDevice,
         report: Callable[[BatteryDevice, WriteOutcome], None],
         clearing: asyncio.Lock,
+        in_manual: InManual | None = None,
     ) -> None:
         self.device = device
         self.report = report
         self.clearing = clearing  # shared by every battery of the site
+        self.in_manual = in_manual or InManual({})
         self.clear = False
         self.role: Command | None = None
         self.last_role: Command | None = None
         self.task: asyncio.Task[None] | None = None
+        self.clearing_now = False  # its slots are being written: the task may be cancelled at a stop
+        self.stopping = False  # the add-on stops: no clearing starts any more
 
     def submit(self, command: Command) -> None:
         if command.clear_schedules:
@@ -125,7 +163,10 @@ class _Actuator:
     async def _clear(self) -> WriteOutcome | None:
         device = self.device
         async with device.mode_lock:
-            if device.holds.get(device.device_id) is not None:
+            device_id = device.device_id
+            if self.stopping or device_id is None:
+                return None
+            if device.holds.get(device_id) is not None:
                 return None  # a person took over: what they asked stays as it is
             if nothing_to_clear(device):
                 return WriteOutcome(
@@ -135,7 +176,21 @@ class _Actuator:
                     "nothing to clear: every slot was cleared before and the battery is not in Manual since",
                 )
             # Restoring Auto here could put two batteries in Auto: the optimiser sends each its role next.
-            return await device.link.client.clear_schedules(restore=False)
+            # Until that role reaches it, the battery is marked as possibly in Manual (see `InManual`).
+            client = device.link.client
+            marked = device_id in self.in_manual.ids  # a role after an earlier clearing did not reach it
+            self.in_manual.mark(device_id)
+            self.clearing_now = True
+            try:
+                outcome = await client.clear_schedules(restore=False)
+            except asyncio.CancelledError:
+                client.schedule.clear()  # cut short: which slots are disabled is not known any more
+                raise
+            finally:
+                self.clearing_now = False
+            if outcome.attempts == 0 and not marked:
+                self.in_manual.unmark(device_id)  # nothing written: the battery's mode is untouched
+            return outcome
 
     async def _send(self, command: Command) -> WriteOutcome | None:
         device = self.device
@@ -148,6 +203,8 @@ class _Actuator:
             else:
                 outcome = await client.set_mode(PassiveMode(command.power_w, command.duration_s))
         self.last_role = command
+        if outcome.ok and device.device_id is not None:
+            self.in_manual.unmark(device.device_id)  # out of Manual: Auto, or Passive with its countdown
         return WriteOutcome(
             outcome.status,
             f"{outcome.command} (optimiser: {command.reason})",
@@ -155,6 +212,14 @@ class _Actuator:
             outcome.detail,
             outcome.clamped,
         )
+
+    async def abandon_clearing(self) -> None:
+        """The add-on stops: a clearing under way (two passes over every slot, a minute or two) would
+        outlast the stop and hold back the Auto queued behind it, so it is cancelled between two writes."""
+        if self.task is not None and self.clearing_now:
+            _LOG.info("optimiser: %s: schedule clearing abandoned, the add-on stops", self.device.name)
+            self.task.cancel()
+            await asyncio.wait({self.task})
 
     async def drain(self, timeout: float) -> None:
         if self.task is not None:
@@ -195,7 +260,11 @@ class OptimiserController:
         self.interval = options.control_interval
         self._status: Status | None = None
         clearing = asyncio.Lock()
-        self._actuators = {id(b): _Actuator(b, self._report, clearing) for b in self.batteries}
+        self.in_manual = InManual(store, save)
+        self._actuators = {
+            id(b): _Actuator(b, self._report, clearing, self.in_manual) for b in self.batteries
+        }
+        self._cut_short = set(self.in_manual.ids)  # left in Manual by a clearing a crash cut short
         self._stale_logged = False
         self._started = time.monotonic()
         self._waiting_logged = False
@@ -217,17 +286,33 @@ class OptimiserController:
     # settings: the options, then changes made from Home Assistant ------------------------------------
 
     def _settings_from(self, options: Options) -> Settings:
-        """Options win when they changed since the last start; otherwise entity changes stay in force."""
+        """Options win when they changed since the last start; otherwise entity changes stay in force.
+
+        Option by option: a change made from Home Assistant goes only when its own option changed. An
+        option a new version adds is no change to the others, and a stored change the parameters no
+        longer accept goes alone.
+        """
         configured = options.optimiser_values()
-        if self.store.get("options") != configured:
-            self.store["options"], self.store["overrides"] = configured, {}
-        values = {**configured, **self.store.get("overrides", {})}
-        try:
-            return Settings().with_values(values)
-        except ValueError as exc:  # a stored override the parameter table no longer accepts
-            _LOG.warning("ignoring stored optimiser settings: %s", exc)
-            self.store["overrides"] = {}
-            return Settings().with_values(configured)
+        stored = self.store.get("options")
+        before: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        saved = self.store.get("overrides")
+        overrides: dict[str, Any] = {}
+        changed: list[str] = []
+        for key, value in (saved if isinstance(saved, dict) else {}).items():
+            if key in before and before[key] != configured.get(key):
+                changed.append(key)
+                continue
+            try:
+                overrides[key] = check(key, value)
+            except ValueError as exc:
+                _LOG.warning("ignoring the stored optimiser setting %s: %s", key, exc)
+        if changed:
+            _LOG.info(
+                "optimiser settings made in Home Assistant dropped, their option changed: %s",
+                ", ".join(changed),
+            )
+        self.store["options"], self.store["overrides"] = configured, overrides
+        return Settings().with_values({**configured, **overrides})
 
     @property
     def settings(self) -> Settings:
@@ -411,6 +496,7 @@ class OptimiserController:
                 status = replace(status, next_action=summary.next_change)
         self._status = status
         self._dispatch(result.commands)
+        self._recover()
         if self.engine.capacity.quarter != self._saved_quarter:  # once a quarter-hour, not every step
             self._save_capacity()
         self.on_change()
@@ -430,6 +516,23 @@ class OptimiserController:
             device = by_id.get(command.battery_id)
             if device is not None:
                 self._actuators[id(device)].submit(command)
+
+    def _recover(self) -> None:
+        """Auto for a battery a crash left in Manual mid-clearing, once it answers; whatever the optimiser
+        does (switched off, or holding for want of a meter, it commands nobody it has not steered)."""
+        for device in self.batteries:
+            device_id = device.device_id
+            if device_id not in self._cut_short:
+                continue
+            actuator = self._actuators[id(device)]
+            if device_id not in self.in_manual.ids:
+                self._cut_short.discard(device_id)  # a role reached it: out of Manual
+            elif device.holds.get(device_id) is not None:
+                self._cut_short.discard(device_id)  # a person's command is in force: theirs wins
+                self.in_manual.unmark(device_id)
+            elif device.link.online and (actuator.task is None or actuator.task.done()):
+                device.link.client.schedule.clear()  # cut short: which slots are disabled is not known
+                actuator.submit(Command(device_id, Role.AUTO, reason="a schedule clearing was cut short"))
 
     def _report(self, device: BatteryDevice, outcome: WriteOutcome) -> None:
         device.record(outcome)
@@ -452,10 +555,19 @@ class OptimiserController:
             await asyncio.sleep(self.interval)
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """A clean shutdown: every battery the optimiser steered goes back to Auto."""
+        """A clean shutdown: every battery the optimiser steered goes back to Auto, and so does one that a
+        clearing left in Manual (one under way is abandoned: it would outlast the stop)."""
         for actuator in self._actuators.values():
             actuator.role, actuator.clear = None, False  # nothing queued may outlive the release
-        self._dispatch(self.engine.stop(self.inputs()))
+            actuator.stopping = True
+        for actuator in self._actuators.values():
+            await actuator.abandon_clearing()
+        commands = self.engine.stop(self.inputs())
+        released = {command.battery_id for command in commands}
+        commands += [
+            Command(i, Role.AUTO, reason="add-on stopping") for i in self.in_manual.ids if i not in released
+        ]
+        self._dispatch(commands)
         self._save_capacity()
         for actuator in self._actuators.values():
             await actuator.drain(timeout)
