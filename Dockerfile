@@ -32,6 +32,11 @@ ENV MWA_VENDOR_DIR=/usr/share/marstek_webasto_addon/vendor
 
 COPY rootfs /
 
+# At a stop the bridge puts the batteries back in Auto and releases Modbus control: a few seconds, up to
+# SHUTDOWN_BUDGET_S (addon/runtime.py) when devices are slow. s6 gives a service 3 s by default before it
+# kills it; 25 s leaves that time and still ends within the Supervisor's 30 s (`timeout` in config.yaml).
+ENV S6_SERVICES_GRACETIME=25000
+
 LABEL \
     io.hass.type="addon" \
     io.hass.name="Marstek & Webasto" \

@@ -181,6 +181,39 @@ async def test_invalid_options_keep_the_add_on_up_with_the_problems_in_the_panel
     assert process.returncode == 0, log
 
 
+async def test_a_bridge_that_cannot_start_keeps_the_add_on_up_with_the_reason_in_the_panel(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(1)
+    # valid options, but not an address of this host: the bind fails in the kernel, nothing is sent
+    mqtt = {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)}  # no broker: not needed to fail
+    env = environment(tmp_path, supervisor_options(sim, marstek_bind="192.0.2.1", mqtt=mqtt), None)
+    env["SUPERVISOR_TOKEN"] = ""  # outside the add-on the panel admits loopback
+    env["MWA_PANEL_BIND"] = "127.0.0.1"
+    process, output = await start(env)
+    try:
+        url = f"http://127.0.0.1:{env['MWA_PANEL_PORT']}/api/state"
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            while True:
+                try:
+                    async with http.get(url) as response:
+                        problems = (await response.json())["problems"]
+                        if problems:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.2)
+        assert [p["source"] for p in problems] == ["Bridge"], problems
+        assert "assign requested address" in problems[0]["text"]
+        assert "nothing is sent to any device" in problems[0]["text"]
+        assert process.returncode is None  # still up
+        assert sim.batteries[0].requests == 0
+    finally:
+        log = await stop(process, output)
+    assert process.returncode == 0, log
+    assert "the bridge stopped" in log
+
+
 def test_the_init_script_stops_the_add_on_when_data_is_not_writable(tmp_path: Path) -> None:
     env = environment(tmp_path, {"batteries": []}, None)
     env["MWA_DATA"] = str(tmp_path / "missing")

@@ -69,6 +69,7 @@ NOTICE_CHECK_S = 10.0
 ENERGY_SAVE_S = 300.0  # the energy meters' totals reach /data this often (and at every stop)
 LEASE_CHECKS_PER_RENEWAL = 10  # how often, within one renewal period, the leases are looked at
 READING_FRESH_S = 60.0  # an older meter or PV reading is not shown as the present
+SHUTDOWN_BUDGET_S = 20.0  # a stop's waits for the batteries' Auto; under S6_SERVICES_GRACETIME (Dockerfile)
 
 
 def _fresh(source: GridInput) -> float | None:
@@ -449,9 +450,11 @@ class Runtime:
         return FallbackBattery(udp, modbus, name=item.name, silent_for=silent_for, clock=countdown)
 
     async def __aexit__(self, *exc: object) -> None:
+        # Within SHUTDOWN_BUDGET_S: s6 kills the process after S6_SERVICES_GRACETIME (the Dockerfile), and
+        # a battery that has not confirmed by then is not helped by waiting longer.
         if self.optimiser is not None:
-            await self.optimiser.stop()  # batteries back to Auto while the links are still up
-        await self._end_leases()
+            await self.optimiser.stop(timeout=SHUTDOWN_BUDGET_S / 2)  # to Auto while the links are up
+        await self._end_leases(timeout=SHUTDOWN_BUDGET_S / 2)
         for battery in self.battery_links:
             await battery.client.close()  # Modbus: RS485 control released, never left on
         if self.mqtt is not None:

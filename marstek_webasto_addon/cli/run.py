@@ -29,6 +29,7 @@ from ..web.server import INGRESS_PROXY, Panel
 _LOG = logging.getLogger(__name__)
 EXIT_BAD_OPTIONS = 2
 EXIT_NO_STATE_DIR = 1
+EXIT_BRIDGE_FAILED = 3
 INGRESS_PORT = 8099
 
 
@@ -153,8 +154,19 @@ async def run(args: argparse.Namespace) -> int:
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if stopping:
+            # s6 and a second Ctrl-C must not cut short the stop that puts the devices in their safe state
+            _LOG.info("already stopping: the batteries go back to Auto first")
+            return
+        stopping = True
+        main.cancel()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, main.cancel)
+        loop.add_signal_handler(signum, stop)
 
     problems: list[dict[str, str]] = []
     waiting: list[str] = []
@@ -202,10 +214,21 @@ async def run(args: argparse.Namespace) -> int:
             broker.describe(),
             state_dir,
         )
-        async with Runtime(options, StateStore(state_dir / "state.json"), broker) as runtime:
-            if panel is not None:
-                panel.attach(runtime)
-            await runtime.run()
+        try:
+            async with Runtime(options, StateStore(state_dir / "state.json"), broker) as runtime:
+                if panel is not None:
+                    panel.attach(runtime)
+                await runtime.run()
+        except Exception as exc:
+            # What the options could not check (an address this host does not have, a port in use) or a
+            # fault: the devices were released on the way out; the panel says what happened.
+            _LOG.exception("the bridge stopped")
+            if panel is None:
+                return EXIT_BRIDGE_FAILED
+            problems[:] = [
+                {"source": "Bridge", "text": f"stopped: {exc}; nothing is sent to any device until a restart"}
+            ]
+            await asyncio.Event().wait()
     except asyncio.CancelledError:
         _LOG.info("stopped")
     finally:
