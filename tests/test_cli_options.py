@@ -115,6 +115,12 @@ ONE_BAD_VALUE: list[tuple[tuple[str | int, ...], Any, str]] = [
         "127.0.0.11",
         "rediscovery_targets: must be a list ([...]), not '127.0.0.11'",
     ),
+    (
+        ("marstek_bind",),
+        "eth0",
+        "marstek_bind: must be an IPv4 address of this host (0.0.0.0: all of them), e.g. 192.168.1.10 "
+        "(got 'eth0')",
+    ),
     (("grid_source",), None, "grid_source: must be a group of options ({...}), not null"),
     (
         ("battery_poll_interval",),
@@ -156,6 +162,27 @@ WHOLE_FILES: list[tuple[Any, list[str]]] = [
             },
         },
         ["tariff.periods: the period 'peak' has two different prices"],
+    ),
+    (
+        {**BASE, "rediscovery_targets": ["127.0.0.12", "garbage"]},
+        [
+            "rediscovery_targets: 'garbage' is not an address, ADDRESS:PORT or a block such as "
+            "192.168.1.0/24 ('garbage' does not appear to be an IPv4 or IPv6 address)"
+        ],
+    ),
+    (
+        {**BASE, "rediscovery_targets": ["10.0.0.0/8"]},
+        [
+            "rediscovery_targets: '10.0.0.0/8' is not an address, ADDRESS:PORT or a block such as "
+            "192.168.1.0/24 (10.0.0.0/8 has 16777216 addresses; at most 1024)"
+        ],
+    ),
+    (
+        {**BASE, "control_interval": 60, "optimiser": {"passive_countdown": 2}},
+        [
+            "control_interval (60 s) must be less than a third of the optimiser's passive_countdown (2 min), "
+            "or the countdown runs out between two control steps"
+        ],
     ),
     ({}, [MQTT_HOST_REQUIRED]),
     ({"batteries": [{"name": "FaseA", "host": "127.0.0.11"}], "mqtt": {"host": " "}}, [MQTT_HOST_REQUIRED]),

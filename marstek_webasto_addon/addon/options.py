@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from ..devices.marstek.discovery import expand_targets
 from ..jsonfile import read_json
 from ..optimiser.settings import PARAMETERS
 from ..optimiser.tariff import DAY_NAMES, Tariff
@@ -328,6 +329,46 @@ class Options(_Strict):
         section: BaseModel = self.optimiser
         return section.model_dump()
 
+    @field_validator("marstek_bind")
+    @classmethod
+    def _bind_address(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            if ipaddress.ip_address(value).version != 4:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                "must be an IPv4 address of this host (0.0.0.0: all of them), e.g. 192.168.1.10"
+            ) from None
+        return value
+
+    @field_validator("rediscovery_targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        targets = [spec.strip() for spec in value]
+        for spec in targets:
+            try:
+                expand_targets([spec], 0)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{spec!r} is not an address, ADDRESS:PORT or a block such as 192.168.1.0/24 ({exc})"
+                ) from None
+        return targets
+
+    @model_validator(mode="after")
+    def _refresh_in_time(self) -> Options:
+        # A Passive command is renewed at a control step once two thirds of its countdown have run: with
+        # fewer than three steps in a countdown it runs out between them, and the battery goes to Auto
+        # and back to Passive at every step.
+        countdown_s = float(self.optimiser_values()["passive_countdown"]) * 60
+        if self.control_interval * 3 >= countdown_s:
+            raise ValueError(
+                f"control_interval ({self.control_interval:g} s) must be less than a third of the "
+                f"optimiser's passive_countdown ({countdown_s / 60:g} min), or the countdown runs out "
+                "between two control steps"
+            )
+        return self
+
     @model_validator(mode="after")
     def _unique_names(self) -> Options:
         for kind, items in (("batteries", self.batteries), ("wallboxes", self.wallboxes)):
@@ -502,6 +543,8 @@ def _explain(error: Any) -> str:
     if kind == "value_error" and isinstance(given, dict):
         return message  # a rule across options: its message names them
     message = message.replace("Input should be", "must be")
+    if kind == "value_error" and isinstance(given, list):
+        return f"{where}: {message}"  # its message names the entry: "a list" says nothing more
     return f"{where}: {message} (got {value})"
 
 
