@@ -202,6 +202,21 @@ async def test_the_bridge_starts_from_a_state_file_of_the_wrong_shape(
     assert "section 'holds' is a list" in caplog.text
 
 
+async def test_stored_battery_settings_out_of_range_go_back_to_their_defaults(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = await make_sim(1)
+    host, port = sim.addresses[0]
+    key = KEY.format(host=host, port=port)
+    bad = {"passive_power": "x", "passive_duration": 99999, "depth_of_discharge": 500}
+    (tmp_path / "state.json").write_text(json.dumps({"settings": {key: bad}}))
+    async with bridge(broker, options(host, port, host), tmp_path) as runtime:
+        device = runtime.batteries[0]
+        assert device.settings == {"passive_power": 1000, "passive_duration": 30}
+        assert device.link.client.soc_floor == pytest.approx(12.0)  # not 100 - 500
+    assert "the stored depth_of_discharge 500 is not usable" in caplog.text
+
+
 @pytest.mark.parametrize(
     "text",
     ["null", "[]", "{", json.dumps({"version": 1, "period_s": 60.0, "samples": {}}), '{"version": 0}'],

@@ -157,6 +157,7 @@ class BatteryDevice(BridgedDevice):
         self.link = link
         self.name = link.name
         self.settings = settings
+        _drop_implausible(settings, self.name)
         self.settings.setdefault("passive_power", 1000)
         self.settings.setdefault("passive_duration", 30)
         self._save = save
@@ -548,6 +549,26 @@ class WallboxDevice(BridgedDevice):
                     self.charge.set_mode("manual", f"phases set from {source}")
                 return outcome
         return WriteOutcome(WriteStatus.REJECTED, key, 1, f"{key} is not a wallbox command")
+
+
+def _drop_implausible(settings: Settings, name: str) -> None:
+    """Stored settings (state.json) outside what their control accepts are forgotten, with a warning: a
+    depth of discharge of 500 % would move the optimiser's SOC floor below zero, a text would fail every
+    command that uses it."""
+    for control in (c.PASSIVE_POWER, c.PASSIVE_DURATION, c.DEPTH_OF_DISCHARGE):
+        if control.key not in settings:
+            continue
+        value = settings[control.key]
+        low, high = control.minimum, control.maximum
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (low is None or value >= low)
+            and (high is None or value <= high)
+        ):
+            continue
+        _LOG.warning("%s: the stored %s %r is not usable; back to its default", name, control.key, value)
+        del settings[control.key]
 
 
 @dataclass
