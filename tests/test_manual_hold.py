@@ -148,6 +148,18 @@ def test_holds_survive_a_restart_and_a_damaged_one_is_dropped() -> None:
     assert "battery_y" not in store
 
 
+def test_a_persons_mode_change_outlives_a_restart_with_the_hold_and_never_lies_in_the_future() -> None:
+    # The switch interval counts from a person's change too: a restart must not forget it.
+    clock = ManualClock()
+    store: dict[str, Any] = {}
+    ManualHolds(store, clock=clock).start("battery_x", "Auto", "panel", 3600)
+    changed = clock.now().timestamp()
+    clock.advance(20)
+    assert ManualHolds(store, clock=clock).changed_at("battery_x") == changed
+    clock.advance(-620)  # the clock was set back ten minutes before the next start: counts as now
+    assert ManualHolds(store, clock=clock).changed_at("battery_x") == clock.now().timestamp()
+
+
 # --- live: simulated batteries ------------------------------------------------------------------------
 
 

@@ -397,6 +397,41 @@ def test_a_clean_stop_returns_the_batteries_to_auto() -> None:
     assert all(c.role is Role.AUTO for c in commands)
 
 
+def test_restored_mode_changes_hold_the_first_commands_after_a_restart_for_the_switch_interval() -> None:
+    # Seen in a review: a stop sent Auto, and a start 20 s later sent Passive to the same batteries at once.
+    world = World(three(), settings=Settings(enabled=True, method="rules", min_switch_interval=5))
+    # the stop's Auto went to A four minutes ago and to B 20 s ago; C's last change is long past
+    world.engine.restore_mode_changes({"a": world.t - 240, "b": world.t - 20, "c": world.t - 3600})
+    world.grid = 300.0
+    world.step()
+    assert [(c.battery_id, c.role) for c in world.log] == [("c", Role.AUTO)]  # C, the fullest, covers
+    world.run(50)  # A's five minutes from its last change are over
+    assert [(c.battery_id, c.role) for c in world.log[1:]] == [("a", Role.IDLE)]
+    world.run(210)
+    assert len(world.log) == 2  # B: still within five minutes of the stop's Auto
+    world.run(20)
+    assert [(c.battery_id, c.role) for c in world.log[2:]] == [("b", Role.IDLE)]
+    assert world.engine.mode_changes() == {"a": 1060.0, "b": 1280.0, "c": 1010.0}  # kept for the next stop
+
+
+def test_switching_off_and_on_again_waits_the_interval_from_the_releases_auto() -> None:
+    world = World(three(), settings=Settings(enabled=True, method="rules", min_switch_interval=5))
+    start(world, grid=300.0)
+    world.engine.settings = Settings(enabled=False)
+    world.step()
+    released = world.t
+    assert sorted(world.in_auto()) == ["A", "B", "C"]
+    world.run(10)
+    world.engine.settings = Settings(enabled=True, method="rules", min_switch_interval=5)
+    mark = len(world.log)
+    world.run(280)
+    assert not [c for c in world.log[mark:] if c.role is not Role.AUTO]  # no Passive within the interval
+    world.run(20)
+    passive = [c for c in world.log[mark:] if c.role is Role.IDLE]
+    assert len(passive) == 2
+    assert world.t - released >= 300
+
+
 def test_passive_commands_carry_a_countdown_and_are_refreshed_before_it_runs_out() -> None:
     world = World(three(), settings=Settings(enabled=True, method="rules", passive_countdown=15))
     world.step()

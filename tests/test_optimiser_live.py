@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
+import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from marstek_webasto_addon.addon.controller import OptimiserController
+from marstek_webasto_addon.addon.controller import KEEP_MODE_CHANGE_S, OptimiserController
 from marstek_webasto_addon.addon.inputs import BatteryMeterInput, GridInput, PvForecast
 from marstek_webasto_addon.addon.options import parse_options
+from marstek_webasto_addon.addon.runtime import Runtime
+from marstek_webasto_addon.addon.state import StateStore
 from marstek_webasto_addon.bridge.devices import BatteryDevice
+from marstek_webasto_addon.bridge.mqtt import BrokerSettings
 from marstek_webasto_addon.devices.marstek.datapoints import Method
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
+from marstek_webasto_addon.devices.marstek.simulator.physics import SimClock
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
 from .conftest import SimFactory, client_for
@@ -140,6 +148,99 @@ async def test_a_clean_stop_returns_steered_batteries_to_auto(
         stop.set()
         await meter
     assert modes(sim) == ["Auto", "Auto"]
+
+
+# the switch interval across a restart and the master switch, on the demo's faster clock -----------------
+
+SPEED = 10  # the batteries' and the optimiser's clock: the 2 min interval lasts 12 real seconds
+INTERVAL_S = 120
+
+
+@contextlib.asynccontextmanager
+async def on_clock(
+    broker: Broker, opts: dict[str, Any], state_dir: Path, clock: SimClock
+) -> AsyncIterator[Runtime]:
+    """The add-on as `run` starts it, on the simulators' clock; stopped cleanly at the end."""
+    parsed = parse_options({**opts, "mqtt": {"host": broker.host, "port": broker.port}})
+    async with Runtime(
+        parsed, StateStore(state_dir / "state.json"), BrokerSettings(broker.host, broker.port), clock=clock
+    ) as runtime:
+        task = asyncio.create_task(runtime.run())
+        try:
+            yield runtime
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def interval_options(sim: Any) -> dict[str, Any]:
+    opts = options(sim, enabled=True)
+    opts["optimiser"].update(min_switch_interval=INTERVAL_S // 60, input_stale_after=60)
+    return opts
+
+
+async def test_a_restart_within_the_switch_interval_waits_it_out_from_the_stops_auto(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # Seen in a review: a stop sent Auto, and a start 20 s later sent Passive to the same battery at once.
+    # The stop's Auto is a mode change like any other: kept under /data in wall-clock time, it holds the
+    # first Passive after the start back until the interval from it has passed.
+    sim = await make_sim(2, socs=[60.0, 30.0], speed=SPEED)
+    fase_b = sim.batteries[1]
+    stop = asyncio.Event()
+    async with recording(broker) as recorder:
+        meter = asyncio.create_task(keep_publishing(recorder, 0.4, stop))  # the fullest, FaseA, covers
+        async with on_clock(broker, interval_options(sim), tmp_path, sim.clock):
+            await recorder.wait_for(lambda: modes(sim) == ["Auto", "Passive"], 30, "FaseB idle in Passive")
+            stopping = sim.clock.seconds()
+        assert modes(sim) == ["Auto", "Auto"]  # the stop's Auto
+        kept = json.loads((tmp_path / "state.json").read_text())["optimiser"]["mode_changes"]
+        auto_at = kept[f"battery_{fase_b.ble_mac}"]
+        epoch = sim.clock.now().timestamp() - sim.clock.seconds()  # the simulated wall clock at t = 0
+        assert epoch + stopping <= auto_at <= epoch + sim.clock.seconds()  # in wall-clock time
+        await asyncio.sleep(20 / SPEED)
+        sent = len(fase_b.setmode_log)
+        async with on_clock(broker, interval_options(sim), tmp_path, sim.clock) as runtime:
+            # the engine starts with it, on its own clock
+            assert runtime.optimiser is not None
+            restored = runtime.optimiser.engine.mode_changes()[f"battery_{fase_b.ble_mac}"]
+            assert restored == pytest.approx(auto_at - epoch, abs=0.5)
+            await recorder.wait_for(
+                lambda: fase_b.mode == "Passive", (INTERVAL_S + 60) / SPEED, "FaseB idle again"
+            )
+            assert fase_b.passive_since - stopping >= INTERVAL_S  # not before the interval from the Auto
+            # meanwhile at most Auto again (the start's hold while the meter is not read yet): no mode change
+            assert [e["mode"] for e in fase_b.setmode_log[sent:-1]] in ([], ["Auto"])
+        stop.set()
+        await meter
+
+
+async def test_the_master_switch_off_and_on_waits_the_interval_from_the_releases_auto(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # Seen in a review: switched off, then on 10 s later, the optimiser sent Passive at once to the batteries
+    # the release had just sent to Auto.
+    sim = await make_sim(2, socs=[60.0, 30.0], speed=SPEED)
+    fase_b = sim.batteries[1]
+    stop = asyncio.Event()
+    opts = interval_options(sim)
+    async with recording(broker) as recorder, on_clock(broker, opts, tmp_path, sim.clock):
+        meter = asyncio.create_task(keep_publishing(recorder, 0.4, stop))
+        await recorder.wait_for(lambda: modes(sim) == ["Auto", "Passive"], 30, "FaseB idle in Passive")
+        switched_off = sim.clock.seconds()
+        await recorder.publish(f"{BASE}/optimiser/enabled/set", "OFF")
+        await recorder.wait_for(lambda: modes(sim) == ["Auto", "Auto"], 10, "released to Auto")
+        await asyncio.sleep(10 / SPEED)
+        sent = len(fase_b.setmode_log)
+        await recorder.publish(f"{BASE}/optimiser/enabled/set", "ON")
+        await recorder.wait_for(
+            lambda: fase_b.mode == "Passive", (INTERVAL_S + 60) / SPEED, "FaseB idle again"
+        )
+        assert fase_b.passive_since - switched_off >= INTERVAL_S
+        assert len(fase_b.setmode_log) == sent + 1
+        stop.set()
+        await meter
 
 
 async def test_switched_off_by_default_nothing_is_commanded(
@@ -283,3 +384,39 @@ def test_changes_made_in_home_assistant_survive_an_update_that_adds_a_parameter(
     assert len(warned) == 2
     assert "retired" in warned[0]
     assert "hysteresis" in warned[1]
+
+
+def test_stored_mode_changes_count_from_now_when_in_the_future_and_absurd_ones_are_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = time.time()
+    store: dict[str, Any] = {
+        "mode_changes": {
+            "battery_a": now - 60,  # a minute ago
+            "battery_b": now + 7200,  # the clock was set back two hours: counts as now
+            "battery_c": now - 2 * KEEP_MODE_CHANGE_S,  # too old to matter
+            "battery_d": "soon",
+            "battery_e": True,
+            "battery_f": math.nan,
+            "battery_g": -5,
+        }
+    }
+    controller = controller_with({"enabled": True}, store)
+    t = time.monotonic()
+    changed = controller.engine.mode_changed
+    assert sorted(changed) == ["battery_a", "battery_b"]
+    assert changed["battery_a"] == pytest.approx(t - 60, abs=1)
+    assert changed["battery_b"] == pytest.approx(t, abs=1)
+    assert store["mode_changes"] == {
+        "battery_a": pytest.approx(now - 60, abs=1),
+        "battery_b": pytest.approx(now, abs=1),
+    }
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(" of ")[1].split(" ")[0] for w in warned] == [
+        "battery_d",
+        "battery_e",
+        "battery_f",
+        "battery_g",
+    ]
+    # not an object at all: nothing restored
+    assert controller_with({"enabled": True}, {"mode_changes": [1, 2]}).engine.mode_changed == {}

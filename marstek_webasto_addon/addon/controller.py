@@ -8,6 +8,10 @@ A person's command wins: each write takes the battery's mode lock and is dropped
 manual hold. Schedules are cleared one battery at a time across the site (a battery being cleared sits in
 Manual at 0 W), and not at all where every slot is known to be disabled already.
 
+The switch interval counts from a battery's last mode change, and that outlives a restart: the last change
+of each battery (the Auto a stop sends included) is kept under /data as wall-clock time and given back to the
+engine at the start, on its own clock.
+
 Manual, unlike Passive, has no countdown: a battery a clearing leaves there stays idle until told
 otherwise. So a clearing is marked under /data while its battery may be in Manual; a clean stop abandons a
 clearing under way and sends Auto, and a start after a crash sends Auto to the batteries still marked.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -42,6 +47,7 @@ from .quarter_history import QuarterHistory
 _LOG = logging.getLogger(__name__)
 DEFAULT_CAPACITY_WH = 5120.0
 STARTUP_GRACE_S = 30.0  # a Venus E; used until the battery reports its rated capacity
+KEEP_MODE_CHANGE_S = 86400.0  # a mode change older than this is forgotten (the longest interval is 2 h)
 
 
 class EngineClock(Protocol):
@@ -76,6 +82,29 @@ def nothing_to_clear(device: BatteryDevice) -> bool:
     written = client.schedule
     cleared = all(i in written and not written[i].enabled for i in range(slots))
     return cleared and device.link.snapshot.mode is not Mode.MANUAL
+
+
+def restored_mode_changes(stored: object, now: float) -> dict[str, float]:
+    """How long ago (s) each battery's mode last changed, from the wall-clock times kept under /data.
+
+    A time in the future counts as now (the clock was set back: the interval is waited out from now, not
+    longer); a value that is no time at all is dropped, and so is one too old to matter.
+    """
+    if not isinstance(stored, dict):
+        if stored is not None:
+            _LOG.warning("optimiser: forgetting the stored last mode changes (not an object)")
+        return {}
+    ages: dict[str, float] = {}
+    for battery_id, at in stored.items():
+        if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at) or at <= 0:
+            _LOG.warning(
+                "optimiser: forgetting the stored last mode change of %s (%r is no time)", battery_id, at
+            )
+            continue
+        age = max(0.0, now - at)
+        if age <= KEEP_MODE_CHANGE_S:
+            ages[str(battery_id)] = age
+    return ages
 
 
 class InManual:
@@ -257,6 +286,7 @@ class OptimiserController:
         self.engine = Optimiser(self._settings_from(options), options.tariff.build())
         self.engine.capacity = CapacityTracker.restored(store.get("capacity"))
         self._saved_quarter = self.engine.capacity.quarter
+        self._restore_mode_changes()
         self.interval = options.control_interval
         self._status: Status | None = None
         clearing = asyncio.Lock()
@@ -381,7 +411,8 @@ class OptimiserController:
         hold = device.holds.get(device_id)
         changed = device.holds.changed_at(device_id)
         engine_now = self.clock.seconds()
-        changed_t = None if changed is None else engine_now - (self.clock.now().timestamp() - changed)
+        # a change in the future (the clock was set back) counts as now, not as a longer wait
+        changed_t = None if changed is None else engine_now - max(0.0, self.clock.now().timestamp() - changed)
         return BatteryView(
             id=device_id,
             name=device.name,
@@ -497,12 +528,39 @@ class OptimiserController:
         self._status = status
         self._dispatch(result.commands)
         self._recover()
+        moved = self._keep_mode_changes()
         if self.engine.capacity.quarter != self._saved_quarter:  # once a quarter-hour, not every step
             self._save_capacity()
+        elif moved:  # at most once per battery per switch interval, and when a person changes a mode
+            self.save()
         self.on_change()
 
+    def _restore_mode_changes(self) -> None:
+        """The last mode changes from before the start into the engine, on its clock."""
+        now_t, now = self.clock.seconds(), self.clock.now().timestamp()
+        ages = restored_mode_changes(self.store.get("mode_changes"), now)
+        self.engine.restore_mode_changes({i: now_t - age for i, age in ages.items()})
+        self.store["mode_changes"] = {i: round(now - age, 3) for i, age in ages.items()}
+        self._kept_changes = self.engine.mode_changes()
+
+    def _keep_mode_changes(self) -> bool:
+        """Each battery's last mode change into the store as wall-clock time (the engine's clock does not
+        survive a restart); True when one moved."""
+        now_t = self.clock.seconds()
+        changes = {i: t for i, t in self.engine.mode_changes().items() if now_t - t <= KEEP_MODE_CHANGE_S}
+        kept = self._kept_changes
+        # a person's change comes through the wall clock each step: its jitter (the clock slewed) is no change
+        if changes.keys() == kept.keys() and all(abs(t - kept[i]) < 0.1 for i, t in changes.items()):
+            return False
+        now = self.clock.now().timestamp()
+        self.store["mode_changes"] = {i: round(now - (now_t - t), 3) for i, t in changes.items()}
+        self._kept_changes = changes
+        return True
+
     def _save_capacity(self) -> None:
-        """Once a quarter-hour: the capacity tariff's month, the learner's history, today's ledger."""
+        """Once a quarter-hour, and at a stop: the capacity tariff's month, the learner's history, today's
+        ledger, and each battery's last mode change."""
+        self._keep_mode_changes()
         self.store["capacity"] = self.engine.capacity.snapshot()
         self.store["history"] = self.live.history.snapshot()
         self.store["ledger"] = self.live.ledger.snapshot()

@@ -84,6 +84,8 @@ class ManualHolds:
                 continue
             hold.lease_sent = 0.0  # whether the last lease reached the battery before the stop is unknown
             self._holds[device_id] = hold
+            if math.isfinite(hold.started):  # the person's change, for the switch interval after a restart
+                self._changed_at[device_id] = min(hold.started, self.now())
 
     def now(self) -> float:
         return self.clock.now().timestamp()

@@ -11,15 +11,17 @@ Strategies (each switchable, defaults from the seed):
 - manual hold: a battery a person commanded is left alone until the hold ends (a person's command wins).
 
 Safety: set-points within each battery's limits and SOC window; at most one Auto<->Passive change per battery
-per minimum switch interval, counted from the last change by anyone; every Passive command carries a
-countdown of at most 15 minutes and is refreshed before it runs out, so a battery falls back by itself when
-the add-on dies; stale grid input or the master switch off means Auto.
+per minimum switch interval, counted from the last change by anyone, the Auto of a release or a stop included,
+and across a restart (the controller keeps `mode_changes()` and gives them back with `restore_mode_changes`);
+every Passive command carries a countdown of at most 15 minutes and is refreshed before it runs out, so a
+battery falls back by itself when the add-on dies; stale grid input or the master switch off means Auto.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -73,7 +75,6 @@ class _Sent:
     role: Role
     power: int
     at: float  # t of the last send (a refresh counts)
-    role_since: float  # t of the last Auto <-> Passive change
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ class Optimiser:
         self.capacity = CapacityTracker()
         self.decisions: deque[Decision] = deque(maxlen=history)
         self.sent: dict[str, _Sent] = {}
+        # t of each battery's last Auto <-> Passive change by the optimiser (or from before a restart): kept
+        # when `sent` is forgotten (a release, a person's hold), so the switch interval still counts it
+        self.mode_changed: dict[str, float] = {}
+        self._person_changed: dict[str, float] = {}  # t of a person's last mode change, as last seen
         self.active: str | None = None
         self.last_switch = -1e18
         self.surplus_since: float | None = None
@@ -112,7 +117,6 @@ class Optimiser:
         self.cleared_for = ""
         self.uncleared: set[str] = set()  # batteries whose schedules still wait to be cleared tonight
         self.held: set[str] = set()  # batteries in a person's manual hold
-        self._views: dict[str, BatteryView] = {}
         self.handover: tuple[str, float, int] | None = None  # new active battery, since, power taken over
         self.last_t: float | None = None
         self.last_grid: float | None = None
@@ -128,11 +132,13 @@ class Optimiser:
         self._new = []
         self._account(inputs)
         self._track_holds(inputs)
+        self._person_changed = {
+            b.id: b.mode_changed_t for b in inputs.batteries if b.mode_changed_t is not None
+        }
         shown = inputs
         # A battery in a person's hold does not exist for the strategies, the safety hold included.
         if any(b.hold for b in inputs.batteries):
             inputs = replace(inputs, batteries=tuple(b for b in inputs.batteries if not b.hold))
-        self._views = {b.id: b for b in inputs.batteries}
         stale = inputs.grid_power is None or inputs.grid_age is None or inputs.grid_age > s.input_stale_after
         batteries = {b.id: b for b in inputs.batteries}
         commands: list[Command] = []
@@ -180,6 +186,18 @@ class Optimiser:
         """A clean shutdown: every battery the optimiser steered goes back to Auto."""
         self._decide(inputs.now, "Stopping: batteries back to Auto")
         return self._release(inputs, "add-on stopping")
+
+    def restore_mode_changes(self, changes: Mapping[str, float]) -> None:
+        """The last mode change of each battery from before a restart, as t on this engine's clock: the
+        first mode change after the start waits out the switch interval from it."""
+        for battery_id, t in changes.items():
+            if math.isfinite(t):
+                self.mode_changed[battery_id] = max(t, self.mode_changed.get(battery_id, t))
+
+    def mode_changes(self) -> dict[str, float]:
+        """The last Auto <-> Passive change of each battery by anyone (t), to be kept across a restart."""
+        known = sorted(set(self.mode_changed) | set(self._person_changed))
+        return {i: since for i in known if (since := self._last_change(i)) is not None}
 
     # strategies -----------------------------------------------------------------------------------------
 
@@ -457,13 +475,9 @@ class Optimiser:
         return since is None or t - since >= self.settings.min_switch_interval * 60
 
     def _last_change(self, battery_id: str) -> float | None:
-        """The last Auto <-> Passive change by anyone: the optimiser, or a person."""
-        sent = self.sent.get(battery_id)
-        view = self._views.get(battery_id)
-        moments = [sent.role_since] if sent is not None else []
-        if view is not None and view.mode_changed_t is not None:
-            moments.append(view.mode_changed_t)
-        return max(moments, default=None)
+        """The last Auto <-> Passive change by anyone: the optimiser (before a restart too), or a person."""
+        moments = [m.get(battery_id) for m in (self.mode_changed, self._person_changed)]
+        return max((m for m in moments if m is not None), default=None)
 
     def _track_holds(self, inputs: Inputs) -> None:
         """A person's command wins: forget what was sent to a held battery, and say so once."""
@@ -861,8 +875,9 @@ class Optimiser:
                 countdown if want.role in PASSIVE_ROLES else 0,
                 reason=reason,
             )
-            role_since = t if mode_change or sent is None else sent.role_since
-            self.sent[battery_id] = _Sent(want.role, command.power_w, t, role_since)
+            if mode_change:
+                self.mode_changed[battery_id] = t
+            self.sent[battery_id] = _Sent(want.role, command.power_w, t)
             commands.append(command)
         return commands
 
@@ -884,6 +899,8 @@ class Optimiser:
             for i, sent in self.sent.items()
             if sent.role is not Role.AUTO
         ]
+        for command in commands:  # a mode change like any other: switched on again, Passive waits for it
+            self.mode_changed[command.battery_id] = inputs.t
         self.sent.clear()
         self.active = None
         return commands
