@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 import pytest
@@ -445,6 +446,22 @@ def test_passive_commands_carry_a_countdown_and_are_refreshed_before_it_runs_out
     refreshed = world.log[count:]
     assert len(refreshed) == 2
     assert all(c.reason == "countdown refresh" for c in refreshed)
+
+
+def test_a_short_countdown_is_refreshed_in_time_however_long_the_steps() -> None:
+    # 2 minutes set from Home Assistant, steps a minute apart: two thirds in (80 s) falls between two steps,
+    # and waiting for the step after it would let the countdown run out (Auto, then Passive again)
+    world = World(three(), settings=Settings(enabled=True, method="rules", passive_countdown=2))
+    sends: dict[str, list[float]] = {}
+    for _ in range(10):
+        for command in world.step(60.0).commands:
+            if command.role is Role.IDLE:
+                sends.setdefault(command.battery_id, []).append(world.t)
+    assert len(sends) == 2
+    for sent in sends.values():
+        gaps = [b - a for a, b in itertools.pairwise(sent)]
+        assert len(gaps) >= 8
+        assert max(gaps) <= 120 - 60, gaps  # the next command always before the countdown ends
 
 
 def test_a_battery_that_left_passive_by_itself_is_told_again() -> None:

@@ -119,6 +119,7 @@ class Optimiser:
         self.held: set[str] = set()  # batteries in a person's manual hold
         self.handover: tuple[str, float, int] | None = None  # new active battery, since, power taken over
         self.last_t: float | None = None
+        self.step_s = 0.0  # the time between the last two steps
         self.last_grid: float | None = None
         self.was_enabled = settings.enabled  # nothing to release when it starts switched off
         self.strategy = "starting"
@@ -853,7 +854,9 @@ class Optimiser:
                 if want.role in PASSIVE_ROLES:
                     moved = abs(power - sent.power) >= (1 if want.exact else POWER_DEADBAND_W)
                     changed = want.role is not sent.role or moved
-                    refresh = t - sent.at >= countdown * 2 / 3
+                    # two thirds in, or earlier when the next step may come too late (a countdown set
+                    # short from Home Assistant, long control steps): never a gap between two commands
+                    refresh = t - sent.at >= min(countdown * 2 / 3, countdown - 2 * self.step_s)
                     left = battery.mode not in (None, "Passive") and t - sent.at >= REPAIR_S
                     if changed and t - sent.at < POWER_UPDATE_S and want.role is sent.role:
                         continue
@@ -912,6 +915,8 @@ class Optimiser:
             self.capacity.add(inputs.now, max(0.0, inputs.t - self.last_t), self.last_grid)
         elif self.capacity.quarter is None:
             self.capacity.add(inputs.now, 0.0, 0.0)
+        if self.last_t is not None:
+            self.step_s = max(0.0, inputs.t - self.last_t)
         self.last_t = inputs.t
         fresh = inputs.grid_age is not None and inputs.grid_age <= self.settings.input_stale_after
         self.last_grid = inputs.grid_power if fresh else None
