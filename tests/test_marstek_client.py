@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,7 @@ from marstek_webasto_addon.devices.marstek.simulator import PROFILES, Quirks
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteStatus
 
-from .conftest import FAST, SimFactory, client_for
+from .conftest import FAST, SimFactory, client_for, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -566,3 +568,21 @@ async def test_every_reply_counts_as_an_answer_even_an_error(
         await client.call(Method.PV_STATUS)
     assert client.last_answer_at is not None
     assert client.last_answer_at >= before
+
+
+async def test_a_flood_of_malformed_datagrams_is_one_warning_a_minute(
+    endpoint: UdpEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    # any host on the LAN can send to the API port: counted, not one log line each
+    caplog.set_level(logging.WARNING, logger="marstek_webasto_addon.devices.marstek.transport")
+    host, port = endpoint.local_address
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _ in range(200):
+            sender.sendto(b"{not json", (host, port))
+        await until(lambda: endpoint.stats["malformed"] == 200, 5)
+    finally:
+        sender.close()
+    warnings = [r.getMessage() for r in caplog.records if "malformed datagram" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert endpoint.malformed_from[host][1]  # the reason is kept for the panel

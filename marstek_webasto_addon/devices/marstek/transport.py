@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import socket
 import time
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from typing import Any, Self, cast
 from .protocol import MAX_DATAGRAM, MAX_ID, Echo, MalformedReply, Reply, decode_datagram, encode_request
 
 _LOG = logging.getLogger(__name__)
+MALFORMED_LOG_S = 60.0  # at most one warning a minute per sender of malformed datagrams
 
 Address = tuple[str, int]
 Listener = Callable[[Reply, Address], None]
@@ -42,6 +44,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._next_id = 0
         self.malformed_from: dict[str, tuple[float, str]] = {}  # ip -> (monotonic time, reason)
+        self._malformed_logged: dict[str, float] = {}  # ip -> when its last warning went out
+        self._malformed_skipped: dict[str, int] = {}  # ip -> malformed datagrams since, not logged
         self.local_address: Address = ("", 0)
         self.bind_note = ""
         self.stats = {
@@ -147,8 +151,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             message = decode_datagram(data)
         except MalformedReply as exc:
             self.stats["malformed"] += 1
-            self.malformed_from[address[0]] = (time.monotonic(), str(exc))
-            _LOG.warning("ignoring malformed datagram from %s:%s: %s", *address, exc)
+            now = time.monotonic()
+            self._warn_malformed(address, str(exc), now)
+            self.malformed_from[address[0]] = (now, str(exc))
             return
         if isinstance(message, Echo):
             return  # our own broadcast, or another client's request on a shared port
@@ -170,6 +175,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         else:
             self.stats["unsolicited"] += 1
             _LOG.debug("ignoring unsolicited reply id=%s from %s:%s", message.id, *address)
+
+    def _warn_malformed(self, address: Address, reason: str, now: float) -> None:
+        """One warning per sender a minute, with a count of the others: any host on the LAN can send
+        datagrams to this port, and a log line for each would fill the log."""
+        host = address[0]
+        if now - self._malformed_logged.get(host, -math.inf) < MALFORMED_LOG_S:
+            self._malformed_skipped[host] = self._malformed_skipped.get(host, 0) + 1
+            return
+        skipped = self._malformed_skipped.pop(host, 0)
+        more = f" ({skipped} more from it since the last warning)" if skipped else ""
+        _LOG.warning("ignoring malformed datagram from %s:%s: %s%s", *address, reason, more)
+        self._malformed_logged[host] = now
 
     def _route_parse_error(self, message: Reply, address: Address) -> None:
         """A -32700 comes back with id 0, so it can only be tied to the device: fail its attempt now."""
