@@ -337,6 +337,165 @@ async def test_auto_falls_back_to_modbus_when_udp_goes_silent_and_returns(
     await battery.close()
 
 
+def auto_battery(
+    sim: MarstekSimulator, endpoint: UdpEndpoint, server: VenusModbusServer, **kwargs: Any
+) -> tuple[FallbackBattery, BatteryLink]:
+    """One battery on `auto` with 1 s polls: the switch to Modbus after 1.5 s of silence."""
+    settings = LinkSettings(poll_interval=1.0, offline_after=3)
+    silent_for = silence_before_switch(settings.poll_interval, settings.offline_window)
+    battery = FallbackBattery(
+        client_for(sim, endpoint), fast(server), name="FaseA", silent_for=silent_for, **kwargs
+    )
+    return battery, BatteryLink("FaseA", battery, settings)
+
+
+async def test_auto_a_persons_auto_the_silent_local_api_missed_is_not_overridden_at_the_switch(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # The optimiser's Passive, then a person's Auto just as the Local API goes silent: the Auto is not
+    # applied, but it supersedes the Passive, which must not come back over Modbus at the switch.
+    sim = await make_sim(1, socs=[55.0])
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus()
+    battery, link = auto_battery(sim, endpoint, server)
+    try:
+        async with running(link):
+            await until(lambda: link.online and battery.transport == "udp", 10)
+            assert (await battery.set_mode(PassiveMode(600, 120))).ok  # the optimiser's
+            sim.outage(0, 1e6)
+            person = await battery.set_mode(AutoMode())
+            assert person.status is WriteStatus.NOT_APPLIED, person
+            await until(lambda: battery.transport == "modbus" and battery.modbus.last_answer_at, 15)
+            await asyncio.sleep(2.0)  # two polls over Modbus
+            assert not venus.rs485_control, "the superseded Passive was sent again over Modbus"
+            assert (venus.force_mode, battery.modbus.lease) == (ForceMode.STOP, None)
+    finally:
+        await battery.close()
+
+
+async def test_auto_a_command_during_the_carrying_over_goes_out_after_it(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # A slow Modbus (each reply 0.2 s late): the person's Auto comes while the running Passive is being
+    # carried over to Modbus. It waits for the carrying and wins; the two never interleave.
+    sim = await make_sim(1, socs=[55.0])
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus()
+    server.quirks.reply_delay = 0.2
+    battery, link = auto_battery(sim, endpoint, server)
+    try:
+        async with running(link):
+            await until(lambda: link.online and battery.transport == "udp", 10)
+            assert (await battery.set_mode(PassiveMode(-600, 120))).ok
+            sim.outage(0, 1e6)
+            await until(lambda: battery.transport == "modbus", 15, every=0.001)  # the carrying starts
+            person = await battery.set_mode(AutoMode())
+            assert person.ok, person
+            assert not venus.rs485_control
+            assert battery.modbus.lease is None
+            await asyncio.sleep(2 * 13 * 0.2)  # polls (13 requests) after it: nothing takes control again
+            assert not venus.rs485_control
+            assert venus.force_mode == ForceMode.STOP
+    finally:
+        await battery.close()
+
+
+async def test_auto_releases_a_control_left_by_a_run_that_died_while_on_the_local_api(
+    make_sim: SimFactory, endpoint: UdpEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A run that died holding control, and a start on the Local API, which never polls Modbus. Modbus
+    # cannot be reached at first: the release is tried again until it can.
+    sim = await make_sim(1, socs=[55.0])
+    venus = sim.batteries[0]
+    venus.rs485_control, venus.force_mode, venus.force_discharge_w = True, ForceMode.DISCHARGE, 500
+    server = await sim.serve_modbus()
+    server.quirks.refuse_connections = True
+    battery, link = auto_battery(sim, endpoint, server, release_retry=1.0)
+    caplog.set_level("DEBUG", logger="marstek_webasto_addon.devices.marstek.fallback")
+    try:
+        async with running(link):
+            await until(lambda: link.online and battery.transport == "udp", 10)
+
+            def warned() -> list[str]:
+                return [
+                    r.levelname for r in caplog.records if "could not be checked over Modbus" in r.message
+                ]
+
+            await until(lambda: len(warned()) >= 2, 10)  # tried again
+            assert venus.rs485_control
+            assert battery.modbus.release_owed
+            assert warned()[:2] == ["WARNING", "DEBUG"]  # said once, not at every attempt
+            server.quirks.refuse_connections = False
+            await until(lambda: not battery.modbus.release_owed, 5)  # released, verified by read-back
+            assert not venus.rs485_control
+            assert (venus.force_mode, venus.force_discharge_w) == (ForceMode.STOP, 0)
+            assert battery.transport == "udp"  # still polled over the Local API
+            assert battery.switches == []
+            await until(lambda: server.current is None, 2)  # and the battery's Modbus slot left free
+            connections = server.connections
+            await asyncio.sleep(2.0)
+            assert server.connections == connections  # done once
+    finally:
+        await battery.close()
+
+
+async def test_auto_a_release_that_fails_when_leaving_modbus_is_done_when_modbus_answers(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # On Modbus with a forced charge; Modbus goes away just as the Local API comes back, so the release at
+    # the switch fails. The forced power must not stay for good, lease or no lease.
+    sim = await make_sim(1, socs=[55.0])
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus()
+    battery, link = auto_battery(sim, endpoint, server, probe_every=1.0, release_retry=1.0)
+    try:
+        async with running(link):
+            await until(lambda: link.online and battery.transport == "udp", 10)
+            sim.outage(0, 1e6)
+            await until(lambda: battery.transport == "modbus" and battery.modbus.last_answer_at, 15)
+            assert (await battery.set_mode(PassiveMode(-600, 120))).ok
+            assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.CHARGE)
+            server.quirks.refuse_connections = True
+            battery.modbus.modbus.drop()  # the connection lost
+            sim.outage(0, 0)
+            await until(lambda: battery.transport == "udp", 10)
+            assert venus.rs485_control  # the release at the switch could not be done
+            assert battery.modbus.release_owed
+            server.quirks.refuse_connections = False
+            await until(lambda: not venus.rs485_control, 5)
+            assert venus.force_mode == ForceMode.STOP
+            # the rest of the charge over the Local API, the battery's own countdown
+            await until(lambda: venus.mode == "Passive" and venus.passive_power == -600, 5)
+            assert battery.transport == "udp"
+    finally:
+        await battery.close()
+
+
+async def test_a_work_mode_that_does_not_get_through_ends_the_modbus_lease(make_sim: SimFactory) -> None:
+    # A person's Auto while the battery cannot be reached: the lease it supersedes is not taken again when
+    # the battery answers, and the control is released at that poll.
+    sim = await make_sim(1, socs=[55.0])
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus()
+    client = fast(server)
+    try:
+        await client.read()
+        assert (await client.set_mode(PassiveMode(800, 900))).ok
+        assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
+        server.quirks.refuse_connections = True
+        client.modbus.drop()
+        person = await client.set_mode(AutoMode())
+        assert person.status is WriteStatus.NOT_APPLIED, person
+        server.quirks.refuse_connections = False
+        assert (await client.read()).any_answer
+        assert not venus.rs485_control
+        assert (venus.force_mode, client.lease, client.release_owed) == (ForceMode.STOP, None, False)
+        await client.read()
+        assert not venus.rs485_control  # and stays so
+    finally:
+        await client.close()
+
+
 # probe --------------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,16 @@ struggling), and at every poll while Modbus does not answer either.
 Across a switch the snapshot (values, plausibility history) is handed over, so entities and the guard see
 one battery; a Passive command still running is carried over with the rest of its time (on `clock`, the
 clock of the battery's countdowns: the simulators' in the demo), and RS485 control is released when leaving
-Modbus. Every switch is logged once, with its reason.
+Modbus. Every switch is logged once, with its reason. Only the latest command is carried: any other mode
+command forgets the Passive, whatever its outcome (a person's Auto that the silent Local API did not take
+must not be overridden by the optimiser's Passive before it at the switch), and commands and the carrying
+are serialised, so a carried Passive never goes out after the command that superseded it.
+
+While on the Local API, Modbus is still visited for one thing: RS485 control that no command asks for is
+released (`ModbusBattery.release_owed`). At the start (a run that died may have left the battery under
+control; `keep_lease` would release it only at a first Modbus poll, which a start on the Local API never
+makes), and after a release that failed when leaving Modbus. This runs beside the polls, and again every
+`release_retry` seconds while Modbus cannot be reached.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..outcome import WriteOutcome
+from ..outcome import WriteOutcome, WriteStatus
 from .battery_client import Transport
 from .client import MarstekClient, ReadReport
 from .commands import ManualSlot, ModeCommand, PassiveMode
@@ -35,12 +44,15 @@ from .datapoints import READ_METHODS, Method
 from .decode import BatterySnapshot
 from .firmware import PowerLimits
 from .modbus.battery import ModbusBattery
+from .protocol import MarstekError
 from .transport import UdpEndpoint
 
 _LOG = logging.getLogger(__name__)
 
 SILENT_INTERVALS = 1.5  # poll intervals of silence before the switch to Modbus
 PROBE_EVERY_S = 300.0
+RELEASE_RETRY_S = 60.0  # a release of RS485 control owed while on the Local API: tried again this often
+CLOSE_WAIT_S = 3.0  # at a stop, for a release of RS485 control under way
 
 
 def silence_before_switch(poll_interval: float, offline_window: float) -> float:
@@ -67,6 +79,7 @@ class FallbackBattery:
         name: str = "",
         silent_for: float = silence_before_switch(10.0, 32.5),
         probe_every: float = PROBE_EVERY_S,
+        release_retry: float = RELEASE_RETRY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.udp = udp
@@ -74,6 +87,7 @@ class FallbackBattery:
         self.name = name or udp.host
         self.silent_for = silent_for
         self.probe_every = probe_every
+        self.release_retry = release_retry
         self.active: MarstekClient | ModbusBattery = udp
         self.switches: list[Switch] = []
         self._clock = clock  # the countdowns' clock (a running Passive's end)
@@ -82,6 +96,10 @@ class FallbackBattery:
         self._modbus_answers = True
         self._passive: tuple[int, float] | None = None  # the running Passive: power, end (on `clock`)
         self._dod: int | None = None  # a depth of discharge asked on Modbus: the battery's own, at the return
+        self._commanding = asyncio.Lock()  # one command at a time, a carried Passive included
+        self._releasing: asyncio.Task[None] | None = None  # a release owed, done beside the UDP polls
+        self._next_release = 0.0
+        self._told_unreachable = False  # the first failed check of RS485 control is a warning, not each
         modbus.snapshot = udp.snapshot  # one plausibility history from the start
 
     # the face of the client in use ----------------------------------------------------------------
@@ -182,6 +200,7 @@ class FallbackBattery:
             "on_first_answer": on_first_answer,
         }
         if self.active is self.udp:
+            self._release_if_owed()
             heard = max(self.udp.last_answer_at or 0.0, self._udp_since)
             switch_at = heard + self.silent_for
             cut = deadline is None or switch_at < deadline
@@ -217,17 +236,70 @@ class FallbackBattery:
         report = await self.udp.read([Method.ES_MODE], deadline=probe_deadline, give_up_after=1)
         return report.any_answer
 
+    def _release_if_owed(self) -> None:
+        """While on the Local API: release RS485 control left on (at the start, or a release that failed
+        when leaving Modbus), beside the polls."""
+        if not self.modbus.release_owed or time.monotonic() < self._next_release:
+            return
+        if self._releasing is not None and not self._releasing.done():
+            return
+        self._next_release = time.monotonic() + self.release_retry
+        self._releasing = asyncio.create_task(self._release_left_control(), name=f"{self.name}: release")
+
+    async def _release_left_control(self) -> None:
+        try:
+            released = await self.modbus.release_left_control()
+        except Exception as exc:
+            if not isinstance(exc, MarstekError):
+                _LOG.exception("%s: checking RS485 control over Modbus failed unexpectedly", self.name)
+                return
+            level = logging.DEBUG if self._told_unreachable else logging.WARNING
+            self._told_unreachable = True
+            _LOG.log(
+                level,
+                "%s: RS485 control could not be checked over Modbus (tried again every %.0f s until Modbus "
+                "answers): %s",
+                self.name,
+                self.release_retry,
+                exc,
+            )
+            return
+        self._told_unreachable = False
+        if released is None:
+            return
+        if not released.ok:
+            _LOG.warning("%s: RS485 control could not be released: %s", self.name, released.detail)
+            return
+        _LOG.info("%s: RS485 control left on the battery released over Modbus", self.name)
+        # A Passive sent over the Local API while the battery was under RS485 control: sent again now that
+        # the battery follows its own mode (whether it kept it through the release is not known).
+        await self._carry_passive(self.udp)
+
+    async def _releasing_done(self) -> None:
+        """Before Modbus is used for anything else: a release under way ends first (its writes and the
+        others' must not interleave)."""
+        task = self._releasing
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+
     async def _switch(self, to: MarstekClient | ModbusBattery, reason: str) -> None:
+        await self._releasing_done()
         source = self.active
         if source is self.modbus:
-            released = await self.modbus.release_control()
-            if released is not None and not released.ok:
-                _LOG.warning("%s: RS485 control could not be released: %s", self.name, released.detail)
-        to.snapshot = source.snapshot
-        self.active = to
-        self._udp_since = time.monotonic()
-        self._modbus_answers = True
-        self._next_probe = time.monotonic() + self.probe_every
+            # Under the command lock: no command goes out over Modbus between the release and the switch
+            # (its lease would be left where no poll keeps it).
+            async with self._commanding:
+                released = await self.modbus.release_control()
+                if released is not None and not released.ok:
+                    _LOG.warning(
+                        "%s: RS485 control could not be released (tried again while on the Local API): %s",
+                        self.name,
+                        released.detail,
+                    )
+                    self._next_release = 0.0
+                self._become(to, source)
+        else:
+            self._become(to, source)
         self.switches.append(Switch(time.monotonic(), to.transport, reason))
         _LOG.warning("%s: now over %s (was %s): %s", self.name, to.transport, source.transport, reason)
         if to is self.udp and self._dod is not None:
@@ -236,28 +308,64 @@ class FallbackBattery:
             _LOG.info(
                 "%s: the depth of discharge asked over Modbus, written: %s", self.name, outcome.status.value
             )
-        if self._passive is not None:
-            power, end = self._passive
-            left = round(end - self._clock())
-            if left > 0:
-                outcome = await to.set_mode(PassiveMode(power, left))
-                _LOG.info(
-                    "%s: the running Passive carried over %s: %s",
-                    self.name,
-                    to.transport,
-                    outcome.status.value,
-                )
+        await self._carry_passive(to)
+
+    def _become(self, to: MarstekClient | ModbusBattery, source: MarstekClient | ModbusBattery) -> None:
+        to.snapshot = source.snapshot
+        self.active = to
+        self._udp_since = time.monotonic()
+        self._modbus_answers = True
+        self._next_probe = time.monotonic() + self.probe_every
+
+    async def _carry_passive(self, to: MarstekClient | ModbusBattery) -> None:
+        """The running Passive, again over `to` for the rest of its time. Under the command lock, so it never
+        goes out after a command that superseded it; not at all while a command is being sent (over the
+        Local API, a silent one takes its retries: the polls must not wait for it): that command decides,
+        and is sent again over the new transport if it did not get through (`set_mode`)."""
+        if self._commanding.locked():
+            return
+        async with self._commanding:
+            outcome = await self._send_passive_again(to)
+        if outcome is not None:
+            _LOG.info(
+                "%s: the running Passive carried over %s: %s", self.name, to.transport, outcome.status.value
+            )
+
+    async def _send_passive_again(self, to: MarstekClient | ModbusBattery) -> WriteOutcome | None:
+        """(With the command lock held.)"""
+        if self._passive is None or to is not self.active:
+            return None
+        power, end = self._passive
+        left = round(end - self._clock())
+        if left <= 0:
+            return None
+        return await to.set_mode(PassiveMode(power, left))
 
     # commands: over the transport in use ----------------------------------------------------------
 
     async def set_mode(self, command: ModeCommand) -> WriteOutcome:
-        outcome = await self.active.set_mode(command)
-        if isinstance(command, PassiveMode):
-            if outcome.status.value not in ("rejected",):
-                self._passive = (command.power, self._clock() + command.duration_s)
-        elif outcome.ok:
-            self._passive = None
-        return outcome
+        async with self._commanding:
+            if not isinstance(command, PassiveMode):
+                self._passive = None  # superseded, whatever comes of this command
+            via = self.active
+            outcome = await via.set_mode(command)
+            if not isinstance(command, PassiveMode) or outcome.status is WriteStatus.REJECTED:
+                return outcome
+            self._passive = (command.power, self._clock() + command.duration_s)
+            if self.active is not via and not outcome.ok:
+                # The transport changed while it was being sent (the switch left it to this command): again
+                # over the new one, for the rest of its time.
+                again = await self._send_passive_again(self.active)
+                if again is not None:
+                    _LOG.info(
+                        "%s: %s sent again over %s: %s",
+                        self.name,
+                        command.describe(),
+                        self.active.transport,
+                        again.status.value,
+                    )
+                    return again
+            return outcome
 
     async def clear_schedules(self, *, restore: bool = True) -> WriteOutcome:
         return await self.active.clear_schedules(restore=restore)
@@ -279,5 +387,14 @@ class FallbackBattery:
         return await self.active.set_ble_advertising(on)
 
     async def close(self) -> None:
+        task = self._releasing
+        if task is not None and not task.done():
+            # A release under way finishes (a second or two); one still waiting for an unreachable Modbus is
+            # not worth the stop's time (the next start releases what is left).
+            await asyncio.wait([task], timeout=CLOSE_WAIT_S)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+                _LOG.warning("%s: RS485 control could not be checked over Modbus before the stop", self.name)
         await self.modbus.close()
         await self.udp.close()

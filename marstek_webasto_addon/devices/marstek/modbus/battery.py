@@ -9,8 +9,12 @@ The Local API's commands map onto the control registers (docs/marstek-modbus.md 
   holds it as a lease (`Lease`) and enforces it at every poll: it releases control when the countdown ends
   (at most `PASSIVE_MAX_SECONDS` after the last command, as over UDP), stops a forced charge at
   `soc_ceiling` and a forced discharge at `soc_floor` itself, takes control again when the battery dropped
-  it while the lease runs, and releases control at a clean stop and at the first poll after a start
-  (a battery left in RS485 control by a run that died).
+  it while the lease runs, and releases control at a clean stop.
+* A control no lease asks for is released when it is seen (`release_owed`): at the first poll or
+  `release_left_control()` after a start (a battery left in RS485 control by a run that died), and after a
+  release that could not be done (a lease handed back while the battery could not be reached, a work mode
+  that was not applied): a person's Auto is never overridden by a lease it ended, and a control the add-on
+  dropped is never left on for good.
 
 What cannot be bounded: if the add-on dies while it holds control, the battery keeps the forced power until
 its BMS stops it (full, or the discharge floor), a reboot, or someone releases it. DOCS.md says so.
@@ -108,7 +112,10 @@ class ModbusBattery:
             limits=limits,
         )
         self.modbus = VenusModbusClient(self._config)
-        self._started = False  # the first poll has checked for a control left on by an earlier run
+        # RS485 control must be off unless a lease asks for it: checked at the first poll or
+        # `release_left_control()` (a control left on by an earlier run), and again after a release that
+        # could not be done. Cleared once control is seen off or released.
+        self.release_owed = True
         self._connecting = asyncio.Lock()
 
     transport: Literal["modbus"] = "modbus"
@@ -251,23 +258,17 @@ class ModbusBattery:
 
     async def keep_lease(self) -> None:
         """After a poll: end the lease when due, stop at the SOC bound, take control again when it was
-        lost, and release a control nobody holds a lease for at the first poll."""
+        lost, and release a control no lease asks for while a release is owed (`release_owed`)."""
         client = self.modbus
         control = client.control
         lease = self.lease
-        first, self._started = not self._started, True
         if lease is None:
-            if first and control.in_control:
-                _LOG.warning(
-                    "%s: the battery is in RS485 control but no command of this run asks for it (left by a "
-                    "run that stopped without releasing it, or by another controller): releasing it",
-                    self.label,
-                )
-                await client.release()
+            if self.release_owed:
+                await self._release_owed()
             return
         if self._clock() >= lease.until:
             outcome = await client.release()
-            if outcome.ok:
+            if outcome.ok and self.lease is lease:  # (not a renewal that came meanwhile: it takes it again)
                 _LOG.info("%s: the lease of Passive %+d W ended: control released", self.label, lease.power)
                 self.lease = None
             return
@@ -286,6 +287,40 @@ class ModbusBattery:
                 "%s: the battery left the forced mode while the lease runs: taking it again", self.label
             )
             await self._apply(lease)
+
+    async def _release_owed(self) -> WriteOutcome | None:
+        """Release the control last read if it is on (nothing asks for it); None: it was off."""
+        if not self.modbus.control.in_control:
+            self.release_owed = False
+            return None
+        _LOG.warning(
+            "%s: the battery is in RS485 control but no command of this run asks for it (left by a run that "
+            "stopped without releasing it, by a release that failed, or by another controller): releasing it",
+            self.label,
+        )
+        outcome = await self.modbus.release()
+        if outcome.ok and self.lease is None:
+            self.release_owed = False
+        return outcome
+
+    async def release_left_control(self) -> WriteOutcome | None:
+        """Connect, read the control registers and release a control no lease asks for, if a release is
+        owed, then disconnect (`transport: auto` on the Local API, whose polls never run `keep_lease`; the
+        battery serves one Modbus client at a time). None: nothing to do. Raises MarstekError when the
+        battery cannot be reached (the release stays owed)."""
+        if not self._owes_release():
+            return None
+        try:
+            client = await self._connected()
+            await client.read_control()
+            # (a command that came meanwhile holds a lease: the lease decides)
+            return await self._release_owed() if self._owes_release() else None
+        finally:
+            if self.lease is None:
+                await self.modbus.close()
+
+    def _owes_release(self) -> bool:
+        return self.lease is None and self.release_owed
 
     def _beyond_bound(self, lease: Lease, soc: float) -> bool:
         if lease.power < 0:
@@ -306,12 +341,6 @@ class ModbusBattery:
 
     async def set_mode(self, command: ModeCommand) -> WriteOutcome:
         described = command.describe()
-        try:
-            await self._connected()
-        except MarstekError as exc:
-            return _outcome(WriteStatus.NOT_APPLIED, described, str(exc))
-        if isinstance(command, PassiveMode):
-            return await self._passive(command)
         if isinstance(command, ManualSlot) and command.enabled:
             return _outcome(
                 WriteStatus.REJECTED,
@@ -319,12 +348,25 @@ class ModbusBattery:
                 "schedule slots are not written over Modbus (use the Marstek app, or the Local API)",
             )
         work_mode = _WORK_MODES.get(type(command))
-        if work_mode is None:
+        if work_mode is None and not isinstance(command, PassiveMode):
             return _outcome(
                 WriteStatus.REJECTED, described, f"{command.mode.value} mode is not offered over Modbus"
             )
-        self.lease = None
+        if work_mode is not None:
+            # A work mode ends the lease whatever comes of it: never taken again for a command it
+            # superseded, and the control released at a poll if this command does not get through.
+            self.lease = None
+        try:
+            await self._connected()
+        except MarstekError as exc:
+            self.release_owed = self.release_owed or work_mode is not None
+            return _outcome(WriteStatus.NOT_APPLIED, described, str(exc))
+        if isinstance(command, PassiveMode):
+            return await self._passive(command)
+        assert work_mode is not None
         outcome = await self.modbus.set_work_mode(work_mode)
+        # ok: released (if it was on) and verified; else a control left on is released at a poll
+        self.release_owed = not outcome.ok
         return replace(outcome, command=described, detail=f"{outcome.command}: {outcome.detail}")
 
     async def _passive(self, command: PassiveMode) -> WriteOutcome:
@@ -339,10 +381,10 @@ class ModbusBattery:
         assert isinstance(prepared, PassiveMode)
         command = prepared
         previous, self.lease = self.lease, Lease(command.power, self._clock() + command.duration_s)
-        self._started = True
+        owed, self.release_owed = self.release_owed, False  # the lease decides now
         outcome = await self._apply(self.lease)
         if outcome.status is WriteStatus.REJECTED:
-            self.lease = previous  # nothing changed on the battery
+            self.lease, self.release_owed = previous, owed  # nothing changed on the battery
         bound = " (held idle: the SOC bound is reached)" if self.lease and self.lease.at_bound else ""
         detail = (
             f"{outcome.command}{bound}: {outcome.detail}; no countdown over Modbus: the add-on releases "
@@ -378,12 +420,15 @@ class ModbusBattery:
         )
 
     async def release_control(self) -> WriteOutcome | None:
-        """End the lease and hand control back, if the add-on holds it (None: nothing held)."""
+        """End the lease and hand control back, if the add-on holds it (None: nothing held). A release
+        that fails stays owed (`release_owed`): done at the next poll or `release_left_control()`."""
         held = self.lease is not None or (self.modbus.connected and self.modbus.control.in_control)
         self.lease = None
         if not held:
             return None
-        return await self.modbus.release()
+        outcome = await self.modbus.release()
+        self.release_owed = not outcome.ok
+        return outcome
 
     async def close(self) -> None:
         """A clean stop: never leave RS485 control on without a reason."""
