@@ -318,7 +318,7 @@ async def steering(
     """The optimiser's controller over the simulated batteries, as `run` builds it (without the broker)."""
     devices = []
     for index in range(len(sim.batteries)):
-        link = BatteryLink(f"Fase{'AB'[index]}", client_for(sim, endpoint, index, SLOW_WRITES))
+        link = BatteryLink(f"Fase{'ABC'[index]}", client_for(sim, endpoint, index, SLOW_WRITES))
         await link.poll_once()
         devices.append(BatteryDevice(link, {}))
     grid = GridInput("test")
@@ -383,3 +383,26 @@ async def test_a_start_after_a_crash_mid_clearing_puts_the_battery_back_in_auto(
     assert last is not None
     assert "a schedule clearing was cut short" in last.command
     assert len(sim.batteries[1 - index].setmode_log) == other
+
+
+async def test_a_stop_waits_for_all_batteries_at_once(make_sim: SimFactory, endpoint: UdpEndpoint) -> None:
+    # Two steered batteries stop answering before the stop: each one's Auto takes its retries. Waited for
+    # one after the other, they took twice the stop's time, and s6 kills the process at a fixed grace.
+    sim = await make_sim(3, socs=[60.0, 40.0, 30.0])
+    devices, controller = await steering(sim, endpoint, {})
+    controller.step()
+    await until(lambda: sorted(modes(sim)) == ["Auto", "Passive", "Passive"], 15)
+    passive = [i for i, mode in enumerate(modes(sim)) if mode == "Passive"]
+    for index in passive:
+        sim.outage(index, 60.0)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await bounded(controller.stop(timeout=3.0), 20, "the stop")
+    took = loop.time() - began
+    assert took < 5.0, took  # one wait of 3 s for both, not 3 s each
+    writing = [controller._actuators[id(devices[i])].task for i in passive]
+    assert all(task is not None and not task.done() for task in writing)  # each one's Auto, still trying
+    for task in writing:
+        assert task is not None
+        task.cancel()
+        await asyncio.wait({task})

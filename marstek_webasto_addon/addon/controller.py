@@ -591,6 +591,7 @@ class OptimiserController:
             elif device.link.online and (actuator.task is None or actuator.task.done()):
                 device.link.client.schedule.clear()  # cut short: which slots are disabled is not known
                 actuator.submit(Command(device_id, Role.AUTO, reason="a schedule clearing was cut short"))
+                self.engine.mode_changed[device_id] = self.clock.seconds()  # the switch interval counts it
 
     def _report(self, device: BatteryDevice, outcome: WriteOutcome) -> None:
         device.record(outcome)
@@ -622,10 +623,12 @@ class OptimiserController:
             await actuator.abandon_clearing()
         commands = self.engine.stop(self.inputs())
         released = {command.battery_id for command in commands}
-        commands += [
-            Command(i, Role.AUTO, reason="add-on stopping") for i in self.in_manual.ids if i not in released
-        ]
+        extra = [i for i in self.in_manual.ids if i not in released]
+        commands += [Command(i, Role.AUTO, reason="add-on stopping") for i in extra]
+        for battery_id in extra:  # a mode change like the release's: kept for the switch interval
+            self.engine.mode_changed[battery_id] = self.clock.seconds()
         self._dispatch(commands)
         self._save_capacity()
-        for actuator in self._actuators.values():
-            await actuator.drain(timeout)
+        # All at once within `timeout`: a battery that does not answer must not hold back the others' Auto
+        # (each write to a silent battery takes its retries), nor the rest of the stop.
+        await asyncio.gather(*(actuator.drain(timeout) for actuator in self._actuators.values()))

@@ -451,12 +451,15 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         # Within SHUTDOWN_BUDGET_S: s6 kills the process after S6_SERVICES_GRACETIME (the Dockerfile), and
-        # a battery that has not confirmed by then is not helped by waiting longer.
+        # a battery that has not confirmed by then is not helped by waiting longer. Every wait below covers
+        # all batteries at once.
         if self.optimiser is not None:
-            await self.optimiser.stop(timeout=SHUTDOWN_BUDGET_S / 2)  # to Auto while the links are up
-        await self._end_leases(timeout=SHUTDOWN_BUDGET_S / 2)
-        for battery in self.battery_links:
-            await battery.client.close()  # Modbus: RS485 control released, never left on
+            await self.optimiser.stop(timeout=SHUTDOWN_BUDGET_S * 0.4)  # to Auto while the links are up
+        await self._end_leases(timeout=SHUTDOWN_BUDGET_S * 0.4)
+        # Modbus: RS485 control released, never left on (a transport `auto` waits at most CLOSE_WAIT_S)
+        await asyncio.gather(
+            *(battery.client.close() for battery in self.battery_links), return_exceptions=True
+        )
         if self.mqtt is not None:
             await self.mqtt.close()
         for link in self.wallbox_links:
