@@ -412,7 +412,24 @@ def test_restored_mode_changes_hold_the_first_commands_after_a_restart_for_the_s
     assert len(world.log) == 2  # B: still within five minutes of the stop's Auto
     world.run(20)
     assert [(c.battery_id, c.role) for c in world.log[2:]] == [("b", Role.IDLE)]
-    assert world.engine.mode_changes() == {"a": 1060.0, "b": 1280.0, "c": 1010.0}  # kept for the next stop
+    # kept for the next stop; C was in Auto already: its Auto was no change
+    assert world.engine.mode_changes() == {"a": 1060.0, "b": 1280.0, "c": 1000.0 - 3600}
+
+
+def test_after_a_restart_a_battery_still_in_passive_gets_its_refresh_at_once() -> None:
+    # A crash, then a start within the switch interval: B and C are still in the Passive the last run sent,
+    # and its countdown runs. Waiting out the interval would let it run out: Auto, then Passive again.
+    batteries = [battery("A", 50), battery("B", 20, mode="Passive"), battery("C", 80, mode="Passive")]
+    world = World(batteries, settings=Settings(enabled=True, method="rules", min_switch_interval=5))
+    world.engine.restore_mode_changes({"a": world.t - 20, "b": world.t - 20, "c": world.t - 20})
+    world.grid = 300.0
+    world.step()
+    sent = {c.battery_id: c.role for c in world.log}
+    # B stays Passive: no change, its refresh goes out at once. C, the fullest, is to cover the home in Auto
+    # and A to go Passive: two mode changes, which wait for the interval.
+    assert sent == {"b": Role.IDLE}
+    world.run(280)
+    assert {c.battery_id: c.role for c in world.log[1:]} == {"a": Role.IDLE, "c": Role.AUTO}
 
 
 def test_switching_off_and_on_again_waits_the_interval_from_the_releases_auto() -> None:

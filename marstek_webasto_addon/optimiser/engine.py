@@ -845,7 +845,16 @@ class Optimiser:
             power = self._clamp(battery, want)
             sent = self.sent.get(battery_id)
             t = inputs.t
-            mode_change = sent is None or (sent.role is Role.AUTO) != (want.role is Role.AUTO)
+            if sent is None:
+                # Nothing sent yet (a start, a hold just ended): a change only if the battery is in another
+                # mode. A battery still in the Passive of a run before a restart gets its refresh at once,
+                # not after the restored switch interval, by which time its countdown may have run out.
+                mode_change = battery.mode != ("Auto" if want.role is Role.AUTO else "Passive")
+                if not mode_change:
+                    # when its last change is not known, the interval counts from now, as after a change
+                    self.mode_changed.setdefault(battery_id, t)
+            else:
+                mode_change = (sent.role is Role.AUTO) != (want.role is Role.AUTO)
             since = self._last_change(battery_id)
             if mode_change and not safety and since is not None and t - since < s.min_switch_interval * 60:
                 continue  # at most one Auto <-> Passive change per battery per switch interval, by anyone
