@@ -242,15 +242,24 @@ class CarControl:
         return time(hours, minutes)
 
     def _power_limits_kw(self) -> tuple[float, float]:
-        """The wallbox's lowest and highest charging power on its phases now (kW)."""
+        """The wallbox's lowest and highest charging power on its phases now (kW); none when the installation
+        allows less than the box's minimum."""
         minimum, maximum = self.wallbox.link.client.current_limits()
+        if maximum < minimum:
+            return 0.0, 0.0
         per_amp = self._phases() * VOLTS / 1000
         return minimum * per_amp, maximum * per_amp
 
     def _can_switch_phases(self) -> bool:
-        # a single-phase installation (register 404) has no three phases to switch to
+        # A single-phase installation (register 404) has no three phases to switch to; after a switch the
+        # box refused, the controller works with the phases it has until the retry (a car paused for a
+        # switch down that never comes would wait for ever).
         link = self.wallbox.link
-        return link.client.supports("phase_switch") and link.snapshot.values.get("phases_installed") != "1"
+        return (
+            link.client.supports("phase_switch")
+            and link.snapshot.values.get("phases_installed") != "1"
+            and monotonic() >= self._phase_retry_at
+        )
 
     def _phases(self) -> int:
         values = self.wallbox.link.snapshot.values
@@ -338,8 +347,6 @@ class CarControl:
             # A current meant for one phase would draw three times the power on three: the car pauses
             # until the box reports the switch (it interrupts the charge to switch anyway).
             wanted = 0
-        if phases is not None and monotonic() < self._phase_retry_at:
-            phases = None  # a switch the box refused is tried again later, not at every step
         busy = self._writing is not None and not self._writing.done()
         if not busy and (phases is not None or wanted != client.current_setpoint):
             self._writing = asyncio.create_task(self._apply(phases, wanted, decision.reason))

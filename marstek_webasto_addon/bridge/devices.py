@@ -543,11 +543,15 @@ class WallboxDevice(BridgedDevice):
             case "stop_session":
                 return await client.stop_session()
             case "phases":
-                outcome = await client.set_phases(int(value))
-                if outcome.ok and self.charge is not None and self.charge.mode != "manual":
-                    # A person's phases win as their current does: a charge mode would switch them back.
+                if (
+                    client.supports("phase_switch")
+                    and self.charge is not None
+                    and self.charge.mode != "manual"
+                ):
+                    # A person's phases win as their current does: before the write, so that a charge step
+                    # that runs while it is on its way cannot switch them back.
                     self.charge.set_mode("manual", f"phases set from {source}")
-                return outcome
+                return await client.set_phases(int(value))
         return WriteOutcome(WriteStatus.REJECTED, key, 1, f"{key} is not a wallbox command")
 
 
