@@ -171,6 +171,20 @@ WHOLE_FILES: list[tuple[Any, list[str]]] = [
         ],
     ),
     (
+        {**BASE, "rediscovery_targets": ["127.0.0.12:70000"]},
+        [
+            "rediscovery_targets: '127.0.0.12:70000' is not an address, ADDRESS:PORT or a block such as "
+            "192.168.1.0/24 (IPv4 addresses and ports 1-65535 only)"
+        ],
+    ),
+    (
+        {**BASE, "rediscovery_targets": ["::1"]},
+        [
+            "rediscovery_targets: '::1' is not an address, ADDRESS:PORT or a block such as "
+            "192.168.1.0/24 (IPv4 addresses and ports 1-65535 only)"
+        ],
+    ),
+    (
         {**BASE, "rediscovery_targets": ["10.0.0.0/8"]},
         [
             "rediscovery_targets: '10.0.0.0/8' is not an address, ADDRESS:PORT or a block such as "
@@ -178,9 +192,9 @@ WHOLE_FILES: list[tuple[Any, list[str]]] = [
         ],
     ),
     (
-        {**BASE, "control_interval": 60, "optimiser": {"passive_countdown": 2}},
+        {**BASE, "control_interval": 61, "optimiser": {"passive_countdown": 2}},
         [
-            "control_interval (60 s) must be less than a third of the optimiser's passive_countdown (2 min), "
+            "control_interval (61 s) must be at most half of the optimiser's passive_countdown (2 min), "
             "or the countdown runs out between two control steps"
         ],
     ),

@@ -348,7 +348,11 @@ class Options(_Strict):
         targets = [spec.strip() for spec in value]
         for spec in targets:
             try:
-                expand_targets([spec], 0)
+                found = expand_targets([spec], 1)
+                if any(
+                    ipaddress.ip_address(host).version != 4 or not 0 < port < 65536 for host, port in found
+                ):
+                    raise ValueError("IPv4 addresses and ports 1-65535 only")
             except ValueError as exc:
                 raise ValueError(
                     f"{spec!r} is not an address, ADDRESS:PORT or a block such as 192.168.1.0/24 ({exc})"
@@ -357,13 +361,12 @@ class Options(_Strict):
 
     @model_validator(mode="after")
     def _refresh_in_time(self) -> Options:
-        # A Passive command is renewed at a control step once two thirds of its countdown have run: with
-        # fewer than three steps in a countdown it runs out between them, and the battery goes to Auto
-        # and back to Passive at every step.
+        # A Passive command is renewed at a control step: with fewer than two steps in a countdown it runs
+        # out between them, and the battery goes to Auto and back to Passive at every step.
         countdown_s = float(self.optimiser_values()["passive_countdown"]) * 60
-        if self.control_interval * 3 >= countdown_s:
+        if self.control_interval * 2 > countdown_s:
             raise ValueError(
-                f"control_interval ({self.control_interval:g} s) must be less than a third of the "
+                f"control_interval ({self.control_interval:g} s) must be at most half of the "
                 f"optimiser's passive_countdown ({countdown_s / 60:g} min), or the countdown runs out "
                 "between two control steps"
             )
