@@ -205,13 +205,14 @@ async def test_a_bridge_that_cannot_start_keeps_the_add_on_up_with_the_reason_in
                 await asyncio.sleep(0.2)
         assert [p["source"] for p in problems] == ["Bridge"], problems
         assert "assign requested address" in problems[0]["text"]
+        assert problems[0]["text"].startswith("could not start:")
         assert "nothing is sent to any device" in problems[0]["text"]
         assert process.returncode is None  # still up
         assert sim.batteries[0].requests == 0
     finally:
         log = await stop(process, output)
     assert process.returncode == 0, log
-    assert "the bridge stopped" in log
+    assert "the bridge could not start" in log
 
 
 def test_the_init_script_stops_the_add_on_when_data_is_not_writable(tmp_path: Path) -> None:

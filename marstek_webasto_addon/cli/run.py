@@ -214,21 +214,26 @@ async def run(args: argparse.Namespace) -> int:
             broker.describe(),
             state_dir,
         )
-        try:
-            async with Runtime(options, StateStore(state_dir / "state.json"), broker) as runtime:
-                if panel is not None:
-                    panel.attach(runtime)
-                await runtime.run()
-        except Exception as exc:
-            # What the options could not check (an address this host does not have, a port in use) or a
-            # fault: the devices were released on the way out; the panel says what happened.
-            _LOG.exception("the bridge stopped")
-            if panel is None:
-                return EXIT_BRIDGE_FAILED
-            problems[:] = [
-                {"source": "Bridge", "text": f"stopped: {exc}; nothing is sent to any device until a restart"}
-            ]
-            await asyncio.Event().wait()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                runtime = await stack.enter_async_context(
+                    Runtime(options, StateStore(state_dir / "state.json"), broker)
+                )
+            except Exception as exc:
+                # What the options could not check (an address this host does not have): the start failed
+                # before any device was commanded, and a restart would fail the same way; the panel says
+                # why. A fault later on ends the process (the devices released on the way out), so that
+                # the Supervisor's watchdog can start it again.
+                _LOG.exception("the bridge could not start")
+                if panel is None:
+                    return EXIT_BRIDGE_FAILED
+                problems[:] = [
+                    {"source": "Bridge", "text": f"could not start: {exc}; nothing is sent to any device"}
+                ]
+                await asyncio.Event().wait()
+            if panel is not None:
+                panel.attach(runtime)
+            await runtime.run()
     except asyncio.CancelledError:
         _LOG.info("stopped")
     finally:
