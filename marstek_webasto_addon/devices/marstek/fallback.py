@@ -320,8 +320,10 @@ class FallbackBattery:
     async def _carry_passive(self, to: MarstekClient | ModbusBattery) -> None:
         """The running Passive, again over `to` for the rest of its time. Under the command lock, so it never
         goes out after a command that superseded it; not at all while a command is being sent (over the
-        Local API, a silent one takes its retries: the polls must not wait for it): that command decides,
-        and is sent again over the new transport if it did not get through (`set_mode`)."""
+        Local API, a silent one takes its retries: the polls must not wait for it): that command decides.
+        A Passive that did not get through is sent again over the new transport (`set_mode`); any other
+        command that did not is reported not applied, and the Passive before it has ended (its countdown,
+        at most 15 minutes, ends it in the battery too)."""
         if self._commanding.locked():
             return
         async with self._commanding:

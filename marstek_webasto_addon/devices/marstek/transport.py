@@ -23,6 +23,7 @@ from .protocol import MAX_DATAGRAM, MAX_ID, Echo, MalformedReply, Reply, decode_
 
 _LOG = logging.getLogger(__name__)
 MALFORMED_LOG_S = 60.0  # at most one warning a minute per sender of malformed datagrams
+MALFORMED_SENDERS_KEPT = 256  # senders remembered; beyond, forgotten (a LAN has fewer devices)
 
 Address = tuple[str, int]
 Listener = Callable[[Reply, Address], None]
@@ -180,6 +181,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """One warning per sender a minute, with a count of the others: any host on the LAN can send
         datagrams to this port, and a log line for each would fill the log."""
         host = address[0]
+        if len(self._malformed_logged) > MALFORMED_SENDERS_KEPT:  # spoofed senders must not grow it
+            self._malformed_logged.clear()
+            self._malformed_skipped.clear()
+        if len(self.malformed_from) > MALFORMED_SENDERS_KEPT:
+            self.malformed_from.clear()
         if now - self._malformed_logged.get(host, -math.inf) < MALFORMED_LOG_S:
             self._malformed_skipped[host] = self._malformed_skipped.get(host, 0) + 1
             return
