@@ -342,7 +342,9 @@ class CarControl:
         wanted = decision.current_a if decision.charge else 0
         client = self.wallbox.link.client
         box_phases = self._phases()
-        phases = decision.phases if self._can_switch_phases() and decision.phases != box_phases else None
+        # switched for a charge, not while the wallbox waits (a waiting decision's phases mean nothing yet)
+        switch = decision.charge and self._can_switch_phases() and decision.phases != box_phases
+        phases = decision.phases if switch else None
         if phases is not None and phases < box_phases:
             # A current meant for one phase would draw three times the power on three: the car pauses
             # until the box reports the switch (it interrupts the charge to switch anyway).
