@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..addon.options import MQTT_HOST_REQUIRED, Options, OptionsError, load_options
 from ..addon.runtime import Runtime
@@ -137,6 +138,23 @@ async def broker_settings(
         )
 
 
+class StopOnce:
+    """The signal handler: the first SIGTERM or SIGINT starts the stop (cancels `task`); the next ones are
+    ignored, as a second cancellation would cut short the stop that puts the devices in their safe state
+    (s6 may signal again, a person may press Ctrl-C twice)."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.stopping = False
+
+    def __call__(self) -> None:
+        if self.stopping:
+            _LOG.info("already stopping: the batteries go back to Auto first")
+            return
+        self.stopping = True
+        self.task.cancel()
+
+
 def _report(problems: list[str]) -> None:
     for problem in problems:
         print(f"error: options: {problem}", file=sys.stderr, flush=True)
@@ -154,17 +172,7 @@ async def run(args: argparse.Namespace) -> int:
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
-    stopping = False
-
-    def stop() -> None:
-        nonlocal stopping
-        if stopping:
-            # s6 and a second Ctrl-C must not cut short the stop that puts the devices in their safe state
-            _LOG.info("already stopping: the batteries go back to Auto first")
-            return
-        stopping = True
-        main.cancel()
-
+    stop = StopOnce(main)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
 
