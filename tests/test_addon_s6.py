@@ -146,6 +146,21 @@ async def test_the_run_script_starts_the_bridge_with_the_supervisors_credentials
     assert sim.batteries[0].ble_mac in (tmp_path / "data" / "state.json").read_text()  # kept in /data
 
 
+async def panel_problems(env: dict[str, str]) -> list[dict[str, str]]:
+    """The problems the panel lists, once it answers and lists any (outside the add-on: loopback)."""
+    url = f"http://127.0.0.1:{env['MWA_PANEL_PORT']}/api/state"
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while True:
+            try:
+                async with http.get(url) as response:
+                    problems: list[dict[str, str]] = (await response.json())["problems"]
+                    if problems:
+                        return problems
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.2)
+
+
 async def test_invalid_options_keep_the_add_on_up_with_the_problems_in_the_panel(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
@@ -163,15 +178,7 @@ async def test_invalid_options_keep_the_add_on_up_with_the_problems_in_the_panel
     env["MWA_PANEL_BIND"] = "127.0.0.1"
     process, output = await start(env)
     try:
-        url = f"http://127.0.0.1:{env['MWA_PANEL_PORT']}/api/state"
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                try:
-                    async with http.get(url) as response:
-                        problems = (await response.json())["problems"]
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.2)
+        problems = await panel_problems(env)
         assert {p["source"] for p in problems} == {"Options"}
         assert problems[0]["text"].startswith("batteries[0].host: must be an IP address or a host name")
         assert process.returncode is None  # still up
@@ -192,17 +199,7 @@ async def test_a_bridge_that_cannot_start_keeps_the_add_on_up_with_the_reason_in
     env["MWA_PANEL_BIND"] = "127.0.0.1"
     process, output = await start(env)
     try:
-        url = f"http://127.0.0.1:{env['MWA_PANEL_PORT']}/api/state"
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                try:
-                    async with http.get(url) as response:
-                        problems = (await response.json())["problems"]
-                        if problems:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.2)
+        problems = await panel_problems(env)
         assert [p["source"] for p in problems] == ["Bridge"], problems
         assert "assign requested address" in problems[0]["text"]
         assert problems[0]["text"].startswith("could not start:")

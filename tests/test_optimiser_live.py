@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,18 +16,15 @@ import pytest
 from marstek_webasto_addon.addon.controller import KEEP_MODE_CHANGE_S, OptimiserController
 from marstek_webasto_addon.addon.inputs import BatteryMeterInput, GridInput, PvForecast
 from marstek_webasto_addon.addon.options import parse_options
-from marstek_webasto_addon.addon.runtime import Runtime
-from marstek_webasto_addon.addon.state import StateStore
 from marstek_webasto_addon.bridge.devices import BatteryDevice
-from marstek_webasto_addon.bridge.mqtt import BrokerSettings
 from marstek_webasto_addon.devices.marstek.datapoints import Method
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
-from marstek_webasto_addon.devices.marstek.simulator.physics import SimClock
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
 from .conftest import SimFactory, client_for
 from .mqtt_fixtures import Broker, Recorder, broker, recording
 from .test_bridge_mqtt import bridge
+from .test_venus_transport_live import addon
 
 __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(120)
@@ -156,24 +151,6 @@ SPEED = 10  # the batteries' and the optimiser's clock: the 2 min interval lasts
 INTERVAL_S = 120
 
 
-@contextlib.asynccontextmanager
-async def on_clock(
-    broker: Broker, opts: dict[str, Any], state_dir: Path, clock: SimClock
-) -> AsyncIterator[Runtime]:
-    """The add-on as `run` starts it, on the simulators' clock; stopped cleanly at the end."""
-    parsed = parse_options({**opts, "mqtt": {"host": broker.host, "port": broker.port}})
-    async with Runtime(
-        parsed, StateStore(state_dir / "state.json"), BrokerSettings(broker.host, broker.port), clock=clock
-    ) as runtime:
-        task = asyncio.create_task(runtime.run())
-        try:
-            yield runtime
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 def interval_options(sim: Any) -> dict[str, Any]:
     opts = options(sim, enabled=True)
     opts["optimiser"].update(min_switch_interval=INTERVAL_S // 60, input_stale_after=60)
@@ -191,7 +168,7 @@ async def test_a_restart_within_the_switch_interval_waits_it_out_from_the_stops_
     stop = asyncio.Event()
     async with recording(broker) as recorder:
         meter = asyncio.create_task(keep_publishing(recorder, 0.4, stop))  # the fullest, FaseA, covers
-        async with on_clock(broker, interval_options(sim), tmp_path, sim.clock):
+        async with addon(broker, interval_options(sim), tmp_path, sim.clock):
             await recorder.wait_for(lambda: modes(sim) == ["Auto", "Passive"], 30, "FaseB idle in Passive")
             stopping = sim.clock.seconds()
         assert modes(sim) == ["Auto", "Auto"]  # the stop's Auto
@@ -201,7 +178,7 @@ async def test_a_restart_within_the_switch_interval_waits_it_out_from_the_stops_
         assert epoch + stopping <= auto_at <= epoch + sim.clock.seconds()  # in wall-clock time
         await asyncio.sleep(20 / SPEED)
         sent = len(fase_b.setmode_log)
-        async with on_clock(broker, interval_options(sim), tmp_path, sim.clock) as runtime:
+        async with addon(broker, interval_options(sim), tmp_path, sim.clock) as runtime:
             # the engine starts with it, on its own clock
             assert runtime.optimiser is not None
             restored = runtime.optimiser.engine.mode_changes()[f"battery_{fase_b.ble_mac}"]
@@ -225,7 +202,7 @@ async def test_the_master_switch_off_and_on_waits_the_interval_from_the_releases
     fase_b = sim.batteries[1]
     stop = asyncio.Event()
     opts = interval_options(sim)
-    async with recording(broker) as recorder, on_clock(broker, opts, tmp_path, sim.clock):
+    async with recording(broker) as recorder, addon(broker, opts, tmp_path, sim.clock):
         meter = asyncio.create_task(keep_publishing(recorder, 0.4, stop))
         await recorder.wait_for(lambda: modes(sim) == ["Auto", "Passive"], 30, "FaseB idle in Passive")
         switched_off = sim.clock.seconds()
