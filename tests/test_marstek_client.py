@@ -18,7 +18,7 @@ from marstek_webasto_addon.devices.marstek.datapoints import READ_METHODS, Metho
 from marstek_webasto_addon.devices.marstek.firmware import Mode
 from marstek_webasto_addon.devices.marstek.protocol import MethodNotFound, RequestTimeout, UnsupportedMethod
 from marstek_webasto_addon.devices.marstek.simulator import PROFILES, Quirks
-from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+from marstek_webasto_addon.devices.marstek.transport import MALFORMED_SENDERS_KEPT, UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteStatus
 
 from .conftest import FAST, SimFactory, client_for, until
@@ -586,3 +586,50 @@ async def test_a_flood_of_malformed_datagrams_is_one_warning_a_minute(
     warnings = [r.getMessage() for r in caplog.records if "malformed datagram" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert endpoint.malformed_from[host][1]  # the reason is kept for the panel
+
+
+def malformed_from(endpoint: UdpEndpoint, host: str) -> None:
+    """A malformed datagram from `host` (spoofed: UDP's source address is whatever the sender writes)."""
+    endpoint.datagram_received(b"{not json", (host, 30000))
+
+
+def flood_hosts(count: int) -> list[str]:
+    """`count` distinct senders in 127.0.1.1 .. 127.0.x.250."""
+    return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(count)]
+
+
+async def test_senders_of_malformed_datagrams_beyond_the_cap_are_forgotten_and_warned_about_again(
+    endpoint: UdpEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Spoofed senders must not grow the bookkeeping without end: beyond MALFORMED_SENDERS_KEPT they are
+    # all forgotten, and a sender forgotten is warned about again within its minute.
+    caplog.set_level(logging.WARNING, logger="marstek_webasto_addon.devices.marstek.transport")
+
+    def warnings(host: str) -> int:
+        return sum(f"malformed datagram from {host}:30000:" in r.getMessage() for r in caplog.records)
+
+    first = "127.0.0.2"
+    malformed_from(endpoint, first)
+    malformed_from(endpoint, first)
+    assert warnings(first) == 1  # one a minute
+    flood = flood_hosts(MALFORMED_SENDERS_KEPT + 1)  # with the first: more senders than are kept
+    for host in flood:
+        malformed_from(endpoint, host)
+        assert warnings(host) == 1
+    assert len(endpoint.malformed_from) < MALFORMED_SENDERS_KEPT
+    assert first not in endpoint.malformed_from
+    malformed_from(endpoint, first)
+    assert warnings(first) == 2  # forgotten: warned about again
+    assert first in endpoint.malformed_from
+    newest = flood[-1]
+    malformed_from(endpoint, newest)
+    assert warnings(newest) == 1  # still remembered: its minute holds
+    assert endpoint.stats["malformed"] == 2 + len(flood) + 2
+
+
+async def test_the_malformed_datagram_bookkeeping_never_holds_more_senders_than_the_cap(
+    endpoint: UdpEndpoint,
+) -> None:
+    for host in flood_hosts(2 * MALFORMED_SENDERS_KEPT):
+        malformed_from(endpoint, host)
+        assert len(endpoint.malformed_from) <= MALFORMED_SENDERS_KEPT

@@ -181,10 +181,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """One warning per sender a minute, with a count of the others: any host on the LAN can send
         datagrams to this port, and a log line for each would fill the log."""
         host = address[0]
-        if len(self._malformed_logged) > MALFORMED_SENDERS_KEPT:  # spoofed senders must not grow it
+        # Spoofed senders must not grow it: a new sender that would be one too many starts it afresh (this
+        # runs before `datagram_received` records the sender in `malformed_from`).
+        if host not in self._malformed_logged and len(self._malformed_logged) >= MALFORMED_SENDERS_KEPT:
             self._malformed_logged.clear()
             self._malformed_skipped.clear()
-        if len(self.malformed_from) > MALFORMED_SENDERS_KEPT:
+        if host not in self.malformed_from and len(self.malformed_from) >= MALFORMED_SENDERS_KEPT:
             self.malformed_from.clear()
         if now - self._malformed_logged.get(host, -math.inf) < MALFORMED_LOG_S:
             self._malformed_skipped[host] = self._malformed_skipped.get(host, 0) + 1
