@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from marstek_webasto_addon.optimiser.car_sessions import CarSession
 from marstek_webasto_addon.optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error
 from marstek_webasto_addon.optimiser.planner import (
     PV_PLAN_FACTOR,
@@ -369,6 +370,41 @@ def test_the_plan_carries_reasons_and_per_battery_targets() -> None:
         assert sum(b.power_kw for b in step.batteries) == pytest.approx(step.battery_kw, abs=0.01)
         assert len({round(b.soc, 1) for b in step.batteries}) == 1  # kept together
     assert result.first == result.steps[0]
+
+
+def spike_with_a_stuck_battery(*others: BatterySpec) -> tuple[Plan, tuple[BatterySpec, ...]]:
+    """An hour at 1 EUR/kWh from 18:00, worth discharging all that can be, with a battery whose power limits
+    are 0 kW (a Venus whose own maximums read 0) after `others`, and a car at a wallbox whose installation
+    allows less than its minimum (`CarControl._power_limits_kw` gives (0, 0)) from 17:00 to 23:00."""
+    price = flat(0.20)
+    price[at_hours(18, 19)] = 1.00
+    stuck = BatterySpec("stuck", capacity_kwh=5.12, soc=50.0, max_charge_kw=0.0, max_discharge_kw=0.0)
+    car = CarSession(DAY + timedelta(hours=17), DAY + timedelta(hours=23), 10.0, max_kw=0.0, min_kw=0.0)
+    specs = (*others, stuck)
+    return plan(inputs(import_price=price, export_price=price - 0.1, batteries=specs, car=(car,))), specs
+
+
+def test_a_battery_and_a_car_that_can_take_no_power_are_held_at_zero_in_a_valid_plan() -> None:
+    for others in (batteries(soc=50.0, count=2), ()):
+        result, specs = spike_with_a_stuck_battery(*others)
+        assert result.status == "optimal"
+        assert len(result.steps) == STEPS
+        assert all(step.batteries[-1].power_kw == 0.0 for step in result.steps)
+        assert all(step.batteries[-1].soc == pytest.approx(50.0) for step in result.steps)
+        assert all(step.car_kw == 0.0 for step in result.steps)
+        (session,) = result.car
+        assert session.planned_kwh == 0.0
+        assert session.missing_kwh == pytest.approx(10.0)  # said, not planned at a power it cannot have
+        if not others:
+            assert all(step.battery_kw == 0.0 for step in result.steps)
+            assert_energy_accounted(result, specs)
+        else:
+            assert max(step.battery_kw for step in result.steps) > 1.0  # the others still work the spike
+
+
+def test_the_energy_a_battery_cannot_give_is_not_planned_from_the_others() -> None:
+    result, specs = spike_with_a_stuck_battery(*batteries(soc=50.0, count=2))
+    assert_energy_accounted(result, specs)
 
 
 def test_split_power_shares_by_what_each_battery_can_give_within_its_limit() -> None:

@@ -750,11 +750,20 @@ def _load_completion(load: FloatArray, n: int) -> FloatArray:
 
 
 def _groups(batteries: tuple[BatterySpec, ...]) -> tuple[tuple[Group, ...], list[list[int]]]:
-    keyed: dict[tuple[float, float, float], list[int]] = {}
+    keyed: dict[tuple[float, float, float, bool, bool], list[int]] = {}
     for i, b in enumerate(batteries):
-        keyed.setdefault((b.charge_efficiency, b.discharge_efficiency, b.standby_kw), []).append(i)
+        # A battery that cannot charge (or discharge) at all is not summed with those that can: its energy
+        # (or its room) would be planned through the others' power (a Venus whose own maximum reads 0).
+        key = (
+            b.charge_efficiency,
+            b.discharge_efficiency,
+            b.standby_kw,
+            b.max_charge_kw > 0,
+            b.max_discharge_kw > 0,
+        )
+        keyed.setdefault(key, []).append(i)
     groups = []
-    for (eta_c, eta_d, standby), members in keyed.items():
+    for (eta_c, eta_d, standby, _, _), members in keyed.items():
         specs = [batteries[i] for i in members]
         lo = sum(b.min_kwh for b in specs)
         hi = sum(b.max_kwh for b in specs)
