@@ -1,11 +1,15 @@
 """The car's charge modes on hand-made scenarios: a house whose meter follows the car's current at once.
 
 Per ampere: 690 W on three phases, 230 W on one. The minimum (6 A): 4140 W on three phases, 1380 W on one.
+The charge control's phase writes are tested on a simulated UNITE, over real TCP on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -13,6 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from marstek_webasto_addon.addon import car_control
+from marstek_webasto_addon.addon.car_control import PHASE_RETRY_S, CarControl
+from marstek_webasto_addon.addon.inputs import GridInput
+from marstek_webasto_addon.bridge.devices import WallboxDevice
+from marstek_webasto_addon.devices.outcome import WriteOutcome, WriteStatus
+from marstek_webasto_addon.devices.webasto.link import WallboxLink
+from marstek_webasto_addon.devices.webasto.registers import RULES, WallboxModel
+from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxQuirks, WallboxSim
 from marstek_webasto_addon.optimiser.car import (
     CarController,
     CarDecision,
@@ -26,6 +38,9 @@ from marstek_webasto_addon.optimiser.car import (
     WallboxLimits,
 )
 
+from .webasto_fixtures import BoxFactory, client_for, make_box
+
+__all__ = ["make_box"]
 START = datetime(2026, 6, 3, 12, 0)
 NEXT = WallboxLimits(min_current_a=6, max_current_a=16, phases=3)  # three phases only
 UNITE = WallboxLimits(min_current_a=6, max_current_a=16, phases=3, can_switch_phases=True)
@@ -473,6 +488,119 @@ def test_one_phase_back_to_three_needs_the_margin() -> None:
     site.run(1800)
     assert {d.phases for d in site.log} == {1}
     assert site.log[-1].current_a == 16  # 4300 / 230 = 18.7: the maximum on one phase
+
+
+# --- phases on a live UNITE: the control's writes ------------------------------------------------------
+
+PHASE_SWITCH = RULES[WallboxModel.UNITE].by_key("phase_switch").address
+
+
+@dataclass
+class StepClock:
+    """The charge control's clock: it moves when the test says."""
+
+    t: float = 0.0
+
+    def seconds(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return START + timedelta(seconds=self.t)
+
+
+@contextlib.asynccontextmanager
+async def controlled_unite(
+    make_box: BoxFactory, mode: str, quirks: WallboxQuirks | None = None
+) -> AsyncIterator[tuple[WallboxSim, WallboxDevice, CarControl, StepClock]]:
+    """A simulated UNITE with a three-phase car plugged in, read once, its charge control in `mode`; the
+    control steps only when the test calls `step()`."""
+    sim, server = await make_box(WallboxModel.UNITE, quirks=quirks)
+    sim.plug_in(Car())
+    client = client_for(server, WallboxModel.UNITE)
+    link = WallboxLink("Carport", client)
+    try:
+        assert await link.poll_once()
+        wallbox = WallboxDevice(link)
+        clock = StepClock()
+        control = CarControl(wallbox, GridInput("test"), [], {}, lambda: None, clock=clock)
+        wallbox.charge = control
+        assert control.set_mode(mode) is None
+        yield sim, wallbox, control, clock
+    finally:
+        await client.close()
+
+
+async def written(control: CarControl) -> None:
+    """Until the writes the last control step started are done."""
+    if control._writing is not None:
+        await control._writing
+
+
+async def test_a_refused_phase_switch_is_asked_again_only_after_the_retry_time(
+    make_box: BoxFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A UNITE that stays on one phase whatever it is told: it takes the write and reads back 1 phase.
+    since_refusal = StepClock(t=0.0)  # the control's monotonic clock, from the refusal
+    monkeypatch.setattr(car_control, "monotonic", since_refusal.seconds)
+    stays = WallboxQuirks(rogue_values={"phase_switch": 0})
+    async with controlled_unite(make_box, "now", stays) as (sim, wallbox, control, clock):
+        first = control.step()  # now: the maximum, on three phases
+        assert first is not None
+        assert (first.phases, first.current_a) == (3, 16)
+        await written(control)
+        assert sim.writes.get(PHASE_SWITCH) == 1
+        assert wallbox.link.snapshot.values["phase_switch"] == "1"  # refused
+        for seconds in (1.0, PHASE_RETRY_S - 1):
+            since_refusal.t = seconds
+            clock.t += 5
+            meanwhile = control.step()
+            assert meanwhile is not None
+            assert (meanwhile.phases, meanwhile.current_a) == (1, 16)  # the phases the box reports
+            await written(control)
+        assert sim.writes.get(PHASE_SWITCH) == 1  # not asked again
+        since_refusal.t = PHASE_RETRY_S
+        clock.t += 5
+        again = control.step()
+        assert again is not None
+        assert again.phases == 3
+        await written(control)
+        assert sim.writes.get(PHASE_SWITCH) == 2
+
+
+async def test_a_persons_phases_are_not_switched_back_by_a_control_step_while_their_command_runs(
+    make_box: BoxFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with controlled_unite(make_box, "now") as (sim, wallbox, control, _):
+        control.step()  # now: 16 A on three phases
+        await written(control)
+        assert (sim.phases, sim.writes.get(PHASE_SWITCH, 0)) == (3, 0)
+        client = wallbox.link.client
+        switch = client.set_phases
+        modes: list[str] = []
+        at_the_box, answered = asyncio.Event(), asyncio.Event()
+
+        async def slow_set_phases(phases: int) -> WriteOutcome:
+            # The person's write reaches the box (which reads back their phases), and its answer is slow.
+            modes.append(control.mode)
+            outcome = await switch(phases)
+            at_the_box.set()
+            await answered.wait()
+            return outcome
+
+        monkeypatch.setattr(client, "set_phases", slow_set_phases)
+        person = asyncio.create_task(wallbox.execute("phases", "1", source="test"))
+        await at_the_box.wait()
+        assert sim.phases == 1
+        assert wallbox.link.snapshot.values["phase_switch"] == "1"
+        during = control.step()  # a control step while the person's command is on its way
+        answered.set()
+        outcome = await person
+        await written(control)
+        assert outcome.status is WriteStatus.APPLIED
+        assert (sim.phases, sim.writes.get(PHASE_SWITCH)) == (1, 1)  # the person's, not switched back
+        assert modes == ["manual"]  # manual before the write went out; no phase write of the control's
+        assert during is None
+        assert control.mode == "manual"
 
 
 # --- a person's acts, stale input, limits ---------------------------------------------------------------
