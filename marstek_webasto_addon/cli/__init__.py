@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import demo, diagnostics, marstek, replay, report, run, webasto
+from . import demo, diagnostics, marstek, release, replay, report, run, webasto
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     webasto.register(devices)
     demo.register(commands)
     run.register(commands)
+    release.register(commands)
     replay.register(commands)
     report.register(commands)
     diagnostics.register(commands)

@@ -16,8 +16,10 @@ The Local API's commands map onto the control registers (docs/marstek-modbus.md 
   that was not applied): a person's Auto is never overridden by a lease it ended, and a control the add-on
   dropped is never left on for good.
 
-What cannot be bounded: if the add-on dies while it holds control, the battery keeps the forced power until
-its BMS stops it (full, or the discharge floor), a reboot, or someone releases it. DOCS.md says so.
+If the bridge dies while it holds control, the s6 finish script releases it (`cli.release`: the options
+name the batteries, `release_left_control()` does the work). What cannot be bounded: a machine that loses
+power or a network that is down then; the battery keeps the forced power until its BMS stops it (full, or
+the discharge floor), a reboot, or someone releases it. DOCS.md says so.
 """
 
 from __future__ import annotations
