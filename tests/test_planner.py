@@ -141,6 +141,22 @@ def test_energy_is_kept_for_the_load_the_evening_could_bring() -> None:
     assert stored(without)[19 * 4 - 1] < held
 
 
+def test_the_reserve_never_holds_back_what_a_spike_forecast_now_needs() -> None:
+    # The oven is on now (the forecast's first quarter) and more such load could come in the hour after:
+    # the batteries hold too little for both. What they have goes to the spike in view, not to a reserve
+    # for one that may come: holding it back would set the very peak the reserve is for.
+    load = flat(0.5)
+    load[0] = 3.5
+    high = flat(4.0)
+    result = plan(
+        inputs(load_kw=load, load_high_kw=high, batteries=batteries(16.0), capacity=CapacityTariff())
+    )
+    first = result.steps[0]
+    assert first.grid_kw <= 2.5 + 1e-6  # the floor; 1 kW above it came from the batteries
+    assert first.battery_kw == pytest.approx(1.0, abs=0.02)
+    assert result.month_peaks_kw == {"2026-03": pytest.approx(2.5)}
+
+
 def test_a_spike_with_little_energy_left_gets_only_what_keeps_the_peak() -> None:
     load = flat(0.6)
     result = plan(inputs(load_kw=load, batteries=batteries(20.0)))  # runs empty in the evening

@@ -53,7 +53,8 @@ are modelled as their sum, a "group" g; three Venus E are one group: 5 variables
   rest of the month nor discounts today's peak by it.
 - Capacity reserve: with `load_high_kw`, the batteries end each step holding what the next hour of such load
   would need from them to keep the import under the month's peak as it stands (at most half their usable
-  energy; in the next four hours at most what is stored now, so it is never bought in a hurry). A mean load
+  energy; in the next four hours at most what is stored now, so it is never bought in a hurry, less what
+  the forecast load itself needs above the peak until then: the spike in view comes first). A mean load
   forecast never sees the oven and the kettle at once; the reserve is the energy for it, and `setpoint`
   spends it only on load above the peak.
 - Terminal value v per kWh stored at the end (default: the lowest import price of the horizon's last day,
@@ -865,7 +866,7 @@ def _problem(inputs: PlanInputs, window_start: datetime, window_steps: int) -> t
     cover = None if inputs.batteries_cover_wallbox or not (np.any(wallbox > 0) or car_on) else load - pv
     reserve = None
     if np.any(weights > 0) and len(inputs.load_high_kw):
-        reserve = _reserve(inputs, groups, pv, dt, floors[month], keys)
+        reserve = _reserve(inputs, groups, load + standby, pv, dt, floors[month], keys)
 
     def padded(live: FloatArray, fill: float = 0.0) -> FloatArray:
         return np.concatenate([np.full(first, fill), live]) if first else live
@@ -953,6 +954,7 @@ def _quantile(values: FloatArray, quantile: float) -> float:
 def _reserve(
     inputs: PlanInputs,
     groups: tuple[Group, ...],
+    load: FloatArray,
     pv: FloatArray,
     dt: FloatArray,
     level: FloatArray,
@@ -974,7 +976,10 @@ def _reserve(
     charge = sum(g.max_charge * g.eta_c for g in groups)
     reachable = stored + np.cumsum(dt) * charge
     reachable[:RESERVE_NOW_STEPS] = stored
-    return np.minimum(np.minimum(need, reachable), RESERVE_SHARE * usable)
+    # What the forecast load itself needs above the peak comes first: a reserve that kept it back would
+    # set the very peak it is there to prevent.
+    reachable -= np.cumsum(dt * np.maximum(0.0, load - pv - level) / eta_d)
+    return np.maximum(0.0, np.minimum(np.minimum(need, reachable), RESERVE_SHARE * usable))
 
 
 class Planner:
