@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from marstek_webasto_addon.optimiser.car_sessions import CarSession
-from marstek_webasto_addon.optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error
+from marstek_webasto_addon.optimiser.forecast import (
+    LOAD_PERSISTENCE,
+    load_forecast,
+    load_high_forecast,
+    pv_forecast_with_error,
+)
 from marstek_webasto_addon.optimiser.planner import (
     PV_PLAN_FACTOR,
     Action,
@@ -490,6 +495,23 @@ def test_load_forecast_learns_the_weekly_pattern_and_falls_back_without_history(
     assert nothing[19 * 4] > nothing[3 * 4]  # evening above night
 
 
+def test_load_forecast_carries_the_last_quarters_departure_into_the_next_one() -> None:
+    history = np.full(14 * 96, 0.5)
+    history[-1] = 3.0  # the oven went on in the quarter that just ended
+    forecast = load_forecast(history, 8, quarter_of_day=0)
+    assert forecast[0] == pytest.approx(0.5 + LOAD_PERSISTENCE * 2.5)  # it likely stays on a while
+    assert forecast[1:] == pytest.approx(0.5)  # beyond the next quarter, the learned load
+    assert load_forecast(history, 8, quarter_of_day=0, persistence=0.0)[0] == pytest.approx(0.5)
+    history[-1] = 0.0  # the house went quiet: lower, never below zero
+    assert load_forecast(history, 8, quarter_of_day=0)[0] == pytest.approx(0.5 - LOAD_PERSISTENCE * 0.5)
+    history[-1] = -9.0  # (a net flow with the PV in it can go that far below its usual)
+    assert load_forecast(history, 8, quarter_of_day=0)[0] == 0.0
+    assert load_forecast(history, 8, quarter_of_day=0, floor=None)[0] < 0.0
+    one_day = np.full(96, 0.5)
+    one_day[-1] = 3.0
+    assert load_forecast(one_day, 8, quarter_of_day=0)[0] == pytest.approx(0.5)  # a day: no departure learned
+
+
 def test_load_high_forecast_sees_the_spikes_around_a_time_of_day() -> None:
     days = np.full((28, 96), 0.3)
     for day in range(28):
@@ -568,9 +590,9 @@ def test_the_pv_plan_factor_buys_less_at_night_for_a_day_the_panels_may_cover() 
     night = at_hours(0, 6)
     bought_as_given = series(as_given, "grid_kw")[night].sum() / 4
     bought_optimistic = series(optimistic, "grid_kw")[night].sum() / 4
-    # 15 % more of the 8 kWh forecast is stored from the panels instead of bought at night (both through
-    # the batteries, with the same losses)
-    assert bought_as_given - bought_optimistic == pytest.approx(0.15 * 8, rel=0.05)
+    # (PV_PLAN_FACTOR - 1) more of the 8 kWh forecast is stored from the panels instead of bought at night
+    # (both through the batteries, with the same losses)
+    assert bought_as_given - bought_optimistic == pytest.approx((PV_PLAN_FACTOR - 1) * 8, rel=0.05)
     assert series(optimistic, "pv_kw") == pytest.approx(pv)  # the plan shows the forecast as given
 
 
