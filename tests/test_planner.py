@@ -428,6 +428,32 @@ def test_the_energy_a_battery_cannot_give_is_not_planned_from_the_others() -> No
     assert_energy_accounted(result, specs)
 
 
+@pytest.mark.parametrize(
+    ("charge_kw", "discharge_kw", "charge_efficiency"),
+    [(0.0, 0.0, 0.95), (2.5, 0.0, 0.95), (0.0, 2.5, 0.95), (2.5, 2.5, 0.9)],
+)
+def test_a_capacity_reserve_with_a_battery_that_cannot_hold_its_share_still_gives_a_plan(
+    charge_kw: float, discharge_kw: float, charge_efficiency: float
+) -> None:
+    # A nearly empty battery that cannot charge (or discharge, or charges through other losses than the
+    # full one beside it): the evening's reserve is held where it can be, never asked where it cannot.
+    odd = BatterySpec(
+        "odd",
+        capacity_kwh=5.12,
+        soc=20.0,
+        max_charge_kw=charge_kw,
+        max_discharge_kw=discharge_kw,
+        charge_efficiency=charge_efficiency,
+    )
+    full = BatterySpec("full", capacity_kwh=5.12, soc=100.0)
+    specs = (odd, full)
+    result = plan(inputs(load_high_kw=flat(5.0), capacity=CapacityTariff(month_peak_kw=2.5), batteries=specs))
+    assert result.status == "optimal"
+    assert len(result.steps) == STEPS
+    if charge_kw == 0 and discharge_kw == 0:
+        assert all(step.batteries[0].power_kw == 0.0 for step in result.steps)
+
+
 def test_split_power_shares_by_what_each_battery_can_give_within_its_limit() -> None:
     fuller = Headroom(stored_kwh=4.0, min_kwh=0.6, max_kwh=5.12, max_charge_kw=2.5, max_discharge_kw=2.5)
     emptier = Headroom(stored_kwh=1.6, min_kwh=0.6, max_kwh=5.12, max_charge_kw=2.5, max_discharge_kw=2.5)

@@ -361,7 +361,9 @@ class LivePlanner:
             load_kw=load,
             pv_kw=pv,
             pv_plan_factor=PV_PLAN_FACTOR,
-            wallbox_kw=load_forecast(np.nan_to_num(wallbox), steps, quarter_of_day=quarter_of_day)
+            wallbox_kw=load_forecast(
+                np.nan_to_num(wallbox), steps, quarter_of_day=quarter_of_day, persistence=0.0
+            )
             if has_car
             else (),
             batteries=tuple(_spec(v) for v in usable),

@@ -85,7 +85,8 @@ def load_forecast(
     forecast quarter, so the fallback profile knows the time of day. The wallbox's history, when given, is
     taken out first: the car is forecast on its own. `floor=None` keeps negative values (a net flow, the
     house minus its PV, forecast as one series). The first quarter keeps `persistence` times the last
-    quarter's departure from what was learned for it (with a day of history or more).
+    quarter's departure from what was learned for it (with more than a day of history, the last quarter
+    seen); 0 for a series that starts and stops on its own (a car's charging).
     """
     history = np.asarray(history_kw, dtype=np.float64)
     if wallbox_history_kw is not None:
@@ -109,6 +110,9 @@ def load_forecast(
             history[:-1],
             1,
             quarter_of_day=(quarter_of_day - 1) % QUARTERS_PER_DAY,
+            weeks=weeks,
+            recent_days=recent_days,
+            weekday_weight=weekday_weight,
             floor=None,
             persistence=0.0,
         )[0]

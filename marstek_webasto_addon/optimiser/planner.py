@@ -536,11 +536,14 @@ def _numbers(
         upper[ix.chg[g]] = np.where(live, group.max_charge, 0.0)
         upper[ix.dis[g]] = np.where(live, group.max_discharge, 0.0)
         floor = np.full(n, group.min_kwh)
-        if problem.reserve is not None:
-            share = (group.max_kwh - group.min_kwh) / max(
-                1e-9, sum(h.max_kwh - h.min_kwh for h in problem.groups)
-            )
-            floor = np.minimum(group.max_kwh, floor + share * problem.reserve)
+        if problem.reserve is not None and group.max_discharge > 0:
+            # Shared by the groups that can give it, each at most what it can itself hold by then: a share
+            # it cannot reach (a battery that cannot charge, or only slowly) would leave no plan at all.
+            able = sum(h.max_kwh - h.min_kwh for h in problem.groups if h.max_discharge > 0)
+            share = (group.max_kwh - group.min_kwh) / max(1e-9, able)
+            reach = group.stored + np.cumsum(np.where(live, dt, 0.0)) * group.max_charge * group.eta_c
+            reach[np.arange(n) - first < RESERVE_NOW_STEPS] = group.stored
+            floor = np.minimum(np.minimum(group.max_kwh, floor + share * problem.reserve), reach)
         lower[ix.soc[g]] = np.where(live, floor, group.stored)
         upper[ix.soc[g]] = np.where(live, group.max_kwh, group.stored)
         cost[ix.soc[g][-1]] = -problem.terminal_value
@@ -973,9 +976,10 @@ def _reserve(
     window = RESERVE_STEPS
     ahead = np.concatenate([excess, np.zeros(window)])
     need = np.convolve(ahead, np.ones(window), mode="full")[window : window + n]  # steps t+1 .. t+window
-    stored = sum(g.stored - g.min_kwh for g in groups)
-    usable = sum(g.max_kwh - g.min_kwh for g in groups)
-    charge = sum(g.max_charge * g.eta_c for g in groups)
+    able = [g for g in groups if g.max_discharge > 0]  # a battery that cannot discharge holds no reserve
+    stored = sum(g.stored - g.min_kwh for g in able)
+    usable = sum(g.max_kwh - g.min_kwh for g in able)
+    charge = sum(g.max_charge * g.eta_c for g in able)
     reachable = stored + np.cumsum(dt) * charge
     reachable[:RESERVE_NOW_STEPS] = stored
     # What the forecast load itself needs above the peak comes first: a reserve that kept it back would

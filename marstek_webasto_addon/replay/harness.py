@@ -366,7 +366,9 @@ class PlanExecutor:
             load_kw=load_forecast(load, steps, quarter_of_day=quarter_of_day),
             pv_kw=self._pv(quarter, now, span),
             pv_plan_factor=self.setup.pv_plan_factor,
-            wallbox_kw=() if ev is None else load_forecast(ev, steps, quarter_of_day=quarter_of_day),
+            wallbox_kw=()
+            if ev is None
+            else load_forecast(ev, steps, quarter_of_day=quarter_of_day, persistence=0.0),
             batteries=tuple(_spec(b) for b in batteries),
             capacity=CapacityTariff(self.tariff.capacity_price, self.tariff.capacity_floor_kw, month_peak_kw),
             terminal_value_per_kwh=self.setup.terminal_value_per_kwh,
