@@ -87,12 +87,29 @@ async def test_a_battery_that_cannot_be_reached_fails_the_release_and_the_others
     assert "RS485 control may still be on" in caplog.text
 
 
-async def test_options_it_cannot_read_are_an_error_that_names_the_problem(
+async def test_a_battery_entry_that_does_not_validate_is_an_error_that_names_the_problem(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = options_file(tmp_path, [{"name": "FaseA", "transport": "modbus"}])  # no address at all
-    assert await run_release(path) == release.EXIT_BAD_OPTIONS
+    assert await run_release(path) == release.EXIT_NOT_RELEASED
+    assert "batteries[0]: cannot be released" in caplog.text
     assert "needs modbus_host" in caplog.text
+    path.write_text("{not json")
+    assert await run_release(path) == release.EXIT_BAD_OPTIONS
+
+
+async def test_an_invalid_option_elsewhere_does_not_stop_the_release(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # The Supervisor writes the options when they are saved, not when the add-on restarts: the dead
+    # bridge's batteries are still named, whatever else no longer validates.
+    sim = await make_sim(1)
+    forced_discharge(sim.batteries[0])
+    server = await sim.serve_modbus(0)
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps({"batteries": [on_modbus("FaseA", server.port)], "control_interval": -5}))
+    assert await run_release(path) == 0
+    assert not sim.batteries[0].rs485_control
 
 
 @pytest.mark.parametrize(("exit_code", "signal_number", "released"), [("1", "0", True), ("0", "0", False)])

@@ -6,10 +6,12 @@ discharge lasts until someone releases control. A clean stop of the bridge relea
 what the add-on's s6 finish script runs when the bridge ended any other way (a crash, an uncaught error,
 SIGKILL after the grace time), before the container halts. It needs nothing from the dead bridge: the
 options say which batteries are on Modbus (`transport: modbus` or `auto`), and each is asked whether it
-is in RS485 control.
+is in RS485 control. Only the `batteries` section is read, entry by entry: an option elsewhere that does
+not validate (saved since the bridge started, say) must not keep a battery in a forced power.
 
 Exit status: 0 when every such battery is out of RS485 control (released now, or never in it), 1 when one
-could not be reached or refused (it says which), 2 for options it cannot read.
+could not be reached, refused, or has an entry that does not validate (it says which), 2 for an options file
+it cannot read.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-from ..addon.options import BatteryOptions, OptionsError, load_options
+from pydantic import ValidationError
+
+from ..addon.options import BatteryOptions
 from ..devices.marstek.modbus.battery import ModbusBattery
 from ..devices.marstek.modbus.registers import Generation
 from ..devices.marstek.protocol import MarstekError
+from ..jsonfile import read_json
 
 _LOG = logging.getLogger(__name__)
 # The s6 finish script's own limit (timeout-finish) is longer: the batteries are asked at once, and one that
@@ -46,19 +51,36 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 async def release(args: argparse.Namespace) -> int:
     try:
-        # The broker does not matter here: an options file without one is still read for its batteries.
-        options = load_options(args.options, broker_elsewhere=True)
-    except OptionsError as exc:
-        for problem in exc.problems:
-            _LOG.error("options: %s", problem)
-        _LOG.error("release: the options cannot be read, so no battery on Modbus is known")
+        data = read_json(args.options)
+    except ValueError as exc:
+        _LOG.error("release: %s: no battery on Modbus is known", exc)
         return EXIT_BAD_OPTIONS
-    on_modbus = [item for item in options.batteries if item.transport != "udp"]
-    if not on_modbus:
+    entries = data.get("batteries") if isinstance(data, dict) else None
+    on_modbus: list[BatteryOptions] = []
+    unreadable = 0
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        try:
+            item = BatteryOptions.model_validate(entry)
+        except ValidationError as exc:
+            if isinstance(entry, dict) and entry.get("transport") in ("modbus", "auto"):
+                reason = "; ".join(error["msg"] for error in exc.errors())
+                _LOG.error(
+                    "batteries[%d]: cannot be released, its options do not validate: %s", index, reason
+                )
+                unreadable += 1
+            continue
+        if item.transport != "udp":
+            on_modbus.append(item)
+    if not on_modbus and not unreadable:
         _LOG.info("release: no battery on Modbus")
         return 0
-    results = await asyncio.gather(*(release_one(item, args.budget) for item in on_modbus))
-    return 0 if all(results) else EXIT_NOT_RELEASED
+    results = await asyncio.gather(
+        *(release_one(item, args.budget) for item in on_modbus), return_exceptions=True
+    )
+    for item, result in zip(on_modbus, results, strict=True):
+        if isinstance(result, BaseException):
+            _LOG.error("%s: the release failed: %r", item.name, result)
+    return 0 if not unreadable and all(result is True for result in results) else EXIT_NOT_RELEASED
 
 
 async def release_one(item: BatteryOptions, budget_s: float) -> bool:
