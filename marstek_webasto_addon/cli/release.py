@@ -3,11 +3,12 @@
 Over the Local API a Passive command carries a countdown, so the battery leaves it by itself at most 15
 minutes after a crashed bridge sent it. Over Modbus there is no such countdown: a forced charge or
 discharge lasts until someone releases control. A clean stop of the bridge releases it; this command is
-what the add-on's s6 finish script runs when the bridge ended any other way (a crash, an uncaught error,
-SIGKILL after the grace time), before the container halts. It needs nothing from the dead bridge: the
-options say which batteries are on Modbus (`transport: modbus` or `auto`), and each is asked whether it
-is in RS485 control. Only the `batteries` section is read, entry by entry: an option elsewhere that does
-not validate (saved since the bridge started, say) must not keep a battery in a forced power.
+what the add-on's s6 finish script runs when the bridge ended any other way while the add-on runs (a
+crash, an uncaught error, killed by the system), before the container halts. It needs nothing from the
+dead bridge: the options say which batteries are on Modbus (`transport: modbus` or `auto`), and each is
+asked whether it is in RS485 control. Only the `batteries` section is read, entry by entry: an option
+elsewhere that does not validate (saved since the bridge started, say) must not keep a battery in a forced
+power.
 
 Exit status: 0 when every such battery is out of RS485 control (released now, or never in it), 1 when one
 could not be reached, refused, or has an entry that does not validate (it says which), 2 for an options file
