@@ -19,6 +19,7 @@ from marstek_webasto_addon.devices.webasto.codec import decode
 from marstek_webasto_addon.devices.webasto.link import WallboxLink, WallboxLinkSettings
 from marstek_webasto_addon.devices.webasto.registers import RULES, Cadence, WallboxModel
 from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxQuirks
+from marstek_webasto_addon.devices.webasto.simulator.model import ILLEGAL_VALUE, ModbusRefusal
 
 from .webasto_fixtures import BoxFactory, client_for, make_box
 
@@ -230,6 +231,74 @@ async def test_fail_safe_settings_that_break_the_promises_are_shown(make_box: Bo
     sim.failsafe_current, sim.failsafe_timeout = 10, 600
     snapshot = await client.poll(include_slow=True)
     assert not [p for p in snapshot.problems if "fail-safe" in p]
+    await client.close()
+
+
+@pytest.mark.parametrize("model", list(WallboxModel))
+async def test_the_link_sets_right_fail_safe_settings_that_break_the_promises(
+    model: WallboxModel, make_box: BoxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim, server = await make_box(model, evse_max_current=16)
+    sim.failsafe_current, sim.failsafe_timeout = 16, 3600  # set in the box's own web page
+    client = client_for(server, model, installation_max_current=10)
+    link = WallboxLink("box", client, WallboxLinkSettings(keepalive=False))
+    assert await link.poll_once()
+    assert (sim.failsafe_current, sim.failsafe_timeout) == (10, 600)
+    assert not [p for p in link.snapshot.problems if "fail-safe" in p]
+    assert (
+        "fail-safe settings would break the add-on's limits: set to current 10 A, timeout 600 s"
+        in caplog.text
+    )
+    await client.close()
+
+
+async def test_fail_safe_settings_within_the_limits_are_left_as_the_person_set_them(
+    make_box: BoxFactory,
+) -> None:
+    sim, server = await make_box(UNITE, evse_max_current=16)
+    sim.failsafe_current, sim.failsafe_timeout = 0, 600  # stop, after ten minutes
+    client = client_for(server, UNITE, installation_max_current=16)
+    link = WallboxLink("box", client, WallboxLinkSettings(keepalive=False, slow_every=1))
+    for _ in range(3):
+        assert await link.poll_once()
+    assert (sim.failsafe_current, sim.failsafe_timeout) == (0, 600)
+    assert not sim.writes.get(2000)
+    assert not sim.writes.get(2002)
+    await client.close()
+
+
+async def test_a_fail_safe_current_above_a_fuse_below_the_boxs_minimum_becomes_stop(
+    make_box: BoxFactory,
+) -> None:
+    sim, server = await make_box(NEXT, evse_max_current=16)
+    sim.failsafe_current, sim.failsafe_timeout = 6, 20
+    client = client_for(server, NEXT, installation_max_current=5)  # a 5 A fuse, the box's minimum is 6 A
+    link = WallboxLink("box", client, WallboxLinkSettings(keepalive=False))
+    assert await link.poll_once()
+    assert (sim.failsafe_current, sim.failsafe_timeout) == (0, 20)
+    await client.close()
+
+
+async def test_a_box_that_refuses_the_fail_safe_correction_is_logged_once_and_shown(
+    make_box: BoxFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, server = await make_box(UNITE, evse_max_current=16)
+    sim.failsafe_timeout = 3600
+    apply = sim._apply
+
+    def locked(key: str, value: int) -> None:  # a box whose fail-safe is set only on its web page
+        if key.startswith("failsafe"):
+            raise ModbusRefusal(ILLEGAL_VALUE)
+        apply(key, value)
+
+    monkeypatch.setattr(sim, "_apply", locked)
+    client = client_for(server, UNITE)
+    link = WallboxLink("box", client, WallboxLinkSettings(keepalive=False, slow_every=1))
+    for _ in range(3):
+        assert await link.poll_once()
+    assert sim.failsafe_timeout == 3600
+    assert caplog.text.count("could not correct the box's fail-safe settings (timeout 600 s)") == 1
+    assert "fail-safe timeout of 3600 s is longer than 600 s" in " ".join(link.snapshot.problems)
     await client.close()
 
 

@@ -67,6 +67,16 @@ class WallboxConfig:
         return f"{self.model.value} at {self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class FailsafeCorrection:
+    current: int | None = None  # A; None: fine as it is
+    timeout_s: int | None = None
+
+    @property
+    def needed(self) -> bool:
+        return self.current is not None or self.timeout_s is not None
+
+
 @dataclass
 class WallboxSnapshot:
     values: dict[str, Value] = field(default_factory=dict)
@@ -332,25 +342,48 @@ class WebastoClient:
         self.snapshot.problems.extend(self._setup_problems())
 
     def _setup_problems(self) -> list[str]:
-        """The box's own fail-safe settings that would break the add-on's promises if it stopped: a
-        fail-safe current above the installation's maximum, a timeout that keeps the add-on's last current
-        longer than FAILSAFE_TIMEOUT_RANGE allows. Set in the box (or by a person's command): shown, not
-        overwritten."""
+        """The box's own fail-safe settings that would break the add-on's promises if it stopped (see
+        `failsafe_correction`). The link corrects them; until then, and if the box refuses, they are shown."""
         problems = []
-        current = self.snapshot.number("failsafe_current")
-        _, maximum = self.current_limits()
-        if current is not None and current > maximum:
+        current, timeout = self.snapshot.number("failsafe_current"), self.snapshot.number("failsafe_timeout")
+        correction = self.failsafe_correction()
+        if correction.current is not None and current is not None:
             problems.append(
-                f"the box's fail-safe current of {current:g} A is above the maximum of {maximum} A: "
-                "if the add-on stops, the box falls back to more than the installation allows; set it lower"
+                f"the box's fail-safe current of {current:g} A is above the maximum of "
+                f"{self.fixed_maximum_current()} A: if the add-on stops, the box falls back to more than the "
+                f"installation allows (the add-on sets it to {correction.current} A)"
             )
-        timeout = self.snapshot.number("failsafe_timeout")
-        if timeout is not None and timeout > FAILSAFE_TIMEOUT_RANGE[1]:
+        if correction.timeout_s is not None and timeout is not None:
             problems.append(
                 f"the box's fail-safe timeout of {timeout:g} s is longer than {FAILSAFE_TIMEOUT_RANGE[1]} s: "
-                "if the add-on stops, its last current stays in force that long; set it shorter"
+                f"if the add-on stops, its last current stays in force that long (the add-on sets it to "
+                f"{correction.timeout_s} s)"
             )
         return problems
+
+    def fixed_maximum_current(self) -> int | None:
+        """The installation's maximum, or the box's own: what no current may exceed whatever is plugged in
+        (the cable's and the car's limits come and go with the car; the box applies those itself)."""
+        known = [
+            v
+            for v in (self.config.installation_max_current, self.snapshot.number("evse_max_current"))
+            if v is not None and v > 0
+        ]
+        return math.floor(min(known)) if known else None
+
+    def failsafe_correction(self) -> FailsafeCorrection:
+        """What the box's fail-safe settings, set in its own web page, must become so that nothing the add-on
+        set outlives it by more than FAILSAFE_TIMEOUT_RANGE's maximum, and its fallback current stays within
+        the installation's maximum. None where the setting is fine or not read yet."""
+        current, timeout = self.snapshot.number("failsafe_current"), self.snapshot.number("failsafe_timeout")
+        fixed = self.fixed_maximum_current()
+        wanted_current = None
+        if current is not None and fixed is not None and current > fixed:
+            minimum, maximum = self.current_limits()
+            # The box's minimum above the fuse: only 0 (stop) is safe to fall back to.
+            wanted_current = maximum if maximum >= minimum else 0
+        too_long = timeout is not None and timeout > FAILSAFE_TIMEOUT_RANGE[1]
+        return FailsafeCorrection(wanted_current, FAILSAFE_TIMEOUT_RANGE[1] if too_long else None)
 
     # reading --------------------------------------------------------------------------------------
 

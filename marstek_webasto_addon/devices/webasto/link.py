@@ -1,7 +1,8 @@
-"""Keeps one wallbox connected and polled, and its life bit renewed.
+"""Keeps one wallbox connected and polled, its life bit renewed, and its fail-safe within the add-on's limits.
 
-Two loops share the client (whose lock keeps one transaction at a time): polling with reconnect backoff,
-and the keepalive that writes the life bit often enough for the box's fail-safe timeout.
+Two loops share the client (whose lock keeps one transaction at a time): polling with reconnect backoff
+(which also sets right a fail-safe timeout or current that would break the add-on's promises), and the
+keepalive that writes the life bit often enough for the box's fail-safe timeout.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class WallboxLink:
         self.last_error = ""
         self.keepalives = 0
         self._warned = False  # one warning per outage, with what to check
+        self._failsafe_refused = ""  # the fail-safe correction the box last refused, logged once
         self._polls = 0
         self._retry_delay = self.settings.reconnect_min
         self._clock_value: object = None
@@ -72,8 +74,9 @@ class WallboxLink:
             await self.client.close()
 
     async def poll_once(self) -> bool:
+        slow = self._polls % self.settings.slow_every == 0
         try:
-            await self.client.poll(include_slow=self._polls % self.settings.slow_every == 0)
+            await self.client.poll(include_slow=slow)
         except WallboxError as exc:
             self._failed(str(exc))
         else:
@@ -83,9 +86,36 @@ class WallboxLink:
             self.online, self.failures, self.last_error, self._warned = True, 0, "", False
             self._retry_delay = self.settings.reconnect_min
             self._check_stale()
+            if slow:
+                await self._correct_failsafe()
         if self.on_update is not None:
             self.on_update(self)
         return self.online and self.failures == 0
+
+    async def _correct_failsafe(self) -> None:
+        """Fail-safe settings made in the box's own web page that would let the add-on's last current outlive
+        it, or fall back to more than the installation allows, are set right (each time they are read so: a
+        safety limit, not a preference). A box that refuses is logged once per setting; the snapshot's
+        problems keep showing it."""
+        correction = self.client.failsafe_correction()
+        if not correction.needed:
+            self._failsafe_refused = ""
+            return
+        outcome = await self.client.set_failsafe(current=correction.current, timeout_s=correction.timeout_s)
+        if outcome.ok:
+            _LOG.warning(
+                "%s: the box's own fail-safe settings would break the add-on's limits: set to %s",
+                self.name,
+                outcome.command.removeprefix("fail-safe "),
+            )
+        elif outcome.command != self._failsafe_refused:
+            self._failsafe_refused = outcome.command
+            _LOG.warning(
+                "%s: could not correct the box's fail-safe settings (%s): %s",
+                self.name,
+                outcome.command.removeprefix("fail-safe "),
+                outcome.detail,
+            )
 
     def _failed(self, error: str) -> None:
         self.failures += 1
