@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from ..devices.marstek.discovery import expand_targets
+from ..devices.marstek.modbus.registers import Generation
 from ..jsonfile import read_json
 from ..optimiser.settings import PARAMETERS
 from ..optimiser.tariff import DAY_NAMES, Tariff
@@ -115,6 +116,11 @@ class BatteryOptions(_Strict):
     def modbus_address(self) -> str:
         """Where Modbus TCP is served: the gateway, or the battery itself."""
         return self.modbus_host or self.host
+
+    @property
+    def generation(self) -> Generation | None:
+        """The register map chosen, or None: read it from the device name."""
+        return None if self.modbus_generation == "auto" else Generation(self.modbus_generation)
 
 
 class WallboxOptions(_Strict):

@@ -35,7 +35,6 @@ from ..devices.marstek.discovery import broadcast_addresses, expand_targets
 from ..devices.marstek.fallback import FallbackBattery, silence_before_switch
 from ..devices.marstek.link import BatteryLink, LinkSettings
 from ..devices.marstek.modbus.battery import ModbusBattery
-from ..devices.marstek.modbus.registers import Generation
 from ..devices.marstek.transport import UdpEndpoint
 from ..devices.webasto.client import WallboxConfig, WebastoClient
 from ..devices.webasto.link import WallboxLink, WallboxLinkSettings
@@ -437,7 +436,7 @@ class Runtime:
             item.modbus_address,
             item.modbus_port,
             unit_id=item.modbus_unit_id,
-            generation=None if item.modbus_generation == "auto" else Generation(item.modbus_generation),
+            generation=item.generation,
             ble_mac=ble_mac,
             clock=countdown,
         )

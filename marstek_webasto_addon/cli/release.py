@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from ..addon.options import BatteryOptions
 from ..devices.marstek.modbus.battery import ModbusBattery
-from ..devices.marstek.modbus.registers import Generation
 from ..devices.marstek.protocol import MarstekError
 from ..jsonfile import read_json
 
@@ -90,7 +89,7 @@ async def release_one(item: BatteryOptions, budget_s: float) -> bool:
         item.modbus_address,
         item.modbus_port,
         unit_id=item.modbus_unit_id,
-        generation=None if item.modbus_generation == "auto" else Generation(item.modbus_generation),
+        generation=item.generation,
         ble_mac=item.ble_mac,
     )
     where = f"{item.name} ({item.modbus_address}:{item.modbus_port})"

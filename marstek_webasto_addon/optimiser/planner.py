@@ -341,6 +341,11 @@ class Group:
     eta_d: float
     standby: float
 
+    @property
+    def holds_reserve(self) -> bool:
+        """Only a group that can discharge holds a share of the capacity reserve."""
+        return self.max_discharge > 0
+
 
 @dataclass(frozen=True)
 class CarNeed:
@@ -536,10 +541,10 @@ def _numbers(
         upper[ix.chg[g]] = np.where(live, group.max_charge, 0.0)
         upper[ix.dis[g]] = np.where(live, group.max_discharge, 0.0)
         floor = np.full(n, group.min_kwh)
-        if problem.reserve is not None and group.max_discharge > 0:
+        if problem.reserve is not None and group.holds_reserve:
             # Shared by the groups that can give it, each at most what it can itself hold by then: a share
             # it cannot reach (a battery that cannot charge, or only slowly) would leave no plan at all.
-            able = sum(h.max_kwh - h.min_kwh for h in problem.groups if h.max_discharge > 0)
+            able = sum(h.max_kwh - h.min_kwh for h in problem.groups if h.holds_reserve)
             share = (group.max_kwh - group.min_kwh) / max(1e-9, able)
             reach = group.stored + np.cumsum(np.where(live, dt, 0.0)) * group.max_charge * group.eta_c
             reach[np.arange(n) - first < RESERVE_NOW_STEPS] = group.stored
@@ -976,7 +981,7 @@ def _reserve(
     window = RESERVE_STEPS
     ahead = np.concatenate([excess, np.zeros(window)])
     need = np.convolve(ahead, np.ones(window), mode="full")[window : window + n]  # steps t+1 .. t+window
-    able = [g for g in groups if g.max_discharge > 0]  # a battery that cannot discharge holds no reserve
+    able = [g for g in groups if g.holds_reserve]
     stored = sum(g.stored - g.min_kwh for g in able)
     usable = sum(g.max_kwh - g.min_kwh for g in able)
     charge = sum(g.max_charge * g.eta_c for g in able)
