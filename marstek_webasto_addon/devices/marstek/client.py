@@ -31,6 +31,7 @@ from .commands import (
     ManualSlot,
     ModeCommand,
     Observation,
+    PassiveMode,
     prepare,
     to_config,
     unmet_expectation,
@@ -50,6 +51,7 @@ from .protocol import (
     Reply,
     RequestTimeout,
     UnsupportedMethod,
+    mac_from_src,
     rpc_error,
 )
 from .transport import UdpEndpoint
@@ -82,14 +84,6 @@ for _point in BATTERY_POINTS:
 
 # The device (or another one at its address) refused: resending cannot help.
 _REFUSALS = (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod, IdentityMismatch)
-
-
-def _mac_from_src(src: str | None) -> str | None:
-    """`VenusE 3.0-02a1b2c3d4e5` -> `02a1b2c3d4e5` (None when the src carries no MAC)."""
-    if not src or "-" not in src:
-        return None
-    mac = src.rsplit("-", 1)[1].lower()
-    return mac if len(mac) == 12 and all(c in "0123456789abcdef" for c in mac) else None
 
 
 @dataclass(frozen=True)
@@ -447,7 +441,7 @@ class MarstekClient:
 
     def _check_identity(self, src: str | None) -> None:
         """Replies carry `<model>-<ble_mac>`: an address now used by another battery is caught at once."""
-        mac = _mac_from_src(src)
+        mac = mac_from_src(src)
         if self.identity and mac and mac != self.identity:
             raise IdentityMismatch(
                 f"another battery ({mac}) answers at {self.host}; expected {self.identity}"
@@ -520,7 +514,7 @@ class MarstekClient:
                 _LOG.warning("%s: %s", self.host, problem)
             if method is Method.GET_DEVICE and self.identity is None:
                 # Some HMG-50 Venus C builds leave the MACs out; the reply's src still ends in it.
-                mac = str(fields.get("ble_mac") or _mac_from_src(self.last_src) or "").lower()
+                mac = str(fields.get("ble_mac") or mac_from_src(self.last_src) or "").lower()
                 self.identity = mac or None
             self._merge(method, fields, report)
             if first and on_first_answer is not None:
@@ -550,12 +544,18 @@ class MarstekClient:
         return report.results.get(Method.GET_DEVICE, {})
 
     async def observe(self) -> Observation:
-        """ES.GetMode as an Observation (mode, AC power, SOC) for write verification."""
+        """ES.GetMode as an Observation (mode, AC power, SOC) for write verification.
+
+        Power and SOC as the snapshot took them from this very reply, decoded and screened: an implausible
+        one (a SOC of 250 % that would excuse a charge that does not flow) is unknown, not evidence."""
         raw = await self.call(Method.ES_MODE)
         fields, _ = validate_result(Method.ES_MODE, raw)
-        self.snapshot = self.snapshot.merged({Method.ES_MODE: fields}, [])
-        power, soc = fields.get("ongrid_power"), fields.get("bat_soc")
-        return Observation(parse_mode(fields.get("mode")), power, soc)
+        self.snapshot = snapshot = self.snapshot.merged({Method.ES_MODE: fields}, [])
+
+        def fresh(key: str) -> float | None:
+            return snapshot.number(key) if snapshot.seen.get(key) == snapshot.updated_at else None
+
+        return Observation(parse_mode(fields.get("mode")), fresh("ac_power"), fresh("soc"))
 
     # writes ---------------------------------------------------------------------------------------
 
@@ -589,6 +589,19 @@ class MarstekClient:
                 result = SetResult.model_validate(await self.call(Method.SET_MODE, params, write=True))
             except _REFUSALS as exc:
                 return self._outcome(WriteStatus.REJECTED, described, attempts, str(exc), clamped)
+            except RequestTimeout as exc:
+                # The acknowledgements may all have been lost, or come too late, while the battery took the
+                # command: what it does now is the answer (a Manual slot's content cannot be read back).
+                if isinstance(command, ManualSlot) or not await self._seen_applied(command):
+                    detail = str(exc)
+                    continue
+                return self._outcome(
+                    WriteStatus.APPLIED,
+                    described,
+                    attempts,
+                    "no acknowledgement in time, but ES.GetMode shows it applied",
+                    clamped,
+                )
             except (MarstekError, ValueError) as exc:
                 detail = str(exc)
                 continue
@@ -607,9 +620,7 @@ class MarstekClient:
             except MarstekError as exc:
                 detail = f"accepted, but the effect could not be read back: {exc}"
                 continue
-            active_slot = (
-                isinstance(command, ManualSlot) and command.enabled and command.covers(datetime.now())
-            )
+            active_slot = self._slot_active(command)
             unmet = unmet_expectation(command, seen, self.soc_floor, slot_active=active_slot)
             if unmet is None:
                 power = "" if seen.ac_power is None else f", AC {seen.ac_power:+.0f} W"
@@ -622,12 +633,36 @@ class MarstekClient:
                         f"mode Manual confirmed{power}; the slot cannot be read back",
                         clamped,
                     )
+                if seen.ac_power is None and (isinstance(command, PassiveMode) or active_slot):
+                    # Not reported, or reported implausibly: the mode is all that was seen.
+                    return self._outcome(
+                        WriteStatus.ACCEPTED,
+                        described,
+                        attempts,
+                        f"mode {command.mode.value} confirmed; its AC power could not be read back",
+                        clamped,
+                    )
                 return self._outcome(
                     WriteStatus.APPLIED, described, attempts, f"verified by ES.GetMode{power}", clamped
                 )
             detail = f"accepted but not applied: {unmet}"
         status = WriteStatus.REJECTED if refused and not accepted else WriteStatus.NOT_APPLIED
         return self._outcome(status, described, attempts, detail, clamped)
+
+    @staticmethod
+    def _slot_active(command: ModeCommand) -> bool:
+        return isinstance(command, ManualSlot) and command.enabled and command.covers(datetime.now())
+
+    async def _seen_applied(self, command: ModeCommand) -> bool:
+        """Whether ES.GetMode shows the command's mode and, for Passive, its power (a power that cannot
+        be read is no proof)."""
+        try:
+            seen = await self.observe()
+        except MarstekError:
+            return False
+        if isinstance(command, PassiveMode) and seen.ac_power is None:
+            return False
+        return unmet_expectation(command, seen, self.soc_floor) is None
 
     def _outcome(
         self, status: WriteStatus, command: str, attempts: int, detail: str, clamped: str

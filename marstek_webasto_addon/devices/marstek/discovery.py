@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import ifaddr
 
 from .datapoints import Method
 from .models import validate_result
-from .protocol import Reply, encode_request
+from .protocol import Reply, encode_request, mac_from_src
 from .transport import Address, UdpEndpoint
 
 _LOG = logging.getLogger(__name__)
@@ -79,13 +80,14 @@ def _parse(reply: Reply, address: Address) -> DiscoveredBattery | None:
     for problem in problems:
         _LOG.warning("discovery reply from %s: %s", address[0], problem)
     ver = fields.get("ver")
-    mac = fields.get("ble_mac")
+    # Some HMG-50 Venus C builds leave the MACs out; the reply's src still ends in it (as the client reads).
+    mac = fields.get("ble_mac") or mac_from_src(reply.src)
     return DiscoveredBattery(
         host=address[0],
         port=address[1],
         ble_mac=str(mac).lower() if mac else None,
         model=fields.get("device"),
-        firmware=int(ver) if ver is not None else None,
+        firmware=int(ver) if isinstance(ver, int | float) and math.isfinite(ver) else None,
         wifi_mac=fields.get("wifi_mac"),
         reported_ip=fields.get("ip"),
         src=reply.src,

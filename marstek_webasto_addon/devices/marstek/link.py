@@ -73,6 +73,7 @@ class BatteryLink:
         self._rediscovery_interval = self.settings.rediscovery_interval
         self._created = time.monotonic()
         self._told_never = False  # a battery silent since the start: said once, with what to check
+        self._told_errors_only = False  # a battery that answers with errors only: said once
 
     @property
     def snapshot(self) -> BatterySnapshot:
@@ -179,6 +180,7 @@ class BatteryLink:
         last = self.client.last_answer_at
         if last is not None and last >= started:
             self._came_back(publish=False)
+            self._errors_only(report)
         else:
             self._failed(self._describe(report, self.last_error))
             if self.online and offline_at is not None and offline_at <= deadline:
@@ -200,6 +202,17 @@ class BatteryLink:
         _LOG.info("%s: online at %s", self.name, self.client.host)
         if publish:
             self._publish()
+
+    def _errors_only(self, report: ReadReport) -> None:
+        """A battery that answers every request with an error is there (no search for it), but tells
+        nothing: its readings age out. That is shown as its error, and logged once until it reads again."""
+        if report.results or not report.errors:
+            self._told_errors_only = False
+            return
+        self.last_error = "answers with errors only: " + self._describe(report, "")
+        if not self._told_errors_only:
+            self._told_errors_only = True
+            _LOG.warning("%s: %s", self.name, self.last_error)
 
     def _never_answered(self) -> None:
         """Offline from the start is as much the user's business as going offline: one warning."""

@@ -120,6 +120,14 @@ class Reply(BaseModel):
         return self.error is not None and self.error.code == ParseError.code and self.id == PARSE_ERROR_ID
 
 
+def mac_from_src(src: str | None) -> str | None:
+    """`VenusE 3.0-02a1b2c3d4e5` -> `02a1b2c3d4e5` (None when the src carries no MAC)."""
+    if not src or "-" not in src:
+        return None
+    mac = src.rsplit("-", 1)[1].lower()
+    return mac if len(mac) == 12 and all(c in "0123456789abcdef" for c in mac) else None
+
+
 class Echo(BaseModel):
     """A request seen on our own socket (our broadcast coming back, or another client on the port)."""
 

@@ -168,7 +168,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         listener = self._listeners.get(message.id)
         if listener is not None:
-            listener(message, address)
+            try:
+                listener(message, address)
+            except Exception as exc:  # a reply nobody foresaw must not stop the socket
+                self.stats["malformed"] += 1
+                now = time.monotonic()
+                self._warn_malformed(address, f"reply not understood: {exc!r}", now)
+                self.malformed_from[address[0]] = (now, str(exc))
             return
         if pending is not None or key in self._recent:
             self.stats["late_or_duplicate"] += 1
