@@ -150,7 +150,7 @@ class CommandRouter:
         expose = self._controls_of(device).get(key)
         if expose is None or not expose.component.commandable:
             reason = f"{device.name} has no control {key!r}"
-        elif not device.available and device.kind != "site":
+        elif not device.available and device.kind != "site" and not expose.stored:
             reason = f"{device.name} is offline; command not sent"
         else:
             try:
@@ -192,7 +192,7 @@ class CommandRouter:
 
     async def _worker(self, device: BridgedDevice, queue: _DeviceQueue) -> None:
         while queue.pending:
-            _, command = queue.pending.popitem(last=False)
+            command = queue.pending.pop(min(queue.pending, key=device.rank))  # the first of the lowest rank
             try:
                 outcome = await device.execute(command.key, command.value, command.source)
             except Exception as exc:  # a device bug must become a visible outcome, not a dead worker

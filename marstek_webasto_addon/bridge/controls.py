@@ -21,6 +21,7 @@ PASSIVE_POWER = Expose(
     step=50,
     icon="mdi:flash",
     featured=True,
+    stored=True,
 )
 PASSIVE_DURATION = Expose(
     "passive_duration",
@@ -33,6 +34,7 @@ PASSIVE_DURATION = Expose(
     maximum=1440,
     step=1,
     featured=True,
+    stored=True,
 )
 CHARGE_NOW = Expose("charge_now", "Charge now", Component.BUTTON, icon="mdi:battery-arrow-up", featured=True)
 DISCHARGE_NOW = Expose(
@@ -127,6 +129,7 @@ CHARGE_MODE = Expose(
     options=CHARGE_MODES,
     icon="mdi:ev-plug-type2",
     featured=True,
+    stored=True,
 )
 CHARGE_ENERGY = Expose(
     "charge_energy",
@@ -140,6 +143,7 @@ CHARGE_ENERGY = Expose(
     step=1,
     icon="mdi:car-battery",
     featured=True,
+    stored=True,
 )
 DEPARTURE = Expose(
     "departure",
@@ -149,6 +153,7 @@ DEPARTURE = Expose(
     icon="mdi:clock-end",
     pattern=r"([01][0-9]|2[0-3]):[0-5][0-9]",
     featured=True,
+    stored=True,
 )
 CHARGE_CONTROL = Expose(
     "charge_control", "Charge control", Component.SENSOR, icon="mdi:car-clock", featured=True

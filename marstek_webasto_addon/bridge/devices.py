@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -87,6 +87,10 @@ class BridgedDevice:
     def channel(self, key: str) -> str:
         """Commands on the same channel replace each other while queued (the latest wins)."""
         return key
+
+    def rank(self, channel: str) -> int:
+        """Queued commands run by rank, then in the order they came (see BatteryDevice)."""
+        return 0
 
     def record(self, outcome: WriteOutcome) -> None:
         self.last_outcome = Outcome(
@@ -285,8 +289,15 @@ class BatteryDevice(BridgedDevice):
         }
 
     def channel(self, key: str) -> str:
-        # Everything that changes the battery's mode is one channel: the latest request wins.
-        return "mode" if key in (*_MODE_KEYS, "resume_optimiser") else key
+        # Everything that changes the battery's mode is one channel: the latest request wins. Clearing the
+        # schedules is not a mode (it puts back the one the battery had): a mode chosen after it must not
+        # drop it.
+        return "mode" if key in (*_MODE_KEYS, "resume_optimiser") and key != "clear_schedules" else key
+
+    def rank(self, channel: str) -> int:
+        # The mode command runs after the settings queued with it (its Passive power and duration, the
+        # schedules cleared), whichever came first: the person's last values are what it runs with.
+        return 1 if channel == "mode" else 0
 
     def _passive_power(self, sign: int) -> int:
         return abs(int(self.settings["passive_power"])) * sign
@@ -513,10 +524,9 @@ class WallboxDevice(BridgedDevice):
         client = self.link.client
         match key:
             case "charging_current":
-                if self.charge is not None and self.charge.mode != "manual":
-                    # A person's command wins: the charge mode steps back until they choose one again.
-                    self.charge.set_mode("manual", f"charging current set from {source}")
-                return await client.set_charging_current(float(value))
+                return await self._person_wins(
+                    f"charging current set from {source}", client.set_charging_current(float(value))
+                )
             case "charge_energy" | "departure" if self.charge is not None:
                 if key == "charge_energy":
                     self.charge.set_target(energy_kwh=float(value))
@@ -543,16 +553,22 @@ class WallboxDevice(BridgedDevice):
             case "stop_session":
                 return await client.stop_session()
             case "phases":
-                if (
-                    client.supports("phase_switch")
-                    and self.charge is not None
-                    and self.charge.mode != "manual"
-                ):
-                    # A person's phases win as their current does: before the write, so that a charge step
-                    # that runs while it is on its way cannot switch them back.
-                    self.charge.set_mode("manual", f"phases set from {source}")
-                return await client.set_phases(int(value))
+                if not client.supports("phase_switch"):
+                    return await client.set_phases(int(value))  # refused, with the reason
+                return await self._person_wins(f"phases set from {source}", client.set_phases(int(value)))
         return WriteOutcome(WriteStatus.REJECTED, key, 1, f"{key} is not a wallbox command")
+
+    async def _person_wins(self, why: str, write: Awaitable[WriteOutcome]) -> WriteOutcome:
+        """A person's current or phases win over the charge mode: it steps back to manual until they choose
+        one again. Before the write, so that a charge step that runs while it is on its way cannot undo it;
+        and back as it was when the wallbox refused it (nothing was written: bad input loses nothing)."""
+        before = self.charge.mode if self.charge is not None else "manual"
+        if self.charge is not None and before != "manual":
+            self.charge.set_mode("manual", why)
+        outcome = await write
+        if self.charge is not None and before != "manual" and outcome.status is WriteStatus.REJECTED:
+            self.charge.set_mode(before, "back: the command was refused")
+        return outcome
 
 
 def _drop_implausible(settings: Settings, name: str) -> None:

@@ -41,7 +41,7 @@ def entity_config(device: BridgedDevice, expose: Expose, topics: Topics) -> dict
         "origin": ORIGIN,
         "availability": [{"topic": topics.bridge_status}],
     }
-    if device.kind in ("battery", "wallbox"):
+    if device.kind in ("battery", "wallbox") and not expose.stored:
         config["availability"].append({"topic": topics.availability(device_id)})
         config["availability_mode"] = "all"
     if expose.component is not Component.BUTTON and not expose.write_only:

@@ -69,6 +69,9 @@ class Expose:
     # The one transport that carries it ("udp": the Local API; the battery's Modbus map has no such
     # register), None: any. Not offered by a battery that never uses that transport.
     needs: str | None = None
+    # The add-on's own setting (nothing is sent to the device): taken, and available in Home Assistant,
+    # while the device is offline, so a person can still change what happens when it is back.
+    stored: bool = False
 
     def validate(self, payload: bytes | str) -> str | float | bool:
         """The command value, or CommandRejected with a message that says what is allowed."""
@@ -109,7 +112,8 @@ class Expose:
                 given = float(text)
             except ValueError:
                 given = math.nan
-            if math.isfinite(given):  # a number, only not one this control takes
+            in_range = self.minimum <= given <= self.maximum  # float() also reads other scripts' digits
+            if math.isfinite(given) and not in_range:  # a number, only not one this control takes
                 raise CommandRejected(
                     f"{self.name}: {given:g} is out of range: it must be {allowed}"
                 ) from None
