@@ -20,11 +20,10 @@ clearing under way and sends Auto, and a start after a crash sends Auto to the b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -152,6 +151,8 @@ class _Actuator:
         self.clear = False
         self.role: Command | None = None
         self.last_role: Command | None = None
+        self.sending: Command | None = None  # the role being written now
+        self.unconfirmed = False  # the last role write failed: the battery may be in another mode
         self.task: asyncio.Task[None] | None = None
         self.clearing_now = False  # its slots are being written: the task may be cancelled at a stop
         self.stopping = False  # the add-on stops: no clearing starts any more
@@ -170,7 +171,9 @@ class _Actuator:
                 # While another battery is being cleared, this one's role goes first: it may be the cover.
                 self.clear = False
                 async with self.clearing:
-                    outcome = await self._clear()
+                    outcome = await self._guarded(
+                        self._clear(), "clear schedules (optimiser: before night charging)"
+                    )
                     if outcome is not None:
                         self.report(self.device, outcome)
                     written = outcome is not None and outcome.attempts > 0
@@ -180,14 +183,36 @@ class _Actuator:
                         continue
                     # Clearing left it in Manual at 0 W: its role again before the next battery is cleared.
                     again, self.role = self.role or self.last_role, None
-                    if again is not None and (sent := await self._send(again)) is not None:
+                    if again is not None and (sent := await self._send_guarded(again)) is not None:
                         self.report(self.device, sent)
                 continue
             command, self.role = self.role, None
             assert command is not None
-            outcome = await self._send(command)
+            outcome = await self._send_guarded(command)
             if outcome is not None:
                 self.report(self.device, outcome)
+
+    async def _guarded(self, write: Awaitable[WriteOutcome | None], what: str) -> WriteOutcome | None:
+        """A write that raises (a socket error, a bug in a decoder) is a failed write, not the end of the
+        task: the role queued behind it, the stop's Auto among them, is still sent."""
+        try:
+            return await write
+        except Exception as exc:
+            _LOG.exception("optimiser: %s: %s failed", self.device.name, what)
+            # it may have reached the battery in part: counted as written (a clearing's role goes again)
+            return WriteOutcome(WriteStatus.NOT_APPLIED, what, 1, f"the write failed: {exc!r}")
+
+    async def _send_guarded(self, command: Command) -> WriteOutcome | None:
+        self.sending = command  # a stop sends Auto after it, whatever it was
+        try:
+            outcome = await self._guarded(
+                self._send(command), f"{command.describe()} (optimiser: {command.reason})"
+            )
+        finally:
+            self.sending = None
+        if outcome is not None:
+            self.unconfirmed = not outcome.ok
+        return outcome
 
     async def _clear(self) -> WriteOutcome | None:
         device = self.device
@@ -212,8 +237,8 @@ class _Actuator:
             self.clearing_now = True
             try:
                 outcome = await client.clear_schedules(restore=False)
-            except asyncio.CancelledError:
-                client.schedule.clear()  # cut short: which slots are disabled is not known any more
+            except BaseException:
+                client.schedule.clear()  # cut short, or failed: which slots are disabled is not known
                 raise
             finally:
                 self.clearing_now = False
@@ -251,9 +276,14 @@ class _Actuator:
             await asyncio.wait({self.task})
 
     async def drain(self, timeout: float) -> None:
-        if self.task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        if self.task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception:  # an earlier write's error must not cut the stop short (leases, links, state)
+            _LOG.exception("optimiser: %s: the last writes failed", self.device.name)
 
 
 class OptimiserController:
@@ -287,6 +317,7 @@ class OptimiserController:
         self.engine.capacity = CapacityTracker.restored(store.get("capacity"))
         self._saved_quarter = self.engine.capacity.quarter
         self._restore_mode_changes()
+        self._person_changes: dict[str, tuple[float, float]] = {}  # id -> a person's change: epoch, t
         self.interval = options.control_interval
         self._status: Status | None = None
         clearing = asyncio.Lock()
@@ -410,9 +441,7 @@ class OptimiserController:
         limits = client.limits
         hold = device.holds.get(device_id)
         changed = device.holds.changed_at(device_id)
-        engine_now = self.clock.seconds()
-        # a change in the future (the clock was set back) counts as now, not as a longer wait
-        changed_t = None if changed is None else engine_now - max(0.0, self.clock.now().timestamp() - changed)
+        changed_t = None if changed is None else self._person_change_t(device_id, changed)
         return BatteryView(
             id=device_id,
             name=device.name,
@@ -427,6 +456,17 @@ class OptimiserController:
             hold=hold.describe() if hold is not None else "",
             mode_changed_t=changed_t,
         )
+
+    def _person_change_t(self, device_id: str, changed: float) -> float:
+        """A person's mode change (epoch) on the engine's clock, converted once, when first seen: the wall
+        clock may be set back later, and the engine's clock is not."""
+        known = self._person_changes.get(device_id)
+        if known is not None and known[0] == changed:
+            return known[1]
+        # a change in the future (the clock was set back) counts as now, not as a longer wait
+        t = self.clock.seconds() - max(0.0, self.clock.now().timestamp() - changed)
+        self._person_changes[device_id] = (changed, t)
+        return t
 
     def plan_summary(self) -> PlanSummary | None:
         if self.settings.method != "planner":
@@ -616,14 +656,22 @@ class OptimiserController:
     async def stop(self, timeout: float = 30.0) -> None:
         """A clean shutdown: every battery the optimiser steered goes back to Auto, and so does one that a
         clearing left in Manual (one under way is abandoned: it would outlast the stop)."""
+        # The engine releases the batteries whose last command was not Auto. A role still queued or being
+        # written, or a write that failed, may leave a battery in Passive whatever the engine believes (a
+        # countdown refresh in flight, an Auto that would never be sent): each of those gets Auto as well.
+        pending: list[str] = []
         for actuator in self._actuators.values():
+            device_id = actuator.device.device_id
+            busy = actuator.role is not None or actuator.sending is not None or actuator.unconfirmed
+            if device_id is not None and busy:
+                pending.append(device_id)
             actuator.role, actuator.clear = None, False  # nothing queued may outlive the release
             actuator.stopping = True
         for actuator in self._actuators.values():
             await actuator.abandon_clearing()
         commands = self.engine.stop(self.inputs())
         released = {command.battery_id for command in commands}
-        extra = [i for i in self.in_manual.ids if i not in released]
+        extra = [i for i in dict.fromkeys([*pending, *self.in_manual.ids]) if i not in released]
         commands += [Command(i, Role.AUTO, reason="add-on stopping") for i in extra]
         for battery_id in extra:  # a mode change like the release's: kept for the switch interval
             self.engine.mode_changed[battery_id] = self.clock.seconds()

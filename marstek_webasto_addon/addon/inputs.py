@@ -106,6 +106,14 @@ class BatteryMeterInput(GridInput):
             if self.reading.at is not None:
                 return self.reading
             return Reading(None, None, self.reading.source, f"{self.reading.source} gives no reading")
+        implausible = implausible_power(value)
+        if implausible:
+            # A glitch, as from any other meter: the last good reading stands and ages out by itself.
+            problem = f"{self.reading.source}: {implausible}"
+            if problem != self.reading.problem:
+                _LOG.warning("%s", problem)  # once per kind of glitch, not at every step
+            self.reading.problem = problem
+            return self.reading
         # As old as its own last read: a meter the battery stopped answering for (or one `auto` cannot read
         # while on Modbus) grows old and stale, while the battery's other values keep coming.
         read_at = snapshot.seen.get("meter_power", snapshot.updated_at)

@@ -112,6 +112,7 @@ class Optimiser:
         self.support_power = 0
         self.peak_since: float | None = None
         self.peak_assist_on = False
+        self.plan_capped = False  # a scarce plan step holds back the batteries (the setpoint's hysteresis)
         self.plan: NightPlan | None = None
         self.plan_soc: dict[str, float] = {}
         self.cleared_for = ""
@@ -263,7 +264,8 @@ class Optimiser:
         s = self.settings
         battery_kw = sum(b.ac_power or 0.0 for b in usable.values()) / 1000
         wallbox_kw = (inputs.wallbox_power or 0.0) / 1000
-        target = setpoint(step, grid / 1000, battery_kw, wallbox_kw)
+        target = setpoint(step, grid / 1000, battery_kw, wallbox_kw, capped=self.plan_capped)
+        self.plan_capped = target.capped
         # A car the batteries may not feed: what they give beyond the house goes into it.
         car = wallbox_kw > 0 and not step.feed_car
         action = step.action.value.replace("_", " ")
@@ -361,12 +363,12 @@ class Optimiser:
         if not candidates:
             self.active = None
             return
+        # One that may be in Auto now covers the home at once; one still in its switch interval would
+        # leave nobody in Auto until the interval ends. Only when none may, the best of the others waits.
+        ready = [b for b in candidates if self._may_be_auto(b, inputs.t)]
+        pool = ready or candidates
         surplus = inputs.grid_power is not None and inputs.grid_power < 0
-        chosen = (
-            min(candidates, key=lambda b: b.soc or 0)
-            if surplus
-            else max(candidates, key=lambda b: b.soc or 0)
-        )
+        chosen = min(pool, key=lambda b: b.soc or 0) if surplus else max(pool, key=lambda b: b.soc or 0)
         if chosen.id != self.active:
             self._decide(inputs.now, f"{chosen.name} becomes the active battery ({reason})")
         self.active = chosen.id
@@ -470,6 +472,12 @@ class Optimiser:
             self._support(inputs, usable, wants, active, grid, doubts)
         else:
             self.support = None
+
+    def _may_be_auto(self, battery: BatteryView, t: float) -> bool:
+        """In Auto already (as commanded, or as found when nothing was sent), or free to change mode now."""
+        sent = self.sent.get(battery.id)
+        in_auto = sent.role is Role.AUTO if sent is not None else battery.mode == "Auto"
+        return in_auto or self._may_change_mode(battery.id, t)
 
     def _may_change_mode(self, battery_id: str, t: float) -> bool:
         since = self._last_change(battery_id)
@@ -859,6 +867,7 @@ class Optimiser:
             if mode_change and not safety and since is not None and t - since < s.min_switch_interval * 60:
                 continue  # at most one Auto <-> Passive change per battery per switch interval, by anyone
             reason = want.reason
+            repair = False
             if not mode_change and sent is not None:
                 if want.role in PASSIVE_ROLES:
                     moved = abs(power - sent.power) >= (1 if want.exact else POWER_DEADBAND_W)
@@ -873,6 +882,7 @@ class Optimiser:
                         continue
                     if left:
                         reason = f"{battery.name} left Passive on its own ({battery.mode}): sent again"
+                        repair = True
                     elif refresh and not changed:
                         reason = "countdown refresh"
                 else:
@@ -880,6 +890,7 @@ class Optimiser:
                     if not left:
                         continue
                     reason = f"{battery.name} is in {battery.mode}, not Auto: sent again"
+                    repair = True
             command = Command(
                 battery_id,
                 want.role,
@@ -887,7 +898,7 @@ class Optimiser:
                 countdown if want.role in PASSIVE_ROLES else 0,
                 reason=reason,
             )
-            if mode_change:
+            if mode_change or repair:  # a repair switches the battery's mode too: the interval counts it
                 self.mode_changed[battery_id] = t
             self.sent[battery_id] = _Sent(want.role, command.power_w, t)
             commands.append(command)

@@ -122,6 +122,7 @@ SCARCE_STEPS = 24  # energy is scarce when the plan empties the batteries within
 RESERVE_SHARE = 0.5  # and never more than this share of the usable energy
 RESERVE_NOW_STEPS = 16  # within this many quarter-hours the reserve is what is stored, not bought
 ACTION_TOLERANCE_KW = 0.05
+SCARCE_HYSTERESIS_KW = 0.25  # a scarce step holding back returns to Auto this far under the ceiling
 MAX_REPAIRS = 6
 # The automatic terminal value prices stored energy at what refilling it costs on the horizon's last day at
 # its cheapest (a tariff's cheapest period; with dynamic prices the cheapest quarter, when the PV and the
@@ -1347,9 +1348,12 @@ class Setpoint:
     auto: bool
     battery_kw: float = 0.0  # total, + = discharging, when not auto
     reason: str = ""
+    capped: bool = False  # a scarce self-consumption step holding back (pass it on as `capped` next time)
 
 
-def setpoint(step: PlanStep, grid_kw: float, battery_kw: float, wallbox_kw: float = 0.0) -> Setpoint:
+def setpoint(
+    step: PlanStep, grid_kw: float, battery_kw: float, wallbox_kw: float = 0.0, *, capped: bool = False
+) -> Setpoint:
     """How to carry out `step` now, from the meter: grid (+ import), batteries (+ discharging), the wallbox.
 
     Self-consumption is the batteries' own control (Auto). The other steps are Passive at a total power
@@ -1362,6 +1366,9 @@ def setpoint(step: PlanStep, grid_kw: float, battery_kw: float, wallbox_kw: floa
       otherwise);
     - self-consumption while the plan expects to empty the batteries soon: a load above the peak gets only
       the part above it (the energy would run out before the evening does, and the import is the same).
+      Once holding back (`capped`, as the last call said), the batteries go back to Auto only when the load
+      is SCARCE_HYSTERESIS_KW below the ceiling: a load that hovers at it must not switch them back and
+      forth.
     While the car charges and the batteries may not feed it, they follow the house without the car (in
     Passive, since Auto would feed the car too), and so all through a step whose plan charges the car.
     """
@@ -1369,11 +1376,13 @@ def setpoint(step: PlanStep, grid_kw: float, battery_kw: float, wallbox_kw: floa
     planned_car = 0.0 if step.feed_car else step.wallbox_kw
     house = grid_kw + battery_kw - car  # what the house needs, from the batteries or the grid
     ceiling = step.peak_kw - planned_car - PEAK_MARGIN_KW
-    if step.action is Action.SELF_CONSUMPTION and step.scarce and house > ceiling:
+    entry = ceiling - SCARCE_HYSTERESIS_KW if capped else ceiling
+    if step.action is Action.SELF_CONSUMPTION and step.scarce and house > entry:
         # With the car, the ceiling is what the planned car leaves the house: below zero when the car
         # takes all of the peak, and never a reason to give the car the batteries' energy.
-        power = house - ceiling if car <= 0 else min(house - ceiling, max(0.0, house))
-        return Setpoint(False, power, "a load above this month's peak, with little energy to spare")
+        power = max(0.0, house - ceiling) if car <= 0 else min(max(0.0, house - ceiling), max(0.0, house))
+        why = "a load above this month's peak, with little energy to spare"
+        return Setpoint(False, power, why if house > ceiling else f"{why} (a moment ago)", capped=True)
     # A step that plans the car (which the batteries may not feed) stays Passive all through: the wallbox may
     # start any minute, and Auto would answer it from the batteries before the next command.
     if step.action is Action.SELF_CONSUMPTION and car <= 0 and (step.feed_car or step.car_kw <= 0):
