@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from time import monotonic
@@ -54,6 +54,9 @@ DEFAULT_ENERGY_KWH = 20.0
 VOLTS = 230.0
 PLUGGED = frozenset({"vehicle_connected", "vehicle_locked"})
 DONE = frozenset({"suspended_ev", "finishing"})  # the car stopped taking energy (UNITE states)
+# The states that show a car taking energy again, or none there (suspended_evse does not: it only says the box
+# offers nothing, which is what it says after the control paused a full car).
+TAKING = frozenset({"available", "no_vehicle", "charging"})
 GRID_FRESH_S = 30.0
 PHASE_RETRY_S = 60.0  # a phase switch the box refused is not asked again sooner (one warning a minute)
 STAYS_KEPT = 100  # about two months of a car that comes home every evening and at noon
@@ -115,6 +118,7 @@ class CarControl:
         self.stays: list[PastSession] = _stays(saved.get("stays"))
         self._plugged_since: datetime | None = _time(saved.get("plugged_since"))  # the stay under way
         self._car_here: bool | None = None  # None: the wallbox not read yet
+        self._car_stopped = False  # the car itself stopped taking energy (full, or its own timer)
         meter = saved.get("meter_at_plug")  # the wallbox's energy meter at the plug-in (kWh)
         self._meter_at_plug: float | None = _number(meter, math.nan, 0, 1e9)
         if math.isnan(self._meter_at_plug):
@@ -136,8 +140,14 @@ class CarControl:
             return f"charge mode must be one of {', '.join(MODES)}"
         if mode != self.status.mode:
             _LOG.info("%s: charge mode %s%s", self.wallbox.name, mode, f" ({why})" if why else "")
+        link = self.wallbox.link
+        if mode != MANUAL and not (link.online and link.client.connected):
+            # The current the client re-sends when the box is back was the old mode's: `off` wants 0 at
+            # once; any other mode decides on the box's first reading.
+            link.client.current_setpoint = 0 if mode == ChargeMode.OFF.value else None
         self.status.mode = mode
         self.status.decision = None
+        self._car_stopped = False  # a person's choice: offer the car current again
         self._store()
         return None
 
@@ -177,7 +187,7 @@ class CarControl:
         if self.status.mode != ChargeMode.PLAN.value or not link.online:
             return None
         values = link.snapshot.values
-        if values.get("cable_state") not in PLUGGED or values.get("charge_point_state") in DONE:
+        if not self._plugged_in(values) or self._car_took_stop(values):
             return None
         charged = max(self._stay_kwh, self.stay_kwh() or 0.0)  # (never less for a reading that failed)
         departure = next_departure(self._departure_time(), now, self._plugged_since)
@@ -261,6 +271,23 @@ class CarControl:
             and monotonic() >= self._phase_retry_at
         )
 
+    def _plugged_in(self, values: Mapping[str, object]) -> bool | None:
+        """A failed read of the cable state (a Modbus exception) says nothing: the car is taken to be as it
+        was, so one transient error is not a stop and a start. None: never read."""
+        cable = values.get("cable_state")
+        return self._car_here if cable is None else cable in PLUGGED
+
+    def _car_took_stop(self, values: Mapping[str, object]) -> bool:
+        """The car itself stopped taking energy, and nothing since says otherwise. After the control has
+        paused such a car, the UNITE reports suspended_evse (it offers nothing): taken for a car that wants
+        energy, it would be offered current again, stop again, and so on every step."""
+        state = values.get("charge_point_state")
+        if state in DONE:
+            self._car_stopped = True
+        elif state in TAKING or values.get("cable_state") not in (*PLUGGED, None):
+            self._car_stopped = False
+        return self._car_stopped
+
     def _phases(self) -> int:
         values = self.wallbox.link.snapshot.values
         return 1 if values.get("phase_switch") == "1" or values.get("phases_installed") == "1" else 3
@@ -272,6 +299,9 @@ class CarControl:
         if self.status.mode == MANUAL or not link.online:
             return None
         values = link.snapshot.values
+        plugged_in = self._plugged_in(values)
+        if plugged_in is None:
+            return None
         client = link.client
         minimum, maximum = client.current_limits()
         reading = self.grid.current()
@@ -297,8 +327,8 @@ class CarControl:
             mode=mode,
             grid_power=reading.value if fresh else None,
             car_power=link.snapshot.number("power") or 0.0,
-            plugged_in=values.get("cable_state") in PLUGGED,
-            wants_energy=values.get("charge_point_state") not in DONE,
+            plugged_in=plugged_in,
+            wants_energy=not self._car_took_stop(values),
             limits=WallboxLimits(
                 minimum,
                 maximum,

@@ -393,11 +393,12 @@ class CarController:
 
     def _paced(self, i: CarInputs, want: int) -> int:
         """At most one change per interval while charging (the car takes seconds to settle on a new current,
-        and the meter to show it)."""
+        and the meter to show it). The maximum is never paced: a lower one (a cable swapped for a weaker one)
+        holds at once, whatever the pace."""
         if not self.charging or self.current_a == 0 or want == self.current_a:
             return want
         if self.changed_t is not None and i.t - self.changed_t < i.settings.current_interval_s:
-            return self.current_a
+            return min(self.current_a, i.limits.max_current_a)
         return want
 
     def _surplus_wish(self, i: CarInputs, power: float, minimum: bool) -> int:

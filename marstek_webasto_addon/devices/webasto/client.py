@@ -21,10 +21,20 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from ..modbus_reply import ModbusExceptionReply
 from ..outcome import WriteOutcome, WriteStatus
-from ..plausibility import PlausibilityGuard
+from ..plausibility import COUNTER_SLACK_H, PlausibilityGuard, Range, show
 from .codec import Value, decode, encode
 from .readplan import ReadPlan, ReadRequest
-from .registers import FC, RULES, Cadence, ModelRules, Register, WallboxModel
+from .registers import (
+    FC,
+    MAX_POWER_W,
+    RULES,
+    VOLTS_MAX,
+    Cadence,
+    ModelRules,
+    Register,
+    WallboxModel,
+    power_ranges,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -104,12 +114,17 @@ class WebastoClient:
         self.rules: ModelRules = RULES[config.model]
         self.snapshot = WallboxSnapshot()
         self.plausibility = PlausibilityGuard(_LOG)
-        self.current_setpoint: int | None = None  # last charging current written (A); re-sent on reconnect
+        # The charging current last written (A), re-sent on reconnect; None: none, or the last one was cut off
+        self.current_setpoint: int | None = None
         self.phase_setpoint: str | None = None  # UNITE: 405 reverts on every disconnect
         self.firmware: tuple[int, ...] | None = None
+        self.connects = 0  # successful connections so far: the link renews the life bit after each
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._connected_at = 0.0
+        self._read_problems: list[str] = []  # the last merge's
+        self._standing: dict[str, str] = {}  # problems no read clears (a refused write), shown until fixed
+        self._session_count: tuple[float, float] | None = None  # (kWh, monotonic time first seen at it)
         self._gap_reads_refused = False
         self._plans: dict[Cadence, ReadPlan] = {}
         self._model_checked = False
@@ -155,6 +170,7 @@ class WebastoClient:
         except WallboxError:
             self.drop()
             raise
+        self.connects += 1
 
     async def _after_connect(self) -> None:
         static = [r for r in self.rules.registers if r.cadence is Cadence.STATIC]
@@ -164,15 +180,50 @@ class WebastoClient:
             firmware = values.get("firmware")
             self.firmware = parse_firmware(firmware if isinstance(firmware, str) else None)
         self._build_plans()
-        if self.current_setpoint is not None:
-            _LOG.info(
-                "%s: re-sending the charging current of %d A after connecting",
+        # The phases first: a current meant for one phase, sent while 405 is back on three, would draw three
+        # times the power meant for a moment.
+        if not await self._resend_phases() and self.current_setpoint:
+            _LOG.warning(
+                "%s: not re-sending the charging current of %d A: it was meant for one phase and the box "
+                "is on three; whoever steers it sets it again",
                 self.config.label,
                 self.current_setpoint,
             )
-            await self._write("charging_current_setpoint", self.current_setpoint)
-        if self.phase_setpoint is not None and self.supports("phase_switch"):
-            await self._write("phase_switch", self.phase_setpoint)
+            self.current_setpoint = None
+        if self.current_setpoint is not None:
+            await self._resend_current(self.current_setpoint)
+
+    async def _resend_phases(self) -> bool:
+        """Send 405 again (it reverts on every disconnect). A refusal is a problem to show, not a reason to
+        stay offline (a UNITE whose 404 flipped to single phase refuses three phases on every reconnect,
+        reference section 4): the box stays on the phases it has. False when it stays on more than meant."""
+        wanted = self.phase_setpoint
+        if wanted is None or not self.supports("phase_switch"):
+            return True
+        try:
+            await self._write("phase_switch", wanted)
+        except WallboxDeviceError as exc:
+            self.phase_setpoint = None
+            self.set_problem(
+                "phase_switch",
+                f"the box refused to go back to {wanted} phase(s) after reconnecting ({exc}): it stays on "
+                "the phases it has",
+            )
+            return wanted != "1"  # a current meant for three phases draws less on one
+        return True
+
+    async def _resend_current(self, amps: int) -> None:
+        """The current last asked for, within today's limits (the box's may have changed meanwhile)."""
+        minimum, maximum = self.current_limits()
+        target = 0 if amps == 0 or maximum < minimum else min(amps, maximum)
+        _LOG.info("%s: re-sending the charging current of %d A after connecting", self.config.label, target)
+        try:
+            await self._write("charging_current_setpoint", target)
+        except WallboxDeviceError as exc:
+            _LOG.warning("%s: the box refused the re-sent %d A: %s", self.config.label, target, exc)
+            self.current_setpoint = None
+            return
+        self.current_setpoint = target
 
     async def detect_model(self) -> WallboxModel | None:
         """Which map this box answers: the UNITE has its serial number in input registers 100.., the NEXT
@@ -334,12 +385,60 @@ class WebastoClient:
         """Implausible readings stay out (the last good value is kept) and are listed among the problems."""
         now, rules = time.monotonic(), self.rules
         kept = self.plausibility.screen(
-            values, rules.ranges, now=now, label=self.config.label, units=rules.units
+            values, self._ranges(), now=now, label=self.config.label, units=rules.units
         )
-        self.snapshot = WallboxSnapshot(
-            {**self.snapshot.values, **kept}, now, [*problems, *self.plausibility.problems]
-        )
-        self.snapshot.problems.extend(self._setup_problems())
+        self._screen_session_energy(kept, now)
+        self._read_problems = [*problems, *self.plausibility.problems]
+        self.snapshot = WallboxSnapshot({**self.snapshot.values, **kept}, now)
+        self._show_problems()
+
+    def _show_problems(self) -> None:
+        self.snapshot.problems = [*self._read_problems, *self._setup_problems(), *self._standing.values()]
+
+    def set_problem(self, key: str, problem: str | None) -> None:
+        """A problem that no read clears (a write the box refuses): logged once when it appears, shown among
+        the snapshot's problems until it is set to None."""
+        if problem is None:
+            if (old := self._standing.pop(key, None)) is not None:
+                _LOG.info("%s: resolved: %s", self.config.label, old)
+                self._show_problems()
+            return
+        if key not in self._standing:
+            _LOG.warning("%s: %s", self.config.label, problem)
+        self._standing[key] = problem
+        self._show_problems()
+
+    def _max_power_w(self) -> float:
+        """The most this box can draw: its own maximum current on three phases at the grid's upper voltage
+        tolerance, once read; until then the limit of AC charging itself."""
+        box = self.snapshot.number("evse_max_current")
+        return 3 * VOLTS_MAX * box if box else MAX_POWER_W
+
+    def _ranges(self) -> dict[str, Range | None]:
+        box = self.snapshot.number("evse_max_current")
+        return {**self.rules.ranges, **power_ranges(box)} if box else self.rules.ranges
+
+    def _screen_session_energy(self, kept: dict[str, Value], now: float) -> None:
+        """The UNITE's session energy counts up through a session and starts from 0 with the next one. A fall
+        is a new session; a rise faster than the box can deliver is a glitch (evcc #9787: ~1930 kWh), held
+        back like an implausible reading (the plan would take the car for charged)."""
+        value = kept.get("session_energy")
+        if not isinstance(value, int | float):
+            return
+        last = self._session_count
+        if last is not None and value > last[0]:
+            allowed = self._max_power_w() / 1000 * (max(0.0, now - last[1]) / 3600 + COUNTER_SLACK_H)
+            if value - last[0] > allowed:
+                del kept["session_energy"]
+                self.set_problem(
+                    "session_energy",
+                    f"session_energy: {show(value)} outside {show(last[0])}..{last[0] + allowed:.3f} kWh (it "
+                    "rose faster than the box can deliver); keeping the last good value",
+                )
+                return
+        if last is None or value != last[0]:
+            self._session_count = (value, now)
+        self.set_problem("session_energy", None)
 
     def _setup_problems(self) -> list[str]:
         """The box's own fail-safe settings that would break the add-on's promises if it stopped (see
@@ -478,7 +577,16 @@ class WebastoClient:
         paused_before = self.current_setpoint == 0
 
         async def write() -> WriteOutcome:
-            await self._write("charging_current_setpoint", target)
+            try:
+                await self._write("charging_current_setpoint", target)
+            except WallboxDeviceError:
+                raise  # refused: the box kept what it had
+            except WallboxError:
+                # Cut off by a disconnect (the box may have applied it) or never sent: what the box has is not
+                # known. Re-sending the current before this one on the reconnect could undo it (a pause), so
+                # nothing is re-sent; whoever steers the box sets it again.
+                self.current_setpoint = None
+                raise
             self.current_setpoint = target
             if self.config.model is WallboxModel.UNITE:
                 back = await self.read_key("charging_current_setpoint")
@@ -581,14 +689,21 @@ class WebastoClient:
             return self._outcome(
                 WriteStatus.REJECTED, command, "the installation is single-phase (register 404)"
             )
-        label = str(phases)
+        label, before = str(phases), self.phase_setpoint
 
         async def write() -> WriteOutcome:
-            await self._write("phase_switch", label)
+            # Before it goes out: a switch cut off by a disconnect is sent again, first, on the reconnect (the
+            # current that follows may be meant for these phases only).
             self.phase_setpoint = label
+            try:
+                await self._write("phase_switch", label)
+            except WallboxDeviceError:
+                self.phase_setpoint = before
+                raise
             back = await self.read_key("phase_switch")
             if back != label:
                 return self._outcome(WriteStatus.NOT_APPLIED, command, f"the box reads back {back} phase(s)")
+            self.set_problem("phase_switch", None)
             return self._outcome(WriteStatus.APPLIED, command, "verified by read-back")
 
         return await self._guarded(command, write)
@@ -602,7 +717,10 @@ class WebastoClient:
 
     @property
     def keepalive_interval(self) -> float:
-        """Often enough for the fail-safe timeout (T/4), never slower than 5 s nor faster than 1 s."""
+        """Often enough for the fail-safe timeout (T/4), never slower than 5 s nor faster than 1 s. Until the
+        timeout has been read, as often as for the shortest the box can have."""
+        if self.snapshot.number("failsafe_timeout") is None:
+            return max(1.0, FAILSAFE_TIMEOUT_RANGE[0] / 4)
         return max(1.0, min(5.0, self.failsafe_timeout / 4))
 
     async def keepalive(self) -> None:

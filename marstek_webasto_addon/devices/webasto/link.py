@@ -1,8 +1,9 @@
 """Keeps one wallbox connected and polled, its life bit renewed, and its fail-safe within the add-on's limits.
 
 Two loops share the client (whose lock keeps one transaction at a time): polling with reconnect backoff
-(which also sets right a fail-safe timeout or current that would break the add-on's promises), and the
-keepalive that writes the life bit often enough for the box's fail-safe timeout.
+(which also sets right a fail-safe timeout or current that would break the add-on's promises, and writes
+the life bit right after each connect), and the keepalive that writes the life bit often enough for the
+box's fail-safe timeout.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class WallboxLink:
         self.keepalives = 0
         self._warned = False  # one warning per outage, with what to check
         self._failsafe_refused = ""  # the fail-safe correction the box last refused, logged once
+        self._renewed_connection = 0  # the client's connection the life bit was last written on
         self._polls = 0
         self._retry_delay = self.settings.reconnect_min
         self._clock_value: object = None
@@ -86,6 +88,10 @@ class WallboxLink:
             self.online, self.failures, self.last_error, self._warned = True, 0, "", False
             self._retry_delay = self.settings.reconnect_min
             self._check_stale()
+            if self.settings.keepalive and self._renewed_connection != self.client.connects:
+                # At once, not a keepalive interval later: the box may check every 3 s (T = 6 s), and the
+                # interval is only known once this first read has brought the timeout.
+                await self._keepalive()
             if slow:
                 await self._correct_failsafe()
         if self.on_update is not None:
@@ -160,8 +166,20 @@ class WallboxLink:
             await asyncio.sleep(self.keepalive_interval())
             if not self.client.connected:
                 continue  # the poll loop reconnects; the box is in fail-safe meanwhile, as designed
-            try:
-                await self.client.keepalive()
-                self.keepalives += 1
-            except WallboxError as exc:
-                _LOG.warning("%s: keepalive failed: %s", self.name, exc)
+            await self._keepalive()
+
+    async def _keepalive(self) -> None:
+        """Write the life bit. A box that refuses it falls back to its fail-safe current: a problem, logged
+        once until the box takes the life bit again (not at every keepalive) and shown meanwhile."""
+        self._renewed_connection = self.client.connects
+        try:
+            await self.client.keepalive()
+        except WallboxError as exc:
+            self.client.set_problem(
+                "keepalive",
+                f"keepalive failed: {exc}: the box falls back to its fail-safe current while the life bit "
+                "is not written",
+            )
+            return
+        self.keepalives += 1
+        self.client.set_problem("keepalive", None)

@@ -7,7 +7,8 @@ these tables; adding a register is one line.
 Every numeric register that can be read declares its plausible range (`plausible`); the client keeps
 readings outside it out of the snapshot (see `devices/plausibility.py`). The bounds are the limits of AC
 charging itself, so they hold for every box: IEC 61851 AC charging stops at 80 A (single-phase; 63 A on
-three phases), the grid at 230 V +10 %.
+three phases), the grid at 230 V +10 %. Once a box has told its own maximum current, its power readings
+are bounded by what that current can draw (`power_ranges`).
 """
 
 from __future__ import annotations
@@ -141,16 +142,26 @@ MEAS, TOTAL_INC = "measurement", "total_increasing"
 
 MAX_AMPS = 80.0
 MAX_POWER_W = 3 * 230 * MAX_AMPS  # 55.2 kW: three phases at the largest AC charging current
+VOLTS_MAX = 253  # the grid's upper tolerance (230 V + 10 %)
 AMPS = Range(0, MAX_AMPS)
 WATTS = Range(0, MAX_POWER_W)
-PHASE_WATTS = Range(0, 253 * MAX_AMPS)  # one phase at the grid's upper tolerance (230 V + 10 %)
+PHASE_WATTS = Range(0, VOLTS_MAX * MAX_AMPS)  # one phase at the grid's upper tolerance
 VOLTS = Range(0, 300)  # 0 on an absent phase
 METER = counter(MAX_POWER_W / 1000)
 SESSION_KWH = Range(0, 1000)  # five times the largest car battery (~200 kWh)
 SESSION_S = Range(0, 366 * 86400)  # a car may stay plugged in for a long time, not for years
-FAILSAFE_S = Range(0, 3600)  # 0 = unset (the box then behaves as 20 s)
+# 0 = unset (the box then behaves as 20 s). Every u16 is a setting the box's web page can hold: a long one
+# must reach the link, which sets it right (`WebastoClient.failsafe_correction`), not be dropped unseen.
+FAILSAFE_S = Range(0, 0xFFFF)
 RATED_W = Range(0, MAX_POWER_W)
 FLAG = Range(0, 1)
+
+
+def power_ranges(max_current_a: float) -> dict[str, Range]:
+    """The power readings' ranges for a box that draws at most `max_current_a` per phase (its own maximum):
+    three phases at the grid's upper tolerance. A 16 A box reading 40 kW is a glitch, not PV surplus."""
+    phase = Range(0, VOLTS_MAX * max_current_a)
+    return {"power": Range(0, 3 * VOLTS_MAX * max_current_a), **{f"power_l{i}": phase for i in (1, 2, 3)}}
 
 
 def _phases(
