@@ -219,6 +219,7 @@ class Optimiser:
             self.at_night = False
             self._planned(inputs, usable, wants, doubts, grid)
             return wants
+        self.plan_capped = False  # no plan step carried out: a later one starts afresh
         if s.method == "planner":
             # No plan yet, or the solver failed: the rules' rotation by day, proven and safe, until there is
             # one (night charging stays the planner's: no grid energy is bought without a plan).
