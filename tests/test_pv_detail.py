@@ -121,7 +121,9 @@ def test_unreadable_energy_entries_are_skipped_and_counted() -> None:
     wh = {at(12): 1000, "noon": 5, at(13): None, at(14): -5, at(15): "nan", at(16): True}
     forecast = parse_pv_forecast({"wh_period": wh}, tz=BRUSSELS)
     assert (forecast.entries, forecast.unreadable) == (6, 5)
-    assert kw(forecast, local(12), 5)[0] == [1.0, 1.0, 1.0, 1.0, 0.0]
+    # The hours whose energy cannot be read are unknown, not 0 kWh; the quarters no entry reaches produce 0.
+    assert kw(forecast, local(11, 45), 6) == ([0.0, 1.0, 1.0, 1.0, 1.0, None], 5)
+    assert kw(forecast, local(16, 45), 2)[0] == [None, 0.0]
 
 
 def test_naive_times_are_local() -> None:

@@ -14,15 +14,17 @@ APIs give it) or its attributes alone, and recognises the format by its attribut
 - HACS `epex_spot` (mampfes/ha_epex_spot), the Market Price sensor: `data`, a list of {start_time, end_time,
   price_per_kwh} in EUR/kWh; releases before 3.0 (September 2024) gave `price_eur_per_mwh` and
   `price_ct_per_kwh` instead. The Total Price sensor has the same shape with its surcharges and tax added.
-- Tibber-like `today` / `tomorrow` lists of {startsAt, total} in EUR/kWh (Tibber's API shape; `total` is
-  Tibber's price with its taxes, so a formula for it is usually multiplier 1 and no additions).
+- Tibber-like `today` / `tomorrow` lists of {startsAt, total} in the `unit_of_measurement` (EUR/kWh without
+  one), Tibber's API shape; `total` is Tibber's price with its taxes, so a formula for it is usually
+  multiplier 1 and no additions.
 - Home Assistant's core `nordpool` integration (2024.12 on) puts no price list in any attribute; its action
   `nordpool.get_prices_for_date` answers {area: [{start, end, price}]} with prices in the config entry's
   currency per MWh. That response (bare, or as call_service's {"response": ...}) is read here as well.
 
 Prices must be in euro: another currency is a configuration mistake and raises ValueError, as does a state
-in none of these formats. Entries that cannot be read (no time, a naive time, no finite number) are skipped
-and counted, so the caller can say "3 of 96 entries unreadable" instead of losing the whole day.
+in none of these formats. Entries that cannot be read (no time, a naive time, a time outside 2000-2099, no
+finite number) are skipped and counted, so the caller can say "3 of 96 entries unreadable" instead of losing
+the whole day. `implausible_prices` tells prices no day-ahead market can have (a wrong unit) from real ones.
 """
 
 from __future__ import annotations
@@ -60,14 +62,23 @@ class DayAheadPrices:
 # ------------------------------------------------------------------------------------------ entries
 
 
+# A time outside these years is a "no date" sentinel (0001-01-01, 9999-12-31), not a price's or a forecast's:
+# the arithmetic on it (an interval's end, a period's start, a day's quarters) would raise OverflowError.
+YEARS = range(2000, 2100)
+
+
 def _moment(value: Any) -> Any:
     # Only ISO strings and datetimes: pydantic would also read a number as a Unix time, which no
     # integration sends, so a stray number is more likely a broken entry than a time.
     if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        return datetime.fromisoformat(value.strip())
-    raise ValueError("not an ISO date-time")
+        moment = value
+    elif isinstance(value, str):
+        moment = datetime.fromisoformat(value.strip())
+    else:
+        raise ValueError("not an ISO date-time")
+    if moment.year not in YEARS:
+        raise ValueError(f"{moment.isoformat()} is out of range ({YEARS.start}-{YEARS.stop - 1})")
+    return moment
 
 
 def _number(value: Any) -> Any:
@@ -151,6 +162,12 @@ def price_scale(unit: str) -> float:
     return currency * per
 
 
+def _unit_scale(data: Mapping[str, Any]) -> float:
+    """The factor from the state's `unit_of_measurement` to EUR/kWh; without one, EUR/kWh is assumed."""
+    unit = data.get("unit_of_measurement")
+    return price_scale(unit) if isinstance(unit, str) and unit.strip() else 1.0
+
+
 def _check_euro(currency: Any) -> None:
     if currency is not None and str(currency).strip().casefold() not in ("eur", "€"):
         raise ValueError(f"prices in {currency} cannot be used: the planner works in euro")
@@ -231,9 +248,8 @@ def _nordpool(data: Mapping[str, Any]) -> DayAheadPrices:
 
 
 def _entsoe(data: Mapping[str, Any]) -> DayAheadPrices:
-    unit = data.get("unit_of_measurement")
     # The integration's default scale is EUR/kWh, which is what a state without a unit most likely holds.
-    scale = price_scale(unit) if isinstance(unit, str) and unit.strip() else 1.0
+    scale = _unit_scale(data)
     # `prices` repeats today's (and yesterday's or tomorrow's) entries: each start is read once.
     rows: dict[str, Any] = {}
     for key in ("prices_today", "prices_tomorrow", "prices"):
@@ -262,8 +278,7 @@ def _epex_spot(data: Mapping[str, Any]) -> DayAheadPrices:
             "this epex_spot entity has no prices in its data (rank, quantile or volume sensor?); "
             "use the Market Price sensor"
         )
-    unit = data.get("unit_of_measurement")
-    scale = price_scale(unit) if isinstance(unit, str) and unit.strip() else 1.0
+    scale = _unit_scale(data)
     found: list[PriceInterval] = []
     bad = 0
     for row in rows:
@@ -280,6 +295,7 @@ def _epex_spot(data: Mapping[str, Any]) -> DayAheadPrices:
 
 def _tibber(data: Mapping[str, Any]) -> DayAheadPrices:
     _check_euro(data.get("currency"))
+    scale = _unit_scale(data)
     rows = _rows(data.get("today")) + _rows(data.get("tomorrow"))
     starts: list[tuple[datetime, float]] = []
     bad = 0
@@ -292,7 +308,7 @@ def _tibber(data: Mapping[str, Any]) -> DayAheadPrices:
         if entry.startsAt.tzinfo is None:
             bad += 1
             continue
-        starts.append((entry.startsAt, entry.total))
+        starts.append((entry.startsAt, entry.total * scale))
     return _result(_close(starts), len(rows), bad, "tibber")
 
 
@@ -344,6 +360,26 @@ def _close(starts: list[tuple[datetime, float]]) -> list[PriceInterval]:
 
 def _result(found: list[PriceInterval], entries: int, bad: int, source: str) -> DayAheadPrices:
     return DayAheadPrices(tuple(sorted(found, key=lambda item: item.start)), entries, bad, source)
+
+
+# The day-ahead market's harmonised limits (SDAC) are -500 and +4000 EUR/MWh. Some entities hold the price
+# with VAT (up to 30 %, as PriceFormula allows) and surcharges (nordpool's additional costs, Tibber's total,
+# epex_spot's Total Price), hence the margin. A price beyond it is a unit mistake (EUR/MWh in an entity that
+# says EUR/kWh reads 1000 times too dear), and planning on it would make every decision wrong.
+PLAUSIBLE_PRICE_EUR_PER_KWH = (-1.0, 5.5)
+
+
+def implausible_prices(intervals: Sequence[PriceInterval]) -> str:
+    """Why these spot prices (EUR/kWh, before any formula) cannot be a market's: "" when they can."""
+    low, high = PLAUSIBLE_PRICE_EUR_PER_KWH
+    outside = [item.price for item in intervals if not low <= item.price <= high]
+    if not outside:
+        return ""
+    worst = max(outside, key=abs)
+    return (
+        f"{len(outside)} of {len(intervals)} prices outside {low:g} to {high:g} EUR/kWh (e.g. {worst:g}), "
+        "beyond the day-ahead market's limits: check the entity's unit"
+    )
 
 
 # ------------------------------------------------------------------------------------------ formula

@@ -202,7 +202,11 @@ class HomeAssistantInputs:
             self.pv.on_state(state)
         for source in self.series:
             if entity_id in source.entity_ids:
-                source.on_state(entity_id, state)
+                try:
+                    source.on_state(entity_id, state)
+                except Exception as exc:  # a state no one foresaw: said on the panel, the other inputs go on
+                    _LOG.exception("%s could not be read", entity_id)
+                    source.problem = f"{entity_id} could not be read: {exc!r}"
 
     def _fail_all(self, why: str) -> None:
         self.problem = why
@@ -274,7 +278,11 @@ class HomeAssistantInputs:
                 await self.client.wait_connected()
                 response = await self.client.solar_forecast()
                 domains = await self.client.config_entry_domains() if response else {}
-                pv.update(response, domains)
+                try:
+                    pv.update(response, domains)
+                except Exception as exc:  # an answer no one foresaw must not end the grid meter's connection
+                    _LOG.exception("the Energy dashboard's solar forecast could not be read")
+                    pv.failed(f"the Energy dashboard's solar forecast could not be read: {exc!r}")
                 # until the next refresh, or at once after a reconnection (Home Assistant restarted)
                 self.reconnected.clear()
                 with contextlib.suppress(TimeoutError):

@@ -9,16 +9,17 @@ days), never to a guess.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 
 from ..optimiser.planner import QUARTER, quarter_start
-from .day_ahead import PriceFormula, PriceInterval, parse_day_ahead, quarter_series
+from .day_ahead import HOUR, PriceFormula, PriceInterval, implausible_prices, parse_day_ahead, quarter_series
 from .homeassistant import EntityState
-from .inputs import PvForecast
+from .inputs import PvForecast, implausible_power
 from .pv_detail import (
     PERIOD_KEYS_BY_DOMAIN,
     add_roofs,
+    by_days,
     join_days,
     parse_energy_solar_forecast,
     parse_pv_forecast,
@@ -58,6 +59,10 @@ class DayAheadPrices:
         if not found.intervals:
             self._problem(f"{self.entity_id} holds no prices; prices received before stay")
             return
+        implausible = implausible_prices(found.intervals)
+        if implausible:
+            self._problem(f"{self.entity_id}: {implausible}; prices received before stay")
+            return
         if found.unreadable:
             _LOG.warning(
                 "prices: %s: %d of %d entries unreadable, skipped", entity_id, found.unreadable, found.entries
@@ -90,8 +95,7 @@ class DayAheadPrices:
         elif self.problem == stale:
             self.problem = ""
         spot: list[float] = []
-        for i in range(steps):
-            moment = first + i * QUARTER
+        for moment in _wall_clock_quarters(first, steps):
             price = _spot(self.intervals, moment)
             if price is None:
                 price = _spot(self.intervals, moment - DAY)
@@ -104,15 +108,46 @@ class DayAheadPrices:
         return [self.formula.import_price(p) for p in spot], [self.formula.export_price(p) for p in spot]
 
 
+def _wall_clock_quarters(start: datetime, steps: int) -> Iterator[datetime]:
+    """The plan's steps: `steps` wall-clock quarters from `start`'s (naive local time). Naive arithmetic
+    resets `fold`, which would take a step in the autumn's repeated hour back to its first pass, an hour
+    before `start`: such a step is in the second pass."""
+    first = quarter_start(start)
+    since = first.timestamp()
+    for i in range(steps):
+        moment = first + i * QUARTER
+        yield moment if moment.timestamp() >= since else moment.replace(fold=1)
+
+
 def _spot(intervals: Sequence[PriceInterval], moment: datetime) -> float | None:
     values, _ = quarter_series(intervals, moment, 1)
     return values[0]
 
 
+def _unusable(name: str, forecast: QuarterEnergy) -> str:
+    """Why a forecast cannot be used at all: "" when it can. A wrong unit (W read as kW) makes every quarter
+    wrong, not only those beyond a home's power, so the whole forecast is refused."""
+    if not forecast.kwh:
+        return f"{name} holds no forecast"
+    peak_w = max(forecast.kwh.values()) / (QUARTER / HOUR) * 1000
+    implausible = implausible_power(peak_w)
+    return f"{name}: its peak of {implausible}" if implausible else ""
+
+
+def _unreadable(name: str, forecast: QuarterEnergy) -> str:
+    if not forecast.unreadable:
+        return ""
+    return (
+        f"{name}: {forecast.unreadable} of {forecast.entries} entries unreadable, skipped (their periods are "
+        "unknown)"
+    )
+
+
 class DetailedPvForecast(PvForecast):
     """PV per quarter-hour from entities with a detailed forecast (Solcast's `detailedForecast`, Open-Meteo's
-    `wh_period` / `watts`): entities of different days are joined, entities of the same days (several
-    roofs) are summed. `kwh()` is tomorrow's total, for the rules and the forecast sensor."""
+    `wh_period` / `watts`): entities of the same days (several roofs) are summed, and these sums of different
+    days joined; days fewer entities cover than others (a roof's sensor missing) are left out and named.
+    `kwh()` is tomorrow's total, for the rules and the forecast sensor."""
 
     def __init__(self, entity_ids: Sequence[str]) -> None:
         super().__init__(f"Home Assistant {', '.join(entity_ids)} (detailed)")
@@ -124,7 +159,7 @@ class DetailedPvForecast(PvForecast):
         self._problems: dict[str, str] = {}
 
     def on_state(self, entity_id: str, state: EntityState | None) -> None:
-        problem = ""
+        forecast: QuarterEnergy | None = None
         if state is None:
             problem = f"{entity_id} does not exist in Home Assistant"
         else:
@@ -133,14 +168,14 @@ class DetailedPvForecast(PvForecast):
             except ValueError as exc:
                 problem = f"{entity_id}: {exc}"
             else:
-                if not forecast.kwh:
-                    problem = f"{entity_id} holds no forecast"
-                else:
-                    self.forecasts[entity_id] = forecast
-        if problem:
+                problem = _unusable(entity_id, forecast)
+        if forecast is not None and not problem:
+            self.forecasts[entity_id] = forecast
+            problem = _unreadable(entity_id, forecast)  # said, though the readable rest is used
+        else:
             self.forecasts.pop(entity_id, None)
-            if problem != self._problems.get(entity_id):
-                _LOG.warning("PV forecast: %s", problem)
+        if problem and problem != self._problems.get(entity_id):
+            _LOG.warning("PV forecast: %s", problem)
         self._problems[entity_id] = problem
         self._combine()
 
@@ -148,12 +183,23 @@ class DetailedPvForecast(PvForecast):
         """A forecast already received stays good for the quarters it covers."""
 
     def _combine(self) -> None:
-        parts = [self.forecasts[e] for e in self.entity_ids if e in self.forecasts]
+        names = {id(self.forecasts[e]): e for e in self.entity_ids if e in self.forecasts}
         problems = [p for p in self._problems.values() if p]
-        try:
-            combined = join_days(*parts) if parts else None
-        except ValueError:
-            combined = add_roofs(*parts)  # the same days: several arrays
+        groups = by_days(*(self.forecasts[e] for e in self.entity_ids if e in self.forecasts))
+        arrays = max(map(len, groups), default=0)
+        sums: list[QuarterEnergy] = []
+        for group in groups:
+            if len(group) == arrays:
+                sums.append(add_roofs(*group))
+            else:  # a day without every array's forecast would have too little PV
+                days = ", ".join(names[id(forecast)] for forecast in group)
+                problems.append(
+                    f"the days of {days} are left out: {len(group)} of the {arrays} arrays forecast them"
+                )
+        combined = join_days(*sums) if sums else None  # the groups share no quarter
+        if combined is not None and not combined.kwh:
+            problems.append(f"{', '.join(names.values())} have no quarter in common to add up")
+            combined = None
         self.combined = combined
         self.version += 1
         self.problem = "; ".join(problems) if problems or combined else "not received yet"
@@ -164,8 +210,8 @@ class DetailedPvForecast(PvForecast):
         if self.combined is None:
             return None
         values: list[float] = []
-        for i in range(steps):
-            kw, known = quarter_kw(self.combined, quarter_start(start) + i * QUARTER, 1)
+        for moment in _wall_clock_quarters(start, steps):
+            kw, known = quarter_kw(self.combined, moment, 1)
             if not known or kw[0] is None:
                 break
             values.append(kw[0])
@@ -224,14 +270,20 @@ class EnergyPvForecast(DetailedPvForecast):
             except ValueError as exc:
                 problems.append(f"{domain}: {exc}")
                 continue
-            if forecast.kwh:
+            name = f"{domain} (config entry {entry_id})"
+            problem = _unusable(name, forecast)
+            if not problem:
                 forecasts[entry_id] = forecast
-            else:
-                problems.append(f"{domain} (config entry {entry_id}) holds no forecast")
+                problem = _unreadable(name, forecast)
+            if problem:
+                problems.append(problem)
         if not response:
             problems.append(f"the Energy dashboard names no solar forecast ({ENERGY_SETUP})")
         self.entries = {entry_id: domains[entry_id] for entry_id in forecasts}
         combined = add_roofs(*forecasts.values()) if forecasts else None
+        if combined is not None and not combined.kwh:
+            problems.append(f"the forecasts of {', '.join(forecasts)} cover no quarter together")
+            combined = None
         if combined is not None and (self.combined is None or combined.kwh != self.combined.kwh):
             self.version += 1
         self.combined = combined if combined is not None else self.combined

@@ -18,12 +18,15 @@ The formats (`parse_pv_forecast` takes an entity's state or its attributes, and 
 name. Each integration passes its own keys: Forecast.Solar period ends (hourly, 15 minutes on paid
 accounts), Open-Meteo hour starts, Solcast half-hour starts without the night; see PERIOD_KEYS_BY_DOMAIN.
 
-A `PvForecast` holds kWh per quarter-hour for every quarter of the local days its data touches: providers
-leave the night out (Forecast.Solar runs from sunrise to sunset, Solcast's energy data drops the zeros), so
-a quarter of a covered day that no entry reaches produces nothing. Energy in a period is spread evenly over
-it; power samples are joined by straight lines. Entities are combined on purpose, never guessed:
+A `PvForecast` holds kWh per quarter-hour for the known quarters of the local days its readable data
+touches: providers leave the night out (Forecast.Solar runs from sunrise to sunset, Solcast's energy data
+drops the zeros), so a quarter of a covered day that no entry reaches produces nothing. A quarter an entry
+with an unreadable number spans is unknown and left out, not a sunless 0 kWh. Energy in a period is spread
+evenly over it; power samples at most an hour apart are joined by straight lines, and a longer gap is
+unknown (between two 0 W samples, a night: nothing). Entities are combined on purpose, never guessed:
 `join_days` puts forecasts of different days one after the other (Solcast's today and tomorrow sensors),
-`add_roofs` sums forecasts of different arrays over the quarters all of them cover.
+`add_roofs` sums forecasts of different arrays over the quarters all of them cover, and `by_days` sorts
+several arrays' sensors of several days into the groups to sum.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ ATTRIBUTES = ("detailedForecast", "detailedHourly", "wh_period_15m", "wh_period"
 
 @dataclass(frozen=True)
 class PvForecast:
-    """kWh per quarter-hour, keyed by the quarter's start (UTC), for every quarter of the days covered."""
+    """kWh per quarter-hour, keyed by the quarter's start (UTC), for the known quarters of the days covered.
+
+    A quarter of those days that is missing is unknown (an unreadable entry spans it)."""
 
     kwh: Mapping[datetime, float]
     entries: int  # forecast entries seen, readable or not
@@ -63,10 +68,13 @@ class PvForecast:
     source: str  # the attribute read, or the config entry; "+"-joined when combined
 
 
-class _SolcastEntry(BaseModel):
+class _SolcastStart(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     period_start: Moment
+
+
+class _SolcastEntry(_SolcastStart):
     pv_estimate: Number | None = None
     pv_estimate10: Number | None = None
     pv_estimate90: Number | None = None
@@ -75,7 +83,14 @@ class _SolcastEntry(BaseModel):
 _MOMENT: TypeAdapter[datetime] = TypeAdapter(Moment)
 _NUMBER: TypeAdapter[float] = TypeAdapter(Number)
 
-Period = tuple[datetime, datetime, float]  # start, end (aware), kWh
+Period = tuple[datetime, datetime, float | None]  # start, end (aware), kWh; None: the entry was unreadable
+Point = tuple[datetime, float | None]  # a moment (UTC) and its number; None: unreadable
+
+# Samples further apart are not joined: a straight line across a night or a month would invent PV.
+MAX_SAMPLE_GAP = HOUR
+# How far from its ends a longer gap is marked unknown: past the ends of the samples' days (25 hours at most),
+# so those days' zero-fill leaves it unknown, and the work stays bounded however long the gap.
+_GAP_MARKED = timedelta(days=2)
 
 
 # ------------------------------------------------------------------------------------------- states
@@ -168,33 +183,41 @@ def _solcast(
     bad = 0
     for row in rows:
         try:
-            entry = _SolcastEntry.model_validate(row)
+            start = aware(_SolcastStart.model_validate(row).period_start, tz)
         except ValidationError:
             bad += 1
             continue
-        kw = getattr(entry, estimate)
+        try:
+            kw = getattr(_SolcastEntry.model_validate(row), estimate)
+        except ValidationError:
+            kw = None
         if kw is None or kw < 0:
             bad += 1
+            periods.append((start, start + length, None))  # its period is unknown, not 0 kWh
             continue
-        start = aware(entry.period_start, tz)
         periods.append((start, start + length, kw * length / HOUR))
     return periods, len(rows), bad
 
 
-def _points(values: Mapping[Any, Any], tz: tzinfo | None) -> tuple[list[tuple[datetime, float]], int, int]:
-    """{time: number} pairs that can be read, sorted; negative numbers are no forecast."""
-    points: dict[datetime, float] = {}
+def _points(values: Mapping[Any, Any], tz: tzinfo | None) -> tuple[list[Point], int, int]:
+    """{time: number} pairs whose time can be read, sorted; None for a number that cannot (negative numbers
+    are no forecast), so its period is known to be unknown."""
+    points: dict[datetime, float | None] = {}
     bad = 0
     for key, value in values.items():
         try:
             moment = aware(_MOMENT.validate_python(key), tz)
-            number = _NUMBER.validate_python(value)
         except (ValidationError, ValueError):
             bad += 1
             continue
-        if number < 0:
+        number: float | None
+        try:
+            number = _NUMBER.validate_python(value)
+        except ValidationError:
+            number = None
+        if number is None or number < 0:
             bad += 1
-            continue
+            number = None
         points[moment.astimezone(UTC)] = number
     return sorted(points.items()), len(values), bad
 
@@ -205,26 +228,35 @@ def _usual_step(moments: list[datetime]) -> timedelta:
     return gaps.most_common(1)[0][0] if gaps else HOUR
 
 
-def _energy_periods(points: list[tuple[datetime, float]], keys: PeriodKeys) -> list[Period]:
+def _energy_periods(points: list[Point], keys: PeriodKeys) -> list[Period]:
     """Wh per period keyed by start or end; a period lasts the usual step, cut short by its neighbour."""
     moments = [moment for moment, _ in points]
     step = _usual_step(moments)
     periods: list[Period] = []
     for i, (moment, wh) in enumerate(points):
+        kwh = None if wh is None else wh / 1000
         if keys == "start":
             end = moment + step if i + 1 == len(points) else min(moments[i + 1], moment + step)
-            periods.append((moment, end, wh / 1000))
+            periods.append((moment, end, kwh))
         else:
             start = moment - step if i == 0 else max(moments[i - 1], moment - step)
-            periods.append((start, moment, wh / 1000))
+            periods.append((start, moment, kwh))
     return periods
 
 
-def _between_samples(points: list[tuple[datetime, float]]) -> list[Period]:
-    """W samples joined by straight lines: the energy between two samples is their mean times the gap."""
-    return [
-        (a, b, (wa + wb) / 2 / 1000 * ((b - a) / HOUR)) for (a, wa), (b, wb) in itertools.pairwise(points)
-    ]
+def _between_samples(points: list[Point]) -> list[Period]:
+    """W samples at most MAX_SAMPLE_GAP apart joined by straight lines: the energy between two samples is
+    their mean times the gap. A longer gap is unknown, unless both its ends are 0 W: a night, which
+    Forecast.Solar-style samples leave out."""
+    periods: list[Period] = []
+    for (a, wa), (b, wb) in itertools.pairwise(points):
+        if b - a <= MAX_SAMPLE_GAP:
+            periods.append(
+                (a, b, None if wa is None or wb is None else (wa + wb) / 2 / 1000 * ((b - a) / HOUR))
+            )
+        elif wa != 0 or wb != 0:
+            periods += [(a, min(b, a + _GAP_MARKED), None), (max(a, b - _GAP_MARKED), b, None)]
+    return periods
 
 
 # ---------------------------------------------------------------------------------------- quarters
@@ -246,22 +278,26 @@ def _day_quarters(day: date, tz: tzinfo | None) -> Iterable[datetime]:
 
 def _forecast(periods: list[Period], entries: int, bad: int, source: str, tz: tzinfo | None) -> PvForecast:
     kwh: dict[datetime, float] = {}
-    days: set[date] = set()
+    unknown: set[datetime] = set()
     for start, end, energy in periods:
         if end <= start:
             continue
-        days.add(start.astimezone(tz).date())
-        days.add((end - timedelta(microseconds=1)).astimezone(tz).date())
         span = (end - start).total_seconds()
         quarter = _floor(start)
         while quarter < end:
             overlap = (min(end, quarter + QUARTER) - max(start, quarter)).total_seconds()
-            if overlap > 0:
+            if overlap > 0 and energy is None:
+                unknown.add(quarter)  # even in part: the quarter's energy would be short
+            elif overlap > 0 and energy is not None:
                 kwh[quarter] = kwh.get(quarter, 0.0) + energy * overlap / span
             quarter += QUARTER
-    for day in days:
+    # Providers leave out the night (and Solcast its zeros): a quarter of a day with readable entries that
+    # no entry reaches produces nothing. One an unreadable entry spans is unknown instead.
+    for day in {quarter.astimezone(tz).date() for quarter in kwh}:
         for quarter in _day_quarters(day, tz):
             kwh.setdefault(quarter, 0.0)
+    for quarter in unknown:
+        kwh.pop(quarter, None)
     return PvForecast(dict(sorted(kwh.items())), entries, bad, source)
 
 
@@ -288,6 +324,20 @@ def add_roofs(*forecasts: PvForecast) -> PvForecast:
     common = set(forecasts[0].kwh).intersection(*(forecast.kwh for forecast in forecasts[1:]))
     kwh = {quarter: sum(forecast.kwh[quarter] for forecast in forecasts) for quarter in common}
     return _combined(kwh, forecasts)
+
+
+def by_days(*forecasts: PvForecast) -> list[list[PvForecast]]:
+    """Forecasts grouped by the days they cover: those sharing a quarter are arrays over the same days, and
+    two groups share none. Two arrays with a sensor for today and one for tomorrow each make two groups of
+    two: `add_roofs` sums each, and `join_days` puts the sums one after the other."""
+    groups: list[list[PvForecast]] = []
+    for forecast in forecasts:
+        touching = [
+            group for group in groups if any(not forecast.kwh.keys().isdisjoint(f.kwh) for f in group)
+        ]
+        groups = [group for group in groups if all(group is not other for other in touching)]
+        groups.append([*(f for group in touching for f in group), forecast])
+    return groups
 
 
 def _combined(kwh: dict[datetime, float], forecasts: tuple[PvForecast, ...]) -> PvForecast:
