@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from marstek_webasto_addon.bridge.site_energy import MAX_GAP_S, BatterySource, SiteEnergy
+from marstek_webasto_addon.bridge.site_energy import MAX_GAP_S, BatterySource, CounterMeter, SiteEnergy
 from marstek_webasto_addon.devices.marstek.decode import BatterySnapshot
 
 from .conftest import SimFactory
@@ -95,7 +95,7 @@ def test_power_is_integrated_where_there_is_no_counter_and_gaps_are_not_guessed(
 
 def test_the_grid_meters_counters_win_over_integration() -> None:
     counters: list[float | None] = [500.0, 20.0]
-    energy = SiteEnergy({}, [], lambda: 5000.0, lambda: (counters[0], counters[1]))
+    energy = SiteEnergy({}, [], lambda: 5000.0, CounterMeter("battery:a", lambda: (counters[0], counters[1])))
     energy.update(0)
     counters[0] = 500.4
     energy.update(3600)

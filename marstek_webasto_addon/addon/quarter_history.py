@@ -23,6 +23,7 @@ QUARTER_S = 900
 WEEKS = 6
 KEPT = WEEKS * 7 * 96
 MIN_COVERAGE = 0.5  # a quarter counts when readings cover at least half of it
+DST_QUARTERS = 4  # the autumn's repeated hour: quarters that come round again, not a clock gone wrong
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -71,7 +72,9 @@ class QuarterHistory:
 
     def _append(self, quarter: int, means: Mapping[str, float]) -> None:
         if self.last is not None and quarter <= self.last:
-            return  # the clock went back (DST's repeated hour, a clock fix): keep what is there
+            if self.last - quarter <= DST_QUARTERS:
+                return  # the clock went back (DST's repeated hour, a small fix): keep what is there
+            self._cut(quarter)
         gap = 0 if self.last is None else min(quarter - self.last - 1, KEPT)
         for key in SERIES:
             series = self.values[key]
@@ -79,6 +82,21 @@ class QuarterHistory:
             series.append(means.get(key, math.nan))
             del series[:-KEPT]
         self.last = quarter
+
+    def _cut(self, quarter: int) -> None:
+        """Drops the quarters from `quarter` on: they were recorded while the clock was ahead (then fixed).
+        Kept, they would stop the learning until the clock caught up with them, and shift the forecast."""
+        assert self.last is not None
+        ahead = self.last - quarter + 1
+        _LOG.warning(
+            "planner history: the last %d quarter-hours were recorded while the clock was %.1f h ahead; "
+            "dropped",
+            ahead,
+            ahead / 4,
+        )
+        for series in self.values.values():
+            del series[max(0, len(series) - ahead) :]
+        self.last = quarter - 1
 
     # reading -----------------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from ..bridge.devices import (
 from ..bridge.holds import DEFAULT_HOLD_S, RENEW_S, ManualHolds
 from ..bridge.mqtt import BrokerSettings, MqttBridge
 from ..bridge.optimiser_device import OptimiserDevice
-from ..bridge.site_energy import BatterySource, SiteEnergy
+from ..bridge.site_energy import BatterySource, CounterMeter, SiteEnergy
 from ..bridge.topics import Topics
 from ..devices.marstek.battery_client import BatteryClient
 from ..devices.marstek.client import MarstekClient, Pacing
@@ -58,14 +60,18 @@ from .homeassistant import SUPERVISOR_WEBSOCKET_URL, HomeAssistantClient
 from .inputs import BatteryMeterInput, GridInput, MqttGridInput, PvForecast
 from .notices import NoticeBoard, Notifications
 from .options import BatteryOptions, Options, WallboxOptions
-from .state import StateStore
+from .state import StateStore, write_atomically
 
 _LOG = logging.getLogger(__name__)
 
 
 SITE_REFRESH_S = 2.0
 NOTICE_CHECK_S = 10.0
-ENERGY_SAVE_S = 300.0  # the energy meters' totals reach /data this often (and at every stop)
+# The energy meters' totals reach /data this often, in a small file of their own (cheap to write often);
+# Home Assistant is shown only totals that did, so a crash never makes a meter fall.
+ENERGY_SAVE_S = 10.0
+ENERGY_FILE = "energy.json"
+STATE_SAVE_S = 300.0  # the whole state reaches /data this often (and at every stop)
 LEASE_CHECKS_PER_RENEWAL = 10  # how often, within one renewal period, the leases are looked at
 READING_FRESH_S = 60.0  # an older meter or PV reading is not shown as the present
 SHUTDOWN_BUDGET_S = 20.0  # a stop's waits for the batteries' Auto; under S6_SERVICES_GRACETIME (Dockerfile)
@@ -97,6 +103,15 @@ def restore_schedule(saved: object, name: str) -> dict[int, ManualSlot]:
 
 def _battery_key(options: BatteryOptions) -> str:
     return f"battery:{options.name}@{options.host}:{options.port}"
+
+
+def _energy_counted(section: dict[str, Any]) -> float:
+    """All the energy a stored energy section has counted (kWh), to tell the later of two copies."""
+    totals = section.get("totals")
+    if not isinstance(totals, dict):
+        return 0.0
+    numbers = [v for v in totals.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(v for v in numbers if math.isfinite(v))
 
 
 def _udp_of(client: BatteryClient) -> MarstekClient | None:
@@ -134,6 +149,8 @@ class Runtime:
         self.listeners: list[Callable[[BridgedDevice], None]] = []  # the panel, besides MQTT
         self.state = state
         self._save_problem = ""  # the last save failed (a full disk): shown until one succeeds
+        self._energy_problem = ""  # the same for the energy meters' own file
+        self._energy_written = ""  # what the energy file holds, so an unchanged section is not written again
         self.broker = broker
         self.endpoints: dict[int, UdpEndpoint] = {}
         self.battery_links: list[BatteryLink] = []
@@ -349,14 +366,57 @@ class Runtime:
             for item, device in zip(self.options.batteries, self.batteries, strict=True)
         ]
         meter = next((d for d in self.batteries if meter_battery and d.name == meter_battery.name), None)
+        energy = self._energy_section()
+        if meter is None or meter_battery is None:
+            return SiteEnergy(energy, sources, lambda: _fresh(grid), hold_back=True)
 
         def grid_counters() -> tuple[float | None, float | None]:
-            if meter is None or not meter.available:
+            if not meter.available:
                 return None, None
             snapshot = meter.link.snapshot
             return snapshot.number("meter_import_energy"), snapshot.number("meter_export_energy")
 
-        return SiteEnergy(self.state.section("energy"), sources, lambda: _fresh(grid), grid_counters)
+        counters = CounterMeter(_battery_key(meter_battery), grid_counters)
+        return SiteEnergy(energy, sources, lambda: _fresh(grid), counters, hold_back=True)
+
+    def _energy_section(self) -> dict[str, Any]:
+        """The energy section of state.json, or the copy in the energy file where that is the later one.
+        The totals only grow, so the later copy is the one with more energy counted; on a tie state.json's
+        (a stop saves it after the energy file's last write)."""
+        section = self.state.section("energy")
+        path = self.state.path.with_name(ENERGY_FILE)
+        try:
+            kept = json.loads(path.read_text())
+        except FileNotFoundError:
+            return section
+        except (OSError, ValueError) as exc:
+            _LOG.warning(
+                "could not read %s (%s); the energy meters go on from %s", path, exc, self.state.path.name
+            )
+            return section
+        if not isinstance(kept, dict):
+            _LOG.warning("%s is not an object; the energy meters go on from %s", path, self.state.path.name)
+            return section
+        if _energy_counted(kept) > _energy_counted(section):
+            section.clear()
+            section.update({key: value for key, value in kept.items() if isinstance(value, dict)})
+        return section
+
+    def _keep_energy(self, energy: SiteEnergy) -> None:
+        """The energy section into its own file (atomically), and then the meters may show its totals."""
+        totals = energy.counted()
+        text = json.dumps(energy.store, sort_keys=True)
+        if text != self._energy_written:
+            path = self.state.path.with_name(ENERGY_FILE)
+            try:
+                write_atomically(path, text)
+            except OSError as exc:
+                if not self._energy_problem:
+                    _LOG.warning("could not save %s: %s", path, exc)
+                self._energy_problem = f"could not save {path.name}: {exc.strerror or exc}"
+                return
+            self._energy_written, self._energy_problem = text, ""
+        energy.kept(totals)
 
     def _meter_battery(self) -> BatteryOptions | None:
         source = self.options.grid_source
@@ -535,9 +595,14 @@ class Runtime:
 
     async def _site_ticker(self) -> None:
         """The meter changes between battery polls: keep the site's power flow and energy current."""
-        saved = time.monotonic()
+        saved = state_saved = time.monotonic()
         while True:
             await asyncio.sleep(SITE_REFRESH_S)
+            if time.monotonic() - state_saved >= STATE_SAVE_S:
+                # The rest of the state (the load history the planner learns from, above all) as before:
+                # a crash costs at most this much of it.
+                state_saved = time.monotonic()
+                self._save()
             if self.site is None:
                 continue
             energy = self.site.sources.energy
@@ -545,7 +610,7 @@ class Runtime:
                 energy.update(self.clock.seconds() if self.clock is not None else time.monotonic())
                 if time.monotonic() - saved >= ENERGY_SAVE_S:
                     saved = time.monotonic()
-                    self._save()
+                    self._keep_energy(energy)
             self._notify(self.site)
 
     def _notification_tasks(self) -> list[asyncio.Task[None]]:
@@ -668,6 +733,8 @@ class Runtime:
             add("Saved state", problem)
         if self._save_problem:
             add("Saved state", f"{self._save_problem} (what changed since is lost at a restart)")
+        if self._energy_problem:
+            add("Saved state", f"{self._energy_problem} (the energy meters shown stand still until it can)")
         return found
 
     def snapshot(self) -> dict[str, Any]:

@@ -26,6 +26,9 @@ _LOG = logging.getLogger(__name__)
 LEASE_S = 900  # the longest device countdown the add-on ever sends
 RENEW_S = 300  # renewed this often: two renewals may be lost before the lease runs out
 DEFAULT_HOLD_S = 1800.0
+# The longest duration a person can set (Passive duration and Manual hold both go up to 1440 min): a
+# stored hold that ends further off than this comes from a damaged file, not from a person.
+MAX_HOLD_S = 1440 * 60
 
 
 class WallClock(Protocol):
@@ -77,18 +80,43 @@ class ManualHolds:
         self._changed_at: dict[str, float] = {}  # device id -> epoch of a person's last mode change
         for device_id, fields in list(store.items()):
             try:
-                hold = _HOLD.validate_python(fields)
+                stored = _HOLD.validate_python(fields)
             except ValidationError as exc:
                 _LOG.warning("forgetting a stored manual hold of %s (%s)", device_id, exc.errors()[0]["msg"])
                 del store[device_id]
                 continue
-            hold.lease_sent = 0.0  # whether the last lease reached the battery before the stop is unknown
+            hold = self._restored(device_id, stored)
+            if hold is None:
+                del store[device_id]
+                continue
+            store[device_id] = asdict(hold)
             self._holds[device_id] = hold
-            if math.isfinite(hold.started):  # the person's change, for the switch interval after a restart
-                self._changed_at[device_id] = min(hold.started, self.now())
+            # The person's change, for the switch interval after a restart.
+            self._changed_at[device_id] = hold.started
 
     def now(self) -> float:
         return self.clock.now().timestamp()
+
+    def _restored(self, device_id: str, hold: ManualHold) -> ManualHold | None:
+        """A stored hold as it may stand after a restart, or None (with a warning) where it cannot."""
+        now = self.now()
+        if not (math.isfinite(hold.started) and math.isfinite(hold.until)):
+            # NaN never ends, and neither end can be shown or turned into a lease countdown.
+            _LOG.warning("forgetting a stored manual hold of %s: its start or end is not a time", device_id)
+            return None
+        if hold.started > now:
+            # Given while the clock was ahead: the person asked for a duration, not for an end that far off.
+            hold.until = now + (hold.until - hold.started)
+            hold.started = now
+        if hold.until - now > MAX_HOLD_S:
+            _LOG.warning(
+                "forgetting a stored manual hold of %s: it would end in %.0f h, longer than anyone can set",
+                device_id,
+                (hold.until - now) / 3600,
+            )
+            return None
+        hold.lease_sent = 0.0  # whether the last lease reached the battery before the stop is unknown
+        return hold
 
     def start(
         self,

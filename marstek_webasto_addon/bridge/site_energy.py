@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from ..devices.marstek.decode import BatterySnapshot
 
 _LOG = logging.getLogger(__name__)
 MAX_GAP_S = 120.0  # power readings further apart than this are not integrated: nobody knows what flowed
+_GRID = "grid:"  # the grid meter's counter baselines: "grid:<meter>:import" (once the fixed "grid:import")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,16 @@ class BatterySource:
     online: Callable[[], bool]
 
 
+@dataclass(frozen=True)
+class CounterMeter:
+    """A grid meter with lifetime counters of its own (a battery's CT)."""
+
+    # Stable across restarts and different for every meter: the counters' baselines are kept under it, and
+    # one meter's counter reading means nothing against another's.
+    key: str
+    counters: Callable[[], tuple[float | None, float | None]]  # kWh (import, export); None: not read
+
+
 class SiteEnergy:
     """`update(t)` on every site tick (t: seconds on the add-on's clock); `totals()` for the state."""
 
@@ -54,19 +65,42 @@ class SiteEnergy:
         store: dict[str, Any],
         batteries: list[BatterySource],
         grid_power: Callable[[], float | None],
-        grid_counters: Callable[[], tuple[float | None, float | None]] = lambda: (None, None),
+        grid_meter: CounterMeter | None = None,
+        hold_back: bool = False,
     ) -> None:
         self.store = store
         self.batteries = batteries
         self.grid_power = grid_power  # W, + = import; None when there is no fresh reading
-        self.grid_counters = grid_counters  # kWh (import, export) of the grid meter, where it has them
+        self.grid_meter = grid_meter  # None: the grid meter gives power readings only
         totals = _numbers(store.get("totals"), "totals")
         self.kwh: dict[str, float] = {m.key: totals.get(m.key, 0.0) for m in METERS}
         self.baselines: dict[str, float] = _numbers(store.get("baselines"), "counter readings")
+        # Another meter's grid readings (or ones from before power readings counted the grid) are no baseline
+        # for this meter: what they left out was counted elsewhere, or by another meter's counter.
+        own = {self._grid_key(grid_meter, way) for way in ("import", "export")} if grid_meter else set()
+        stale = [key for key in self.baselines if key.startswith(_GRID) and key not in own]
+        for key in stale:
+            del self.baselines[key]
+        if stale:
+            _LOG.info("energy meters: the grid meter changed; its counters start from their next reading")
+            store["baselines"] = dict(self.baselines)
         self._last: dict[str, tuple[float, float]] = {}  # power source -> (t, W) of its last reading
+        self.hold_back = hold_back
+        self._shown = self.counted()
+
+    def counted(self) -> dict[str, float]:
+        """The totals counted so far, as they go to the store."""
+        return {key: round(value, 3) for key, value in self.kwh.items()}
 
     def totals(self) -> dict[str, float]:
-        return {key: round(value, 3) for key, value in self.kwh.items()}
+        """The meters as Home Assistant is shown them. With `hold_back`, the totals last `kept()` on disk:
+        after a crash the meters go on from what was saved, and a total_increasing sensor must never fall
+        below what it showed."""
+        return dict(self._shown) if self.hold_back else self.counted()
+
+    def kept(self, totals: Mapping[str, float]) -> None:
+        """`totals` (from `counted()`) reached the disk: they may be shown."""
+        self._shown = {key: max(shown, totals.get(key, shown)) for key, shown in self._shown.items()}
 
     def update(self, t: float) -> None:
         for battery in self.batteries:
@@ -83,13 +117,19 @@ class SiteEnergy:
             if not (counted_in and counted_out):
                 # + = discharge, the add-on's sign everywhere
                 self._integrate(battery.key, t, snapshot.ac_power, BATTERY_DISCHARGE, BATTERY_CHARGE)
-        imported, exported = self.grid_counters()
-        counted_import = self._counter("grid:import", imported, GRID_IMPORT)
-        counted_export = self._counter("grid:export", exported, GRID_EXPORT)
+        counted_import = counted_export = False
+        if (meter := self.grid_meter) is not None:
+            imported, exported = meter.counters()
+            counted_import = self._counter(self._grid_key(meter, "import"), imported, GRID_IMPORT)
+            counted_export = self._counter(self._grid_key(meter, "export"), exported, GRID_EXPORT)
         if not (counted_import and counted_export):
             self._integrate("grid", t, self.grid_power(), GRID_IMPORT, GRID_EXPORT)
-        self.store["totals"] = self.totals()
+        self.store["totals"] = self.counted()
         self.store["baselines"] = dict(self.baselines)
+
+    @staticmethod
+    def _grid_key(meter: CounterMeter, direction: str) -> str:
+        return f"{_GRID}{meter.key}:{direction}"
 
     def _counter(self, key: str, value: float | None, meter: EnergyMeter) -> bool:
         """Adds what a device counter rose since the last reading; False when there is no counter."""

@@ -934,7 +934,9 @@ class Optimiser:
     def _account(self, inputs: Inputs) -> None:
         if self.last_t is not None and self.last_grid is not None:
             self.capacity.add(inputs.now, max(0.0, inputs.t - self.last_t), self.last_grid)
-        elif self.capacity.quarter is None:
+        elif self.capacity.quarter is None or self.capacity.month != (inputs.now.year, inputs.now.month):
+            # Started (or restarted into a new month) without a meter reading: the month's peak is this
+            # month's from the first step, not last month's until the meter speaks again.
             self.capacity.add(inputs.now, 0.0, 0.0)
         if self.last_t is not None:
             self.step_s = max(0.0, inputs.t - self.last_t)

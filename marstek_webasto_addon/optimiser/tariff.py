@@ -6,11 +6,16 @@ the phases, with a 2.5 kW floor (reference optimiser.md section 4.1).
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from .settings import parse_time
+
+_LOG = logging.getLogger(__name__)
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 QUARTER = timedelta(minutes=15)
@@ -92,6 +97,11 @@ DEFAULT_TARIFF = Tariff.from_rules(DEFAULT_PERIOD_RULES, DEFAULT_PRICES, "off_pe
 
 
 KEPT_MONTHS = 13  # a year back, for the monthly peaks the capacity tariff averages
+# A home's connection carries at most about 60 kW (the grid input's bound, addon/inputs.py); what it would
+# have drawn without its batteries adds a few kW. A larger stored peak comes from a damaged file, and as
+# the month's peak it would switch peak shaving off for the rest of the month.
+MAX_PEAK_KW = 100.0
+_MONTH_KEY = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 
 def quarter_start(at: datetime) -> datetime:
@@ -129,7 +139,8 @@ class CapacityTracker:
         self.quarter, self.quarter_import_wh = quarter, 0.0
         month = (quarter.year, quarter.month)
         if self.month != month:
-            self.month, self.month_peak_kw = month, 0.0
+            # A month seen before (the clock went back, or only the peaks were readable) keeps its peak.
+            self.month, self.month_peak_kw = month, self.peaks.get(month, 0.0)
 
     def _close_quarter(self) -> None:
         if self.quarter is None or self.month is None:
@@ -170,24 +181,87 @@ class CapacityTracker:
 
     @classmethod
     def restored(cls, data: object) -> CapacityTracker:
-        """From a snapshot; anything unreadable starts afresh (then the add-on only shaves harder)."""
+        """From a snapshot, field by field and month by month: what is unreadable or not a plausible power
+        is dropped with a warning and the rest kept (a peak forgotten only makes the add-on shave harder)."""
+        tracker = cls()
+        if data is None:
+            return tracker
         if not isinstance(data, dict):
-            return cls()
-        try:
-            quarter = datetime.fromisoformat(data["quarter"]) if data.get("quarter") else None
-            month = data.get("month")
-            peaks = {
-                (int(key[:4]), int(key[5:7])): float(kw) for key, kw in dict(data.get("peaks") or {}).items()
-            }
-            return cls(
-                quarter=quarter,
-                quarter_import_wh=max(0.0, float(data.get("quarter_import_wh", 0.0))),
-                month=(int(month[0]), int(month[1])) if month else None,
-                month_peak_kw=max(0.0, float(data.get("month_peak_kw", 0.0))),
-                peaks=peaks,
-            )
-        except (KeyError, TypeError, ValueError, IndexError):
-            return cls()
+            _LOG.warning("capacity tariff: the stored peaks are not readable (%.40r); starting afresh", data)
+            return tracker
+        peaks = data.get("peaks")
+        if isinstance(peaks, dict):
+            for key, kw in peaks.items():
+                month = _month_of_key(key)
+                value = _plausible(kw, MAX_PEAK_KW)
+                if month is None or value is None:
+                    _LOG.warning(
+                        "capacity tariff: dropping the stored peak %.40r: %.40r (not a month's kW)", key, kw
+                    )
+                else:
+                    tracker.peaks[month] = value
+        elif peaks is not None:
+            _LOG.warning("capacity tariff: the stored monthly peaks are not readable (%.40r)", peaks)
+        if data.get("quarter") is not None:
+            tracker.quarter = _quarter_of(data["quarter"])
+            if tracker.quarter is None:
+                _LOG.warning("capacity tariff: the stored quarter %.40r is not a time", data["quarter"])
+        if tracker.quarter is not None:
+            wh = _plausible(data.get("quarter_import_wh", 0.0), MAX_PEAK_KW * 250)
+            if wh is None:
+                _LOG.warning(
+                    "capacity tariff: the quarter's stored offtake %.40r is not plausible; counted from 0",
+                    data.get("quarter_import_wh"),
+                )
+            tracker.quarter_import_wh = wh or 0.0
+        if data.get("month") is not None:
+            tracker.month = _month_of_pair(data["month"])
+            if tracker.month is None:
+                _LOG.warning("capacity tariff: the stored month %.40r is not a month", data["month"])
+        if tracker.month is None and tracker.quarter is not None:
+            tracker.month = (tracker.quarter.year, tracker.quarter.month)  # the month always is the quarter's
+        if tracker.month is not None:
+            peak = _plausible(data.get("month_peak_kw", 0.0), MAX_PEAK_KW)
+            if peak is None:
+                _LOG.warning(
+                    "capacity tariff: the stored month peak %.40r is not a plausible power; taking %s's",
+                    data.get("month_peak_kw"),
+                    f"{tracker.month[0]}-{tracker.month[1]:02d}",
+                )
+                peak = tracker.peaks.get(tracker.month, 0.0)
+            tracker.month_peak_kw = peak
+        return tracker
+
+
+def _plausible(value: object, maximum: float) -> float | None:
+    """A stored number between 0 and `maximum`, else None (Infinity, NaN, text, null, a negative)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and 0.0 <= number <= maximum else None
+
+
+def _month_of_key(key: object) -> tuple[int, int] | None:
+    match = _MONTH_KEY.fullmatch(key) if isinstance(key, str) else None
+    return _month_of_pair([int(match[1]), int(match[2])]) if match else None
+
+
+def _month_of_pair(value: object) -> tuple[int, int] | None:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    year, month = value
+    if type(year) is not int or type(month) is not int:  # neither a bool nor a float
+        return None
+    return (year, month) if 1 <= month <= 12 else None
+
+
+def _quarter_of(value: object) -> datetime | None:
+    try:
+        quarter = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    # The add-on counts on its local clock: an aware time cannot be compared with it.
+    return quarter if quarter is not None and quarter.tzinfo is None else None
 
 
 def night_quarters(evening: date, night_start: time, day_start: time) -> list[datetime]:

@@ -51,12 +51,21 @@ class ReportJob:
             return
         try:
             saved = json.loads(self.path.read_text(encoding="utf-8"))
-            self.report, self.finished = saved["report"], saved.get("finished")
-            self.state = "done"
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             _LOG.warning(
                 "savings report: the saved report %s is unreadable (%s); run it again", self.path, exc
             )
+            return
+        # The panel renders a finished report's fields: anything but an object there would break it.
+        report = saved.get("report") if isinstance(saved, dict) else None
+        if not isinstance(report, dict):
+            _LOG.warning(
+                "savings report: the saved report %s holds no report (%.40r); run it again", self.path, saved
+            )
+            return
+        finished = saved.get("finished")
+        self.report, self.finished = report, finished if isinstance(finished, str) else None
+        self.state = "done"
 
     @property
     def running(self) -> bool:
