@@ -13,8 +13,11 @@ The Local API's commands map onto the control registers (docs/marstek-modbus.md 
 * A control no lease asks for is released when it is seen (`release_owed`): at the first poll or
   `release_left_control()` after a start (a battery left in RS485 control by a run that died), and after a
   release that could not be done (a lease handed back while the battery could not be reached, a work mode
-  that was not applied): a person's Auto is never overridden by a lease it ended, and a control the add-on
-  dropped is never left on for good.
+  that was not applied), and at a clean stop: a person's Auto is never overridden by a lease it ended, and a
+  control the add-on dropped is never left on for good. A lease past its end is released even when the poll
+  failed.
+* Only the pinned battery (`ble_mac`, else the first MAC read) is kept connected: a connection that reads
+  another MAC is dropped at once, so another battery at the address is never read as ours nor released.
 
 If the bridge dies while it holds control, the s6 finish script releases it (`cli.release`: the options
 name the batteries, `release_left_control()` does the work). What cannot be bounded: a machine that loses
@@ -104,6 +107,7 @@ class ModbusBattery:
         self.lease: Lease | None = None
         self._clock = clock
         self._generation = generation
+        self._configured_generation = generation
         self._config = VenusModbusConfig(
             host,
             generation or Generation.V3,  # the device name is at 31000 in both maps
@@ -162,7 +166,7 @@ class ModbusBattery:
 
     def move_to(self, host: str) -> None:
         self.host = host
-        self._replace_client(replace(self._config, host=host))
+        self._replace_client(replace(self._config, host=host), self.modbus.snapshot)  # the same battery
 
     @property
     def label(self) -> str:
@@ -196,6 +200,7 @@ class ModbusBattery:
             await self._poll()
         except MarstekError as exc:
             report.errors[wanted[0]] = exc
+            await self._end_lease_if_due()
             return report
         self.last_round_trip = time.monotonic() - started
         self.last_answer_at = time.monotonic()
@@ -208,32 +213,52 @@ class ModbusBattery:
     async def _connected(self) -> VenusModbusClient:
         async with self._connecting:  # a poll and a command at once: one connection, one map chosen
             if not self.modbus.connected:
+                before = self.modbus.snapshot
                 await self.modbus.connect()
                 if self._generation is None:
-                    await self.choose_generation()
+                    await self.choose_generation(before)
+                self._check_identity(before)
             return self.modbus
 
-    async def choose_generation(self) -> None:
-        """The register map from the device name, which both maps keep at 31000."""
+    def _check_identity(self, before: BatterySnapshot) -> None:
+        """Keep a connection only to the pinned battery, by the MAC it read (the address may now be another
+        battery's): nothing is read from, or written to, another battery, at this poll or any later one."""
+        mac = self.modbus.mac
+        if mac is None:
+            return
+        if self.identity and mac != self.identity:
+            self.modbus.drop()
+            self.modbus.snapshot = before
+            self._generation = self._configured_generation  # (chosen from the other battery's name)
+            raise IdentityMismatch(
+                f"another battery ({mac}) answers at {self.label}; expected {self.identity}"
+            )
+        self.identity = self.identity or mac
+
+    async def choose_generation(self, before: BatterySnapshot | None = None) -> None:
+        """The register map from the device name, which both maps keep at 31000. `before`: the snapshot
+        from before this connection, carried over to the other map's client (the other registers read
+        with the wrong map are not this battery's values); None: nothing was known."""
         model = self.modbus.snapshot.values.get("model")
         family = identify(model if isinstance(model, str) else None, None).family
         if family is Family.UNKNOWN:
-            # An unknown name: the v3 map's identity registers answer only on the v3 firmware base.
-            generation = Generation.V3 if "firmware" in self.modbus.snapshot.values else Generation.V12
+            # An unknown name: the v3 map's identity registers answer only on the v3 firmware base (asked
+            # of this connection: the snapshot may hold a version the Local API handed over).
+            generation = Generation.V3 if self.modbus.identified else Generation.V12
         else:
             generation = Generation.for_family(family)
         self._generation = generation
         _LOG.info("%s: the %s register map, from the device name %r", self.label, generation.value, model)
         if generation is not self._config.generation:
-            self._replace_client(replace(self._config, generation=generation))
+            carried = before if before is not None else BatterySnapshot(guard=self.modbus.snapshot.guard)
+            self._replace_client(replace(self._config, generation=generation), carried)
             await self.modbus.connect()
 
-    def _replace_client(self, config: VenusModbusConfig) -> None:
-        old = self.modbus
-        old.drop()  # the battery serves a single client
+    def _replace_client(self, config: VenusModbusConfig, snapshot: BatterySnapshot) -> None:
+        self.modbus.drop()  # the battery serves a single client
         self._config = config
         self.modbus = VenusModbusClient(config)
-        self.modbus.snapshot = BatterySnapshot(guard=old.snapshot.guard)
+        self.modbus.snapshot = snapshot
 
     async def _poll(self) -> None:
         before = self.modbus.snapshot
@@ -241,15 +266,6 @@ class ModbusBattery:
         client = await self._connected()
         snapshot = await client.poll()
         values = snapshot.values
-        mac = values.get("ble_mac")
-        if isinstance(mac, str):
-            mac = values["ble_mac"] = mac.strip().lower()  # the Local API's spelling
-            if self.identity and mac and mac != self.identity:
-                self.modbus.snapshot = before
-                raise IdentityMismatch(
-                    f"another battery ({mac}) answers at {self.label}; expected {self.identity}"
-                )
-            self.identity = self.identity or mac or None
         model = values.get("model")
         # `VNSE3-0` over Modbus is `VenusE 3.0` over UDP: one model, one spelling across a switch.
         if isinstance(model_before, str) and isinstance(model, str) and _same_model(model, model_before):
@@ -269,10 +285,7 @@ class ModbusBattery:
                 await self._release_owed()
             return
         if self._clock() >= lease.until:
-            outcome = await client.release()
-            if outcome.ok and self.lease is lease:  # (not a renewal that came meanwhile: it takes it again)
-                _LOG.info("%s: the lease of Passive %+d W ended: control released", self.label, lease.power)
-                self.lease = None
+            await self._end_lease(lease)
             return
         soc = self.snapshot.soc
         if not lease.at_bound and soc is not None and self._beyond_bound(lease, soc):
@@ -289,6 +302,25 @@ class ModbusBattery:
                 "%s: the battery left the forced mode while the lease runs: taking it again", self.label
             )
             await self._apply(lease)
+
+    async def _end_lease(self, lease: Lease) -> None:
+        outcome = await self.modbus.release()
+        if outcome.ok and self.lease is lease:  # (not a renewal that came meanwhile: it takes it again)
+            _LOG.info("%s: the lease of Passive %+d W ended: control released", self.label, lease.power)
+            self.lease = None
+
+    async def _end_lease_if_due(self) -> None:
+        """After a failed poll: a lease past its end is released all the same (a forced power must not
+        outlive it because some reading failed), on a new connection if the poll lost its own."""
+        lease = self.lease
+        if lease is None or self._clock() < lease.until:
+            return
+        try:
+            await self._connected()
+        except MarstekError as exc:
+            _LOG.warning("%s: the lease of Passive %+d W is over, but: %s", self.label, lease.power, exc)
+            return
+        await self._end_lease(lease)
 
     async def _release_owed(self) -> WriteOutcome | None:
         """Release the control last read if it is on (nothing asks for it); None: it was off."""
@@ -314,7 +346,7 @@ class ModbusBattery:
             return None
         try:
             client = await self._connected()
-            await client.read_control()
+            await client.read_control(("rs485_control",))
             # (a command that came meanwhile holds a lease: the lease decides)
             return await self._release_owed() if self._owes_release() else None
         finally:
@@ -433,9 +465,12 @@ class ModbusBattery:
         return outcome
 
     async def close(self) -> None:
-        """A clean stop: never leave RS485 control on without a reason."""
+        """A clean stop: never leave RS485 control on without a reason. The s6 finish script releases only
+        after a crash, so a control seen on whose release is still owed is released here, or never."""
         try:
-            if self.modbus.connected or self.lease is not None:
+            if self._owes_release() and self.modbus.control.in_control:
+                await self.release_left_control()
+            elif self.modbus.connected or self.lease is not None:
                 await self._connected()
                 await self.release_control()
         except MarstekError as exc:

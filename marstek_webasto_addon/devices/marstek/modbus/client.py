@@ -4,7 +4,9 @@ One connection (the battery serves one client at a time), one request at a time 
 gap between a reply and the next request, and a long response timeout: firmware 150 leaves Modbus
 unanswered for 4-7 s at each cloud upload (docs/marstek-modbus.md §6). pymodbus neither retries nor
 reconnects: a failed request closes the socket, so a late reply can never pass for a later request's, and
-the caller decides when to connect again.
+the caller decides when to connect again. One exception: a Venus A/D closes the connection after every
+exception reply (§6), so a register one firmware lacks would fail every poll from there on; that
+connection is opened again here, after the 1.5-2 s the device needs, and the request goes on.
 
 Writes go through the control-register table (range-checked), in the order the firmware needs (§3.2),
 and are verified by reading the control registers back. Nothing here times out by itself: the battery
@@ -18,7 +20,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -31,7 +33,7 @@ from ..decode import BatterySnapshot
 from ..firmware import Firmware, PowerLimits
 from ..protocol import MarstekError
 from .codec import CodecError, Reading, encode
-from .decode import ControlState, firmware_for, point_values, read_request, with_control
+from .decode import ControlState, firmware_for, point_values, read_request, screen_identity, with_control
 from .readplan import ReadPlan, control_plan, identity_plan, poll_plan
 from .registers import CONTROL_BY_KEY, RULES, ForceMode, Function, Generation, Rs485, WorkMode
 
@@ -40,6 +42,7 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_PORT = 502
 DEFAULT_UNIT = 1
 DEFAULT_TIMEOUT_S = 10.0  # longer than firmware 150's upload stalls
+REOPEN_DELAY_S = 2.0  # a Venus D takes a new connection 1.5-2 s after closing one at an exception (§6)
 _JUST_CONNECTED_S = 2.0  # a connection dropped this soon was refused: another client holds the battery
 _HINT = (
     "The battery serves one Modbus client at a time (is another integration or a proxy connected?). "
@@ -69,6 +72,7 @@ class VenusModbusConfig:
     timeout: float = DEFAULT_TIMEOUT_S
     request_gap: float | None = None  # None: the generation's minimum
     limits: PowerLimits | None = None  # configured limits: lower the model's, never raise them
+    reopen_delay: float = REOPEN_DELAY_S  # after an exception reply, before a new connection
 
     @property
     def label(self) -> str:
@@ -91,11 +95,22 @@ class VenusModbusClient:
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()  # one request at a time
         self._connecting = asyncio.Lock()
+        # The BLE MAC the latest identity read found (None: not read): the battery's identity.
+        self.mac: str | None = None
         self._connected_at = 0.0
         self._last_reply = -1e9
         self._identified = False
+        self._refused_at: float | None = None  # the latest reply was an exception: a Venus A/D closes now
+        # The connection was lost after an exception reply: the device's habit, not another battery taking
+        # the address, so it is opened again without reading the identity. Never after `drop()`.
+        self._may_reopen = False
 
     # connection -----------------------------------------------------------------------------------
+
+    @property
+    def identified(self) -> bool:
+        """The firmware version answered in this map's identity registers (not merely handed over)."""
+        return self._identified
 
     @property
     def connected(self) -> bool:
@@ -114,6 +129,27 @@ class VenusModbusClient:
         if self.connected:
             return
         self.drop()
+        await self._open()
+        try:
+            await self.read_identity()
+        except ModbusLinkError as exc:
+            self.drop()
+            raise ModbusUnavailable(
+                f"the {self.config.label} dropped the connection: {exc}. {_HINT}"
+            ) from None
+        except MarstekError:
+            self.drop()
+            raise
+        _LOG.info("connected to the %s", self.config.label)
+
+    async def _open(self) -> None:
+        """A new socket, once the device can take one after an exception reply closed the last."""
+        self._may_reopen = False  # (one attempt: a failed one is not retried here)
+        self._close_socket()
+        if self._refused_at is not None:
+            wait = self._refused_at + self.config.reopen_delay - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
         cfg = self.config
         client = AsyncModbusTcpClient(
             cfg.host,
@@ -126,20 +162,19 @@ class VenusModbusClient:
         if not await client.connect():
             client.close()
             raise ModbusUnavailable(f"cannot connect to the {cfg.label}: refused or no answer. {_HINT}")
+        # A socket opened meanwhile (a reopen beside a connect) is closed, never left holding the battery's
+        # single client slot unreferenced.
+        self._close_socket()
         self._client = client
         self._connected_at = time.monotonic()
-        try:
-            await self.read_identity()
-        except ModbusLinkError as exc:
-            self.drop()
-            raise ModbusUnavailable(f"the {cfg.label} dropped the connection: {exc}. {_HINT}") from None
-        except MarstekError:
-            self.drop()
-            raise
-        _LOG.info("connected to the %s", cfg.label)
+        self._refused_at = None
 
     def drop(self) -> None:
         """Close the socket (before any reconnect: the battery has a single client slot)."""
+        self._may_reopen = False  # a connection the owner dropped is opened again only by `connect()`
+        self._close_socket()
+
+    def _close_socket(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -160,6 +195,9 @@ class VenusModbusClient:
     async def _turn(self) -> AsyncIterator[AsyncModbusTcpClient]:
         """The connection for one request, once the gap since the last reply has passed."""
         async with self._lock:
+            if not self.connected and self._may_reopen:
+                _LOG.info("%s: closed after an exception reply: connecting again", self.config.label)
+                await self._open()
             if self._client is None or not self._client.connected:
                 raise ModbusUnavailable(f"not connected to the {self.config.label}")
             wait = self._last_reply + self.config.gap - time.monotonic()
@@ -173,6 +211,16 @@ class VenusModbusClient:
                 self._last_reply = time.monotonic()
 
     async def _request(self, what: str, function: Function, address: int, payload: int) -> list[int]:
+        try:
+            return await self._ask(what, function, address, payload)
+        except (ModbusLinkError, ModbusUnavailable):
+            if not self._may_reopen:
+                raise
+        # The close that follows an exception reply came while this request was under way: asked again on
+        # a new connection (a read, or a single register set to a value: the same result if it got through).
+        return await self._ask(what, function, address, payload)
+
+    async def _ask(self, what: str, function: Function, address: int, payload: int) -> list[int]:
         unit = self.config.unit_id
         async with self._turn() as client:
             self.requests += 1
@@ -182,12 +230,15 @@ class VenusModbusClient:
                 else:
                     response = await client.write_register(address, payload, device_id=unit)
             except (ModbusException, OSError) as exc:  # no reply in time, or the connection went
-                self.drop()
+                self._close_socket()
                 hint = ""
                 if time.monotonic() - self._connected_at < _JUST_CONNECTED_S:
                     hint = " right after connecting: another Modbus client probably holds the battery"
                 raise ModbusLinkError(f"{what} on the {self.config.label} failed{hint}: {exc}") from None
-        if response.isError():
+            refused = response.isError()
+            self._refused_at = time.monotonic() if refused else None
+            self._may_reopen = refused
+        if refused:
             raise ModbusDeviceError(what, int(getattr(response, "exception_code", 0)))
         words = list(getattr(response, "registers", []) or [])
         if function is Function.READ_HOLDING and len(words) != payload:
@@ -195,10 +246,11 @@ class VenusModbusClient:
         return words
 
     async def _read_plan(
-        self, plan: ReadPlan, *, strict: bool = False
+        self, plan: ReadPlan, *, required: Collection[str] = ()
     ) -> tuple[dict[str, Reading], dict[str, Reading], list[str]]:
         """Readings of every request that was answered; a refused request is a problem, not a failure,
-        unless `strict` (a write's read-back must see every control register)."""
+        unless it holds a `required` key (a write's read-back must see the registers it checks: a stale
+        reading would pass for the new one)."""
         points: dict[str, Reading] = {}
         controls: dict[str, Reading] = {}
         problems: list[str] = []
@@ -207,7 +259,7 @@ class VenusModbusClient:
             try:
                 words = await self._request(what, Function.READ_HOLDING, request.address, request.count)
             except ModbusDeviceError as exc:
-                if strict:
+                if any(f.key in required for f in request.fields):
                     raise
                 problems.append(str(exc))
                 _LOG.warning("%s: %s; those values keep their last reading", self.config.label, exc)
@@ -224,6 +276,7 @@ class VenusModbusClient:
         """Model, firmware, MAC (and IP on v3): once a connection, as they decide limits and ranges."""
         points, _, problems = await self._read_plan(identity_plan(self.config.generation))
         values = point_values(points)
+        problems += screen_identity(values)
         model, ver = values.get("model"), values.get("firmware")
         firmware = firmware_for(
             self.config.generation,
@@ -231,6 +284,8 @@ class VenusModbusClient:
             ver if isinstance(ver, int) else None,
         )
         self._identified = "firmware" in values
+        mac = values.get("ble_mac")
+        self.mac = mac if isinstance(mac, str) else None
         self._merge(values, problems, firmware)
         return self.snapshot
 
@@ -243,10 +298,16 @@ class VenusModbusClient:
         self._merge(with_control(point_values(points), self.control), problems)
         return self.snapshot
 
-    async def read_control(self) -> ControlState:
-        _, controls, _ = await self._read_plan(control_plan(self.config.generation), strict=True)
+    async def read_control(self, required: Collection[str] = ()) -> ControlState:
+        """The control registers; raises if a request holding a `required` key is refused (any other
+        refused request is logged, its registers keep their last reading)."""
+        state, _ = await self._read_control(required)
+        return state
+
+    async def _read_control(self, required: Collection[str]) -> tuple[ControlState, list[str]]:
+        _, controls, problems = await self._read_plan(control_plan(self.config.generation), required=required)
         self.control = ControlState({**self.control.readings, **controls})
-        return self.control
+        return self.control, problems
 
     def _merge(self, values: dict[str, Value], problems: list[str], firmware: Firmware | None = None) -> None:
         known = firmware or self.snapshot.firmware
@@ -288,7 +349,9 @@ class VenusModbusClient:
             for key, value in steps:
                 await self._write(key, value)
                 done += 1
-            state = await self.read_control()
+            # Strict only about what is compared: a refused diagnostic register (44002/44003 on some
+            # firmware) must not fail a release, which would leave a forced power on.
+            state, problems = await self._read_control({key for key, _ in expected})
         except (CodecError, ModbusDeviceError) as exc:
             # Only a refusal of the very first write leaves the battery as it was.
             status = WriteStatus.REJECTED if done == 0 else WriteStatus.NOT_APPLIED
@@ -300,10 +363,11 @@ class VenusModbusClient:
             for key, want in expected
             if state.number(key) != want
         ]
+        unread = f" ({'; '.join(problems)})" if problems else ""
         if unmet:
-            detail = "accepted but not applied: " + "; ".join(unmet)
+            detail = "accepted but not applied: " + "; ".join(unmet) + unread
             return self._outcome(WriteStatus.NOT_APPLIED, command, done, detail, clamped)
-        return self._outcome(WriteStatus.APPLIED, command, done, "verified by read-back", clamped)
+        return self._outcome(WriteStatus.APPLIED, command, done, f"verified by read-back{unread}", clamped)
 
     def _outcome(
         self, status: WriteStatus, command: str, sent: int, detail: str, clamped: str
@@ -364,7 +428,7 @@ class VenusModbusClient:
         differs (under control it reads 1 whatever is stored, so it is read again after the release)."""
         command = f"work mode {mode.name.lower().replace('_', '-')}"
         try:
-            state = await self.read_control()
+            state = await self.read_control(("rs485_control", "work_mode"))
         except MarstekError as exc:
             return self._outcome(WriteStatus.NOT_APPLIED, command, 0, f"control unknown: {exc}", "")
         released = ""

@@ -7,6 +7,7 @@ filled the same way), so entities, the panel and the optimiser cannot tell which
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +44,33 @@ def point_values(readings: Mapping[str, Reading]) -> dict[str, Value]:
             continue
         values[key] = bool(reading) if kind is Kind.BOOL else round(reading) if kind is Kind.INT else reading
     return values
+
+
+# Three-digit versions (139-156) or four-digit dotted ones (1476 = 147.6). A register the firmware has not
+# filled in reads 0xFFFF (or 0): taken for a version, it would pick the model's limits and features.
+FIRMWARE_VERSIONS = range(1, 10_000)
+_MAC = re.compile(r"[0-9a-f]{12}")
+_UNSET_MACS = ("000000000000", "ffffffffffff")
+
+
+def screen_identity(values: dict[str, Value]) -> list[str]:
+    """Drop a firmware version or BLE MAC that is no such thing (unread, as a refused register is), and
+    spell the MAC as the Local API does; the problems found. The MAC is the battery's identity: a wrong
+    one would take our own battery for another, or pin another battery as ours."""
+    problems = []
+    ver = values.get("firmware")
+    if ver is not None and not (isinstance(ver, int) and ver in FIRMWARE_VERSIONS):
+        del values["firmware"]
+        problems.append(f"the firmware register reads {ver!r}, not a version: left unread")
+    mac = values.get("ble_mac")
+    if mac is not None:
+        spelled = str(mac).strip().lower()
+        if _MAC.fullmatch(spelled) and spelled not in _UNSET_MACS:
+            values["ble_mac"] = spelled
+        else:
+            del values["ble_mac"]
+            problems.append(f"the BLE MAC registers read {mac!r}, not a MAC: left unread")
+    return problems
 
 
 def firmware_for(generation: Generation, model: str | None, ver: int | None) -> Firmware:
