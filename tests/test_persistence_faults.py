@@ -360,6 +360,35 @@ def test_a_history_from_a_clock_that_was_ahead_does_not_stop_learning(
     assert series[-6 * 4 - 8 - 22 * 4 : -6 * 4 - 8] == pytest.approx([0.5] * 22 * 4)  # the day, where it was
 
 
+def test_a_clock_behind_for_a_few_minutes_or_by_weeks_does_not_wipe_the_history(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A board without a clock that boots before NTP: a few quarter-hours far behind what was recorded, then
+    the right time again. Nothing recorded is dropped for it; nor for a clock weeks behind (more than any
+    clock that was ahead and got fixed): the history is kept and the log says to check the clock."""
+    now = datetime(2026, 3, 10, 12, 0)
+
+    def observe(target: QuarterHistory, start: datetime, hours: float, watts: float) -> datetime:
+        t = start
+        while t < start + timedelta(hours=hours):
+            t += timedelta(seconds=60)
+            target.observe(t, 60, {"house": watts})
+        return t
+
+    history = QuarterHistory()
+    observe(history, now - timedelta(days=1), 24, 500.0)
+    known = history.known_quarters("house")
+    observe(history, now - timedelta(days=3), 0.5, 900.0)  # half an hour on a clock three days behind
+    observe(history, now, 1, 800.0)  # NTP: the right time again
+    assert history.known_quarters("house") >= known + 3
+    assert "recorded while the clock was" not in caplog.text
+    weeks_behind = QuarterHistory()
+    observe(weeks_behind, now - timedelta(days=1), 24, 500.0)
+    observe(weeks_behind, now - timedelta(days=30), 3, 900.0)
+    assert weeks_behind.known_quarters("house") == known
+    assert "check the system clock" in caplog.text
+
+
 # --- the savings report ----------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from marstek_webasto_addon.addon import car_control
 from marstek_webasto_addon.addon.car_control import CarControl
 from marstek_webasto_addon.addon.inputs import GridInput
 from marstek_webasto_addon.bridge.devices import WallboxDevice
@@ -253,6 +254,27 @@ async def test_one_modbus_exception_on_the_cable_state_does_not_stop_and_restart
     assert currents == [], f"one failed read of the cable state wrote {currents}"
 
 
+async def test_off_pauses_a_box_whose_cable_state_was_never_read(make_box: BoxFactory) -> None:
+    """Other modes wait for the cable state to steer by; `off` wants 0 A whatever is plugged in, so a box
+    whose cable state cannot be read is still paused."""
+    sim, server = await make_box(NEXT)
+    sim.plug_in(Car())
+    sim.setpoint = 16
+    sim.failing.add(1004)  # the cable state: refused from the start
+    client = client_for(server, NEXT)
+    link = WallboxLink("Garage", client, QUIET)
+    assert await link.poll_once()
+    assert link.snapshot.values.get("cable_state") is None
+    control = controlled(link, StepClock())
+    assert control.set_mode("now") is None
+    assert control.step() is None  # nothing to steer by
+    assert control.set_mode("off") is None
+    control.step()
+    await written(control)
+    await client.close()
+    assert sim.setpoint == 0
+
+
 async def test_a_wallbox_power_beyond_what_the_box_can_draw_does_not_steer_min_pv(
     make_box: BoxFactory,
 ) -> None:
@@ -424,6 +446,52 @@ async def test_a_full_car_on_a_unite_is_not_switched_on_and_off_every_step(make_
     await client.close()
     currents = [v for k, v, _ in writes if k == "charging_current_setpoint"]
     assert len(currents) <= 1, f"30 s of a full car: set-points {currents}"
+
+
+async def test_a_car_that_stopped_itself_is_offered_current_again_now_and_then(
+    make_box: BoxFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A car on its own charge timer stops taking energy, and after the control's pause the UNITE reports
+    suspended_evse: the car could never say it wants energy again. Every CAR_STOP_RETRY_S it is offered
+    current once more; a car still full stops again at once (one offer, not a chatter)."""
+    sim, server = await make_box(UNITE)
+    sim.plug_in(Car(energy_wanted_wh=0.0))
+    state_of = sim.value_of
+
+    def ocpp(key: str) -> int | str:
+        value = state_of(key)
+        if key == "charge_point_state" and value == 4 and sim.setpoint == 0:
+            return 3  # suspended_evse: the box offers nothing
+        return value
+
+    sim.value_of = ocpp  # type: ignore[method-assign]
+    now = [1000.0]
+    monkeypatch.setattr(car_control, "monotonic", lambda: now[0])
+    client = client_for(server, UNITE)
+    link = WallboxLink("Carport", client, QUIET)
+    assert await link.poll_once()
+    clock = StepClock()
+    control = controlled(link, clock)
+    assert control.set_mode("now") is None
+
+    async def steps(count: int) -> None:
+        for _ in range(count):
+            control.step()
+            await written(control)
+            assert await link.poll_once()
+            clock.t += 5
+            now[0] += 5
+
+    await steps(3)
+    assert sim.setpoint == 0  # paused: the car stopped itself
+    writes = record_writes(sim)
+    now[0] += car_control.CAR_STOP_RETRY_S
+    await steps(6)
+    await client.close()
+    currents = [v for k, v, _ in writes if k == "charging_current_setpoint"]
+    assert currents[0] > 0, f"never offered again: {currents}"
+    assert currents[-1] == 0, f"a car still full is paused again: {currents}"
+    assert len(currents) <= 3, f"one offer, not a chatter: {currents}"
 
 
 async def test_a_short_fail_safe_timeout_is_kept_from_the_first_seconds_on(make_box: BoxFactory) -> None:

@@ -245,10 +245,8 @@ async def test_the_link_sets_right_fail_safe_settings_that_break_the_promises(
     assert await link.poll_once()
     assert (sim.failsafe_current, sim.failsafe_timeout) == (10, 600)
     assert not [p for p in link.snapshot.problems if "fail-safe" in p]
-    assert (
-        "fail-safe settings would break the add-on's limits: set to current 10 A, timeout 600 s"
-        in caplog.text
-    )
+    assert "fail-safe setting would break the add-on's limits: set to timeout 600 s" in caplog.text
+    assert "fail-safe setting would break the add-on's limits: set to current 10 A" in caplog.text
     await client.close()
 
 
@@ -297,8 +295,32 @@ async def test_a_box_that_refuses_the_fail_safe_correction_is_logged_once_and_sh
     for _ in range(3):
         assert await link.poll_once()
     assert sim.failsafe_timeout == 3600
-    assert caplog.text.count("could not correct the box's fail-safe settings (timeout 600 s)") == 1
+    assert caplog.text.count("could not correct the box's fail-safe setting (timeout 600 s)") == 1
+    assert caplog.text.count("fail-safe timeout 600 s -> rejected") == 1  # the client's own line, once too
     assert "fail-safe timeout of 3600 s is longer than 600 s" in " ".join(link.snapshot.problems)
+    await client.close()
+
+
+async def test_a_box_that_refuses_the_fail_safe_current_still_gets_the_timeout(
+    make_box: BoxFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, server = await make_box(NEXT, evse_max_current=16)
+    sim.failsafe_current, sim.failsafe_timeout = 16, 3600
+    apply = sim._apply
+
+    def locked(key: str, value: int) -> None:
+        if key == "failsafe_current":
+            raise ModbusRefusal(ILLEGAL_VALUE)
+        apply(key, value)
+
+    monkeypatch.setattr(sim, "_apply", locked)
+    client = client_for(server, NEXT, installation_max_current=10)
+    link = WallboxLink("box", client, WallboxLinkSettings(keepalive=False, slow_every=1))
+    for _ in range(3):
+        assert await link.poll_once()
+    assert (sim.failsafe_current, sim.failsafe_timeout) == (16, 600)
+    assert caplog.text.count("could not correct the box's fail-safe setting (current 10 A)") == 1
+    assert "fail-safe current of 16 A is above the maximum of 10 A" in " ".join(link.snapshot.problems)
     await client.close()
 
 

@@ -58,6 +58,7 @@ DONE = frozenset({"suspended_ev", "finishing"})  # the car stopped taking energy
 # offers nothing, which is what it says after the control paused a full car).
 TAKING = frozenset({"available", "no_vehicle", "charging"})
 GRID_FRESH_S = 30.0
+CAR_STOP_RETRY_S = 1800.0  # a car that stopped itself is offered current again this often
 PHASE_RETRY_S = 60.0  # a phase switch the box refused is not asked again sooner (one warning a minute)
 STAYS_KEPT = 100  # about two months of a car that comes home every evening and at noon
 
@@ -118,7 +119,7 @@ class CarControl:
         self.stays: list[PastSession] = _stays(saved.get("stays"))
         self._plugged_since: datetime | None = _time(saved.get("plugged_since"))  # the stay under way
         self._car_here: bool | None = None  # None: the wallbox not read yet
-        self._car_stopped = False  # the car itself stopped taking energy (full, or its own timer)
+        self._car_stopped_at: float | None = None  # when the car itself stopped taking energy (monotonic)
         meter = saved.get("meter_at_plug")  # the wallbox's energy meter at the plug-in (kWh)
         self._meter_at_plug: float | None = _number(meter, math.nan, 0, 1e9)
         if math.isnan(self._meter_at_plug):
@@ -147,7 +148,7 @@ class CarControl:
             link.client.current_setpoint = 0 if mode == ChargeMode.OFF.value else None
         self.status.mode = mode
         self.status.decision = None
-        self._car_stopped = False  # a person's choice: offer the car current again
+        self._car_stopped_at = None  # a person's choice: offer the car current again
         self._store()
         return None
 
@@ -280,13 +281,18 @@ class CarControl:
     def _car_took_stop(self, values: Mapping[str, object]) -> bool:
         """The car itself stopped taking energy, and nothing since says otherwise. After the control has
         paused such a car, the UNITE reports suspended_evse (it offers nothing): taken for a car that wants
-        energy, it would be offered current again, stop again, and so on every step."""
-        state = values.get("charge_point_state")
+        energy, it would be offered current again, stop again, and so on every step. A car that stopped on
+        its own timer, or only paused while waking up, can ask again only when it is offered current: it
+        is, every CAR_STOP_RETRY_S."""
+        state, now = values.get("charge_point_state"), monotonic()
         if state in DONE:
-            self._car_stopped = True
+            if self._car_stopped_at is None:
+                self._car_stopped_at = now
         elif state in TAKING or values.get("cable_state") not in (*PLUGGED, None):
-            self._car_stopped = False
-        return self._car_stopped
+            self._car_stopped_at = None
+        if self._car_stopped_at is not None and now - self._car_stopped_at >= CAR_STOP_RETRY_S:
+            self._car_stopped_at = None  # offered once more; a car still full stops again at once
+        return self._car_stopped_at is not None
 
     def _phases(self) -> int:
         values = self.wallbox.link.snapshot.values
@@ -301,7 +307,9 @@ class CarControl:
         values = link.snapshot.values
         plugged_in = self._plugged_in(values)
         if plugged_in is None:
-            return None
+            if self.status.mode != ChargeMode.OFF.value:
+                return None  # the cable state was never read: nothing to steer by yet
+            plugged_in = False  # off wants 0 A whether a car is there or not
         client = link.client
         minimum, maximum = client.current_limits()
         reading = self.grid.current()

@@ -24,6 +24,8 @@ WEEKS = 6
 KEPT = WEEKS * 7 * 96
 MIN_COVERAGE = 0.5  # a quarter counts when readings cover at least half of it
 DST_QUARTERS = 4  # the autumn's repeated hour: quarters that come round again, not a clock gone wrong
+CUT_AFTER_QUARTERS = 4  # a clock set back holds this long before what was recorded ahead of it is dropped
+MAX_CUT_QUARTERS = 7 * 96  # and never more than a week of history is dropped for it
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -40,6 +42,8 @@ class QuarterHistory:
         self.last: int | None = None  # the last closed quarter
         self.values: dict[str, list[float]] = {key: [] for key in SERIES}  # ends with `last`
         self._quarter: int | None = None  # the running quarter
+        self._pending: list[tuple[int, dict[str, float]]] = []  # closed quarters behind `last`, held back
+        self._told_behind = False
         self._sums: dict[str, float] = {}
         self._seconds: dict[str, float] = {}
 
@@ -74,7 +78,12 @@ class QuarterHistory:
         if self.last is not None and quarter <= self.last:
             if self.last - quarter <= DST_QUARTERS:
                 return  # the clock went back (DST's repeated hour, a small fix): keep what is there
-            self._cut(quarter)
+            self._behind(quarter, means)
+            return
+        self._pending = []  # past `last` again: the stretch behind it was the wrong clock
+        self._extend(quarter, means)
+
+    def _extend(self, quarter: int, means: Mapping[str, float]) -> None:
         gap = 0 if self.last is None else min(quarter - self.last - 1, KEPT)
         for key in SERIES:
             series = self.values[key]
@@ -83,11 +92,28 @@ class QuarterHistory:
             del series[:-KEPT]
         self.last = quarter
 
-    def _cut(self, quarter: int) -> None:
-        """Drops the quarters from `quarter` on: they were recorded while the clock was ahead (then fixed).
-        Kept, they would stop the learning until the clock caught up with them, and shift the forecast."""
+    def _behind(self, quarter: int, means: Mapping[str, float]) -> None:
+        """A quarter well before the last one recorded: either the clock was ahead and has been fixed (the
+        quarters recorded ahead must go, or the learning stops until the clock catches up with them), or the
+        clock is behind now (a board without a clock, booted before NTP). Held back until the earlier clock
+        has held for CUT_AFTER_QUARTERS, and never cutting more than MAX_CUT_QUARTERS: a wrong clock for a
+        few minutes must not wipe six weeks of history."""
         assert self.last is not None
-        ahead = self.last - quarter + 1
+        self._pending.append((quarter, dict(means)))
+        first = self._pending[0][0]
+        if quarter - first < CUT_AFTER_QUARTERS:
+            return
+        ahead = self.last - first + 1
+        if ahead > MAX_CUT_QUARTERS:
+            if not self._told_behind:
+                self._told_behind = True
+                _LOG.warning(
+                    "planner history: the clock is %.1f days behind the last quarter-hour recorded; nothing "
+                    "is learned until it catches up (check the system clock)",
+                    ahead / 96,
+                )
+            self._pending = []
+            return
         _LOG.warning(
             "planner history: the last %d quarter-hours were recorded while the clock was %.1f h ahead; "
             "dropped",
@@ -96,7 +122,10 @@ class QuarterHistory:
         )
         for series in self.values.values():
             del series[max(0, len(series) - ahead) :]
-        self.last = quarter - 1
+        self.last = first - 1
+        pending, self._pending = self._pending, []
+        for held, held_means in pending:
+            self._extend(held, held_means)
 
     # reading -----------------------------------------------------------------------------------------
 

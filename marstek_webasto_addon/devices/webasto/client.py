@@ -44,6 +44,7 @@ HARD_MAX_CURRENT = 63  # no EVSE goes beyond this; anything higher is a mistake,
 DEFAULT_MIN_CURRENT = 6
 FAILSAFE_TIMEOUT_RANGE = (6, 600)  # s; the UNITE checks the alive bit every T/2, at least every 3 s
 UNSET_TIMEOUT_S = 20.0  # a box that reads 2002 = 0 behaves as if 20 s were set
+REPEAT_WARNING_S = 600.0
 
 
 class WallboxError(Exception):
@@ -122,6 +123,7 @@ class WebastoClient:
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._connected_at = 0.0
+        self._warned: dict[str, tuple[str, float]] = {}  # a refused command -> (why, when it was logged)
         self._read_problems: list[str] = []  # the last merge's
         self._standing: dict[str, str] = {}  # problems no read clears (a refused write), shown until fixed
         self._session_count: tuple[float, float] | None = None  # (kWh, monotonic time first seen at it)
@@ -516,6 +518,18 @@ class WebastoClient:
     def _outcome(self, status: WriteStatus, command: str, detail: str, clamped: str = "") -> WriteOutcome:
         outcome = WriteOutcome(status, command, 1, detail, clamped)
         level = logging.INFO if outcome.ok else logging.WARNING
+        if not outcome.ok:
+            # The same refusal again (a correction tried at every slow poll, a controller's retries): once
+            # every REPEAT_WARNING_S in the log, not every minute. Forgotten once it went through.
+            now, last = time.monotonic(), self._warned.get(command)
+            if last is not None and last[0] == detail and now - last[1] < REPEAT_WARNING_S:
+                level = logging.DEBUG
+            else:
+                if len(self._warned) >= 64:
+                    self._warned.clear()
+                self._warned[command] = (detail, now)
+        else:
+            self._warned.pop(command, None)
         _LOG.log(
             level,
             "%s: %s -> %s: %s%s",

@@ -52,7 +52,7 @@ class WallboxLink:
         self.last_error = ""
         self.keepalives = 0
         self._warned = False  # one warning per outage, with what to check
-        self._failsafe_refused = ""  # the fail-safe correction the box last refused, logged once
+        self._failsafe_refused: set[str] = set()  # fail-safe corrections the box refused, logged once
         self._renewed_connection = 0  # the client's connection the life bit was last written on
         self._polls = 0
         self._retry_delay = self.settings.reconnect_min
@@ -101,27 +101,33 @@ class WallboxLink:
     async def _correct_failsafe(self) -> None:
         """Fail-safe settings made in the box's own web page that would let the add-on's last current outlive
         it, or fall back to more than the installation allows, are set right (each time they are read so: a
-        safety limit, not a preference). A box that refuses is logged once per setting; the snapshot's
-        problems keep showing it."""
+        safety limit, not a preference). One at a time, the timeout first: a box that refuses the current
+        must still get the timeout. A refusal is logged once per setting; the snapshot's problems keep
+        showing it."""
         correction = self.client.failsafe_correction()
         if not correction.needed:
-            self._failsafe_refused = ""
+            self._failsafe_refused.clear()
             return
-        outcome = await self.client.set_failsafe(current=correction.current, timeout_s=correction.timeout_s)
-        if outcome.ok:
-            _LOG.warning(
-                "%s: the box's own fail-safe settings would break the add-on's limits: set to %s",
-                self.name,
-                outcome.command.removeprefix("fail-safe "),
-            )
-        elif outcome.command != self._failsafe_refused:
-            self._failsafe_refused = outcome.command
-            _LOG.warning(
-                "%s: could not correct the box's fail-safe settings (%s): %s",
-                self.name,
-                outcome.command.removeprefix("fail-safe "),
-                outcome.detail,
-            )
+        for timeout_s, current in ((correction.timeout_s, None), (None, correction.current)):
+            if timeout_s is None and current is None:
+                continue
+            outcome = await self.client.set_failsafe(current=current, timeout_s=timeout_s)
+            what = outcome.command.removeprefix("fail-safe ")
+            if outcome.ok:
+                self._failsafe_refused.discard(outcome.command)
+                _LOG.warning(
+                    "%s: the box's own fail-safe setting would break the add-on's limits: set to %s",
+                    self.name,
+                    what,
+                )
+            elif outcome.command not in self._failsafe_refused:
+                self._failsafe_refused.add(outcome.command)
+                _LOG.warning(
+                    "%s: could not correct the box's fail-safe setting (%s): %s",
+                    self.name,
+                    what,
+                    outcome.detail,
+                )
 
     def _failed(self, error: str) -> None:
         self.failures += 1

@@ -105,6 +105,7 @@ class ModbusBattery:
         self.last_src: str | None = None
         self.last_round_trip: float | None = None
         self.lease: Lease | None = None
+        self._told_lease_over = False  # a lease past its end that could not be released: said once
         self._clock = clock
         self._generation = generation
         self._configured_generation = generation
@@ -318,8 +319,11 @@ class ModbusBattery:
         try:
             await self._connected()
         except MarstekError as exc:
-            _LOG.warning("%s: the lease of Passive %+d W is over, but: %s", self.label, lease.power, exc)
+            if not self._told_lease_over:  # once an outage: the poll's own error says the rest
+                self._told_lease_over = True
+                _LOG.warning("%s: the lease of Passive %+d W is over, but: %s", self.label, lease.power, exc)
             return
+        self._told_lease_over = False
         await self._end_lease(lease)
 
     async def _release_owed(self) -> WriteOutcome | None:
