@@ -22,6 +22,7 @@ from marstek_webasto_addon.addon.inputs import BatteryMeterInput
 from marstek_webasto_addon.bridge.devices import BatteryDevice, Outcome
 from marstek_webasto_addon.devices.marstek.datapoints import Method
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
+from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.optimiser.model import Command, Role
 
@@ -152,6 +153,19 @@ async def test_a_ct_meter_reading_beyond_a_homes_connection_is_not_used_as_the_g
     assert "60 kW" in reading.problem
 
 
+async def one_in_passive(
+    sim: MarstekSimulator, endpoint: UdpEndpoint
+) -> tuple[OptimiserController, BatteryDevice, int]:
+    """Two batteries steered by the optimiser, one in Auto and one in Passive, its command written: the
+    controller, the Passive one and its index."""
+    devices, controller = await steering(sim, endpoint, {})
+    controller.step()
+    await until(lambda: sorted(modes(sim)) == ["Auto", "Passive"], 15)
+    index = modes(sim).index("Passive")
+    await written(controller, devices[index])
+    return controller, devices[index], index
+
+
 # --- a write that raises, and the stop ---------------------------------------------------------------------
 
 
@@ -162,12 +176,7 @@ async def test_an_auto_queued_behind_a_write_that_raises_is_still_sent(
     # last command; the actuator carries on with its queue, so the stop's Auto queued behind it still goes
     # out (else the battery would stay in Passive up to 15 min after the add-on is gone).
     sim = await make_sim(2, socs=[60.0, 30.0])
-    devices, controller = await steering(sim, endpoint, {})
-    controller.step()
-    await until(lambda: sorted(modes(sim)) == ["Auto", "Passive"], 15)
-    index = modes(sim).index("Passive")
-    device = devices[index]
-    await written(controller, device)
+    controller, device, index = await one_in_passive(sim, endpoint)
     failing_once(device.link.client, delay=0.5)
     outcomes: list[Outcome | None] = []
     controller.on_outcome = lambda d: outcomes.append(d.last_outcome) if d is device else None
@@ -210,12 +219,7 @@ async def test_an_auto_queued_behind_a_slow_write_is_not_dropped_by_the_stop(
     # only the batteries whose last command was not Auto; a battery with a role queued or being written
     # gets the stop's Auto all the same, and ends in Auto.
     sim = await make_sim(2, socs=[60.0, 30.0])
-    devices, controller = await steering(sim, endpoint, {})
-    controller.step()
-    await until(lambda: sorted(modes(sim)) == ["Auto", "Passive"], 15)
-    index = modes(sim).index("Passive")
-    device = devices[index]
-    await written(controller, device)
+    controller, device, index = await one_in_passive(sim, endpoint)
     slowed(device.link.client, 1.0)
     controller._dispatch([Command(device.device_id or "", Role.IDLE, 0, 900, reason="countdown refresh")])
     await asyncio.sleep(0.05)

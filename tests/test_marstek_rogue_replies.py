@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -17,25 +19,15 @@ from marstek_webasto_addon.devices.marstek.client import MarstekClient
 from marstek_webasto_addon.devices.marstek.commands import PassiveMode
 from marstek_webasto_addon.devices.marstek.datapoints import Method
 from marstek_webasto_addon.devices.marstek.discovery import discover, expand_targets
-from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
+from marstek_webasto_addon.devices.marstek.link import BatteryLink
 from marstek_webasto_addon.devices.marstek.simulator import Quirks
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteStatus
 
 from .conftest import FAST, SimFactory, client_for, until
+from .test_marstek_link import settings
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def settings(port: int, **overrides: float) -> LinkSettings:
-    values: dict[str, float] = {
-        "poll_interval": 0.05,
-        "offline_after": 2,
-        "rediscovery_timeout": 1.0,
-        "rediscovery_interval": 0.1,
-        **overrides,
-    }
-    return LinkSettings(rediscovery_targets=tuple(expand_targets(["127.0.0.0/27"], port)), **values)  # type: ignore[arg-type]
 
 
 # write verification must not rest on implausible readings --------------------------------------------
@@ -153,110 +145,78 @@ async def test_a_write_whose_ack_comes_after_the_retry_is_not_reported_as_failed
     assert sends <= pacing.attempts, sends  # one call's sends, no second attempt
 
 
-# passing checks (cover what the existing tests do not) -------------------------------------------------
+# devices that answer, but not as a battery should ---------------------------------------------------------
+
+SRC = "VenusE 3.0-02a1b2c3ffff"
+
+
+@contextlib.asynccontextmanager
+async def responder(host: str, port: int, answer: Callable[[int], dict[str, Any]]) -> AsyncIterator[None]:
+    """A device at host:port that answers every request with `answer(request id)`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def serve() -> None:
+        while True:
+            data, addr = await loop.sock_recvfrom(sock, 4096)
+            await loop.sock_sendto(sock, json.dumps(answer(json.loads(data)["id"])).encode(), addr)
+
+    server = asyncio.create_task(serve())
+    try:
+        yield
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+        sock.close()
+
+
+def link_to(host: str, port: int, endpoint: UdpEndpoint) -> BatteryLink:
+    return BatteryLink("X", MarstekClient(host, port, endpoint=endpoint, pacing=FAST), settings(port))
 
 
 async def test_replies_with_the_wrong_id_count_as_silence_and_the_battery_goes_offline(
     endpoint: UdpEndpoint, udp_port: int
 ) -> None:
     # A device that answers every request with another id (off by one) is as good as silent.
-    host = "127.0.0.31"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((host, udp_port))
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
+    def off_by_one(request_id: int) -> dict[str, Any]:
+        result = {"id": 0, "mode": "Auto", "ongrid_power": 0, "bat_soc": 50}
+        return {"id": request_id % 65535 + 1, "src": SRC, "result": result}
 
-    async def serve() -> None:
-        while True:
-            data, addr = await loop.sock_recvfrom(sock, 4096)
-            request = json.loads(data)
-            reply = {
-                "id": request["id"] % 65535 + 1,
-                "src": "VenusE 3.0-02a1b2c3ffff",
-                "result": {"id": 0, "mode": "Auto", "ongrid_power": 0, "bat_soc": 50},
-            }
-            await loop.sock_sendto(sock, json.dumps(reply).encode(), addr)
-
-    server = asyncio.create_task(serve())
-    link = BatteryLink("X", MarstekClient(host, udp_port, endpoint=endpoint, pacing=FAST), settings(udp_port))
-    try:
+    async with responder("127.0.0.31", udp_port, off_by_one):
+        link = link_to("127.0.0.31", udp_port, endpoint)
         for _ in range(3):
             assert not await link.poll_once()
         assert link.client.last_answer_at is None
         assert link.snapshot.soc is None
         assert endpoint.stats["unsolicited"] + endpoint.stats["late_or_duplicate"] > 0
-    finally:
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server
-        sock.close()
 
 
 async def test_a_reply_of_the_wrong_shape_is_an_invalid_reply_not_an_answer(
     endpoint: UdpEndpoint, udp_port: int
 ) -> None:
     # `result` a list, not an object: valid JSON, wrong shape. No answer, and the error says why.
-    host = "127.0.0.32"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((host, udp_port))
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-
-    async def serve() -> None:
-        while True:
-            data, addr = await loop.sock_recvfrom(sock, 4096)
-            request = json.loads(data)
-            reply = {"id": request["id"], "src": "VenusE 3.0-02a1b2c3ffff", "result": [1, 2, 3]}
-            await loop.sock_sendto(sock, json.dumps(reply).encode(), addr)
-
-    server = asyncio.create_task(serve())
-    link = BatteryLink("X", MarstekClient(host, udp_port, endpoint=endpoint, pacing=FAST), settings(udp_port))
-    try:
+    async with responder("127.0.0.32", udp_port, lambda i: {"id": i, "src": SRC, "result": [1, 2, 3]}):
+        link = link_to("127.0.0.32", udp_port, endpoint)
         assert not await link.poll_once()
         assert "invalid reply" in link.last_error
         assert link.client.last_answer_at is None
-    finally:
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server
-        sock.close()
-
-
-# a battery whose API only answers errors ---------------------------------------------------------------
 
 
 async def test_a_battery_that_answers_every_request_with_an_error_is_reported(
     endpoint: UdpEndpoint, udp_port: int
 ) -> None:
-    # Every method answered with -32603 Internal error: nothing is read, ever. The link counts any reply
-    # as an answer (by design: the device is there), but then clears `last_error`: the panel shows the
-    # battery online with no error while all its readings age out.
-    host = "127.0.0.33"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((host, udp_port))
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
+    # Every method answered with -32603 Internal error: nothing is read, ever. Any reply counts as an
+    # answer (the device is there), but the link keeps the errors as its last error: the panel does not
+    # show the battery as fine while all its readings age out.
+    def internal_error(request_id: int) -> dict[str, Any]:
+        return {"id": request_id, "src": SRC, "error": {"code": -32603, "message": "Internal error"}}
 
-    async def serve() -> None:
-        while True:
-            data, addr = await loop.sock_recvfrom(sock, 4096)
-            request = json.loads(data)
-            reply = {
-                "id": request["id"],
-                "src": "VenusE 3.0-02a1b2c3ffff",
-                "error": {"code": -32603, "message": "Internal error"},
-            }
-            await loop.sock_sendto(sock, json.dumps(reply).encode(), addr)
-
-    server = asyncio.create_task(serve())
-    link = BatteryLink("X", MarstekClient(host, udp_port, endpoint=endpoint, pacing=FAST), settings(udp_port))
-    try:
+    async with responder("127.0.0.33", udp_port, internal_error):
+        link = link_to("127.0.0.33", udp_port, endpoint)
         for _ in range(3):
             await link.poll_once()
         assert link.snapshot.values == {}
-        assert link.last_error, (link.online, link.last_error)
-    finally:
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server
-        sock.close()
+        assert "answers with errors only" in link.last_error, (link.online, link.last_error)

@@ -24,7 +24,6 @@ from marstek_webasto_addon.cli import release
 from marstek_webasto_addon.devices.marstek.commands import AutoMode, PassiveMode
 from marstek_webasto_addon.devices.marstek.datapoints import Value
 from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
-from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
 from marstek_webasto_addon.devices.marstek.modbus.client import ModbusLinkError
 from marstek_webasto_addon.devices.marstek.modbus.decode import screen_identity
 from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode
@@ -33,15 +32,11 @@ from marstek_webasto_addon.devices.marstek.simulator import VenusModbusServer
 from marstek_webasto_addon.devices.marstek.simulator.modbus_map import ILLEGAL_ADDRESS, ModbusRefusal
 from marstek_webasto_addon.devices.marstek.simulator.modbus_server import _Handler
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
-from marstek_webasto_addon.devices.outcome import WriteStatus
 
 from .conftest import SimFactory, client_for
+from .test_venus_transport import fast, owe_a_release
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def fast(server: VenusModbusServer, **kwargs: Any) -> ModbusBattery:
-    return ModbusBattery("127.0.0.1", server.port, timeout=1.0, request_gap=0.005, **kwargs)
 
 
 def refuse_reads(server: VenusModbusServer, first: int, last: int) -> None:
@@ -87,16 +82,9 @@ async def test_a_clean_stop_releases_a_control_whose_release_is_still_owed(make_
     server = await sim.serve_modbus()
     client = fast(server)
     try:
-        await client.read()
-        assert (await client.set_mode(PassiveMode(800, 900))).ok
-        assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
-        server.quirks.refuse_connections = True
-        client.modbus.drop()
-        person = await client.set_mode(AutoMode())
-        assert person.status is WriteStatus.NOT_APPLIED, person
+        await owe_a_release(client, venus, server)
         assert client.release_owed
         assert client.lease is None
-        server.quirks.refuse_connections = False
     finally:
         await client.close()
     assert not venus.rs485_control, "a clean stop left the forced discharge on"

@@ -24,6 +24,7 @@ from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
 from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Generation, Rs485
 from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator, VenusModbusServer
+from marstek_webasto_addon.devices.marstek.simulator.device import SimulatedBattery
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteStatus
 
@@ -38,6 +39,19 @@ POLL = 3.0  # a v3 poll is 13 requests 150 ms apart: about 2 s
 
 def fast(server: VenusModbusServer, **kwargs: Any) -> ModbusBattery:
     return ModbusBattery("127.0.0.1", server.port, timeout=1.0, request_gap=0.005, **kwargs)
+
+
+async def owe_a_release(client: ModbusBattery, venus: SimulatedBattery, server: VenusModbusServer) -> None:
+    """A forced discharge, then a person's Auto while the battery cannot be reached: the lease it
+    supersedes is over and its release is owed. The battery answers again afterwards."""
+    await client.read()
+    assert (await client.set_mode(PassiveMode(800, 900))).ok
+    assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
+    server.quirks.refuse_connections = True
+    client.modbus.drop()
+    person = await client.set_mode(AutoMode())
+    assert person.status is WriteStatus.NOT_APPLIED, person
+    server.quirks.refuse_connections = False
 
 
 # options ----------------------------------------------------------------------------------------------
@@ -479,14 +493,7 @@ async def test_a_work_mode_that_does_not_get_through_ends_the_modbus_lease(make_
     server = await sim.serve_modbus()
     client = fast(server)
     try:
-        await client.read()
-        assert (await client.set_mode(PassiveMode(800, 900))).ok
-        assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
-        server.quirks.refuse_connections = True
-        client.modbus.drop()
-        person = await client.set_mode(AutoMode())
-        assert person.status is WriteStatus.NOT_APPLIED, person
-        server.quirks.refuse_connections = False
+        await owe_a_release(client, venus, server)
         assert (await client.read()).any_answer
         assert not venus.rs485_control
         assert (venus.force_mode, client.lease, client.release_owed) == (ForceMode.STOP, None, False)

@@ -18,6 +18,7 @@ from marstek_webasto_addon.addon.car_control import CarControl
 from marstek_webasto_addon.addon.inputs import GridInput
 from marstek_webasto_addon.bridge.devices import WallboxDevice
 from marstek_webasto_addon.devices.outcome import WriteStatus
+from marstek_webasto_addon.devices.webasto.client import WebastoClient
 from marstek_webasto_addon.devices.webasto.link import WallboxLink, WallboxLinkSettings
 from marstek_webasto_addon.devices.webasto.registers import WallboxModel
 from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer, WallboxSim
@@ -220,14 +221,8 @@ def controlled(link: WallboxLink, clock: StepClock, grid: GridInput | None = Non
     return control
 
 
-async def test_one_modbus_exception_on_the_cable_state_does_not_stop_and_restart_the_charge(
-    make_box: BoxFactory,
-) -> None:
-    """A read that the box answers with an exception makes the cable state unknown (None) for one poll. An
-    unknown state is not "unplugged": the control holds its last decision, so one transient device error
-    writes nothing (no stop and start of the contactor)."""
-    sim, server = await make_box(NEXT)
-    sim.plug_in(Car())
+async def charging_now(server: WallboxServer) -> tuple[WebastoClient, WallboxLink, StepClock, CarControl]:
+    """A NEXT with a car, its control in `now`: charging at 16 A, the set-point written."""
     client = client_for(server, NEXT)
     link = WallboxLink("Garage", client, QUIET)
     assert await link.poll_once()
@@ -238,6 +233,18 @@ async def test_one_modbus_exception_on_the_cable_state_does_not_stop_and_restart
     assert first is not None
     assert first.current_a == 16
     await written(control)
+    return client, link, clock, control
+
+
+async def test_one_modbus_exception_on_the_cable_state_does_not_stop_and_restart_the_charge(
+    make_box: BoxFactory,
+) -> None:
+    """A read that the box answers with an exception makes the cable state unknown (None) for one poll. An
+    unknown state is not "unplugged": the control holds its last decision, so one transient device error
+    writes nothing (no stop and start of the contactor)."""
+    sim, server = await make_box(NEXT)
+    sim.plug_in(Car())
+    client, link, clock, control = await charging_now(server)
     writes = record_writes(sim)
     sim.failing.add(1004)  # cable state: exception 4 on this one read
     assert await link.poll_once()
@@ -338,16 +345,7 @@ async def test_a_cable_with_a_lower_limit_lowers_the_decided_current_at_once(mak
     current above the maximum."""
     sim, server = await make_box(NEXT, evse_max_current=16, cable_max_current=32)
     sim.plug_in(Car(max_current=32))
-    client = client_for(server, NEXT)
-    link = WallboxLink("Garage", client, QUIET)
-    assert await link.poll_once()
-    clock = StepClock()
-    control = controlled(link, clock)
-    assert control.set_mode("now") is None
-    first = control.step()
-    assert first is not None
-    assert first.current_a == 16
-    await written(control)
+    client, link, clock, control = await charging_now(server)
     sim.profile = replace(sim.profile, cable_max_current=13)
     assert await link.poll_once()
     assert client.current_limits() == (6, 13)
