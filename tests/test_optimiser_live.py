@@ -397,3 +397,29 @@ def test_stored_mode_changes_count_from_now_when_in_the_future_and_absurd_ones_a
     ]
     # not an object at all: nothing restored
     assert controller_with({"enabled": True}, {"mode_changes": [1, 2]}).engine.mode_changed == {}
+
+
+async def test_a_switched_off_optimiser_shows_no_plan(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # The plan is no longer made once the optimiser is off: the last one shown as current would be a lie.
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    opts = options(sim, enabled=True)
+    opts["optimiser"]["method"] = "planner"
+    stop = asyncio.Event()
+    async with recording(broker) as recorder, bridge(broker, opts, tmp_path) as runtime:
+        controller = runtime.optimiser
+        assert controller is not None
+        meter = asyncio.create_task(keep_publishing(recorder, 0.4, stop))
+
+        def plan_action() -> object:
+            return json.loads(recorder.latest.get(f"{BASE}/optimiser/state", "{}")).get("plan_action")
+
+        await recorder.wait_for(lambda: controller.plan_json()["steps"] != [], 30, "a plan")
+        await recorder.wait_for(lambda: plan_action() is not None, 30, "the plan's action published")
+        await recorder.publish(f"{BASE}/optimiser/enabled/set", "OFF")
+        await recorder.wait_for(lambda: plan_action() is None, 30, "no plan action once switched off")
+        assert controller.plan_json() == {"status": "the optimiser is switched off", "steps": []}
+        assert controller.plan_summary() is None
+        stop.set()
+        await meter

@@ -469,7 +469,8 @@ class OptimiserController:
         return t
 
     def plan_summary(self) -> PlanSummary | None:
-        if self.settings.method != "planner":
+        # Switched off, the plan is no longer made: the last one would show as current for hours.
+        if self.settings.method != "planner" or not self.settings.enabled:
             return None
         return self.live.summary(self.clock.now())
 
@@ -493,6 +494,8 @@ class OptimiserController:
     def plan_json(self) -> dict[str, Any]:
         if self.settings.method != "planner":
             return {"status": "the rules strategy is in force", "steps": []}
+        if not self.settings.enabled:
+            return {"status": "the optimiser is switched off", "steps": []}
         return self.live.as_json()
 
     def _observe(self, inputs: Inputs, site: Mapping[str, Any]) -> None:
