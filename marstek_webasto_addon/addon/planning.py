@@ -15,6 +15,7 @@ prices change. Solving takes milliseconds (bench/planner_solve.py), so it runs o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -42,7 +43,9 @@ from ..optimiser.tariff import CapacityTracker, Tariff
 from .ha_series import DayAheadPrices, DetailedPvForecast
 from .quarter_history import QuarterHistory
 
+_LOG = logging.getLogger(__name__)
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+NO_PLAN = "the planner found no plan"
 PV_SHAPE_DAYS = 7
 PEAK_QUANTILE = 0.9  # the load the capacity reserve is kept for (the replay's setting)
 
@@ -171,6 +174,9 @@ class LivePlanner:
     plan: Plan | None = None
     problem: str = ""  # why there is no plan
     _key: tuple[Any, ...] = ()
+    # The inputs a solve found no plan for: not solved again until they change (a solve that ran into its
+    # time limit would otherwise stall the event loop for that long at every control step).
+    _failed_key: tuple[Any, ...] | None = None
 
     # inputs ------------------------------------------------------------------------------------------
 
@@ -306,9 +312,9 @@ class LivePlanner:
             self.day_ahead.version if self.day_ahead is not None else 0,
             self.pv_detail.version if self.pv_detail is not None else 0,
         )
-        if key != self._key or self.plan is None:
-            # A plan that raised leaves none (an older plan would go on steering the car unseen), and no
-            # plan is tried again at the next step.
+        if key != self._key or (self.plan is None and key != self._failed_key):
+            # A plan that raised leaves none (an older plan would go on steering the car unseen) and is
+            # tried again at the next step; a solve that found none, at the next quarter or input change.
             try:
                 self._replan(now, usable, capacity, settings, pv_tomorrow_kwh, car, car_planned)
             except Exception as exc:
@@ -316,6 +322,7 @@ class LivePlanner:
                 self.planner.forget()  # the next try starts from a new solver, not from what may have broken
                 raise
             self._key = key
+            self._failed_key = key if self.plan is None and self.problem.startswith(NO_PLAN) else None
         plan = self.plan
         if plan is None:
             return None
@@ -350,6 +357,7 @@ class LivePlanner:
             net = load_forecast(house, steps, quarter_of_day=quarter_of_day, floor=None)
             load, pv = np.maximum(net, 0.0), np.maximum(-net, 0.0)
         wallbox = self.history.series("wallbox", now)
+        month_so_far = _month_so_far(capacity, now)
         # The car's habits as a fixed forecast, unless it is planned: then its session (plugged in, or the
         # expected one) is a variable, and without one no car is assumed. A mean of the planned charging,
         # a car in every night whether it comes or not, cost the year replay EUR 19 (Tesla) and 10 (VW).
@@ -367,12 +375,7 @@ class LivePlanner:
             if has_car
             else (),
             batteries=tuple(_spec(v) for v in usable),
-            capacity=CapacityTariff(
-                self.tariff.capacity_price,
-                self.tariff.capacity_floor_kw,
-                capacity.month_peak_kw,
-                capacity.quarter_import_wh / 1000 if capacity.quarter == quarter_start(now) else 0.0,
-            )
+            capacity=CapacityTariff(self.tariff.capacity_price, self.tariff.capacity_floor_kw, *month_so_far)
             if self.tariff.capacity_price > 0
             else None,
             wear_cost_per_kwh=settings.wear_cost,
@@ -382,9 +385,14 @@ class LivePlanner:
         )
         plan = self.planner.plan(inputs)
         if plan.status != "optimal":
-            self.plan, self.problem = None, f"the planner found no plan: {plan.status}"
+            problem = f"{NO_PLAN}: {plan.status}"
+            if problem != self.problem:  # once per kind of failure, not at every quarter it lasts
+                _LOG.warning("optimiser: %s; rotation by the rules until there is one", problem)
+            self.plan, self.problem = None, problem
             self.planner.forget()
             return
+        if self.problem.startswith(NO_PLAN):
+            _LOG.info("optimiser: the planner has a plan again")
         self.plan, self.problem = plan, ""
 
     # what it shows -----------------------------------------------------------------------------------
@@ -459,6 +467,21 @@ class LivePlanner:
                 for s in plan.steps
             ],
         }
+
+
+def _month_so_far(capacity: CapacityTracker, now: datetime) -> tuple[float, float]:
+    """The month's peak (kW) as the meter has it at `now`, and the running quarter's offtake so far (kWh).
+
+    The controller plans before the engine accounts its step: at a quarter's first step the tracker has
+    not closed the quarter before (whose average the meter has already billed), and at a month's first step
+    it still holds the month before, whose peak is no headroom in this one.
+    """
+    quarter, month = quarter_start(now), (now.year, now.month)
+    peak = capacity.month_peak_kw if capacity.month == month else capacity.peaks.get(month, 0.0)
+    last = capacity.quarter
+    if last is not None and last < quarter and (last.year, last.month) == month:
+        peak = max(peak, capacity.quarter_import_wh / 250)  # Wh per 0.25 h -> kW
+    return peak, capacity.quarter_import_wh / 1000 if last == quarter else 0.0
 
 
 def _share_left(step: PlanStep, now: datetime) -> float:
