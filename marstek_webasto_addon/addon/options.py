@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     create_model,
     field_validator,
@@ -135,11 +136,16 @@ class WallboxOptions(_Strict):
     _check_host = field_validator("host")(classmethod(lambda cls, v: _host(v)))
 
 
+# Credentials are taken as written: a broker whose password ends in a space could never be reached if it
+# were trimmed, while a stray space the user typed shows as a refused login they can correct.
+_Verbatim = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+
 class MqttOptions(_Strict):
     host: str = ""  # empty: use the Supervisor's MQTT service
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
-    username: str = ""
-    password: str = ""
+    username: _Verbatim = ""
+    password: _Verbatim = ""
 
     @field_validator("host")
     @classmethod
@@ -154,6 +160,16 @@ class TimingOptions(_Strict):
     write_gap: Annotated[float, Field(ge=0, le=60), Unit("s")] = 5.0
     timeout: Annotated[float, Field(gt=0, le=30), Unit("s")] = 3.0
     verify_delay: Annotated[float, Field(ge=0, le=60), Unit("s")] = 5.0
+
+
+def _reading_topic(value: str) -> str:
+    """A topic a reading is taken from: exactly one, since readings are matched to it by name."""
+    if "+" in value or "#" in value:
+        # (a wildcard made the broker connection fail at every start, or matched no reading at all)
+        raise ValueError("must be one topic, without the wildcards + and #")
+    if "\x00" in value or len(value.encode()) > 65535:
+        raise ValueError("is not a usable MQTT topic")
+    return value
 
 
 def _optimiser_options() -> type[BaseModel]:
@@ -188,6 +204,8 @@ class GridSourceOptions(_Strict):
     unit: Literal["W", "kW"] = "W"
     invert: bool = False  # for meters that report export as positive
 
+    _check_topic = field_validator("topic")(classmethod(lambda cls, v: _reading_topic(v)))
+
     @model_validator(mode="after")
     def _complete(self) -> GridSourceOptions:
         if self.type == "mqtt" and not self.topic:
@@ -207,6 +225,8 @@ class PvPowerOptions(_Strict):
     json_key: str = ""
     entity_id: str = ""
     unit: Literal["W", "kW"] = "W"
+
+    _check_topic = field_validator("topic")(classmethod(lambda cls, v: _reading_topic(v)))
 
     @model_validator(mode="after")
     def _complete(self) -> PvPowerOptions:
@@ -388,6 +408,13 @@ class Options(_Strict):
             addresses = [address for item in items for address in _addresses(item)]
             if len(set(addresses)) != len(addresses):
                 raise ValueError(f"{kind}: two entries point at the same host and port")
+        # Two entries for one battery would have it polled and commanded twice under one identity.
+        macs = [b.ble_mac.lower() for b in self.batteries if b.ble_mac]
+        repeated = sorted({mac for mac in macs if macs.count(mac) > 1})
+        if repeated:
+            raise ValueError(
+                f"batteries: each ble_mac belongs to one battery; repeated: {', '.join(repeated)}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -414,10 +441,11 @@ class Options(_Strict):
 
 def _addresses(item: BatteryOptions | WallboxOptions) -> list[tuple[str, str, int]]:
     """The (protocol, host, port) a device is reached at: no two devices may share one."""
+    # Host names are case-insensitive (DNS, mDNS): Venus.local and venus.local are one device.
     if isinstance(item, WallboxOptions):
-        return [("tcp", item.host, item.port)]
-    udp = [("udp", item.host, item.port)] if item.transport != "modbus" else []
-    tcp = [("tcp", item.modbus_address, item.modbus_port)] if item.transport != "udp" else []
+        return [("tcp", item.host.lower(), item.port)]
+    udp = [("udp", item.host.lower(), item.port)] if item.transport != "modbus" else []
+    tcp = [("tcp", item.modbus_address.lower(), item.modbus_port)] if item.transport != "udp" else []
     return udp + tcp
 
 
