@@ -22,7 +22,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from ..modbus_reply import ModbusExceptionReply
 from ..outcome import WriteOutcome, WriteStatus
 from ..plausibility import COUNTER_SLACK_H, PlausibilityGuard, Range, show
-from .codec import Value, decode, encode
+from .codec import Value, decode, encode, problem
 from .readplan import ReadPlan, ReadRequest
 from .registers import (
     FC,
@@ -99,6 +99,18 @@ class WallboxSnapshot:
         return float(value) if isinstance(value, int | float) else None
 
 
+@dataclass
+class _Reading:
+    values: dict[str, Value] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)  # keys the box refused to read: unknown, not unset
+
+    def add(self, other: _Reading) -> None:
+        self.values.update(other.values)
+        self.problems.extend(other.problems)
+        self.failed |= other.failed
+
+
 def parse_firmware(text: str | None) -> tuple[int, ...] | None:
     """UNITE firmware looks like `v3.187.0-1.0.156.0`: HMI version, then power board."""
     if not text:
@@ -124,12 +136,16 @@ class WebastoClient:
         self._lock = asyncio.Lock()
         self._connected_at = 0.0
         self._warned: dict[str, tuple[str, float]] = {}  # a refused command -> (why, when it was logged)
+        self._read_warned: dict[str, tuple[str, float]] = {}  # a refused read -> (why, when it was logged)
         self._read_problems: list[str] = []  # the last merge's
         self._standing: dict[str, str] = {}  # problems no read clears (a refused write), shown until fixed
         self._session_count: tuple[float, float] | None = None  # (kWh, monotonic time first seen at it)
         self._gap_reads_refused = False
+        self._alone: set[str] = set()  # registers the box refused inside a batch: read on their own
+        self._static_retry: set[str] = set()  # static registers whose last read the box refused
         self._plans: dict[Cadence, ReadPlan] = {}
         self._model_checked = False
+        self._model_unanswered = False  # the last model check got an exception that says nothing
         self.last_words: dict[str, list[int]] = {}  # the latest raw registers per read request
         self._build_plans()
 
@@ -166,7 +182,6 @@ class WebastoClient:
         _LOG.info("connected to the %s", cfg.label)
         try:
             if not self._model_checked:
-                self._model_checked = True  # once: a box that cannot tell must still be usable
                 await self._check_model()
             await self._after_connect()
         except WallboxError:
@@ -175,13 +190,9 @@ class WebastoClient:
         self.connects += 1
 
     async def _after_connect(self) -> None:
-        static = [r for r in self.rules.registers if r.cadence is Cadence.STATIC]
-        values, problems = await self._read_plan(ReadPlan.for_registers(static, self.rules))
-        self._merge(values, problems)
-        if self.config.model is WallboxModel.UNITE:
-            firmware = values.get("firmware")
-            self.firmware = parse_firmware(firmware if isinstance(firmware, str) else None)
-        self._build_plans()
+        static = {r.key for r in self.rules.registers if r.cadence is Cadence.STATIC}
+        reading = await self._read_static(static)
+        self._merge(reading.values, reading.problems)
         # The phases first: a current meant for one phase, sent while 405 is back on three, would draw three
         # times the power meant for a moment.
         if not await self._resend_phases() and self.current_setpoint:
@@ -194,6 +205,22 @@ class WebastoClient:
             self.current_setpoint = None
         if self.current_setpoint is not None:
             await self._resend_current(self.current_setpoint)
+
+    async def _read_static(self, keys: set[str]) -> _Reading:
+        """Static data (identity, the box's own limits), read at connect. A read the box refuses keeps the
+        value known before (the same box: a firmware read cut short at a reconnect must not take phase
+        switching away, and with it the return to one phase) and is tried again at the next slow poll."""
+        registers = [r for r in self.rules.registers if r.key in keys]
+        reading = await self._read_plan(ReadPlan.for_registers(registers, self.rules, self._alone))
+        self._static_retry = reading.failed & keys
+        for key in self._static_retry:
+            if self.snapshot.values.get(key) is not None:
+                reading.values.pop(key, None)
+        if self.config.model is WallboxModel.UNITE and "firmware" in reading.values:
+            firmware = reading.values["firmware"]
+            self.firmware = parse_firmware(firmware if isinstance(firmware, str) else None)
+        self._build_plans()
+        return reading
 
     async def _resend_phases(self) -> bool:
         """Send 405 again (it reverts on every disconnect). A refusal is a problem to show, not a reason to
@@ -234,24 +261,38 @@ class WebastoClient:
         try:
             words = await self._transaction("model check", FC.READ_INPUT, serial.address, serial.count)
         except WallboxDeviceError as exc:
+            if exc.code != 2:
+                self._model_unanswered = True  # busy or booting: asked again at the next connect
             return WallboxModel.NEXT if exc.code == 2 else None
         text = decode(serial, words)
         return WallboxModel.UNITE if isinstance(text, str) and text.strip() else None
 
     async def _check_model(self) -> None:
-        """A UNITE read with the NEXT's map gives plausible-looking zeros: use the map the box answers."""
+        """A UNITE read with the NEXT's map gives plausible-looking zeros: use the map the box answers.
+
+        Settled once the box has answered the question; a check cut off (another client still holding the
+        box, a box still booting) is repeated at the next connect, or a UNITE would keep the NEXT's map."""
         cfg = self.config
+        self._model_unanswered = False
         try:
             found = await self.detect_model()
         except WallboxLinkError as exc:
             _LOG.warning(
-                "%s: could not tell a NEXT from a UNITE (%s); using the %s map", cfg.label, exc, cfg.model
+                "%s: could not tell a NEXT from a UNITE (%s); using the %s map until it answers",
+                cfg.label,
+                exc,
+                cfg.model,
             )
             raise
+        self._model_checked = not self._model_unanswered
         if found is None:
             if cfg.detect:
-                _LOG.warning(
-                    "%s: the box does not say whether it is a NEXT or a UNITE; using the NEXT map", cfg.label
+                _LOG.log(
+                    logging.INFO if self._model_unanswered else logging.WARNING,
+                    "%s: the box does not say whether it is a NEXT or a UNITE; using the %s map%s",
+                    cfg.label,
+                    cfg.model.value.upper(),
+                    " and asking again at the next connect" if self._model_unanswered else "",
                 )
             return
         if found is cfg.model:
@@ -298,7 +339,7 @@ class WebastoClient:
         self._plans = {Cadence.FAST: self._plan(fast), Cadence.SLOW: self._plan(slow)}
 
     def _plan(self, registers: Iterable[Register]) -> ReadPlan:
-        plan = ReadPlan.for_registers(registers, self.rules)
+        plan = ReadPlan.for_registers(registers, self.rules, self._alone)
         if self._gap_reads_refused:
             plan = ReadPlan(tuple(part for request in plan.requests for part in request.contiguous_parts()))
         return plan
@@ -348,40 +389,67 @@ class WebastoClient:
             f"read {request.describe()}", request.fc, request.address, request.count
         )
 
-    async def _read_plan(self, plan: ReadPlan) -> tuple[dict[str, Value], list[str]]:
-        values: dict[str, Value] = {}
-        problems: list[str] = []
+    async def _read_plan(self, plan: ReadPlan) -> _Reading:
+        reading = _Reading()
         for request in plan.requests:
-            parts = [request]
             try:
                 words = await self._read_request(request)
                 self.last_words[request.describe()] = words  # raw, for the diagnostics
+                self._read_warned.pop(request.describe(), None)  # failing again later is news again
             except WallboxDeviceError as exc:
-                if exc.code == 2 and len(request.contiguous_parts()) > 1 and not self._gap_reads_refused:
-                    _LOG.warning(
-                        "%s: the box refuses reads across gaps; reading contiguous runs from now on",
-                        self.config.label,
-                    )
-                    self._gap_reads_refused = True
-                    self._build_plans()
-                    sub_values, sub_problems = await self._read_plan(
-                        ReadPlan(tuple(request.contiguous_parts()))
-                    )
-                    values.update(sub_values)
-                    problems.extend(sub_problems)
-                    continue
-                problems.append(str(exc))
-                _LOG.warning("%s: %s; those values are unknown until the next read", self.config.label, exc)
-                values.update({r.key: None for r in request.registers})
+                reading.add(await self._refused(request, exc))
                 continue
-            for register in parts[0].registers:
+            for register in request.registers:
                 offset = register.address - request.address
+                chunk = words[offset : offset + register.count]
                 try:
-                    values[register.key] = decode(register, words[offset : offset + register.count])
+                    reading.values[register.key] = decode(register, chunk)
+                    if why := problem(register, chunk):
+                        reading.problems.append(f"{register.key}: {why}; shown as unknown")
                 except (ValueError, IndexError) as exc:
-                    problems.append(f"{register.key}: {exc}")
-                    values[register.key] = None
-        return values, problems
+                    reading.problems.append(f"{register.key}: {exc}")
+                    reading.values[register.key] = None
+        return reading
+
+    async def _refused(self, request: ReadRequest, exc: WallboxDeviceError) -> _Reading:
+        """A read the box answered with an exception. Firmware that refuses reads across gaps gets
+        contiguous runs from now on. A batch is read again register by register: one register the box
+        refuses must not blank its neighbours (a refused fault code taking the cable state with it), and
+        the one it refuses is read on its own from then on, so the batch does not fail at every poll."""
+        label = self.config.label
+        if exc.code == 2 and len(request.contiguous_parts()) > 1 and not self._gap_reads_refused:
+            _LOG.warning("%s: the box refuses reads across gaps; reading contiguous runs from now on", label)
+            self._gap_reads_refused = True
+            self._build_plans()
+            return await self._read_plan(ReadPlan(tuple(request.contiguous_parts())))
+        if len(request.registers) > 1 and exc.code != 0:  # 0: a malformed reply, not one register's fault
+            reading = await self._read_plan(ReadPlan(tuple(request.single_parts())))
+            # Only when its neighbours answered: a box refusing everything (busy, booting) is not one
+            # register's fault, and isolating them all would multiply the requests of every poll.
+            new = reading.failed - self._alone if len(reading.failed) < len(request.registers) else set()
+            if new:
+                _LOG.warning(
+                    "%s: the box refuses %s inside a batch (%s); reading %s on its own from now on",
+                    label,
+                    ", ".join(sorted(new)),
+                    exc,
+                    "it" if len(new) == 1 else "them",
+                )
+                self._alone |= new
+                self._build_plans()
+            return reading
+        # A register the box keeps refusing fails at every poll: in the log once every REPEAT_WARNING_S (the
+        # snapshot's problems show it all the time), not every few seconds.
+        now, last = time.monotonic(), self._read_warned.get(request.describe())
+        quiet = last is not None and last[0] == str(exc) and now - last[1] < REPEAT_WARNING_S
+        if not quiet:
+            if len(self._read_warned) >= 64:
+                self._read_warned.clear()
+            self._read_warned[request.describe()] = (str(exc), now)
+        level = logging.DEBUG if quiet else logging.WARNING
+        _LOG.log(level, "%s: %s; those values are unknown until the next read", label, exc)
+        keys = [r.key for r in request.registers]
+        return _Reading(dict.fromkeys(keys), [str(exc)], set(keys))
 
     def _merge(self, values: dict[str, Value], problems: list[str]) -> None:
         """Implausible readings stay out (the last good value is kept) and are listed among the problems."""
@@ -492,8 +560,11 @@ class WebastoClient:
         """Read the fast registers (and the slow ones when asked). A failed group reads as unknown."""
         if not self.connected:
             await self.connect()
-        values, problems = await self._read_plan(self._plans[Cadence.SLOW if include_slow else Cadence.FAST])
-        self._merge(values, problems)
+        reading = _Reading()
+        if include_slow and self._static_retry:
+            reading = await self._read_static(self._static_retry)
+        reading.add(await self._read_plan(self._plans[Cadence.SLOW if include_slow else Cadence.FAST]))
+        self._merge(reading.values, reading.problems)
         return self.snapshot
 
     async def read_key(self, key: str) -> Value:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import date
 
 from .registers import Register, RegType
 
@@ -32,16 +33,39 @@ def decode(register: Register, words: Sequence[int]) -> Value:
             return "".join(chr(w) for w in words if w).strip() or None
         case RegType.HHMMSS:
             n = raw_number(register, words)
-            return None if n == 0 else f"{n // 10000:02d}:{n // 100 % 100:02d}:{n % 100:02d}"
+            if n == 0 or problem(register, words):
+                return None
+            return f"{n // 10000:02d}:{n // 100 % 100:02d}:{n % 100:02d}"
         case RegType.YYMMDD:
             n = raw_number(register, words)
-            return None if n == 0 else f"20{n // 10000:02d}-{n // 100 % 100:02d}-{n % 100:02d}"
+            if n == 0 or problem(register, words):
+                return None
+            return f"20{n // 10000:02d}-{n // 100 % 100:02d}-{n % 100:02d}"
     number = raw_number(register, words)
     if register.enum:
         return register.enum.get(number, f"unknown ({number})")
     if register.scale == 1.0:
         return number
     return round(number * register.scale, 6)
+
+
+def problem(register: Register, words: Sequence[int]) -> str | None:
+    """Why the registers hold no valid time or date (they decode as unknown then), or None. Times and dates
+    have no numeric range to screen: a glitch such as 0xFFFFFFFF would show as "429496:72:95"."""
+    if register.type not in (RegType.HHMMSS, RegType.YYMMDD) or len(words) != register.count:
+        return None
+    n = raw_number(register, words)
+    if n == 0:
+        return None
+    if register.type is RegType.HHMMSS:
+        if n // 10000 < 24 and n // 100 % 100 < 60 and n % 100 < 60:
+            return None
+        return f"{n} is not a time of day (hhmmss)"
+    try:
+        date(2000 + n // 10000, n // 100 % 100, n % 100)
+    except ValueError:
+        return f"{n} is not a date (yymmdd)"
+    return None
 
 
 def encode(register: Register, value: float | int | str) -> list[int]:
