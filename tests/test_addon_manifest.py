@@ -314,13 +314,18 @@ def test_sections_cannot_be_left_out(config: dict[str, Any]) -> None:
 
 
 def translation_problems(schema: dict[str, Any], given: dict[str, Any], where: str = "") -> list[str]:
-    """Schema keys without a name, and labels for keys that do not exist."""
+    """Schema keys (nested fields too) without a name or a description, and labels for keys that do not
+    exist. The options tab shows both under every option: a missing description leaves the user guessing."""
     problems = [f"{where}{key}: no translation for a removed option" for key in set(given) - set(schema)]
     for key, element in schema.items():
         label = given.get(key)
-        if not isinstance(label, dict) or not label.get("name"):
-            problems.append(f"{where}{key}: no name")
+        if not isinstance(label, dict):
+            problems.append(f"{where}{key}: no translation")
             continue
+        for text in ("name", "description"):
+            value = label.get(text)
+            if not isinstance(value, str) or not value.strip():
+                problems.append(f"{where}{key}: no {text}")
         inner = element[0] if isinstance(element, list) else element
         if isinstance(inner, dict):
             problems += translation_problems(inner, label.get("fields", {}), f"{where}{key}.")
@@ -334,6 +339,17 @@ def test_translations_cover_every_option(config: dict[str, Any], language: str) 
     translation = load(f"translations/{language}.yaml")
     assert set(translation) <= {"configuration", "network"}
     assert translation_problems(config["schema"], translation["configuration"]) == []
+
+
+def test_a_missing_description_is_a_translation_problem(config: dict[str, Any]) -> None:
+    labels = load("translations/en.yaml")["configuration"]
+    assert translation_problems(config["schema"], labels) == []
+    del labels["tariff"]["fields"]["periods"]["fields"]["end"]["description"]  # a field of a list's items
+    labels["log_level"]["description"] = " "
+    assert sorted(translation_problems(config["schema"], labels)) == [
+        "log_level: no description",
+        "tariff.periods.end: no description",
+    ]
 
 
 def test_translations_differ_from_english() -> None:
