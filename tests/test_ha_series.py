@@ -212,6 +212,25 @@ async def test_the_energy_dashboards_forecast_is_fetched_from_home_assistant() -
         await fake.stop()
 
 
+def test_one_unreadable_price_is_bridged_and_said_and_the_plan_goes_on_past_it() -> None:
+    # A Nord Pool entry of "value": null at 14:00 ended the series there: a plan made at 10:00 had 16 steps
+    # instead of the day's, and could not see the evening's prices.
+    today = date(2026, 3, 10)
+    prices = DayAheadPrices(PRICES, SPOT_ONLY)
+    hours = hourly_prices(today, lambda h: None if h == 14 else h / 100)
+    prices.on_state(PRICES, state(PRICES, nordpool(hours)))
+    buy, _ = prices.series(datetime(2026, 3, 10, 10, 0), 56)  # type: ignore[misc]
+    assert len(buy) == 56  # to 24:00, the end of the prices known
+    assert buy[16:20] == pytest.approx([0.13] * 4)  # 14:00 to 15:00: the quarter before's price
+    assert buy[20:24] == pytest.approx([0.15] * 4)
+    assert "14:00" in prices.problem
+    assert "the quarter before" in prices.problem
+    prices.on_state(PRICES, state(PRICES, nordpool(hourly_prices(today, lambda h: h / 100))))
+    buy, _ = prices.series(datetime(2026, 3, 10, 10, 0), 56)  # type: ignore[misc]
+    assert buy[16:20] == pytest.approx([0.14] * 4)
+    assert prices.problem == ""
+
+
 # --- live: the planner on Home Assistant's prices ----------------------------------------------------
 
 

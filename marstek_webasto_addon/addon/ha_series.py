@@ -46,6 +46,7 @@ class DayAheadPrices:
         self.version = 0
         self.problem = "not received yet"
         self.source = ""
+        self._hole = ""  # the problem a hole in the prices set, cleared once the prices have none
 
     def on_state(self, entity_id: str, state: EntityState | None) -> None:
         if state is None:
@@ -85,7 +86,8 @@ class DayAheadPrices:
     def series(self, start: datetime, steps: int) -> tuple[list[float], list[float]] | None:
         """Import and export prices per quarter from `start`'s (naive local time); None without a price for
         the running quarter. A quarter without a price takes the one a day earlier (tomorrow before its
-        prices are out); the series ends where neither is known."""
+        prices are out); a hole between known prices (an entry the entity could not give) the quarter
+        before's; the series ends where nothing later is known."""
         if not self.intervals:
             return None
         first = quarter_start(start)
@@ -94,17 +96,32 @@ class DayAheadPrices:
             self._problem(stale)  # the entity stopped updating: say so, plan on the last day known
         elif self.problem == stale:
             self.problem = ""
+        known_until = max(interval.end for interval in self.intervals)
         spot: list[float] = []
+        holes: list[datetime] = []
         for moment in _wall_clock_quarters(first, steps):
             price = _spot(self.intervals, moment)
             if price is None:
                 price = _spot(self.intervals, moment - DAY)
+            if price is None and spot and moment.astimezone() < known_until:
+                # Ending here would hide every later price from the plan (the evening's, behind one
+                # unreadable hour in the afternoon).
+                price = spot[-1]
+                holes.append(moment)
             if price is None:
                 break
             spot.append(price)
         if not spot:
             self._problem(f"{self.entity_id} has no prices for today; the tariff's periods stand in")
             return None
+        if holes:
+            self._hole = (
+                f"{self.entity_id} has no price for {len(holes)} quarter-hour(s) from "
+                f"{holes[0]:%Y-%m-%d %H:%M}; the quarter before's stands in"
+            )
+            self._problem(self._hole)
+        elif self._hole and self.problem == self._hole:
+            self.problem = ""
         return [self.formula.import_price(p) for p in spot], [self.formula.export_price(p) for p in spot]
 
 
