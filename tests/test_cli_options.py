@@ -86,7 +86,7 @@ ONE_BAD_VALUE: list[tuple[tuple[str | int, ...], Any, str]] = [
     (
         ("timing", "timeout"),
         0,
-        "timing.timeout: 0 is out of range: it must be more than 0 and at most 30 s",
+        "timing.timeout: 0 is out of range: it must be between 0.1 and 30 s",
     ),
     (
         ("tariff", "periods", 0, "days"),

@@ -158,7 +158,7 @@ class TimingOptions(_Strict):
 
     request_gap: Annotated[float, Field(ge=0, le=30), Unit("s")] = 1.0
     write_gap: Annotated[float, Field(ge=0, le=60), Unit("s")] = 5.0
-    timeout: Annotated[float, Field(gt=0, le=30), Unit("s")] = 3.0
+    timeout: Annotated[float, Field(ge=0.1, le=30), Unit("s")] = 3.0
     verify_delay: Annotated[float, Field(ge=0, le=60), Unit("s")] = 5.0
 
 
