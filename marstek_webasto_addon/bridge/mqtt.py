@@ -32,6 +32,7 @@ _LOG = logging.getLogger(__name__)
 # Back within this long of the broker's return, however long it was away (the add-on restarts Mosquitto
 # on updates; Home Assistant's entities are unavailable until the bridge is back).
 RECONNECT_MAX = 8.0
+PUBLISH_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class MqttBridge:
         self._rejections_due: dict[int, asyncio.TimerHandle] = {}  # device -> its coalesced report
         self._rejections_quiet_until: dict[int, float] = {}
         self._published_discovery: dict[str, dict[str, str]] = {}  # device id -> topic -> payload
+        self._announced_as: dict[int, str] = {}  # id(device) -> the device id its topics were published under
         self._found_configs: set[str] = set()
         self._scanning = False
         self._listeners: dict[str, Callable[[bytes], None]] = {}
@@ -187,6 +189,13 @@ class MqttBridge:
         device_id = device.device_id
         if device_id is None:
             return
+        before = self._announced_as.get(id(device))
+        self._announced_as[id(device)] = device_id
+        if before is not None and before != device_id:
+            # A box known by its address until it answered as a UNITE is known by its serial from then on:
+            # the address-named device would otherwise stay in Home Assistant as a ghost, unavailable
+            # forever (no later scan sees topics published in this run as stale).
+            await self._retract(before)
         messages: list[tuple[str, str, int]] = []
         if device.kind in ("battery", "wallbox"):
             # Not yet announceable means not usable either; and a retained "online" from the last run
@@ -221,6 +230,24 @@ class MqttBridge:
                 await self._publish(topic, payload, qos=1)
         self._published_discovery[device.device_id] = wanted
 
+    async def _retract(self, device_id: str) -> None:
+        """Clear every retained topic published under a device id that is no longer in use."""
+        _LOG.info("%s is known by another id now: removing its old entities", device_id)
+        for topic in self._published_discovery.pop(device_id, {}):
+            await self._publish(topic, None, qos=1)
+            self._found_configs.discard(topic)
+        for topic in self._device_topics(device_id):
+            self._published.pop(topic, None)
+            await self._publish(topic, None, qos=1)
+
+    def _device_topics(self, device_id: str) -> list[str]:
+        """The retained topics of a device besides its discovery."""
+        return [
+            self.topics.state(device_id),
+            self.topics.availability(device_id),
+            *(self.topics.attributes(device_id, key) for key in ("last_command", "connection", "problem")),
+        ]
+
     def notify(self, device: BridgedDevice) -> None:
         """Called by device links after each poll: publish what changed soon."""
         self.router.forget(device)
@@ -237,11 +264,21 @@ class MqttBridge:
             if refresh:
                 next_refresh = time.monotonic() + self.refresh_interval
             dirty, self._dirty = self._dirty, set()
-            for device in self.devices:
-                if refresh or id(device) in dirty:
-                    await self.publish_device(device, force=refresh)
-            if dirty and not self._scanning:
-                await self._clear_stale()  # identities learned since: nodes may now be known
+            try:
+                for device in self.devices:
+                    if refresh or id(device) in dirty:
+                        await self.publish_device(device, force=refresh)
+                if dirty and not self._scanning:
+                    await self._clear_stale()  # identities learned since: nodes may now be known
+            except aiomqtt.MqttError as exc:
+                # A publish not acknowledged in time (a stalled broker) while the connection lives on: this
+                # task must not end with it, or no state would be published again until a reconnect and
+                # Home Assistant would show every entity's last value as live. A lost connection ends the
+                # session anyway. What did not go out is still unpublished, so it goes out next round.
+                _LOG.warning("MQTT publishing failed (%s); trying again in %.0f s", exc, PUBLISH_RETRY_S)
+                self._dirty |= dirty if not refresh else {id(d) for d in self.devices}
+                await asyncio.sleep(PUBLISH_RETRY_S)
+                self._wake.set()
 
     async def _after_command(self, device: BridgedDevice, outcome: WriteOutcome) -> None:
         # A command ran: the whole device again, so Home Assistant snaps to what the device now reports.
@@ -316,9 +353,15 @@ class MqttBridge:
     async def _end_scan(self) -> None:
         await asyncio.sleep(self.scan_seconds)
         self._scanning = False
-        if self._client is not None:
-            await self._client.unsubscribe(self.topics.discovery_filter)
-        await self._clear_stale()
+        try:
+            if self._client is not None:
+                await self._client.unsubscribe(self.topics.discovery_filter)
+            await self._clear_stale()
+        except aiomqtt.MqttError as exc:
+            # Not acknowledged in time (a stalled broker): the clean-up runs again with the next news of
+            # any device. Ending this task with the error would, on a stop, replace the cancellation and
+            # leave the bridge's retained status `online`.
+            _LOG.warning("MQTT: ending the discovery scan failed (%s); the clean-up is retried later", exc)
 
     async def _clear_stale(self) -> None:
         """Clear retained discovery of devices no longer configured and entities no longer offered."""
@@ -342,12 +385,7 @@ class MqttBridge:
             await self._publish(topic, None, qos=1)
             self._found_configs.discard(topic)
             if device_id not in known:
-                leftovers = [self.topics.state(device_id), self.topics.availability(device_id)]
-                leftovers += [
-                    self.topics.attributes(device_id, key)
-                    for key in ("last_command", "connection", "problem")
-                ]
-                for leftover in leftovers:
+                for leftover in self._device_topics(device_id):
                     await self._publish(leftover, None, qos=1)
 
     # panel / tests ----------------------------------------------------------------------------------------
