@@ -193,3 +193,57 @@ async def test_a_second_stop_signal_does_not_cut_the_first_stop_short() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert cleaned.is_set()
+
+
+async def test_one_bad_battery_entry_is_left_out_and_the_rest_run(
+    broker: Broker, make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # A typo in one battery's entry left every device unmanaged. Now that entry is left out (said in the
+    # log), the others run, and the entities Home Assistant has of the one left out stay, shown offline.
+    sim = await make_sim(1, socs=[64.0])
+    host, port = sim.addresses[0]
+    options = {
+        "batteries": [
+            {"name": "FaseA", "host": host, "port": port},
+            {"name": "FaseB", "host": "not a host!", "port": port},
+        ],
+        "mqtt": {"host": broker.host, "port": broker.port},
+        "marstek_bind": "127.0.0.1",
+        "battery_poll_interval": 1,
+        "timing": {"request_gap": 0.01, "write_gap": 0.05, "timeout": 0.3, "verify_delay": 0.2},
+    }
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps(options))
+    earlier = "battery_0a0b0c0d0e0f"  # FaseB's, from before the typo
+    discovery = f"homeassistant/sensor/marstek_webasto_{earlier}/soc/config"
+    async with recording(broker) as recorder:
+        await recorder.publish(discovery, json.dumps({"name": "SOC"}), retain=True)
+        await recorder.publish(f"marstek_webasto/{earlier}/availability", "online", retain=True)
+        process = await asyncio.create_subprocess_exec(
+            *CLI,
+            "run",
+            "--options",
+            str(path),
+            env=outside_the_addon(tmp_path / "state"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        output = asyncio.create_task(process.stdout.read())
+        try:
+            state = f"marstek_webasto/battery_{sim.batteries[0].ble_mac}/state"
+            await recorder.wait_for(lambda: state in recorder.latest, 20, "the good battery's state")
+            await recorder.wait_for(
+                lambda: recorder.latest.get(f"marstek_webasto/{earlier}/availability") == b"offline",
+                10,
+                "the left-out battery shown offline",
+            )
+            await asyncio.sleep(3)  # past the discovery scan, when stale discovery is cleared
+            assert recorder.latest.get(discovery)  # its entities are kept
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 15)
+        text = (await output).decode()
+    assert "error: options: batteries[1].host: must be an IP address or a host name" in text
+    assert "left out until corrected: batteries[1]; the other devices run" in text
+    assert process.returncode == 0

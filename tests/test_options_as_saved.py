@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from marstek_webasto_addon.addon.options import OptionsError, parse_options
+from marstek_webasto_addon.addon.options import OptionsError, load_options_sparing, parse_options
 
 from .conftest import SimFactory, free_port
 from .mqtt_fixtures import Broker, broker, recording
@@ -191,3 +191,42 @@ def test_one_ble_mac_in_two_battery_entries_is_refused() -> None:
     assert problems_of(data) == ["batteries: each ble_mac belongs to one battery; repeated: 009c17aabbcc"]
     data["batteries"][1]["ble_mac"] = "009c17aabbcd"
     assert [b.name for b in parse_options(data).batteries] == ["Zolder", "Kelder"]
+
+
+# --- one bad device entry -----------------------------------------------------------------------------
+
+
+def spared(tmp_path: Path, data: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps(data))
+    options, problems = load_options_sparing(path)
+    return [b.name for b in options.batteries], [w.name for w in options.wallboxes], problems
+
+
+def test_device_entries_invalid_on_their_own_are_left_out_and_named(tmp_path: Path) -> None:
+    data = {
+        "batteries": [
+            {"name": "A", "host": "127.0.0.11"},
+            {"name": "B", "host": "127.0.0.12", "port": 70000},
+            {"name": "C", "host": "127.0.0.13"},
+        ],
+        "wallboxes": [{"name": "W", "host": "127.0.0.21", "model": "nxt"}],
+    }
+    batteries, wallboxes, problems = spared(tmp_path, data)
+    assert (batteries, wallboxes) == (["A", "C"], [])
+    assert problems[-1] == "left out until corrected: batteries[1], wallboxes[0]; the other devices run"
+    assert "batteries[1].port: 70000 is out of range: it must be between 1 and 65535" in problems
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # a rule across entries, an option elsewhere, or nothing left: nothing runs, as before
+        {"batteries": [{"name": "A", "host": "127.0.0.11"}, {"name": "A", "host": "127.0.0.12"}]},
+        {"batteries": [{"name": "A", "host": "127.0.0.11"}, {"name": "B", "host": "x!"}], "colour": "red"},
+        {"batteries": [{"name": "B", "host": "x!"}]},
+    ],
+)
+def test_other_problems_still_stop_everything(tmp_path: Path, data: dict[str, Any]) -> None:
+    with pytest.raises(OptionsError):
+        spared(tmp_path, data)

@@ -621,3 +621,56 @@ def load_options(path: Path, *, broker_elsewhere: bool = True) -> Options:
     except ValueError as exc:
         raise OptionsError([str(exc)]) from None
     return parse_options(data, broker_elsewhere=broker_elsewhere)
+
+
+_DEVICE_LISTS = ("batteries", "wallboxes")
+
+
+def load_options_sparing(path: Path, *, broker_elsewhere: bool = True) -> tuple[Options, list[str]]:
+    """The options, with the battery and wallbox entries that are invalid on their own left out, and the
+    problems (each bad entry's, then which entries were left out).
+
+    A typo in one battery's entry must not leave every other device unmanaged: the rest run, the panel
+    and the log say what was left out. Any other problem (a rule across entries, a bad optimiser option, a
+    damaged file), or nothing left to run, raises OptionsError as `load_options` does.
+    """
+    try:
+        data = read_json(path)
+    except ValueError as exc:
+        raise OptionsError([str(exc)]) from None
+    try:
+        return parse_options(data, broker_elsewhere=broker_elsewhere), []
+    except OptionsError as exc:
+        problems = exc.problems
+        bad = _bad_entries(data)
+        if not bad or not isinstance(data, dict):
+            raise
+    spared = dict(data)
+    for key in _DEVICE_LISTS:
+        if isinstance(entries := data.get(key), list):
+            spared[key] = [entry for i, entry in enumerate(entries) if (key, i) not in bad]
+    if not any(spared.get(key) for key in _DEVICE_LISTS):
+        raise OptionsError(problems)
+    try:
+        options = parse_options(spared, broker_elsewhere=broker_elsewhere)
+    except OptionsError:
+        raise OptionsError(problems) from None  # not the entries alone: nothing runs, as before
+    left_out = ", ".join(f"{key}[{i}]" for key, i in sorted(bad))
+    return options, [*problems, f"left out until corrected: {left_out}; the other devices run"]
+
+
+def _bad_entries(data: object) -> set[tuple[str, int]]:
+    """The device entries with a problem of their own; empty when any problem lies elsewhere."""
+    try:
+        Options.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+    else:
+        return set()
+    bad: set[tuple[str, int]] = set()
+    for error in errors:
+        loc = tuple(error["loc"])
+        if len(loc) < 2 or loc[0] not in _DEVICE_LISTS or not isinstance(loc[1], int):
+            return set()
+        bad.add((str(loc[0]), loc[1]))
+    return bad

@@ -137,8 +137,10 @@ class Runtime:
         ha_url: str | None = None,
         ha_token: str | None = None,
         clock: EngineClock | None = None,
+        keep_unconfigured: bool = False,
     ) -> None:
         self.options = options
+        self.keep_unconfigured = keep_unconfigured  # device entries were left out: keep their entities
         # Outside the add-on, MWA_HA_URL / MWA_HA_TOKEN (a long-lived token) reach Home Assistant directly.
         self.ha_url = ha_url or os.environ.get("MWA_HA_URL") or SUPERVISOR_WEBSOCKET_URL
         self.ha_token = ha_token or os.environ.get("MWA_HA_TOKEN") or None
@@ -285,6 +287,7 @@ class Runtime:
             Topics(options.base_topic, options.discovery_prefix),
             self.devices,
             refresh_interval=options.state_refresh_interval,
+            keep_unconfigured=self.keep_unconfigured,
         )
         for wallbox in self.wallboxes:
             control = CarControl(

@@ -61,8 +61,13 @@ class MqttBridge:
         reconnect_max: float = RECONNECT_MAX,
         birth_delay: tuple[float, float] = (0.5, 2.0),
         outcome_window: float = 1.0,
+        keep_unconfigured: bool = False,
     ) -> None:
         self.broker = broker
+        # Device entries were left out of the options (invalid): the entities of devices not configured stay
+        # in Home Assistant, offline, with the user's customisations, until the entries are corrected.
+        self.keep_unconfigured = keep_unconfigured
+        self._kept_offline: set[str] = set()
         self.topics = topics
         self.devices = list(devices)
         self.refresh_interval = refresh_interval
@@ -375,6 +380,11 @@ class MqttBridge:
             assert parsed is not None
             device_id = parsed[0].removeprefix(f"{self.topics.namespace}_")
             kind = device_id.split("_", 1)[0]
+            if device_id not in known and self.keep_unconfigured:
+                if device_id not in self._kept_offline:
+                    self._kept_offline.add(device_id)
+                    await self._publish(self.topics.availability(device_id), "offline", qos=1)
+                continue
             if device_id not in known and kind in pending_kinds:
                 continue  # may belong to a configured device that has not answered yet
             if device_id in known and not (known[device_id].available and announceable(known[device_id])):

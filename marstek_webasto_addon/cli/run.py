@@ -4,7 +4,9 @@ Both validate through `validated_options`, so a file gets the same answer from e
 (SUPERVISOR_TOKEN set) the panel starts first, on the ingress port, before any device or broker is
 contacted: Home Assistant's sidebar never shows a 502, and what is wrong shows there. Invalid options do
 not end the process there either: the panel lists the problems and no device is contacted until the
-options are fixed and the add-on restarted. Outside the add-on, invalid options exit with 2.
+options are fixed and the add-on restarted. Outside the add-on, invalid options exit with 2. A battery or
+wallbox entry invalid on its own is the exception: `run` leaves it out and runs the rest, saying so
+(`check-options` still lists it as a problem).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..addon.options import MQTT_HOST_REQUIRED, Options, OptionsError, load_options
+from ..addon.options import MQTT_HOST_REQUIRED, Options, OptionsError, load_options, load_options_sparing
 from ..addon.runtime import Runtime
 from ..addon.state import StateDirError, StateStore, default_state_dir, prepare_state_dir
 from ..addon.supervisor import SUPERVISOR_URL, SupervisorError, mqtt_service, token
@@ -198,7 +200,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             await panel.start(bind, panel_port)
         try:
-            options = validated_options(args.options)
+            options, left_out = load_options_sparing(args.options, broker_elsewhere=broker_elsewhere())
         except OptionsError as exc:
             _report(exc.problems)
             print("the bridge did not start; nothing was sent to any device", file=sys.stderr, flush=True)
@@ -206,6 +208,8 @@ async def run(args: argparse.Namespace) -> int:
                 return EXIT_BAD_OPTIONS
             problems[:] = [{"source": "Options", "text": text} for text in exc.problems]
             await asyncio.Event().wait()  # show the problems until the add-on is stopped
+        _report(left_out)
+        problems[:] = [{"source": "Options", "text": text} for text in left_out]
         logging.getLogger().setLevel(options.log_level.upper())
         try:
             broker = await broker_settings(options, waiting)
@@ -225,7 +229,13 @@ async def run(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 runtime = await stack.enter_async_context(
-                    Runtime(options, StateStore(state_dir / "state.json"), broker)
+                    Runtime(
+                        options,
+                        StateStore(state_dir / "state.json"),
+                        broker,
+                        # the entities of a device left out stay in Home Assistant, with its customisations
+                        keep_unconfigured=bool(left_out),
+                    )
                 )
             except Exception as exc:
                 # What the options could not check (an address this host does not have): the start failed
