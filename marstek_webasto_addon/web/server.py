@@ -419,7 +419,9 @@ class Panel:
         )
         await response.prepare(request)
         client = _Client()
-        client.send("hello", {"version": __version__, "retry_ms": 3000})
+        # The heartbeat is an event, not an SSE comment: a page sees only events, and it must tell a stream
+        # that went silent (a proxy or a network that lost it, no error raised) from a quiet one.
+        client.send("hello", {"version": __version__, "retry_ms": 3000, "heartbeat_ms": HEARTBEAT_S * 1000})
         client.send("devices", {"signature": self.meta()["signature"]})
         client.send("state", self.state())
         self.clients.add(client)
@@ -428,7 +430,7 @@ class Panel:
                 try:
                     message = await asyncio.wait_for(client.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
-                    message = ": keepalive\n\n"
+                    message = "event: ping\ndata: {}\n\n"
                 await response.write(message.encode())
                 if message.startswith("event: bye"):
                     break

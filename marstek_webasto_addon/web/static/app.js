@@ -1272,19 +1272,86 @@ function live(text, cls) {
   const badge = document.getElementById("live");
   setText(badge, text);
   badge.className = `badge ${cls}`;
+  // Values that no longer follow the devices must not look live: dimmed until the stream is back.
+  document.body.classList.toggle("stale", cls !== "ok");
+}
+
+// The event stream. A browser retries a dropped stream on its own, but gives up for good when an answer is
+// not the stream: while the add-on restarts, Home Assistant's ingress answers 502. A connection that stays
+// open but carries nothing (a proxy or a network that lost it) raises no error at all. So the page keeps
+// its own watch: the server sends a ping every heartbeat, and a stream silent for longer, or closed, is
+// opened again, less often the longer it fails.
+const RECONNECT_MS = [1000, 2000, 5000, 10000, 30000];
+const HEARTBEAT_MISSED = 2.5; // heartbeats without a word before the stream counts as lost
+const stream = { source: null, retry: null, watchdog: null, failures: 0, heartbeatMs: 15000, greeted: false };
+
+function reconnectLater(text) {
+  if (stream.source) stream.source.close();
+  stream.source = null;
+  clearTimeout(stream.watchdog);
+  clearTimeout(stream.retry);
+  live(text, "warn");
+  const delay = RECONNECT_MS[Math.min(stream.failures, RECONNECT_MS.length - 1)];
+  stream.failures += 1;
+  stream.retry = setTimeout(connect, delay);
+}
+
+function heard() {
+  clearTimeout(stream.watchdog);
+  stream.watchdog = setTimeout(() => reconnectLater("no updates: reconnecting…"), stream.heartbeatMs * HEARTBEAT_MISSED);
+}
+
+// Back after a gap: what the stream does not repeat (the chart's minutes, the plan) is fetched again.
+async function resync() {
+  try {
+    app.history = await getJSON("api/history");
+    scheduleChart();
+  } catch (error) { /* the next reconnect tries again */ }
+  loadPlan();
+  loadReport();
 }
 
 function connect() {
+  clearTimeout(stream.retry);
+  if (stream.source) stream.source.close();
   const events = new EventSource("api/events");
-  events.addEventListener("open", () => live("live", "ok"));
-  events.addEventListener("error", () => live("reconnecting…", "warn"));
+  stream.source = events;
+  heard();
+  events.addEventListener("hello", (event) => {
+    const hello = JSON.parse(event.data);
+    if (typeof hello.heartbeat_ms === "number" && hello.heartbeat_ms > 0) stream.heartbeatMs = hello.heartbeat_ms;
+    heard();
+    stream.failures = 0;
+    live("live", "ok");
+    if (stream.greeted || app.history === null) resync(); // a gap, or the first loading failed
+    stream.greeted = true;
+  });
+  events.addEventListener("error", () => {
+    if (events !== stream.source) return;
+    if (events.readyState === EventSource.CLOSED) reconnectLater("reconnecting…");
+    else {
+      live("reconnecting…", "warn");
+      heard(); // the browser's own retry: watched too, it may hang as well
+    }
+  });
+  events.addEventListener("ping", heard);
   events.addEventListener("devices", (event) => {
+    heard();
     const { signature } = JSON.parse(event.data);
     if (signature !== app.signature) loadMeta().catch((error) => toast(`Loading the devices failed: ${error.message}`, true));
   });
-  events.addEventListener("state", (event) => render(JSON.parse(event.data)));
-  events.addEventListener("sample", (event) => addSample(JSON.parse(event.data)));
-  events.addEventListener("bye", () => live("add-on stopped", "bad"));
+  events.addEventListener("state", (event) => {
+    heard();
+    render(JSON.parse(event.data));
+  });
+  events.addEventListener("sample", (event) => {
+    heard();
+    addSample(JSON.parse(event.data));
+  });
+  events.addEventListener("bye", () => {
+    clearTimeout(stream.watchdog);
+    live("add-on stopped", "bad");
+  });
 }
 
 async function start() {
