@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -14,8 +15,20 @@ TOKEN = "Xyz0123456789abcdef"
 PREFIX = f"/api/hassio_ingress/{TOKEN}"
 
 
+@dataclass
+class Line:
+    """The network between the page and the panel: `cut()` silences every open response without closing it,
+    as a lost connection does; new requests go through again."""
+
+    generation: int = 0
+
+    def cut(self) -> None:
+        self.generation += 1
+
+
 @asynccontextmanager
-async def ingress_proxy(panel_port: int) -> AsyncIterator[str]:
+async def ingress_proxy(panel_port: int, line: Line | None = None) -> AsyncIterator[str]:
+    line = line or Line()
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(local_addr=(PROXY_ADDRESS, 0)),
         timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
@@ -24,6 +37,7 @@ async def ingress_proxy(panel_port: int) -> AsyncIterator[str]:
 
     async def forward(request: web.Request) -> web.StreamResponse:
         path = request.match_info["tail"]
+        generation = line.generation
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         headers["X-Ingress-Path"] = PREFIX
         async with session.request(
@@ -40,7 +54,8 @@ async def ingress_proxy(panel_port: int) -> AsyncIterator[str]:
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    if line.generation == generation:  # a lost line passes nothing, and says nothing
+                        await response.write(chunk)
             except ConnectionResetError:
                 pass  # the browser went away (a page closed while its event stream was open)
             return response

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +61,28 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     instance.start()
     yield instance
     instance.stop()
+
+
+@contextlib.contextmanager
+def password_broker(password: str, username: str = "addons") -> Iterator[Broker]:
+    """Mosquitto as the broker add-on runs it: no anonymous access, only `username` with `password`."""
+    port = free_port(socket.SOCK_STREAM)
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder).chmod(0o755)  # started as root, Mosquitto reads the file as the `mosquitto` user
+        passwords = Path(folder) / "passwd"
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), username, password], check=True)
+        passwords.chmod(0o644)
+        config = Path(folder) / "mosquitto.conf"
+        config.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+            f"password_file {passwords}\npersistence false\n"
+        )
+        instance = Broker(port, config, username=username, password=password)
+        instance.start()
+        try:
+            yield instance
+        finally:
+            instance.stop()
 
 
 @dataclass

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 from marstek_webasto_addon.addon.manifest import SHOWN_DEFAULTS
 
 from .conftest import SimFactory, free_port
-from .mqtt_fixtures import Broker, recording
+from .mqtt_fixtures import Broker, password_broker, recording
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,23 +52,8 @@ async def stop(process: asyncio.subprocess.Process, output: asyncio.Task[bytes])
 
 @pytest.fixture
 def secured_broker() -> Iterator[Broker]:
-    """Mosquitto as the broker add-on runs it: no anonymous access, user `addons`."""
-    port = free_port(socket.SOCK_STREAM)
-    # Started as root, Mosquitto reads its password file as the `mosquitto` user: a readable folder.
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder).chmod(0o755)
-        passwords = Path(folder) / "passwd"
-        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "addons", PASSWORD], check=True)
-        passwords.chmod(0o644)
-        config = Path(folder) / "mosquitto.conf"
-        config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous false\n"
-            f"password_file {passwords}\npersistence false\n"
-        )
-        broker = Broker(port, config)
-        broker.start()
+    with password_broker(PASSWORD) as broker:
         yield broker
-        broker.stop()
 
 
 def environment(tmp_path: Path, options: dict[str, Any], services: dict[str, Any] | None) -> dict[str, str]:

@@ -298,22 +298,12 @@ async def test_outside_the_add_on_both_commands_refuse_the_same_way(
     assert await both(file, outside_the_addon(tmp_path)) == (messages, messages)
 
 
-async def test_in_the_add_on_both_commands_accept_an_empty_file(broker: Broker, tmp_path: Path) -> None:
-    """The Supervisor provides the broker (handed over by the s6 run script, as in the add-on)."""
-    file = tmp_path / "options.json"
-    file.write_text("{}")
-    env = outside_the_addon(tmp_path) | {
-        "SUPERVISOR_TOKEN": "not-a-real-token",
-        "MWA_MQTT_HOST": broker.host,
-        "MWA_MQTT_PORT": str(broker.port),
-    }
-    code, problems, text = await cli("check-options", "--options", str(file), env=env)
-    assert (code, problems) == (0, []), text
-    assert "options OK: 0 batteries, 0 wallboxes" in text
+async def run_until_online(broker: Broker, file: Path, env: dict[str, str], state_dir: Path) -> str:
+    """`run` as a process until the bridge is online on `broker`, then a stop: its output (a clean exit)."""
     async with recording(broker) as recorder:
         process = await asyncio.create_subprocess_exec(
             *CLI,
-            *("run", "--options", str(file), "--state-dir", str(tmp_path / "data"), "--panel-port", "0"),
+            *("run", "--options", str(file), "--state-dir", str(state_dir), "--panel-port", "0"),
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -329,4 +319,20 @@ async def test_in_the_add_on_both_commands_accept_an_empty_file(broker: Broker, 
             await asyncio.wait_for(process.wait(), 15)
         text = (await output).decode()
     assert process.returncode == 0, text
+    return text
+
+
+async def test_in_the_add_on_both_commands_accept_an_empty_file(broker: Broker, tmp_path: Path) -> None:
+    """The Supervisor provides the broker (handed over by the s6 run script, as in the add-on)."""
+    file = tmp_path / "options.json"
+    file.write_text("{}")
+    env = outside_the_addon(tmp_path) | {
+        "SUPERVISOR_TOKEN": "not-a-real-token",
+        "MWA_MQTT_HOST": broker.host,
+        "MWA_MQTT_PORT": str(broker.port),
+    }
+    code, problems, text = await cli("check-options", "--options", str(file), env=env)
+    assert (code, problems) == (0, []), text
+    assert "options OK: 0 batteries, 0 wallboxes" in text
+    text = await run_until_online(broker, file, env, tmp_path / "data")
     assert PREFIX not in text

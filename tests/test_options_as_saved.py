@@ -9,11 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +18,9 @@ import pytest
 
 from marstek_webasto_addon.addon.options import OptionsError, load_options_sparing, parse_options
 
-from .conftest import SimFactory, free_port
-from .mqtt_fixtures import Broker, broker, recording
+from .conftest import SimFactory
+from .mqtt_fixtures import Broker, broker, password_broker, recording
+from .test_cli_options import run_until_online
 
 __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(90)
@@ -101,22 +98,8 @@ PASSWORD = "correct horse "  # a trailing space is part of it
 
 @pytest.fixture
 def secured_broker() -> Iterator[Broker]:
-    """Mosquitto with a password file: only `addons` with PASSWORD gets in."""
-    port = free_port(socket.SOCK_STREAM)
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder).chmod(0o755)  # started as root, Mosquitto reads the file as the `mosquitto` user
-        passwords = Path(folder) / "passwd"
-        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "addons", PASSWORD], check=True)
-        passwords.chmod(0o644)
-        config = Path(folder) / "mosquitto.conf"
-        config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous false\n"
-            f"password_file {passwords}\npersistence false\n"
-        )
-        instance = Broker(port, config, username="addons", password=PASSWORD)
-        instance.start()
-        yield instance
-        instance.stop()
+    with password_broker(PASSWORD) as broker:
+        yield broker
 
 
 async def test_the_mqtt_password_is_used_as_written(secured_broker: Broker, tmp_path: Path) -> None:
@@ -133,25 +116,9 @@ async def test_the_mqtt_password_is_used_as_written(secured_broker: Broker, tmp_
     }
     path = tmp_path / "options.json"
     path.write_text(json.dumps(options))
-    async with recording(secured_broker) as recorder:
-        process = await asyncio.create_subprocess_exec(
-            *CLI,
-            *("run", "--options", str(path), "--state-dir", str(tmp_path / "data"), "--panel-port", "0"),
-            env=outside_the_addon(tmp_path / "state"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        assert process.stdout is not None
-        output = asyncio.create_task(process.stdout.read())
-        try:
-            await recorder.wait_for(
-                lambda: recorder.latest.get("marstek_webasto/status") == b"online", 20, "the bridge online"
-            )
-        finally:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 15)
-        text = (await output).decode()
-    assert process.returncode == 0, text
+    text = await run_until_online(
+        secured_broker, path, outside_the_addon(tmp_path / "state"), tmp_path / "data"
+    )
     assert "not authori" not in text.lower()
 
 

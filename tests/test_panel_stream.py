@@ -4,82 +4,21 @@ Chromium."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import aiohttp
 import pytest
-from aiohttp import web
 from playwright.async_api import Browser, Page, Request, Response, expect
 
 from marstek_webasto_addon.web import server
 from marstek_webasto_addon.web.server import Panel
 
 from .conftest import free_port, until
-from .ingress_proxy import PREFIX, PROXY_ADDRESS, ingress_proxy
+from .ingress_proxy import PROXY_ADDRESS, Line, ingress_proxy
 from .mqtt_fixtures import broker
 from .test_panel_browser import Home, browser, home, open_panel
 
 __all__ = ["broker", "browser", "home"]
 pytestmark = pytest.mark.timeout(180)
-
-
-@dataclass
-class Line:
-    """The network between the page and the panel: `cut()` silences every open response without closing it,
-    as a lost connection does; new requests go through again."""
-
-    generation: int = 0
-
-    def cut(self) -> None:
-        self.generation += 1
-
-
-@contextlib.asynccontextmanager
-async def lossy_ingress(panel_port: int) -> AsyncIterator[tuple[str, Line]]:
-    """The ingress stand-in of ingress_proxy.py, with a line that can lose the responses under way."""
-    line = Line()
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(local_addr=(PROXY_ADDRESS, 0)),
-        timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
-        auto_decompress=False,
-    )
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        generation = line.generation
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        headers["X-Ingress-Path"] = PREFIX
-        async with session.request(
-            request.method,
-            f"http://127.0.0.1:{panel_port}/{request.match_info['tail']}",
-            params=request.query,
-            headers=headers,
-            data=await request.read(),
-        ) as upstream:
-            response = web.StreamResponse(status=upstream.status)
-            for key, value in upstream.headers.items():
-                if key.lower() not in ("transfer-encoding", "content-length", "connection"):
-                    response.headers[key] = value
-            await response.prepare(request)
-            with contextlib.suppress(ConnectionResetError):
-                async for chunk in upstream.content.iter_any():
-                    if line.generation == generation:  # a lost line passes nothing, and says nothing
-                        await response.write(chunk)
-            return response
-
-    app = web.Application()
-    app.router.add_route("*", PREFIX + "/{tail:.*}", forward)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}{PREFIX}/", line
-    finally:
-        await runner.cleanup()
-        await session.close()
 
 
 async def follows_the_battery(home: Home, page: Page, soc: float) -> None:
@@ -123,7 +62,8 @@ async def test_a_stream_that_goes_silent_is_not_shown_as_live(
     # A connection lost without a close (a proxy, a phone's network, a laptop's sleep) raises no error in
     # the page: without a heartbeat it could see, it would say "live" over frozen values forever.
     monkeypatch.setattr(server, "HEARTBEAT_S", 0.5)
-    async with lossy_ingress(home.panel.port) as (url, line):
+    line = Line()
+    async with ingress_proxy(home.panel.port, line) as url:
         page = await open_panel(browser, url)
         streams: list[str] = []
 

@@ -10,8 +10,9 @@ import pytest
 
 from marstek_webasto_addon.devices.webasto.client import WallboxError
 from marstek_webasto_addon.devices.webasto.registers import RULES, WallboxModel
-from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer, WallboxSim
+from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer
 
+from .test_wallbox_faults import record_writes
 from .webasto_fixtures import BoxFactory, client_for, make_box
 
 __all__ = ["make_box"]
@@ -26,19 +27,6 @@ async def until_free(server: WallboxServer) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the simulated box still holds the old connection")
-
-
-def record_writes(sim: WallboxSim) -> list[tuple[str, int, int]]:
-    """Every write the box applies: (register key, value, phases the box is on at that moment)."""
-    log: list[tuple[str, int, int]] = []
-    apply = sim._apply
-
-    def recording(key: str, value: int) -> None:
-        log.append((key, value, sim.phases))
-        apply(key, value)
-
-    sim._apply = recording  # type: ignore[method-assign]
-    return log
 
 
 # --- model detection ----------------------------------------------------------------------------------
