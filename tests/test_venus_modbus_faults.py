@@ -340,3 +340,32 @@ async def test_release_through_a_gateway_reaches_only_its_own_unit_id(
         assert first.rs485_control, "the release reached the other unit on the bus"
     finally:
         await gateway.shutdown()  # type: ignore[no-untyped-call]
+
+
+async def test_a_register_the_firmware_lacks_is_not_asked_for_at_every_poll(
+    make_sim: SimFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Venus A/D closes the connection after every exception reply and takes a new one only ~2 s later:
+    # a register its firmware lacks (exception 2), asked for at every poll, cost each poll 2 s and a warning.
+    sim = await make_sim(1, socs=[55.0], profile="venus_a_v150")
+    server = await sim.serve_modbus()
+    asked: list[int] = []
+    refuse_reads(server, 35010, 35010)
+    refusing = server.registers.read
+
+    def read(address: int, count: int) -> list[int]:
+        if address <= 35010 < address + count:
+            asked.append(address)
+        return refusing(address, count)
+
+    server.registers.read = read  # type: ignore[method-assign]
+    client = fast(server)
+    try:
+        for _ in range(4):
+            assert (await client.read()).any_answer
+        assert len(asked) == 1
+        assert any("35010" in problem for problem in client.modbus.snapshot.problems)
+        warned = [r for r in caplog.records if r.levelname == "WARNING" and "35010" in r.getMessage()]
+        assert len(warned) == 1
+    finally:
+        await client.close()

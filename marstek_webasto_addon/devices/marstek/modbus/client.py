@@ -44,6 +44,8 @@ DEFAULT_UNIT = 1
 DEFAULT_TIMEOUT_S = 10.0  # longer than firmware 150's upload stalls
 REOPEN_DELAY_S = 2.0  # a Venus D takes a new connection 1.5-2 s after closing one at an exception (§6)
 _JUST_CONNECTED_S = 2.0  # a connection dropped this soon was refused: another client holds the battery
+ABSENT_RETRY_S = 3600.0  # a read refused as an illegal address (a register this firmware lacks): asked hourly
+ILLEGAL_ADDRESS = 2
 _HINT = (
     "The battery serves one Modbus client at a time (is another integration or a proxy connected?). "
     "Its LAN port speaks Modbus TCP from EMS firmware 144 on, over the cable and not over WiFi; an RS485 "
@@ -104,6 +106,10 @@ class VenusModbusClient:
         # The connection was lost after an exception reply: the device's habit, not another battery taking
         # the address, so it is opened again without reading the identity. Never after `drop()`.
         self._may_reopen = False
+        # Reads refused as an illegal address -> when to ask again: a Venus A/D drops the connection after
+        # every exception and takes a new one only seconds later, so asking at every poll cost each poll that
+        # long (and a warning).
+        self._absent: dict[str, float] = {}
 
     # connection -----------------------------------------------------------------------------------
 
@@ -256,14 +262,28 @@ class VenusModbusClient:
         problems: list[str] = []
         for request in plan.requests:
             what = f"read {request.describe()}"
+            needed = any(f.key in required for f in request.fields)
+            if not needed and self._absent.get(what, 0.0) > time.monotonic():
+                problems.append(f"{what}: not offered by this firmware; asked again hourly")
+                continue
             try:
                 words = await self._request(what, Function.READ_HOLDING, request.address, request.count)
             except ModbusDeviceError as exc:
-                if any(f.key in required for f in request.fields):
+                if needed:
                     raise
                 problems.append(str(exc))
-                _LOG.warning("%s: %s; those values keep their last reading", self.config.label, exc)
+                absent = exc.code == ILLEGAL_ADDRESS
+                if not (absent and what in self._absent):  # a lacking register: in the log once
+                    _LOG.warning(
+                        "%s: %s; those values keep their last reading%s",
+                        self.config.label,
+                        exc,
+                        ", and are asked for again hourly" if absent else "",
+                    )
+                if absent:
+                    self._absent[what] = time.monotonic() + ABSENT_RETRY_S
                 continue
+            self._absent.pop(what, None)
             self.last_words[request.describe()] = words
             got_points, got_controls = read_request(request, words)
             points.update(got_points)
