@@ -56,6 +56,11 @@ def _headroom(battery: BatteryView) -> Headroom:
     )
 
 
+def _soc(battery: BatteryView, unknown: float) -> float:
+    """The SOC, or `unknown` when there is none: 0 % is an empty battery, not a missing reading."""
+    return unknown if battery.soc is None else battery.soc
+
+
 def _passive(power: int) -> tuple[Role, int]:
     """The Passive role for a share of a total, however small."""
     if power == 0:
@@ -115,6 +120,7 @@ class Optimiser:
         self.plan_capped = False  # a scarce plan step holds back the batteries (the setpoint's hysteresis)
         self.plan: NightPlan | None = None
         self.plan_soc: dict[str, float] = {}
+        self.plan_without_pv = False  # tonight's plan was made with no PV forecast at hand
         self.cleared_for = ""
         self.uncleared: set[str] = set()  # batteries whose schedules still wait to be cleared tonight
         self.held: set[str] = set()  # batteries in a person's manual hold
@@ -234,6 +240,10 @@ class Optimiser:
             self.strategy = "rotation off: every battery on its own Auto control"
             self.active = None
             return {i: _Want(Role.AUTO, reason="rotation is off") for i in usable}
+        if self.all_full and not s.all_full_stop:
+            # Switched off while stopped: nothing else would restart the rotation before the night.
+            self.all_full = False
+            self._decide(inputs.now, "Stop when all full switched off: rotation restarts")
         evening = evening_of(inputs.now, s.night_start_time, s.day_start_time)
         # A doubtful active battery stays active (its Auto command is repeated when its reading says
         # otherwise): switching away on unreliable readings could leave two batteries told to be in Auto.
@@ -613,11 +623,12 @@ class Optimiser:
             return
         sustained = self.surplus_since is not None and t - self.surplus_since >= s.hysteresis * 60
         saturated = headroom < 0.1 * active.max_charge_w
-        if sustained and saturated and (active.soc or 100) < s.overflow_max_soc:
+        # `usable` batteries have a SOC; 0 % is a SOC too (not a missing one to be read as full)
+        if sustained and saturated and _soc(active, 100.0) < s.overflow_max_soc:
             others = [
                 b
                 for b in usable.values()
-                if b.id != active.id and not doubts.get(b.id) and (b.soc or 100) < s.all_full_soc
+                if b.id != active.id and not doubts.get(b.id) and _soc(b, 100.0) < s.all_full_soc
             ]
             if others:
                 second = min(others, key=lambda b: b.soc or 0)
@@ -697,8 +708,19 @@ class Optimiser:
         s = self.settings
         if not self.at_night:  # dusk: the day's helpers stop
             self.overflow, self.all_full = None, False
-        if s.night_charging and (self.plan is None or self.plan.night_of != evening.isoformat()):
-            expected_pv = 1000 * (inputs.pv_forecast_tomorrow_kwh or 0.0)
+        forecast = inputs.pv_forecast_tomorrow_kwh
+        # A plan made blind (Home Assistant restarting at night start) assumed no PV: made again once the
+        # forecast is there, from the SOCs of now, or the grid energy it buys would be exported tomorrow.
+        late_forecast = self.plan is not None and self.plan_without_pv and forecast is not None
+        if s.night_charging and (
+            self.plan is None or self.plan.night_of != evening.isoformat() or late_forecast
+        ):
+            if late_forecast:
+                self._decide(
+                    inputs.now, f"PV forecast for tomorrow arrived ({forecast:.1f} kWh): new night plan"
+                )
+            self.plan_without_pv = forecast is None
+            expected_pv = 1000 * (forecast or 0.0)
             self.plan = plan_night(
                 evening,
                 tuple(usable.values()),
@@ -805,9 +827,12 @@ class Optimiser:
         charging = [b for b in usable.values() if wants[b.id].role is Role.CHARGE]
         if charging:
             # Charging is what lifts the peak: charge slower, rather than discharge one battery into another.
-            excess = max(0.0, grid - allowed_w)
+            # The meter already carries what they draw now (slowed a step ago, perhaps): the house is the
+            # rest, and the charging gets what the target leaves of it, never more than it asks for.
+            drawn = sum(max(0.0, -(b.ac_power or 0.0)) for b in charging)
+            budget = max(0.0, allowed_w - (grid - drawn))
             total = sum(-wants[b.id].power for b in charging)
-            scale = max(0.0, (total - excess) / total) if total else 0.0
+            scale = min(1.0, budget / total) if total else 0.0
             for battery in charging:
                 power = int(-wants[battery.id].power * scale) // 50 * 50
                 wants[battery.id] = _Want(
@@ -908,7 +933,7 @@ class Optimiser:
     def _clamp(self, battery: BatteryView, want: _Want) -> int:
         """Within the battery's limits and its SOC window."""
         if want.role is Role.CHARGE:
-            if (battery.soc or 100) >= 100:
+            if _soc(battery, 100.0) >= 100:
                 return 0
             return max(-battery.max_charge_w, min(0, want.power))
         if want.role is Role.DISCHARGE:

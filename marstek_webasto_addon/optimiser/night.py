@@ -11,18 +11,39 @@ import math
 from datetime import date, datetime, time, timedelta
 
 from .model import BatteryView, NightPlan
-from .tariff import QUARTER, Tariff, night_quarters
+from .tariff import QUARTER, Tariff
 
 MIN_CHARGE_W = 100  # below this a Passive set-point is not worth a write
 
 
 def evening_of(now: datetime, night_start: time, day_start: time) -> date | None:
-    """The date of the evening whose night `now` belongs to, or None during the day."""
-    if now.time() >= night_start:
-        return now.date()
-    if now.time() < day_start:
-        return now.date() - timedelta(days=1)
-    return None
+    """The date of the evening whose night `now` belongs to, or None during the day.
+
+    The night runs from `night_start` to the next `day_start`: across midnight (22:00-07:00), or wholly
+    after it (00:30-07:00, a night that still belongs to the evening before). Equal times make no night:
+    read as a night of 24 hours, the day's rotation would never run.
+    """
+    clock = now.time()
+    if night_start == day_start:
+        return None
+    if night_start > day_start:
+        if clock >= night_start:
+            return now.date()
+        return now.date() - timedelta(days=1) if clock < day_start else None
+    return now.date() - timedelta(days=1) if night_start <= clock < day_start else None
+
+
+def night_quarters(evening: date, night_start: time, day_start: time) -> list[datetime]:
+    """Every quarter-hour of the night that follows `evening`, from its start to the next day start."""
+    morning = evening + timedelta(days=1)
+    # a night starting after midnight starts on the morning's date, not on the evening's
+    start = datetime.combine(evening if night_start > day_start else morning, night_start)
+    end = datetime.combine(morning, day_start)
+    out = []
+    while start < end:
+        out.append(start)
+        start += QUARTER
+    return out
 
 
 def plan_night(

@@ -10,7 +10,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from .settings import parse_time
@@ -262,14 +262,3 @@ def _quarter_of(value: object) -> datetime | None:
         return None
     # The add-on counts on its local clock: an aware time cannot be compared with it.
     return quarter if quarter is not None and quarter.tzinfo is None else None
-
-
-def night_quarters(evening: date, night_start: time, day_start: time) -> list[datetime]:
-    """Every quarter-hour from tonight's night start to tomorrow's day start."""
-    start = datetime.combine(evening, night_start)
-    end = datetime.combine(evening + timedelta(days=1), day_start)
-    out = []
-    while start < end:
-        out.append(start)
-        start += QUARTER
-    return out
