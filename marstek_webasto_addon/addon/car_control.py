@@ -59,6 +59,9 @@ DONE = frozenset({"suspended_ev", "finishing"})  # the car stopped taking energy
 TAKING = frozenset({"available", "no_vehicle", "charging"})
 GRID_FRESH_S = 30.0
 CAR_STOP_RETRY_S = 1800.0  # a car that stopped itself is offered current again this often
+# plan mode: the planner gives a car just plugged in its plan at its next step, and one that failed tries
+# again at its next; a plan missing this long (at least three control intervals) means none: charging as `now`
+PLAN_WAIT_S = 60.0
 PHASE_RETRY_S = 60.0  # a phase switch the box refused is not asked again sooner (one warning a minute)
 STAYS_KEPT = 100  # about two months of a car that comes home every evening and at noon
 
@@ -114,6 +117,10 @@ class CarControl:
         self._energy_kwh = _number(saved.get("energy_kwh"), DEFAULT_ENERGY_KWH, 1, 100)
         self._departure: str = departure if isinstance(departure, str) and _is_clock(departure) else "07:30"
         self.planned: Callable[[], tuple[float, SessionPlan] | None] = lambda: None  # the planner's car
+        self.plan_wait_s = PLAN_WAIT_S
+        self._plan: tuple[float, SessionPlan] | None = None  # the plan in force (the last one, for a while)
+        self._plan_missing_since: float | None = None
+        self._plan_wait_left: float | None = None  # no plan yet: how long the car still waits for one
         self._writing: asyncio.Task[None] | None = None
         self._phase_retry_at = 0.0
         self.stays: list[PastSession] = _stays(saved.get("stays"))
@@ -141,6 +148,11 @@ class CarControl:
             return f"charge mode must be one of {', '.join(MODES)}"
         if mode != self.status.mode:
             _LOG.info("%s: charge mode %s%s", self.wallbox.name, mode, f" ({why})" if why else "")
+        if self.status.mode == MANUAL and mode != MANUAL:
+            # The control did not steer meanwhile, a person did: what it remembers (a session it was
+            # charging, its timers) is not the box's. Carried on, pv chosen again without surplus held the
+            # remembered session at the minimum current for the stop delay, from the grid.
+            self.controller = CarController()
         link = self.wallbox.link
         if mode != MANUAL and not (link.online and link.client.connected):
             # The current the client re-sends when the box is back was the old mode's: `off` wants 0 at
@@ -148,6 +160,7 @@ class CarControl:
             link.client.current_setpoint = 0 if mode == ChargeMode.OFF.value else None
         self.status.mode = mode
         self.status.decision = None
+        self._plan = self._plan_missing_since = self._plan_wait_left = None
         self._car_stopped_at = None  # a person's choice: offer the car current again
         self._store()
         return None
@@ -317,11 +330,7 @@ class CarControl:
         fresh = reading.value is not None and age is not None and age <= GRID_FRESH_S
         phases = self._phases()
         mode = ChargeMode(self.status.mode)
-        planned = self.planned() if mode is ChargeMode.PLAN else None
-        if mode is ChargeMode.PLAN and planned is None:
-            # No plan for the car (the optimiser is off, the rules are in force, or no plan yet): charge as
-            # `now`, so the car is ready by its departure whatever the planner does.
-            mode = ChargeMode.NOW
+        planned, no_plan = self._plan_in_force(plugged_in) if mode is ChargeMode.PLAN else (None, False)
         now = self.clock.now()
         # The plan's session, as the plan saw it: the energy still needed when it was made (a little more
         # than now, never less) by the departure (`next_departure`).
@@ -346,9 +355,35 @@ class CarControl:
             batteries=self._home_batteries(),
             settings=self.settings(),
             quarter=self.budget(),
-            planned_power_w=self._planned_now(planned, now) * 1000 if planned is not None else 0.0,
+            # no plan at all: as `now` (None), so the car is ready by its departure whatever the planner does
+            planned_power_w=(
+                self._planned_now(planned, now) * 1000 if planned is not None else None if no_plan else 0.0
+            ),
             plan_slack=slack,
         )
+
+    def _plan_in_force(self, plugged_in: bool) -> tuple[tuple[float, SessionPlan] | None, bool]:
+        """The plan the car follows, and whether it has none at all (the optimiser off, the rules in force,
+        or the planner failing for PLAN_WAIT_S). A plan missing for less keeps the last one in force, or, for
+        a car just plugged in, has it wait: taken at once for none, a car plugged in at the evening's prices
+        was switched on at the maximum and off again when its plan came a control step later."""
+        self._plan_wait_left = None
+        if not plugged_in:
+            self._plan = self._plan_missing_since = None  # the next car waits for a plan of its own
+            return None, False
+        t, plan = self.clock.seconds(), self.planned()
+        if plan is not None:
+            self._plan, self._plan_missing_since = plan, None
+            return plan, False
+        if self._plan_missing_since is None:
+            self._plan_missing_since = t
+        left = self.plan_wait_s - (t - self._plan_missing_since)
+        if left <= 0:
+            self._plan = None
+            return None, True
+        if self._plan is None:
+            self._plan_wait_left = left
+        return self._plan, False
 
     @staticmethod
     def _planned_now(planned: tuple[float, SessionPlan], now: datetime) -> float:
@@ -432,6 +467,8 @@ class CarControl:
         self.on_change()
 
     async def run(self, interval: float) -> None:
+        # the planner steps as often as this control: a plan may come a few intervals late
+        self.plan_wait_s = max(PLAN_WAIT_S, 3 * interval)
         while True:
             try:
                 self.step()
@@ -446,7 +483,7 @@ class CarControl:
         if decision is None:
             return "waiting for the wallbox and the meter"
         if self.status.mode == ChargeMode.PLAN.value:
-            planned = self.planned()
+            planned = self._plan
             if self._car_here is False:
                 expected = self.expected(self.clock.now())
                 if expected is None:
@@ -455,9 +492,12 @@ class CarControl:
                     f"no car plugged in; expected about {expected.arrival:%H:%M} for "
                     f"{expected.energy_kwh:.1f} kWh (its usual stay): the plan keeps room for it"
                 )
+            if planned is None and self._plan_wait_left is not None:
+                left = self._plan_wait_left
+                return f"waiting for the plan (charging now in {left:.0f} s if none comes); {decision.reason}"
             if planned is None:
-                why = "the planner is off or has none"
-                return f"no plan for the car ({why}): charging now; {decision.reason}"
+                why, reason = "the planner is off or has none", decision.reason.removeprefix("no plan: ")
+                return f"no plan for the car ({why}): charging now; {reason}"
             session = planned[1]
             if not session.met:
                 return (

@@ -10,7 +10,9 @@ Modes, per wallbox (`ChargeMode`):
   stops once it has been short for the stop delay (a passing cloud does not stop it); minimum on- and
   off-times keep the contactor from chattering; while charging the current follows the surplus in whole
   amperes, with a deadband and at most one change per interval;
-- plan: the planner's power for this quarter-hour, within the wallbox's limits.
+- plan: the planner's power for this quarter-hour, within the wallbox's limits. With no plan at all (the
+  planner off, or failing for a while) as `now`, so the car is ready by its departure; a plan that goes or
+  comes back is no person's act: the minimum on- and off-times guard those starts and stops.
 
 Surplus: the PV the house does not use (what would be exported if neither the car nor the home batteries
 took anything), less what the home batteries should take first under the priority. Battery discharge is
@@ -125,7 +127,7 @@ class CarInputs:
     batteries: HomeBatteries = field(default_factory=HomeBatteries)
     settings: CarSettings = field(default_factory=CarSettings)
     quarter: QuarterBudget | None = None  # None: no capacity tariff
-    planned_power_w: float = 0.0  # plan: the planner's car power for this quarter-hour
+    planned_power_w: float | None = 0.0  # plan: the planner's car power for this quarter-hour; None: no plan
     # plan: the session can still be met if the car waits (`car_sessions.has_slack`); without slack the
     # capacity cap does not hold the planned power back: the departure comes first
     plan_slack: bool = True
@@ -155,6 +157,13 @@ class _Cap:
     house_w: float = 0.0  # the rest of the house's import
     hours_left: float = 0.0
     per_amp: float = 0.0
+
+    def below(self, margin_w: float) -> int:
+        """The most amperes that keep `margin_w` under the budget."""
+        if self.amps is None or self.note:
+            return self.amps or 0
+        budget_wh = self.target_kw * QUARTER_H * 1000 - self.import_wh
+        return math.floor((budget_wh / self.hours_left - self.house_w - margin_w) / self.per_amp + 1e-9)
 
     def heading(self, amps: int) -> str:
         """What the quarter comes to if the car drew `amps` to its end, as the reason shows it."""
@@ -232,6 +241,12 @@ class CarController:
 
     def _plan(self, i: CarInputs) -> tuple[int, CarState, str]:
         lim = i.limits
+        if i.planned_power_w is None:
+            self.plan_t = None
+            if not self.charging and not self._off_time_over(i):
+                return 0, CarState.WAITING, f"no plan: off-time, starts in {self._off_left(i):.0f} s"
+            current, state, reason = self._now(i)
+            return current, state, f"no plan: {reason}"
         planned = max(0.0, i.planned_power_w)
         wish = lim.phases
         if lim.can_switch_phases:
@@ -352,7 +367,12 @@ class CarController:
         if cap.amps is None or cap.amps >= want:
             return want, CarState.CHARGING, reason
         if cap.amps >= lim.min_current_a:
-            return cap.amps, CarState.CHARGING, f"{cap.heading(want)}: {cap.amps} A"
+            amps = cap.amps
+            if self.charging and 0 < self.current_a < amps:
+                # Up only with the deadband's margin: the cap lowers the current at once, so a house load
+                # wobbling round an ampere's edge would otherwise move it up and down at every pace.
+                amps = max(self.current_a, min(amps, cap.below(i.settings.deadband_w)))
+            return amps, CarState.CHARGING, f"{cap.heading(want)}: {amps} A"
         even = f"{cap.heading(lim.min_current_a)} even at {lim.min_current_a} A"
         if keep_minimum:
             return lim.min_current_a, CarState.CHARGING, f"{even}: the minimum kept, charging was asked for"
