@@ -73,25 +73,33 @@ def expand_targets(specs: Iterable[str], default_port: int) -> list[Address]:
     return targets
 
 
-def _parse(reply: Reply, address: Address) -> DiscoveredBattery | None:
+def _parse(reply: Reply, address: Address) -> tuple[DiscoveredBattery | None, list[str]]:
+    """The battery a reply describes, and what is wrong with the reply (for the log)."""
     if reply.result is None or not reply.src:
-        return None
+        return None, []
     fields, problems = validate_result(Method.GET_DEVICE, reply.result)
-    for problem in problems:
-        _LOG.warning("discovery reply from %s: %s", address[0], problem)
     ver = fields.get("ver")
     # Some HMG-50 Venus C builds leave the MACs out; the reply's src still ends in it (as the client reads).
-    mac = fields.get("ble_mac") or mac_from_src(reply.src)
-    return DiscoveredBattery(
+    src_mac = mac_from_src(reply.src)
+    mac = str(fields.get("ble_mac") or src_mac or "").lower() or None
+    bare = "".join(c for c in mac or "" if c in "0123456789abcdef")  # a MAC written with separators
+    if src_mac is not None and bare != src_mac:
+        # A battery's every reply names it in `src`, which is what the client checks each reply against: a
+        # device whose result claims another MAC is not that battery (a stranger, a relay, a spoof), and a
+        # search that followed it would poll it in vain and never find the battery.
+        problems.append(f"it claims BLE MAC {mac} but its src {reply.src!r} names {src_mac}; ignored")
+        return None, problems
+    battery = DiscoveredBattery(
         host=address[0],
         port=address[1],
-        ble_mac=str(mac).lower() if mac else None,
+        ble_mac=mac,
         model=fields.get("device"),
         firmware=int(ver) if isinstance(ver, int | float) and math.isfinite(ver) else None,
         wifi_mac=fields.get("wifi_mac"),
         reported_ip=fields.get("ip"),
         src=reply.src,
     )
+    return battery, problems
 
 
 async def discover(
@@ -107,8 +115,14 @@ async def discover(
     done = asyncio.Event()
     request_id = endpoint.allocate_id()
 
+    warned: set[str] = set()  # a device answers every repeat: its problems are logged once per search
+
     def on_reply(reply: Reply, address: Address) -> None:
-        battery = _parse(reply, address)
+        battery, problems = _parse(reply, address)
+        if problems and address[0] not in warned:
+            warned.add(address[0])
+            for problem in problems:
+                _LOG.warning("discovery reply from %s: %s", address[0], problem)
         if battery is None:
             return
         if battery.key not in found:

@@ -10,7 +10,11 @@ battery that answers over Modbus never goes unavailable in between. The UDP read
 silence is reached is cut at that moment (or, done early for want of time for another attempt, waits for
 it), and the rest of the poll goes to Modbus. While on Modbus, the Local API is probed once every
 `PROBE_EVERY_S` (5 min: often enough to come back soon, rare enough not to disturb a firmware whose API is
-struggling), and at every poll while Modbus does not answer either.
+struggling), and at every poll while Modbus does not answer either. A working Modbus is left only when the
+Local API has answered `RETURN_AFTER` probes at consecutive polls (a Modbus that does not answer, at its
+first answer): on a marginal Wi-Fi that lets one probe through now and then, each return would release
+RS485 control and send the running Passive over the link that had just failed, and the silence after it
+would send the battery back to Modbus: it would flap between its set-point and its own mode.
 
 Across a switch the snapshot (values, plausibility history) is handed over, so entities and the guard see
 one battery; a Passive command still running is carried over with the rest of its time (on `clock`, the
@@ -51,6 +55,7 @@ _LOG = logging.getLogger(__name__)
 
 SILENT_INTERVALS = 1.5  # poll intervals of silence before the switch to Modbus
 PROBE_EVERY_S = 300.0
+RETURN_AFTER = 3  # probes answered at consecutive polls before a working Modbus is left for the Local API
 RELEASE_RETRY_S = 60.0  # a release of RS485 control owed while on the Local API: tried again this often
 CLOSE_WAIT_S = 3.0  # at a stop, for a release of RS485 control under way
 
@@ -93,6 +98,7 @@ class FallbackBattery:
         self._clock = clock  # the countdowns' clock (a running Passive's end)
         self._udp_since = time.monotonic()  # the Local API's silence counts from here at the latest
         self._next_probe = 0.0
+        self._probes_answered = 0  # in a row, while on Modbus
         self._modbus_answers = True
         self._passive: tuple[int, float] | None = None  # the running Passive: power, end (on `clock`)
         self._dod: int | None = None  # a depth of discharge asked on Modbus: the battery's own, at the return
@@ -219,10 +225,17 @@ class FallbackBattery:
             if deadline is not None and deadline - time.monotonic() < 1.0:
                 return report  # Modbus is asked at the next poll, which is due now
             return await self.modbus.read(wanted, **options)
-        probe_due = not self._modbus_answers or time.monotonic() >= self._next_probe
-        if probe_due and await self._udp_answers(deadline):
-            await self._switch(self.udp, "the Local API answers again")
-            return await self.udp.read(wanted, **options)
+        probe_due = (
+            not self._modbus_answers or self._probes_answered > 0 or time.monotonic() >= self._next_probe
+        )
+        if probe_due:
+            if await self._udp_answers(deadline):
+                self._probes_answered += 1
+                if not self._modbus_answers or self._probes_answered >= RETURN_AFTER:
+                    await self._switch(self.udp, "the Local API answers again")
+                    return await self.udp.read(wanted, **options)
+            else:
+                self._probes_answered = 0
         report = await self.modbus.read(wanted, **options)
         self._modbus_answers = report.any_answer
         return report
@@ -315,6 +328,7 @@ class FallbackBattery:
         self.active = to
         self._udp_since = time.monotonic()
         self._modbus_answers = True
+        self._probes_answered = 0
         self._next_probe = time.monotonic() + self.probe_every
 
     async def _carry_passive(self, to: MarstekClient | ModbusBattery) -> None:
