@@ -99,6 +99,9 @@ class FakeHomeAssistant:
         self.received: list[dict[str, Any]] = []  # every command after auth, in order
         self.auth_attempts: list[float] = []  # time.monotonic() of each auth message
         self.core_down = False  # the Supervisor's proxy answers 502 while Core is not up
+        # The Supervisor's proxy accepts the add-on's token (auth_ok) before it connects to Core; when that
+        # fails it closes the socket at once.
+        self.close_after_auth = False
         self.upgrades: list[float] = []  # time.monotonic() of each connection attempt that reached us
         self.connections: list[Connection] = []
         self.port = 0
@@ -223,6 +226,9 @@ class FakeHomeAssistant:
             await ws.close()
             return ws
         await ws.send_json({"type": "auth_ok", "ha_version": HA_VERSION})
+        if self.close_after_auth:
+            await ws.close(code=1011, message=b"Core unreachable")
+            return ws
         connection = Connection(ws)
         self.connections.append(connection)
         try:

@@ -64,10 +64,11 @@ def sunny_hours(
             continue
         try:
             moment = datetime.fromisoformat(str(entry["datetime"]))
-        except (KeyError, ValueError):
+            if moment.tzinfo is not None:
+                # a "no date" sentinel (0001-01-01, 9999-12-31) may leave the calendar in the local zone
+                moment = moment.astimezone(tz)
+        except (KeyError, ValueError, OverflowError):
             continue
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(tz)
         if moment.date() == day and start <= moment.time() < end:
             count += 1
     return count

@@ -80,8 +80,9 @@ class EntityPowerInput(GridInput):
         self.reading.problem = problem
 
     def lost(self, why: str) -> None:
-        """The connection is gone: the value ages out by itself; say why it stopped updating."""
-        self._report(f"{self.reading.source}: {why}")
+        """The connection is gone: the last number is no reading any more. Left to age out, it would steer
+        the batteries for up to input_stale_after (as long as an hour) while Home Assistant restarts."""
+        self._unusable(f"{self.reading.source}: {why}")
 
 
 class EntityPvForecast(PvForecast):
@@ -245,6 +246,7 @@ class HomeAssistantInputs:
     async def _watch(self) -> None:
         """Turn a lost connection into a problem the user sees, not just an input that quietly ages."""
         assert self.client is not None
+        was_connected = False
         while True:
             await asyncio.sleep(1.0)
             if not self.client.connected:
@@ -254,18 +256,38 @@ class HomeAssistantInputs:
                 for source in self.series:
                     source.lost(why)
                 self.problem = why
+                was_connected = False
             else:
+                if not was_connected:
+                    self._absent()
+                was_connected = True
                 if self.problem:
                     self.reconnected.set()
                 self.problem = ""
+
+    def _absent(self) -> None:
+        """Home Assistant sends nothing for an entity it does not have: without this, a mistyped entity_id
+        would say "not received yet" for ever, and one after an outage "not connected" though it is."""
+        assert self.client is not None
+        for entity_id in self._entities():
+            if self.client.state(entity_id) is None:
+                self._on_change(entity_id, None)
 
     async def _weather(self, pv: WeatherPvForecast) -> None:
         assert self.client is not None
         while True:
             try:
                 await self.client.wait_connected()
-                pv.update(await self.client.forecast(pv.entity_id), self.now())
-                _LOG.info("PV forecast: %s sunny hours on %s -> %.1f kWh", pv.hours, pv.day, pv.kwh() or 0.0)
+                forecast = await self.client.forecast(pv.entity_id)
+                try:
+                    pv.update(forecast, self.now())
+                except Exception as exc:  # an answer no one foresaw must not end the grid meter's connection
+                    _LOG.exception("the weather forecast of %s could not be read", pv.entity_id)
+                    pv.failed(f"the weather forecast of {pv.entity_id} could not be read: {exc!r}")
+                else:
+                    _LOG.info(
+                        "PV forecast: %s sunny hours on %s -> %.1f kWh", pv.hours, pv.day, pv.kwh() or 0.0
+                    )
                 await asyncio.sleep(self.refresh)
             except HomeAssistantError as exc:
                 pv.failed(f"weather.get_forecasts for {pv.entity_id} failed: {exc}")

@@ -203,7 +203,14 @@ _CONFIG_ENTRIES = TypeAdapter(list[_ConfigEntry])
 
 
 def _timestamp(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
+    """Epoch seconds as a UTC time; None for one no clock can show (milliseconds, NaN), which would
+    otherwise end the reader and, with it, the add-on."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -276,6 +283,9 @@ class HomeAssistantClient:
         self._failures = 0
         self._auth_reported = False
         self._callback_failing = False
+        # Core answered on the current connection. The Supervisor's proxy says auth_ok before it reaches
+        # Core and closes at once when it cannot: only an answer ends an outage (and its backoff).
+        self._answered = False
 
     # reading ------------------------------------------------------------------------------------------------
 
@@ -396,7 +406,11 @@ class HomeAssistantClient:
         self._delay = min(self._delay * 2, self.backoff[1])
         return delay
 
-    def _restored(self) -> None:
+    def _alive(self) -> None:
+        """The first answer from Core on this connection: the outage is over."""
+        if self._answered:
+            return
+        self._answered = True
         if self._outage_since is not None:
             _LOG.info(
                 "connected to Home Assistant %s again after %.0f s (%d failed attempts)",
@@ -407,7 +421,6 @@ class HomeAssistantClient:
         else:
             _LOG.info("connected to Home Assistant %s", self.ha_version or "")
         self._outage_since, self._auth_reported, self._delay = None, False, self.backoff[0]
-        self._connected.set()
 
     async def _connection(self, session: aiohttp.ClientSession) -> NoReturn:
         """One connection, from connect to close; always ends with a HomeAssistantError saying why."""
@@ -419,13 +432,14 @@ class HomeAssistantClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise HomeAssistantConnectionError(f"cannot connect: {_describe(exc)}") from exc
         reader: asyncio.Task[None] | None = None
+        self._answered = False
         try:
             async with asyncio.timeout(self.request_timeout):
                 await self._authenticate(ws)
             self._ws = ws
             reader = asyncio.create_task(self._read(ws))
             await self._subscribe()
-            self._restored()
+            self._connected.set()
             await self._keepalive(reader)
             raise HomeAssistantConnectionError(f"Home Assistant closed the connection (code {ws.close_code})")
         except TimeoutError:
@@ -509,6 +523,7 @@ class HomeAssistantClient:
             _LOG.warning("ignoring a malformed %s message: %s", payload.get("type"), _short(exc))
             return
         if isinstance(message, _Result | _Pong):
+            self._alive()
             pending = self._pending.pop(message.id, None)
             if pending is None or pending.future.done():
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -29,13 +30,22 @@ async def mqtt_service(base_url: str = SUPERVISOR_URL, timeout: float = 10.0) ->
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
             session.get(f"{base_url}/services/mqtt", headers=headers) as response,
         ):
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            text = await response.text(errors="replace")
+    except TimeoutError:  # its text is empty
+        raise SupervisorError(
+            f"Supervisor MQTT service unreachable: no answer within {timeout:g} s"
+        ) from None
+    except aiohttp.ClientError as exc:
         raise SupervisorError(f"Supervisor MQTT service unreachable: {exc}") from None
+    try:
+        body = json.loads(text)
+    except ValueError:  # a proxy's error page (502 while the Supervisor restarts), not the API's JSON
+        body = None
     if response.status != 200 or not isinstance(body, dict) or body.get("result") != "ok":
         message = body.get("message") if isinstance(body, dict) else None
+        answer = " ".join(text.split())[:100]
         raise SupervisorError(
-            f"no MQTT service from the Supervisor: {message or response.status} "
+            f"no MQTT service from the Supervisor: {message or f'HTTP {response.status} {answer}'.strip()} "
             "(install the Mosquitto broker add-on, or set the mqtt options)"
         )
     data = body.get("data")
