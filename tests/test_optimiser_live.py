@@ -8,6 +8,7 @@ import logging
 import math
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from marstek_webasto_addon.bridge.devices import BatteryDevice
 from marstek_webasto_addon.devices.marstek.datapoints import Method
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+from marstek_webasto_addon.optimiser.car_sessions import CarSession
+from marstek_webasto_addon.optimiser.planner import plan
 
 from .conftest import SimFactory, client_for
 from .mqtt_fixtures import Broker, Recorder, broker, recording
 from .test_bridge_mqtt import bridge
+from .test_planner import DAY, inputs
 from .test_venus_transport_live import addon
 
 __all__ = ["broker"]
@@ -423,3 +427,29 @@ async def test_a_switched_off_optimiser_shows_no_plan(
         assert controller.plan_summary() is None
         stop.set()
         await meter
+
+
+class StoppedClock:
+    speed = 1.0
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def seconds(self) -> float:
+        return 0.0
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def test_a_plan_that_no_longer_covers_now_is_no_plan_for_the_car() -> None:
+    # A plan the optimiser stopped renewing said "0 kW" for the car past its last step: plan mode kept the
+    # car waiting for ever instead of charging it by its departure as it does without a plan.
+    controller = controller_with({"enabled": True, "method": "planner"}, {})
+    car = CarSession(DAY + timedelta(hours=17), DAY + timedelta(hours=23), 10.0)
+    controller.live.plan = plan(inputs(car=(car,)))
+    controller.clock = StoppedClock(DAY + timedelta(hours=20))
+    planned = controller.planned_car()
+    assert planned is not None  # within the plan: its power for now
+    controller.clock = StoppedClock(DAY + timedelta(days=2))
+    assert controller.planned_car() is None

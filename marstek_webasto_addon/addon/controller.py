@@ -482,7 +482,9 @@ class OptimiserController:
         now = self.clock.now()
         first = plan.first
         step = first if first is not None and first.start <= now < first.end else plan.step_at(now)
-        return (step.car_kw if step is not None else 0.0), plan.car[0]
+        if step is None:
+            return None  # a plan no longer renewed says nothing of now: the car must not wait on it for ever
+        return step.car_kw, plan.car[0]
 
     def plan_problem(self) -> str:
         """Why the planner has no plan ("" when it has one): the rules' rotation runs meanwhile."""
