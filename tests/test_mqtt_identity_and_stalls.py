@@ -96,3 +96,35 @@ async def test_states_flow_again_after_the_broker_stalls_past_the_publish_timeou
         assert runtime.mqtt.sessions == sessions  # the connection itself survived the stall
     async with recording(broker, (f"{BASE}/status",)) as after:
         await after.wait_for(lambda: after.latest.get(f"{BASE}/status") == b"offline", 5, "offline, retained")
+
+
+async def test_a_device_whose_state_cannot_be_made_does_not_stop_the_others(
+    broker: Broker, site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unforeseen error while one device's state is made (a bug, a value no one expected) ended the
+    publishing task for good: no device's state reached Home Assistant again until a reconnect."""
+    first, second = site.batteries.batteries
+    async with (
+        recording(broker) as recorder,
+        bridge(broker, site.options(batteries=2, wallboxes=False), tmp_path) as runtime,
+    ):
+        await wait_ready(recorder, runtime, entities=40)
+        broken = runtime.batteries[0]
+        working = broken.state
+        failing = True
+
+        def state() -> dict[str, Any]:
+            if failing:
+                raise ValueError("an unforeseen value")
+            return working()
+
+        broken.state = state  # type: ignore[method-assign]
+        second_state = f"{BASE}/battery_{second.ble_mac}/state"
+        second.physics.soc = 41.0
+        await recorder.wait_for(lambda: b'"soc":41' in recorder.latest[second_state], 20, "the other's state")
+        logged = [r for r in caplog.records if r.exc_info and "an unforeseen value" in str(r.exc_info[1])]
+        assert len(logged) == 1  # once, not at every publish
+        failing = False
+        first.physics.soc = 57.0
+        first_state = f"{BASE}/battery_{first.ble_mac}/state"
+        await recorder.wait_for(lambda: b'"soc":57' in recorder.latest[first_state], 20, "its state again")

@@ -86,6 +86,7 @@ class MqttBridge:
         self._rejections_due: dict[int, asyncio.TimerHandle] = {}  # device -> its coalesced report
         self._rejections_quiet_until: dict[int, float] = {}
         self._published_discovery: dict[str, dict[str, str]] = {}  # device id -> topic -> payload
+        self._unpublishable: set[int] = set()  # id(device) whose last publish failed (logged once)
         self._announced_as: dict[int, str] = {}  # id(device) -> the device id its topics were published under
         self._found_configs: set[str] = set()
         self._scanning = False
@@ -272,7 +273,7 @@ class MqttBridge:
             try:
                 for device in self.devices:
                     if refresh or id(device) in dirty:
-                        await self.publish_device(device, force=refresh)
+                        await self._publish_guarded(device, force=refresh)
                 if dirty and not self._scanning:
                     await self._clear_stale()  # identities learned since: nodes may now be known
             except aiomqtt.MqttError as exc:
@@ -284,6 +285,21 @@ class MqttBridge:
                 self._dirty |= dirty if not refresh else {id(d) for d in self.devices}
                 await asyncio.sleep(PUBLISH_RETRY_S)
                 self._wake.set()
+
+    async def _publish_guarded(self, device: BridgedDevice, *, force: bool) -> None:
+        """One device's topics. An error that is not the broker's (a bug, a value no one foresaw) is
+        logged once and costs that device its update, not every device theirs: it ended the publishing
+        task, and no state reached Home Assistant again until a reconnect."""
+        try:
+            await self.publish_device(device, force=force)
+        except aiomqtt.MqttError:
+            raise
+        except Exception:
+            if id(device) not in self._unpublishable:
+                self._unpublishable.add(id(device))
+                _LOG.exception("MQTT: the state of %s could not be published", device.device_id)
+            return
+        self._unpublishable.discard(id(device))
 
     async def _after_command(self, device: BridgedDevice, outcome: WriteOutcome) -> None:
         # A command ran: the whole device again, so Home Assistant snaps to what the device now reports.
