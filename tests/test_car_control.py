@@ -500,12 +500,13 @@ class StepClock:
     """The charge control's clock: it moves when the test says."""
 
     t: float = 0.0
+    start: datetime = START
 
     def seconds(self) -> float:
         return self.t
 
     def now(self) -> datetime:
-        return START + timedelta(seconds=self.t)
+        return self.start + timedelta(seconds=self.t)
 
 
 @contextlib.asynccontextmanager

@@ -24,7 +24,7 @@ from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer, 
 from marstek_webasto_addon.optimiser.car import ChargeMode, QuarterBudget
 from marstek_webasto_addon.optimiser.car_sessions import CarSession, SessionPlan
 
-from .test_car_control import Site
+from .test_car_control import Site, StepClock
 from .webasto_fixtures import BoxFactory, client_for, make_box
 
 __all__ = ["make_box"]
@@ -32,17 +32,6 @@ pytestmark = pytest.mark.timeout(60)
 START = datetime(2026, 6, 3, 18, 0)  # an evening: the plan keeps the car for the night's cheap hours
 QUIET = WallboxLinkSettings(poll_interval=0.05, reconnect_min=0.05, keepalive=False)
 Planned = tuple[float, SessionPlan] | None
-
-
-@dataclass
-class StepClock:
-    t: float = 0.0
-
-    def seconds(self) -> float:
-        return self.t
-
-    def now(self) -> datetime:
-        return START + timedelta(seconds=self.t)
 
 
 def night_plan(kw: float) -> tuple[float, SessionPlan]:
@@ -90,7 +79,7 @@ async def _controlled(sim: WallboxSim, server: WallboxServer) -> PlanMode:
     assert (await client.set_charging_current(0)).ok
     grid = GridInput("test")
     grid.set(400.0)
-    clock = StepClock()
+    clock = StepClock(start=START)
     wallbox = WallboxDevice(link)
     control = CarControl(wallbox, grid, [], {}, lambda: None, clock=clock)
     wallbox.charge = control

@@ -51,6 +51,7 @@ async def running(inputs: HomeAssistantInputs) -> AsyncIterator[HomeAssistantInp
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    assert task.cancelled(), f"the Home Assistant inputs ended by themselves: {task.exception()!r}"
 
 
 def hourly(day: date, sunny: range, other: str = "cloudy") -> list[dict[str, Any]]:

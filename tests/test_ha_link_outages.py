@@ -29,35 +29,11 @@ from .conftest import SimFactory, until
 from .ha_fake import FakeHomeAssistant
 from .mqtt_fixtures import Broker, broker, recording
 from .test_bridge_mqtt import bridge
+from .test_ha_inputs import P1, WEATHER, fake, running
 
-__all__ = ["broker"]
+__all__ = ["broker", "fake"]
 pytestmark = pytest.mark.timeout(60)
-P1 = "sensor.p1_power"
-PV = "sensor.energy_production_tomorrow"
-WEATHER = "weather.forecast_home"
 LOGGER = homeassistant.__name__
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeHomeAssistant]:
-    ha = FakeHomeAssistant()
-    ha.preset(P1, "0.8", {"unit_of_measurement": "kW", "device_class": "power"})
-    ha.preset(PV, "9.6", {"unit_of_measurement": "kWh", "device_class": "energy"})
-    await ha.start()
-    yield ha
-    await ha.stop()
-
-
-@contextlib.asynccontextmanager
-async def running(inputs: HomeAssistantInputs) -> AsyncIterator[HomeAssistantInputs]:
-    task = asyncio.create_task(inputs.run())
-    try:
-        yield inputs
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert task.cancelled(), f"the Home Assistant inputs ended by themselves: {task.exception()!r}"
 
 
 @contextlib.asynccontextmanager

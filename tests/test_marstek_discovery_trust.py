@@ -14,13 +14,12 @@ import pytest
 
 from marstek_webasto_addon.devices.marstek.commands import PassiveMode
 from marstek_webasto_addon.devices.marstek.discovery import discover, expand_targets
-from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery, silence_before_switch
+from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
 from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
-from marstek_webasto_addon.devices.marstek.modbus.battery import ModbusBattery
-from marstek_webasto_addon.devices.marstek.simulator import MarstekSimulator
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
 from .conftest import SimFactory, client_for, until
+from .test_venus_transport import auto_battery
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -115,20 +114,6 @@ async def test_discovery_logs_an_untrustworthy_reply_once_per_search(
 # transport auto on a marginal link -----------------------------------------------------------------------
 
 
-def _auto(
-    sim: MarstekSimulator, endpoint: UdpEndpoint, modbus_port: int
-) -> tuple[FallbackBattery, BatteryLink]:
-    settings = LinkSettings(poll_interval=0.5, offline_after=3)
-    battery = FallbackBattery(
-        client_for(sim, endpoint),
-        ModbusBattery("127.0.0.1", modbus_port, timeout=1.0, request_gap=0.005),
-        name="FaseA",
-        silent_for=silence_before_switch(settings.poll_interval, settings.offline_window),
-        probe_every=1.0,
-    )
-    return battery, BatteryLink("FaseA", battery, settings)
-
-
 def _answered_after(battery: FallbackBattery, heard: float | None) -> Callable[[], bool]:
     return lambda: (battery.udp.last_answer_at or 0.0) > (heard or 0.0)
 
@@ -143,7 +128,7 @@ async def test_auto_does_not_leave_a_working_modbus_for_a_local_api_that_answere
     sim = await make_sim(1, socs=[55.0])
     venus = sim.batteries[0]
     server = await sim.serve_modbus()
-    battery, link = _auto(sim, endpoint, server.port)
+    battery, link = auto_battery(sim, endpoint, server, poll_interval=0.5, probe_every=1.0)
     in_force: list[bool] = []
 
     async def watch() -> None:

@@ -352,10 +352,14 @@ async def test_auto_falls_back_to_modbus_when_udp_goes_silent_and_returns(
 
 
 def auto_battery(
-    sim: MarstekSimulator, endpoint: UdpEndpoint, server: VenusModbusServer, **kwargs: Any
+    sim: MarstekSimulator,
+    endpoint: UdpEndpoint,
+    server: VenusModbusServer,
+    poll_interval: float = 1.0,
+    **kwargs: Any,
 ) -> tuple[FallbackBattery, BatteryLink]:
     """One battery on `auto` with 1 s polls: the switch to Modbus after 1.5 s of silence."""
-    settings = LinkSettings(poll_interval=1.0, offline_after=3)
+    settings = LinkSettings(poll_interval=poll_interval, offline_after=3)
     silent_for = silence_before_switch(settings.poll_interval, settings.offline_window)
     battery = FallbackBattery(
         client_for(sim, endpoint), fast(server), name="FaseA", silent_for=silent_for, **kwargs

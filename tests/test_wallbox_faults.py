@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 
 import pytest
 
@@ -24,6 +24,7 @@ from marstek_webasto_addon.devices.webasto.registers import WallboxModel
 from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer, WallboxSim
 from marstek_webasto_addon.devices.webasto.simulator.model import ILLEGAL_VALUE, ModbusRefusal
 
+from .test_car_control import StepClock
 from .webasto_fixtures import BoxFactory, client_for, make_box
 
 __all__ = ["make_box"]
@@ -31,17 +32,6 @@ pytestmark = pytest.mark.timeout(60)
 NEXT, UNITE = WallboxModel.NEXT, WallboxModel.UNITE
 START = datetime(2026, 6, 3, 12, 0)
 QUIET = WallboxLinkSettings(poll_interval=0.05, reconnect_min=0.05, keepalive=False)
-
-
-@dataclass
-class StepClock:
-    t: float = 0.0
-
-    def seconds(self) -> float:
-        return self.t
-
-    def now(self) -> datetime:
-        return START + timedelta(seconds=self.t)
 
 
 def record_writes(sim: WallboxSim) -> list[tuple[str, int, int]]:
