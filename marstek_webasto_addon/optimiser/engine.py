@@ -8,7 +8,8 @@ Strategies (each switchable, defaults from the seed):
 - all full: every battery >= 95 % and exporting stops rotation; sustained consumption restarts it;
 - peak assist: keeps the quarter-hour average offtake under the target (capacity tariff);
 - mismatch detector: actions relying on a battery whose mode is in doubt are blocked;
-- manual hold: a battery a person commanded is left alone until the hold ends (a person's command wins).
+- manual hold: a battery a person commanded is left alone until the hold ends (a person's command wins);
+  one a person switched to Manual or AI outside the add-on (the Marstek app) is held the same way.
 
 Safety: set-points within each battery's limits and SOC window; at most one Auto<->Passive change per battery
 per minimum switch interval, counted from the last change by anyone, the Auto of a release or a stop included,
@@ -43,6 +44,12 @@ REPAIR_S = 60.0  # a battery that left its commanded mode on its own is told aga
 SOC_MARGIN = 2.0  # % above the floor / below full before a battery counts as able to discharge / charge
 PEAK_RELEASE_KW = 0.2
 OVERFLOW_STOP_S = 60.0  # consumption must last this long before overflow charging stops
+# Modes the optimiser never sends: a battery it commands is found in one only by a person's choice (the
+# Marstek app) or another controller's, never by itself (unlike Passive -> Auto when a countdown runs out).
+OUTSIDE_MODES = ("Manual", "AI", "UPS")
+# The optimiser's own schedule clearing leaves a battery in Manual until its role reaches it again (a
+# minute or two per battery, one battery at a time): that Manual is no person's choice, for this long at most.
+CLEARING_S = 15 * 60.0
 
 
 def _headroom(battery: BatteryView) -> Headroom:
@@ -124,6 +131,11 @@ class Optimiser:
         self.cleared_for = ""
         self.uncleared: set[str] = set()  # batteries whose schedules still wait to be cleared tonight
         self.held: set[str] = set()  # batteries in a person's manual hold
+        # battery id -> (the mode a person chose outside the add-on, t its hold ends): held as in `held`
+        self.outside: dict[str, tuple[str, float]] = {}
+        self.last_mode: dict[str, str] = {}  # each battery's last known mode: a change shows against it
+        # battery id -> (t the optimiser cleared its schedules, read in Manual since): its Manual is ours
+        self.clearing: dict[str, tuple[float, bool]] = {}
         self.handover: tuple[str, float, int] | None = None  # new active battery, since, power taken over
         self.last_t: float | None = None
         self.step_s = 0.0  # the time between the last two steps
@@ -139,6 +151,7 @@ class Optimiser:
         s = self.settings
         self._new = []
         self._account(inputs)
+        inputs = self._outside_changes(inputs)
         self._track_holds(inputs)
         self._person_changed = {
             b.id: b.mode_changed_t for b in inputs.batteries if b.mode_changed_t is not None
@@ -499,6 +512,75 @@ class Optimiser:
         moments = [m.get(battery_id) for m in (self.mode_changed, self._person_changed)]
         return max((m for m in moments if m is not None), default=None)
 
+    def _outside_changes(self, inputs: Inputs) -> Inputs:
+        """A battery the optimiser commands that changes to a mode it never sends was switched by a person
+        outside the add-on (the Marstek app): a person's command wins, so it is held like one given without
+        a duration, for the manual hold time, said once per period. The inputs come back with that hold."""
+        s = self.settings
+        minutes = s.manual_hold
+        views: list[BatteryView] = []
+        for battery in inputs.batteries:
+            before = self.last_mode.get(battery.id)
+            if battery.mode is not None:
+                self.last_mode[battery.id] = battery.mode
+            ours = self._clearing_manual(battery, inputs.t)
+            if battery.hold:  # a command from Home Assistant or the panel: its own hold governs
+                if self.outside.pop(battery.id, None) is not None:
+                    self.held.discard(battery.id)  # so that hold is said, as any other
+                views.append(battery)
+                continue
+            outside = self.outside.get(battery.id)
+            mode = battery.mode
+            if outside is not None and inputs.t >= outside[1]:
+                if mode in OUTSIDE_MODES and s.enabled:
+                    outside = (mode, inputs.t + minutes * 60)
+                    self._decide(
+                        inputs.now,
+                        f"{battery.name} is still in {mode}, set outside the add-on: left alone for "
+                        f"another {minutes:g} min",
+                    )
+                elif mode is not None:  # handed back (or switched off): `_track_holds` says it ended
+                    outside = None
+                # unknown mode (offline): still held until a reading says what the person left it in
+            elif (
+                outside is None
+                and mode in OUTSIDE_MODES
+                and battery.id in self.sent
+                # a change seen: a battery found in AI when the optimiser took it over is not one
+                and before is not None
+                and before not in OUTSIDE_MODES
+                and not ours
+            ):
+                outside = (mode, inputs.t + minutes * 60)
+                self._decide(
+                    inputs.now,
+                    f"{battery.name} was put in {mode} outside the add-on (the Marstek app?): left alone "
+                    f"for {minutes:g} min",
+                )
+            if outside is None:
+                self.outside.pop(battery.id, None)
+                views.append(battery)
+                continue
+            self.outside[battery.id] = outside
+            self.held.add(battery.id)  # said above: `_track_holds` only forgets what was sent
+            views.append(replace(battery, hold=f"put in {outside[0]} outside the add-on"))
+        return replace(inputs, batteries=tuple(views))
+
+    def _clearing_manual(self, battery: BatteryView, t: float) -> bool:
+        """Whether the battery's Manual is the optimiser's own schedule clearing: from the clearing until
+        the battery is read out of Manual again after it (or CLEARING_S, when it never showed Manual)."""
+        clearing = self.clearing.get(battery.id)
+        if clearing is None:
+            return False
+        since, seen = clearing
+        if t - since > CLEARING_S or (seen and battery.mode not in (None, "Manual")):
+            del self.clearing[battery.id]
+            return False
+        if battery.mode == "Manual":
+            self.clearing[battery.id] = (since, True)
+            return True
+        return False
+
     def _track_holds(self, inputs: Inputs) -> None:
         """A person's command wins: forget what was sent to a held battery, and say so once."""
         held = {b.id: b for b in inputs.batteries if b.hold}
@@ -795,6 +877,7 @@ class Optimiser:
             and self.sent[b.id].role is not Role.AUTO
         ]
         self.uncleared.difference_update(due)
+        self.clearing.update(dict.fromkeys(due, (inputs.t, False)))
         return [Command(i, None, clear_schedules=True, reason="before night charging") for i in due]
 
     def _peak_assist(
