@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -94,6 +95,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         result: int = asyncio.run(args.handler(args))
+        # Flushed here, not at exit: a reader gone by then (`| head`) is a BrokenPipeError out of reach.
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except marstek.UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise  # a device's connection broke, not our reader's pipe: not ours to hide
+        # Our reader has what it wanted; Python's flush at exit must not fail on that pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a program ended by SIGPIPE
     return result
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has closed it (`| head` has exited)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no such fd, or no poll() on this platform
+        return False

@@ -17,9 +17,10 @@ from ..addon.runtime import Runtime
 from ..addon.state import StateStore
 from ..bridge.mqtt import BrokerSettings
 from ..demo.broker import BrokerError, DemoBroker
-from ..demo.world import DEMO_BATTERIES, P1_TOPIC, PV_TOPIC, DemoWorld
+from ..demo.world import ADDON_BIND, DEMO_BATTERIES, P1_TOPIC, PV_TOPIC, DemoWorld, PortInUseError
 from ..tasks import cancel_all
 from ..web.server import Panel
+from .marstek import port_number, positive_float
 
 _LOG = logging.getLogger(__name__)
 
@@ -27,11 +28,18 @@ _LOG = logging.getLogger(__name__)
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("demo", help="run everything with simulated hardware, and the panel")
     parser.add_argument("--port", type=int, default=8099, help="the panel's port on 127.0.0.1 (default 8099)")
-    parser.add_argument("--speed", type=float, default=30.0, help="simulated time speed-up (default 30)")
+    parser.add_argument(
+        "--speed", type=positive_float, default=30.0, help="simulated time speed-up (default 30)"
+    )
     parser.add_argument(
         "--start", type=datetime.fromisoformat, help="simulated start, e.g. 2026-06-21T09:00 (default: now)"
     )
-    parser.add_argument("--sim-port", type=int, default=30000, help="UDP port of the simulated batteries")
+    parser.add_argument(
+        "--sim-port",
+        type=port_number,
+        default=30000,
+        help="UDP port of the simulated batteries (default 30000)",
+    )
     parser.add_argument(
         "--broker",
         choices=["auto", "mosquitto", "embedded"],
@@ -46,7 +54,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " TCP, each battery's map on 127.0.0.1 at a port of its own) or auto (the Local API, Modbus while it"
         " is silent)",
     )
-    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--duration", type=positive_float, help="stop after this many seconds")
     parser.add_argument(
         "--state-dir", type=Path, help="keep the demo's state here (default: a temporary folder)"
     )
@@ -71,7 +79,7 @@ def demo_options(
             }
         ],
         "mqtt": {"host": broker_host, "port": broker_port},
-        "marstek_bind": "127.0.0.1",
+        "marstek_bind": ADDON_BIND,
         "rediscovery_targets": [host for host, _ in world.battery_addresses],  # never the LAN
         # a Modbus poll of the v3 map is 13 requests 150 ms apart: about 2 s
         "battery_poll_interval": 2 if transport == "udp" else 3,
@@ -117,7 +125,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         state_dir.mkdir(parents=True, exist_ok=True)
         try:
             await _demo(args, state_dir)
-        except BrokerError as exc:
+        except (BrokerError, PortInUseError) as exc:
             print(f"error: {exc}", flush=True)
             return 1
         except OSError as exc:

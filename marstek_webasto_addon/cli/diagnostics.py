@@ -42,7 +42,10 @@ async def _diagnostics(args: argparse.Namespace) -> int:
             report = await reply.json()
     except (aiohttp.ClientError, TimeoutError) as exc:
         print(
-            f"error: no panel at {url} ({exc or type(exc).__name__}); is the bridge running?", file=sys.stderr
+            f"error: no panel at {url} ({exc or type(exc).__name__}); is the bridge running? Outside the"
+            " add-on its panel is off unless started with `run --panel-port PORT` (then give --panel"
+            " http://127.0.0.1:PORT/)",
+            file=sys.stderr,
         )
         return 1
     text = json.dumps(report, indent=1)

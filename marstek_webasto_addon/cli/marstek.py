@@ -23,15 +23,17 @@ from ..devices.marstek.transport import UdpEndpoint
 
 def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]]) -> None:
     sim = devices["simulate"].add_parser("marstek", help="simulated Venus batteries on UDP (and Modbus TCP)")
-    sim.add_argument("--count", type=int, default=3, help="number of batteries (default 3)")
+    sim.add_argument("--count", type=positive_int, default=3, help="number of batteries (default 3)")
     sim.add_argument(
         "--bind",
         default="127.0.0.1",
         help="127.0.0.1: battery i listens on 127.0.0.(10+i); other addresses: consecutive ports",
     )
-    sim.add_argument("--port", type=int, default=DEFAULT_PORT)
+    sim.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     sim.add_argument("--profile", default="venus_e3_v150", choices=sorted(PROFILES))
-    sim.add_argument("--speed", type=float, default=1.0, help="simulated time runs this many times faster")
+    sim.add_argument(
+        "--speed", type=positive_float, default=1.0, help="simulated time runs this many times faster"
+    )
     sim.add_argument("--soc", type=float, action="append", help="initial SOC per battery (repeatable)")
     sim.add_argument("--latency-ms", type=float, default=0.0, help="reply delay")
     sim.add_argument(
@@ -76,7 +78,7 @@ def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentPars
         help="udp: the Local API (default); modbus: Modbus TCP (LAN port or RS485 gateway), read only",
     )
     probe_parser.add_argument("--host", help="the battery (or gateway); instead of HOST[:PORT]")
-    probe_parser.add_argument("--port", type=int, help="default 30000 (udp) or 502 (modbus)")
+    probe_parser.add_argument("--port", type=port_number, help="default 30000 (udp) or 502 (modbus)")
     probe_parser.add_argument("--unit-id", type=int, default=DEFAULT_UNIT, help="Modbus unit id (default 1)")
     probe_parser.add_argument(
         "--generation", choices=("auto", "v12", "v3"), default="auto", help="Modbus register map"
@@ -95,18 +97,69 @@ def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentPars
         metavar="ADDR",
         help="send to ADDR, ADDR:PORT or a CIDR block instead of broadcasting (repeatable)",
     )
-    disc.add_argument("--port", type=int, default=DEFAULT_PORT)
+    disc.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     disc.add_argument("--timeout", type=float, default=10.0)
     disc.add_argument("--bind", default="0.0.0.0", help="local address to bind")
     disc.add_argument("--json", action="store_true", help="print JSON")
     disc.set_defaults(handler=discover_command)
 
 
+class UsageError(ValueError):
+    """A command line that cannot mean anything; `main` prints it as argparse does its own (exit 2)."""
+
+
+def port_number(text: str) -> int:
+    """A TCP/UDP port given on the command line, 1-65535 (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (argparse type): 0 or less ran and printed nothing useful."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A speed or duration that must be above 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A size such as PV peak power that may be 0 but not negative (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of 0 or more")
+    return value
+
+
 def split_host_port(target: str, default_port: int) -> tuple[str, int]:
     host, sep, port = target.rpartition(":")
     if not sep:
         return target, default_port
-    return host, int(port)
+    try:
+        return host, port_number(port)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"argument HOST[:PORT]: {target}: {exc}") from None
 
 
 async def simulate(args: argparse.Namespace) -> int:
@@ -271,9 +324,22 @@ def _print_probe(document: dict[str, Any]) -> None:
             print(f"  {label}: {document[label]}")
 
 
+def _expand_target(spec: str, default_port: int) -> list[tuple[str, int]]:
+    try:
+        targets = expand_targets([spec], default_port)
+    except ValueError as exc:
+        raise UsageError(
+            f"argument --target: {spec!r} is not an IPv4 address, ADDR:PORT or CIDR block ({exc})"
+        ) from None
+    for _, port in targets:
+        if not 1 <= port <= 65535:
+            raise UsageError(f"argument --target: {spec!r}: {port} is not a port number (1-65535)")
+    return targets
+
+
 async def discover_command(args: argparse.Namespace) -> int:
     targets = (
-        expand_targets(args.target, args.port)
+        [target for spec in args.target for target in _expand_target(spec, args.port)]
         if args.target
         else [(address, args.port) for address in broadcast_addresses()]
     )

@@ -32,6 +32,7 @@ from ..replay.prices import (
     tariff_prices,
     write_price_csv,
 )
+from .marstek import non_negative_float, positive_int
 
 COLUMNS = (
     ("bill_eur", "bill EUR"),
@@ -53,7 +54,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "replay", help="replay the optimiser over a household year, with baselines and the best possible"
     )
-    parser.add_argument("--days", type=int, default=365, help="how many days (default: the whole year)")
+    parser.add_argument(
+        "--days", type=positive_int, default=365, help="how many days (default: the whole year)"
+    )
     parser.add_argument(
         "--start",
         type=date.fromisoformat,
@@ -74,8 +77,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--region", type=int, default=5, help="DWD test reference year region 1..15 (5 = Essen)"
     )
-    parser.add_argument("--kwp", type=float, default=5.0, help="PV peak power")
-    parser.add_argument("--batteries", type=int, default=3)
+    parser.add_argument("--kwp", type=non_negative_float, default=5.0, help="PV peak power (default 5)")
+    parser.add_argument(
+        "--batteries", type=positive_int, default=3, help="how many Venus E batteries (default 3)"
+    )
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument(
         "--bound",
@@ -226,7 +231,7 @@ async def replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        _table(results, year, args, prices)
+        _table(results, year, args, prices, quarters)
     return 0
 
 
@@ -254,14 +259,24 @@ def _sample_week(year: HouseholdYear, start: int, quarters: int) -> range:
     return range(first, min(start + quarters, first + 7 * 96))
 
 
+def _days(quarters: int) -> str:
+    """What was replayed: --days stops at the data year's end (a December start gets fewer days)."""
+    days = quarters / 96
+    return f"{days:g} day" if days == 1 else f"{days:g} days"
+
+
 def _table(
-    results: dict[str, dict[str, Any]], year: HouseholdYear, args: argparse.Namespace, prices: PriceYear
+    results: dict[str, dict[str, Any]],
+    year: HouseholdYear,
+    args: argparse.Namespace,
+    prices: PriceYear,
+    quarters: int,
 ) -> None:
     first = next(iter(results.values()))
     pv = f"{args.kwp:g} kWp PV (region {args.region}, {first['pv_kwh']:.0f} kWh)"
     print(
         f"{year.name} household, {first['load_kwh']:.0f} kWh load, {pv}, {args.batteries} x Venus E, "
-        f"from {first['from'][:10]} for {min(args.days, 365)} days; prices: {prices.name}"
+        f"from {first['from'][:10]} for {_days(quarters)}; prices: {prices.name}"
     )
     columns = COLUMNS + ((("share_of_achievable", "share"),) if "bound" in results else ())
     print(f"{'scenario':<11}" + "".join(f"{label:>14}" for _, label in columns))

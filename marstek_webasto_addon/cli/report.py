@@ -18,6 +18,7 @@ from typing import Any
 from ..devices.marstek.simulator.profiles import PROFILES
 from ..optimiser.tariff import DEFAULT_TARIFF
 from ..replay.own_history import REPORTED, HistoryError, read_history, savings_report
+from .marstek import positive_int
 from .replay import load_tariff
 
 DEFAULT_PROFILE = "venus_e3_v150"
@@ -51,7 +52,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "section (default: the built-in tariff)",
     )
     parser.add_argument(
-        "--batteries", type=int, help="how many batteries (default: the options' count, else 3)"
+        "--batteries", type=positive_int, help="how many batteries (default: the options' count, else 3)"
     )
     parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -12,16 +12,18 @@ from ..devices.webasto.client import DEFAULT_UNIT, WallboxConfig, WallboxError, 
 from ..devices.webasto.registers import RULES, WallboxModel
 from ..devices.webasto.simulator import Car, WallboxQuirks, WallboxServer
 from ..devices.webasto.simulator.server import build
-from .marstek import split_host_port
+from .marstek import positive_float, split_host_port
 
 
 def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]]) -> None:
     sim = devices["simulate"].add_parser("webasto", help="a simulated Webasto/Ampure wallbox on Modbus TCP")
     sim.add_argument("--model", required=True, choices=[m.value for m in WallboxModel])
     sim.add_argument("--bind", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=5020)
+    sim.add_argument("--port", type=int, default=5020, help="0: a free port (printed)")
     sim.add_argument("--unit-id", type=int, default=DEFAULT_UNIT)
-    sim.add_argument("--speed", type=float, default=1.0, help="simulated time (energy, sessions) runs faster")
+    sim.add_argument(
+        "--speed", type=positive_float, default=1.0, help="simulated time (energy, sessions) runs faster"
+    )
     sim.add_argument("--car", action="store_true", help="a car is plugged in from the start")
     sim.add_argument("--firmware", help="UNITE firmware string, e.g. v3.156.0-1.0.150.0")
     quirks = sim.add_argument_group("quirks (all off by default)")

@@ -10,7 +10,9 @@ and the batteries' own CT see.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -32,7 +34,32 @@ P1_TOPIC = "demo/p1/power"  # W, + = import, like a DSMR reader publishes it
 PV_TOPIC = "demo/pv/power"  # W
 CAR_ARRIVES, CAR_LEAVES = time(18, 0), time(7, 30)
 MODBUS_HOST = "127.0.0.1"  # every battery's Modbus map here, each at a free port of its own
+ADDON_BIND = "127.0.0.1"  # the add-on's `marstek_bind`: it binds the batteries' port there
 METER_INTERVAL_S = 0.5  # real seconds between meter messages
+
+
+class PortInUseError(OSError):
+    """A battery port of the demo is held by someone else (another demo, `simulate marstek`, an add-on)."""
+
+
+def check_udp_free(addresses: list[tuple[str, int]]) -> None:
+    """Raise PortInUseError when one of these UDP addresses is taken.
+
+    The simulated batteries and the add-on bind with SO_REUSEADDR, so a second demo on the same port would
+    not fail: it would share the port and take the first one's traffic, and the first demo's batteries went
+    offline. A bind without the option fails on an address another socket holds, with or without it.
+    """
+    for host, port in addresses:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PortInUseError(
+                    f"UDP port {port} is in use on {host} (another demo, `simulate marstek` or `run`?):"
+                    " choose another --sim-port"
+                ) from None
 
 
 class DemoWorld:
@@ -53,6 +80,7 @@ class DemoWorld:
             household=Household(pv_kwp=pv_kwp),
             start=start,
         )
+        self.sim_port = sim_port
         self.clock: SimClock = self.marstek.clock
         self.wallbox = WallboxSim(WallboxProfile.for_model(WallboxModel.NEXT), sim_now=self.clock.now)
         self.wallbox_server = WallboxServer(self.wallbox, clock=self.clock)
@@ -71,6 +99,7 @@ class DemoWorld:
         return [(MODBUS_HOST, server.port) for server in self.modbus_servers]
 
     async def __aenter__(self) -> DemoWorld:
+        check_udp_free([(ADDON_BIND, self.sim_port), *self.battery_addresses])
         await self.marstek.start()
         try:
             if self.modbus:
