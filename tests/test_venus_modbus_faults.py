@@ -24,7 +24,7 @@ from marstek_webasto_addon.cli import release
 from marstek_webasto_addon.devices.marstek.commands import AutoMode, PassiveMode
 from marstek_webasto_addon.devices.marstek.datapoints import Value
 from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
-from marstek_webasto_addon.devices.marstek.modbus.client import ModbusLinkError
+from marstek_webasto_addon.devices.marstek.modbus.client import ABSENT_AFTER, ModbusLinkError
 from marstek_webasto_addon.devices.marstek.modbus.decode import screen_identity
 from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode
 from marstek_webasto_addon.devices.marstek.protocol import IdentityMismatch
@@ -347,6 +347,7 @@ async def test_a_register_the_firmware_lacks_is_not_asked_for_at_every_poll(
 ) -> None:
     # A Venus A/D closes the connection after every exception reply and takes a new one only ~2 s later:
     # a register its firmware lacks (exception 2), asked for at every poll, cost each poll 2 s and a warning.
+    # Lacking means refused at consecutive polls and never answered: a passing refusal is not.
     sim = await make_sim(1, socs=[55.0], profile="venus_a_v150")
     server = await sim.serve_modbus()
     asked: list[int] = []
@@ -361,11 +362,36 @@ async def test_a_register_the_firmware_lacks_is_not_asked_for_at_every_poll(
     server.registers.read = read  # type: ignore[method-assign]
     client = fast(server)
     try:
-        for _ in range(4):
+        for _ in range(6):
             assert (await client.read()).any_answer
-        assert len(asked) == 1
+        assert len(asked) == ABSENT_AFTER  # then taken as lacking: not asked at every poll
         assert any("35010" in problem for problem in client.modbus.snapshot.problems)
         warned = [r for r in caplog.records if r.levelname == "WARNING" and "35010" in r.getMessage()]
         assert len(warned) == 1
+    finally:
+        await client.close()
+
+
+async def test_a_live_register_refused_once_is_asked_again_at_the_next_poll(make_sim: SimFactory) -> None:
+    # A battery booting, or a gateway, may refuse a live register for a moment: it must not go unread for
+    # long (its SOC shown unknown, its control registers stale).
+    sim = await make_sim(1, socs=[55.0])
+    server = await sim.serve_modbus()
+    asked: list[int] = []
+    reading = server.registers.read
+
+    def read(address: int, count: int) -> list[int]:
+        if address <= 34002 < address + count:
+            asked.append(address)
+            if len(asked) == 2:
+                raise ModbusRefusal(ILLEGAL_ADDRESS, "34002 refused for a moment")
+        return reading(address, count)
+
+    server.registers.read = read  # type: ignore[method-assign]
+    client = fast(server)
+    try:
+        for _ in range(4):
+            await client.read()
+        assert len(asked) == 4
     finally:
         await client.close()

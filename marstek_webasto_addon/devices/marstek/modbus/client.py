@@ -44,7 +44,11 @@ DEFAULT_UNIT = 1
 DEFAULT_TIMEOUT_S = 10.0  # longer than firmware 150's upload stalls
 REOPEN_DELAY_S = 2.0  # a Venus D takes a new connection 1.5-2 s after closing one at an exception (§6)
 _JUST_CONNECTED_S = 2.0  # a connection dropped this soon was refused: another client holds the battery
-ABSENT_RETRY_S = 3600.0  # a read refused as an illegal address (a register this firmware lacks): asked hourly
+# A read refused as an illegal address at ABSENT_AFTER polls in a row and never answered is a register this
+# firmware lacks: asked again only this often. (Once answered, a refusal is a passing one: a battery booting
+# or behind a gateway may refuse its live registers for a moment, and they must not go unread for long.)
+ABSENT_AFTER = 3
+ABSENT_RETRY_S = 600.0
 ILLEGAL_ADDRESS = 2
 _HINT = (
     "The battery serves one Modbus client at a time (is another integration or a proxy connected?). "
@@ -110,6 +114,7 @@ class VenusModbusClient:
         # every exception and takes a new one only seconds later, so asking at every poll cost each poll that
         # long (and a warning).
         self._absent: dict[str, float] = {}
+        self._refusals: dict[str, int] = {}  # reads refused at consecutive polls, per request
 
     # connection -----------------------------------------------------------------------------------
 
@@ -264,7 +269,7 @@ class VenusModbusClient:
             what = f"read {request.describe()}"
             needed = any(f.key in required for f in request.fields)
             if not needed and self._absent.get(what, 0.0) > time.monotonic():
-                problems.append(f"{what}: not offered by this firmware; asked again hourly")
+                problems.append(f"{what}: not offered by this firmware; asked again every 10 min")
                 continue
             try:
                 words = await self._request(what, Function.READ_HOLDING, request.address, request.count)
@@ -272,18 +277,17 @@ class VenusModbusClient:
                 if needed:
                     raise
                 problems.append(str(exc))
-                absent = exc.code == ILLEGAL_ADDRESS
-                if not (absent and what in self._absent):  # a lacking register: in the log once
-                    _LOG.warning(
-                        "%s: %s; those values keep their last reading%s",
-                        self.config.label,
-                        exc,
-                        ", and are asked for again hourly" if absent else "",
-                    )
-                if absent:
+                refusals = self._refusals[what] = self._refusals.get(what, 0) + 1
+                if refusals == 1:  # the same refusal poll after poll: in the log once
+                    _LOG.warning("%s: %s; those values keep their last reading", self.config.label, exc)
+                lacking = exc.code == ILLEGAL_ADDRESS and request.describe() not in self.last_words
+                if lacking and refusals >= ABSENT_AFTER:
+                    if what not in self._absent:
+                        _LOG.info("%s: %s is not offered by this firmware", self.config.label, what)
                     self._absent[what] = time.monotonic() + ABSENT_RETRY_S
                 continue
             self._absent.pop(what, None)
+            self._refusals.pop(what, None)
             self.last_words[request.describe()] = words
             got_points, got_controls = read_request(request, words)
             points.update(got_points)
