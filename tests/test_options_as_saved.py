@@ -192,6 +192,11 @@ def test_device_entries_invalid_on_their_own_are_left_out_and_named(tmp_path: Pa
         {"batteries": [{"name": "A", "host": "127.0.0.11"}, {"name": "A", "host": "127.0.0.12"}]},
         {"batteries": [{"name": "A", "host": "127.0.0.11"}, {"name": "B", "host": "x!"}], "colour": "red"},
         {"batteries": [{"name": "B", "host": "x!"}]},
+        # the grid meter is the first battery's CT: another battery's would steer everything unseen
+        {
+            "batteries": [{"name": "A", "host": "x!"}, {"name": "B", "host": "127.0.0.12"}],
+            "grid_source": {"type": "battery"},
+        },
     ],
 )
 def test_other_problems_still_stop_everything(tmp_path: Path, data: dict[str, Any]) -> None:

@@ -418,31 +418,6 @@ class Options(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _one_identity_per_wallbox(self) -> Options:
-        # A box without a serial number (a NEXT; a box on auto until it has answered) is known in Home
-        # Assistant by its host and unit id, not its port (bridge/devices.py, WallboxDevice.device_id), and
-        # an existing user's entity ids must not change. Two such boxes on one host with one unit id (a
-        # Modbus proxy or port forwards) would be one device there, and a command for one would reach the
-        # other. The host is compared as that id spells it, so no two spellings of it slip through.
-        seen: dict[tuple[str, int], int] = {}
-        for index, box in enumerate(self.wallboxes):
-            if box.model == "unite":
-                continue  # known by its serial number
-            key = (re.sub(r"[^a-z0-9]+", "_", box.host.lower()).strip("_"), box.unit_id)
-            if key not in seen:
-                seen[key] = index
-                continue
-            first = self.wallboxes[seen[key]]
-            raise ValueError(
-                f"wallboxes[{seen[key]}] and wallboxes[{index}]: two wallboxes on one host need different "
-                f"unit_id values ({first.name} and {box.name} are both {box.host}, unit_id {box.unit_id}); "
-                "a NEXT is known by its host and unit id, so Home Assistant would see one wallbox and a "
-                "command for one would reach the other (a UNITE, known by its serial number, may share "
-                "them: set its model to unite)"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _meter_battery_readable(self) -> Options:
         source = self.grid_source
         if source.type != "battery" or not self.batteries:
@@ -675,6 +650,11 @@ def load_options_sparing(path: Path, *, broker_elsewhere: bool = True) -> tuple[
         if isinstance(entries := data.get(key), list):
             spared[key] = [entry for i, entry in enumerate(entries) if (key, i) not in bad]
     if not any(spared.get(key) for key in _DEVICE_LISTS):
+        raise OptionsError(problems)
+    source = data.get("grid_source")
+    first_meter = isinstance(source, dict) and source.get("type") == "battery" and not source.get("battery")
+    if ("batteries", 0) in bad and first_meter:
+        # "the first battery's meter" would quietly become another battery's, which may have no CT
         raise OptionsError(problems)
     try:
         options = parse_options(spared, broker_elsewhere=broker_elsewhere)

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime
@@ -23,6 +24,7 @@ from ..bridge.devices import (
     SiteDevice,
     SiteSources,
     WallboxDevice,
+    slug,
 )
 from ..bridge.holds import DEFAULT_HOLD_S, RENEW_S, ManualHolds
 from ..bridge.mqtt import BrokerSettings, MqttBridge
@@ -220,6 +222,7 @@ class Runtime:
         wallbox_settings = WallboxLinkSettings(
             poll_interval=options.wallbox_poll_interval, offline_after=options.offline_after
         )
+        shared = Counter((slug(box.host), box.unit_id) for box in options.wallboxes)
         for box in options.wallboxes:
             config = WallboxConfig(
                 box.host,
@@ -232,7 +235,11 @@ class Runtime:
             wallbox_link = WallboxLink(
                 box.name, WebastoClient(config), wallbox_settings, self._wallbox_updated
             )
-            wallbox = WallboxDevice(wallbox_link, known_serial=identities.get(_wallbox_key(box)))
+            wallbox = WallboxDevice(
+                wallbox_link,
+                known_serial=identities.get(_wallbox_key(box)),
+                by_port=shared[(slug(box.host), box.unit_id)] > 1,
+            )
             self.wallbox_links.append(wallbox_link)
             self.wallboxes.append(wallbox)
             self._device_of[id(wallbox_link)] = wallbox

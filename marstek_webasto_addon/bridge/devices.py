@@ -434,11 +434,14 @@ class ChargeModePort(Protocol):
 class WallboxDevice(BridgedDevice):
     kind = "wallbox"
 
-    def __init__(self, link: WallboxLink, known_serial: str | None = None) -> None:
+    def __init__(self, link: WallboxLink, known_serial: str | None = None, *, by_port: bool = False) -> None:
         super().__init__()
         self.link = link
         self.name = link.name
         self.known_serial = known_serial  # learned before: entities exist even while the box is away
+        # Another configured box has this host and unit id (a Modbus proxy, port forwards): the port tells
+        # them apart. Only then: every other box keeps the id its entities have always had.
+        self.by_port = by_port
         self.charge: ChargeModePort | None = None  # set by the runtime
 
     @property
@@ -449,7 +452,7 @@ class WallboxDevice(BridgedDevice):
         cfg = self.link.client.config
         if cfg.model is WallboxModel.UNITE and not self.link.online:
             return None  # its serial is the identity: wait for the first connection
-        return f"wallbox_{slug(cfg.host)}_{cfg.unit_id}"
+        return f"wallbox_{slug(cfg.host)}_{cfg.unit_id}" + (f"_{cfg.port}" if self.by_port else "")
 
     @property
     def available(self) -> bool:
