@@ -224,7 +224,11 @@ def test_one_unreadable_price_is_bridged_and_said_and_the_plan_goes_on_past_it()
     assert buy[16:20] == pytest.approx([0.13] * 4)  # 14:00 to 15:00: the quarter before's price
     assert buy[20:24] == pytest.approx([0.15] * 4)
     assert "14:00" in prices.problem
-    assert "the quarter before" in prices.problem
+    assert "the price before" in prices.problem
+    # the ledger's price of a quarter in the hole, at every control step: bridged, and the hole still said
+    assert prices.series(datetime(2026, 3, 10, 14, 20), 1) == ([0.13], [0.13])
+    assert prices.series(datetime(2026, 3, 10, 16, 0), 1) == ([0.16], [0.16])
+    assert "14:00" in prices.problem
     prices.on_state(PRICES, state(PRICES, nordpool(hourly_prices(today, lambda h: h / 100))))
     buy, _ = prices.series(datetime(2026, 3, 10, 10, 0), 56)  # type: ignore[misc]
     assert buy[16:20] == pytest.approx([0.14] * 4)

@@ -8,6 +8,7 @@ days), never to a guess.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
@@ -46,7 +47,6 @@ class DayAheadPrices:
         self.version = 0
         self.problem = "not received yet"
         self.source = ""
-        self._hole = ""  # the problem a hole in the prices set, cleared once the prices have none
 
     def on_state(self, entity_id: str, state: EntityState | None) -> None:
         if state is None:
@@ -71,6 +71,14 @@ class DayAheadPrices:
         if list(found.intervals) != self.intervals:
             self.intervals, self.version = list(found.intervals), self.version + 1
         self.source = found.source
+        hole = _first_hole(self.intervals)
+        if hole is not None:
+            # (the plan bridges it with the price before: ending there would hide every later price)
+            self._problem(
+                f"{self.entity_id} has no price from {hole[0]:%Y-%m-%d %H:%M} to {hole[1]:%H:%M}; "
+                "the price before stands in"
+            )
+            return
         if self.problem:
             _LOG.info("prices: %s (%s) in use", self.entity_id, found.source)
         self.problem = ""
@@ -91,37 +99,27 @@ class DayAheadPrices:
         if not self.intervals:
             return None
         first = quarter_start(start)
+        known_until = max(interval.end for interval in self.intervals)
         stale = f"{self.entity_id} has no price for {first:%Y-%m-%d %H:%M}; the day before's stand in"
-        if _spot(self.intervals, first) is None:
+        if _spot(self.intervals, first) is None and first.astimezone() >= known_until:
             self._problem(stale)  # the entity stopped updating: say so, plan on the last day known
         elif self.problem == stale:
             self.problem = ""
-        known_until = max(interval.end for interval in self.intervals)
         spot: list[float] = []
-        holes: list[datetime] = []
         for moment in _wall_clock_quarters(first, steps):
             price = _spot(self.intervals, moment)
             if price is None:
                 price = _spot(self.intervals, moment - DAY)
-            if price is None and spot and moment.astimezone() < known_until:
+            if price is None and moment.astimezone() < known_until:
                 # Ending here would hide every later price from the plan (the evening's, behind one
-                # unreadable hour in the afternoon).
-                price = spot[-1]
-                holes.append(moment)
+                # unreadable hour in the afternoon): the last price before the hole stands in.
+                price = spot[-1] if spot else _last_before(self.intervals, moment)
             if price is None:
                 break
             spot.append(price)
         if not spot:
             self._problem(f"{self.entity_id} has no prices for today; the tariff's periods stand in")
             return None
-        if holes:
-            self._hole = (
-                f"{self.entity_id} has no price for {len(holes)} quarter-hour(s) from "
-                f"{holes[0]:%Y-%m-%d %H:%M}; the quarter before's stands in"
-            )
-            self._problem(self._hole)
-        elif self._hole and self.problem == self._hole:
-            self.problem = ""
         return [self.formula.import_price(p) for p in spot], [self.formula.export_price(p) for p in spot]
 
 
@@ -134,6 +132,21 @@ def _wall_clock_quarters(start: datetime, steps: int) -> Iterator[datetime]:
     for i in range(steps):
         moment = first + i * QUARTER
         yield moment if moment.timestamp() >= since else moment.replace(fold=1)
+
+
+def _first_hole(intervals: Sequence[PriceInterval]) -> tuple[datetime, datetime] | None:
+    """The first gap between known prices (local times), or None."""
+    for before, after in itertools.pairwise(intervals):
+        if after.start > before.end:
+            return before.end.astimezone(), after.start.astimezone()
+    return None
+
+
+def _last_before(intervals: Sequence[PriceInterval], moment: datetime) -> float | None:
+    """The price of the last interval that ended by `moment` (naive local time), or None."""
+    at = moment.astimezone()
+    ended = [interval for interval in intervals if interval.end <= at]
+    return max(ended, key=lambda interval: interval.end).price if ended else None
 
 
 def _spot(intervals: Sequence[PriceInterval], moment: datetime) -> float | None:
