@@ -120,6 +120,7 @@ async def test_the_mqtt_password_is_used_as_written(secured_broker: Broker, tmp_
         secured_broker, path, outside_the_addon(tmp_path / "state"), tmp_path / "data"
     )
     assert "not authori" not in text.lower()
+    assert "mqtt.password begins or ends with a space and is used as typed" in text  # said, in case
 
 
 # --- two entries for one battery ------------------------------------------------------------------------

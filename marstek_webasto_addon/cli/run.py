@@ -210,6 +210,14 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.Event().wait()  # show the problems until the add-on is stopped
         _report(left_out)
         problems[:] = [{"source": "Options", "text": text} for text in left_out]
+        for name, value in (("username", options.mqtt.username), ("password", options.mqtt.password)):
+            if value != value.strip():
+                # Taken as typed since 0.1.0 (trimmed before): a space typed by mistake now fails the login.
+                _LOG.warning(
+                    "mqtt.%s begins or ends with a space and is used as typed: if the broker refuses the "
+                    "login, remove the space",
+                    name,
+                )
         logging.getLogger().setLevel(options.log_level.upper())
         try:
             broker = await broker_settings(options, waiting)
