@@ -85,6 +85,23 @@ async def test_one_register_the_box_refuses_does_not_blank_its_whole_batch(
     assert sim.reads.get(1000, 0) == reads_before + 1  # learnt: not a failed batch and a re-read every poll
 
 
+async def test_a_register_refused_as_absent_inside_a_gap_read_is_not_taken_for_gaps_refused(
+    make_box: BoxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A UNITE that reads across gaps but lacks one register (exception 2, as a box refusing gap reads
+    answers too): the box was said to refuse gap reads, and read in more requests from then on."""
+    sim, server = await make_box(UNITE, gap_reads=True)
+    sim.plug_in(Car())
+    sim.lacking.add(1006)
+    client = client_for(server, UNITE)
+    await client.connect()
+    for _ in range(3):
+        snapshot = await client.poll(include_slow=True)
+        assert snapshot.values["cable_state"] == "vehicle_locked"
+    await client.close()
+    assert not any("refuses reads across gaps" in r.getMessage() for r in caplog.records)
+
+
 # --- reconnects ----------------------------------------------------------------------------------------
 
 

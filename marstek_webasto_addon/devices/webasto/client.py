@@ -418,10 +418,16 @@ class WebastoClient:
         the one it refuses is read on its own from then on, so the batch does not fail at every poll."""
         label = self.config.label
         if exc.code == 2 and len(request.contiguous_parts()) > 1 and not self._gap_reads_refused:
-            _LOG.warning("%s: the box refuses reads across gaps; reading contiguous runs from now on", label)
-            self._gap_reads_refused = True
-            self._build_plans()
-            return await self._read_plan(ReadPlan(tuple(request.contiguous_parts())))
+            reading = await self._read_plan(ReadPlan(tuple(request.contiguous_parts())))
+            # Only when every run answered on its own was it the gaps: a run that failed holds a register
+            # the box refuses, which the reading above has isolated already.
+            if not reading.failed:
+                _LOG.warning(
+                    "%s: the box refuses reads across gaps; reading contiguous runs from now on", label
+                )
+                self._gap_reads_refused = True
+                self._build_plans()
+            return reading
         if len(request.registers) > 1 and exc.code != 0:  # 0: a malformed reply, not one register's fault
             reading = await self._read_plan(ReadPlan(tuple(request.single_parts())))
             # Only when its neighbours answered: a box refusing everything (busy, booting) is not one

@@ -89,6 +89,7 @@ class WallboxSim:
     power_setpoint_w: int = 0
     failsafe_events: int = 0
     failing: set[int] = field(default_factory=set)  # addresses answering "device failure" (exception 4)
+    lacking: set[int] = field(default_factory=set)  # addresses answering "illegal address" (exception 2)
     reads: dict[int, int] = field(default_factory=dict)  # address -> times read, to see what a client asks
     writes: dict[int, int] = field(default_factory=dict)  # address -> times written
     on_failsafe: Callable[[], None] | None = None
@@ -294,6 +295,8 @@ class WallboxSim:
         self.reads[address] = self.reads.get(address, 0) + 1
         if address in self.failing:
             raise ModbusRefusal(DEVICE_FAILURE)
+        if address in self.lacking:
+            raise ModbusRefusal(ILLEGAL_ADDRESS)
         register, offset = self._locate(address)
         if register is None:
             if self.is_unite and self.profile.gap_reads:
