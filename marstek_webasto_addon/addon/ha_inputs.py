@@ -266,12 +266,14 @@ class HomeAssistantInputs:
                 self.problem = ""
 
     def _absent(self) -> None:
-        """Home Assistant sends nothing for an entity it does not have: without this, a mistyped entity_id
-        would say "not received yet" for ever, and one after an outage "not connected" though it is."""
+        """Every entity's state as the new connection has it. Home Assistant sends nothing for an entity it
+        does not have: without this, a mistyped entity_id would say "not received yet" for ever, and one
+        after an outage "not connected" though it is. An entity it has is given again too: its first state
+        may have come just before this loop saw the link lost and cleared it (an input left empty until
+        the entity changes, hours for a PV sensor at night)."""
         assert self.client is not None
         for entity_id in self._entities():
-            if self.client.state(entity_id) is None:
-                self._on_change(entity_id, None)
+            self._on_change(entity_id, self.client.state(entity_id))
 
     async def _weather(self, pv: WeatherPvForecast) -> None:
         assert self.client is not None
