@@ -179,6 +179,9 @@ class MarstekClient:
         self.last_answer_at: float | None = None  # time.monotonic() of the last reply from this battery
         self.last_replies: dict[Method, dict[str, Any]] = {}
         self.last_src: str | None = None
+        # The BLE MAC of another battery that answered at our address (two batteries that swapped their
+        # DHCP leases): no write goes there until ours answers there again or is found elsewhere.
+        self.stranger: str | None = None
         self._ip: str | None = None
         self._resolved_at = -1e9
 
@@ -244,6 +247,25 @@ class MarstekClient:
         _LOG.info("battery %s moved from %s to %s", self.snapshot.ble_mac or "?", self.host, host)
         self.host = host
         self._ip = None
+        self.stranger = None  # found by its own BLE MAC at the new address
+
+    async def found_at(self, ip: str) -> bool:
+        """A search found this battery, by its BLE MAC, at `ip`: whether the configured address leads there
+        (an IP as it is, a host name looked up afresh: the name may follow a new DHCP lease sooner than the
+        periodic lookup sees it). When it does, the battery is where requests go, and commands may too."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            self._resolved_at = -1e9
+            try:
+                here = await self._resolve() == ip
+            except MarstekError:
+                here = False
+        else:
+            here = self.host == ip
+        if here:
+            self.stranger = None
+        return here
 
     # unsupported-method memory --------------------------------------------------------------------
 
@@ -378,6 +400,13 @@ class MarstekClient:
             async with self._turn(deadline):
                 if write and time.monotonic() < self._last_write + pacing.write_gap:
                     continue  # another write went first
+                if write and self.stranger is not None:
+                    # Checked here, with the device held: a poll may have seen the stranger meanwhile. Only
+                    # the acknowledgement would show it otherwise, after the other battery carried it out.
+                    raise IdentityMismatch(
+                        f"{method} not sent: another battery ({self.stranger}) answers at {self.host}; "
+                        f"commands wait until {self.identity} answers there again or is found elsewhere"
+                    )
                 await self._sleep_until(self._last_request + pacing.request_gap, deadline)
                 wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
                 sent = time.monotonic()
@@ -442,10 +471,13 @@ class MarstekClient:
     def _check_identity(self, src: str | None) -> None:
         """Replies carry `<model>-<ble_mac>`: an address now used by another battery is caught at once."""
         mac = mac_from_src(src)
-        if self.identity and mac and mac != self.identity:
-            raise IdentityMismatch(
-                f"another battery ({mac}) answers at {self.host}; expected {self.identity}"
-            )
+        if not self.identity or not mac:
+            return
+        if mac == self.identity:
+            self.stranger = None
+            return
+        self.stranger = mac
+        raise IdentityMismatch(f"another battery ({mac}) answers at {self.host}; expected {self.identity}")
 
     async def _backoff(self, attempt: int) -> None:
         if attempt + 1 < self.pacing.attempts and self.pacing.backoff:

@@ -185,7 +185,10 @@ class FallbackBattery:
         return self.active.is_unsupported(method)
 
     def move_to(self, host: str) -> None:
+        """The Local API was found at a new address (a search uses its port and address, whichever
+        transport is in use): asked there at the next poll rather than at the next probe, minutes away."""
         self.udp.move_to(host)
+        self._next_probe = 0.0
 
     # reading, and the switches --------------------------------------------------------------------
 

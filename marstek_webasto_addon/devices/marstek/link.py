@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .battery_client import BatteryClient
-from .client import OutOfTime, ReadReport
+from .client import MarstekClient, OutOfTime, ReadReport
 from .datapoints import POINTS_BY_KEY, Method, Value
 from .decode import MEASUREMENTS, BatterySnapshot
 from .discovery import discover
+from .fallback import FallbackBattery
 from .transport import Address
 
 _LOG = logging.getLogger(__name__)
@@ -27,6 +28,17 @@ _LOG = logging.getLogger(__name__)
 FAST = (Method.ES_MODE, Method.ES_STATUS)
 SLOW = (Method.BAT_STATUS, Method.EM_STATUS, Method.PV_STATUS)
 RARE = (Method.GET_DEVICE, Method.WIFI_STATUS, Method.BLE_STATUS)
+# A search beside the polls (`auto` on Modbus) needs at least this much of the poll's time: a GetDevice
+# answer takes 0.1-0.25 s.
+SEARCH_WINDOW_MIN_S = 0.5
+
+
+def local_api(client: BatteryClient) -> MarstekClient | None:
+    """The client of the battery's Local API: the only transport a search can find it over, so its address
+    and port are what a search uses, whichever transport is in use (None: never reached over UDP)."""
+    if isinstance(client, FallbackBattery):
+        return client.udp
+    return client if isinstance(client, MarstekClient) else None
 
 
 @dataclass(frozen=True)
@@ -189,13 +201,29 @@ class BatteryLink:
             self._judge(publish=False)
             self._never_answered()
         self._publish()  # before any search, so "offline" is published at once
-        if not self.online and self.failures and await self._maybe_rediscover():
-            self._publish()
+        if not self.online and self.failures:
+            if await self._maybe_rediscover():
+                self._publish()
+        elif self.online and self.client.transport == "modbus" and self._local_api_lost():
+            # `auto` on Modbus: the Local API may have moved (a new WiFi lease) while the LAN port kept its
+            # address, and its probes would go to the old address for ever. Searched at the pace of the
+            # searches for an offline battery, in what is left of this poll's time, so the polls keep theirs.
+            await self._maybe_rediscover(until=deadline)
         return self.online
+
+    def _local_api_lost(self) -> bool:
+        """The Local API (beside a working Modbus) has not answered for as long as makes a battery offline."""
+        local = local_api(self.client)
+        if local is None:
+            return False
+        last = local.last_answer_at
+        return last is None or time.monotonic() - last > self.settings.offline_window
 
     def _came_back(self, publish: bool = True) -> None:
         self.failures, self.last_error = 0, ""
-        self._rediscovery_interval = self.settings.rediscovery_interval
+        if self.client.transport != "modbus":
+            # Only the Local API's answer ends its searches' back-off: `auto` searches for it while on Modbus.
+            self._rediscovery_interval = self.settings.rediscovery_interval
         if self.online:
             return
         self.online = True
@@ -281,18 +309,27 @@ class BatteryLink:
         self.failures += 1
         self.last_error = error
 
-    async def _maybe_rediscover(self) -> bool:
-        """Search the network for this battery's BLE MAC; True when it was found at a new address."""
+    async def _maybe_rediscover(self, until: float | None = None) -> bool:
+        """Search the network for this battery's BLE MAC; True when it was found at a new address. With
+        `until` (time.monotonic()), the search ends by then, and is not started with too little time left.
+
+        Over the Local API's port and compared with its address, whichever transport is in use: on `auto`,
+        the client's port and host are Modbus's while it runs on Modbus, where no battery answers a search."""
         mac = self.client.identity
         targets = self.settings.rediscovery_targets
-        endpoint = self.client.endpoint  # None: not reached over UDP, nothing to broadcast for
-        if not mac or not targets or endpoint is None or time.monotonic() < self._next_rediscovery:
+        local = local_api(self.client)  # None: not reached over UDP, nothing to broadcast for
+        if not mac or not targets or local is None or time.monotonic() < self._next_rediscovery:
             return False
+        timeout = self.settings.rediscovery_timeout
+        if until is not None:
+            timeout = min(timeout, until - time.monotonic())
+            if timeout < SEARCH_WINDOW_MIN_S:
+                return False  # at a later poll
         _LOG.info("%s: looking for battery %s on the network", self.name, mac)
         found = await discover(
-            endpoint,
-            [(host, self.client.port) if port == 0 else (host, port) for host, port in targets],
-            timeout=self.settings.rediscovery_timeout,
+            local.endpoint,
+            [(host, local.port) if port == 0 else (host, port) for host, port in targets],
+            timeout=timeout,
             stop_when=lambda battery: battery.ble_mac == mac,
         )
         match = next((b for b in found if b.ble_mac == mac), None)
@@ -305,7 +342,16 @@ class BatteryLink:
                 "%s: battery %s not found; next search in %.0f s", self.name, mac, self._rediscovery_interval
             )
             return False
-        moved = match.host != self.client.host
+        before = local.address[0]
+        # A host name stays when it names the address found (looked up afresh: the name may already follow
+        # a new lease); only an address the name does not lead to replaces it.
+        moved = not await local.found_at(match.host)
+        if not moved and local.address[0] != before:
+            _LOG.warning(
+                "%s: battery %s moved from %s to %s (%s)", self.name, mac, before, match.host, local.host
+            )
+            self._moved()
+            return True
         if not moved:
             # It answers a broadcast but not our polls: keep backing off rather than broadcast again and
             # again (frequent broadcasts were reported to destabilise a v148 unit, jaapp#114).
@@ -314,8 +360,11 @@ class BatteryLink:
                 self._rediscovery_interval * 2, self.settings.rediscovery_interval_max
             )
             return False
-        _LOG.warning("%s: battery %s moved from %s to %s", self.name, mac, self.client.host, match.host)
+        _LOG.warning("%s: battery %s moved from %s to %s", self.name, mac, local.host, match.host)
         self.client.move_to(match.host)
+        self._moved()
+        return True
+
+    def _moved(self) -> None:
         self.failures = 0
         self._next_rediscovery = 0.0
-        return True
