@@ -5,16 +5,16 @@ optimiser (tests/optimiser_world.py), the battery's mode set as the app would se
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import pytest
 
 from marstek_webasto_addon.optimiser.model import BatteryView, Role, StepResult
-from marstek_webasto_addon.optimiser.planner import Action, PlanStep
+from marstek_webasto_addon.optimiser.planner import Action
 from marstek_webasto_addon.optimiser.settings import Settings
 
 from .optimiser_world import World, battery
+from .test_plan_execution import step
 
 APP = "outside the add-on (the Marstek app?)"
 
@@ -152,26 +152,6 @@ def test_the_manual_mode_of_the_optimisers_own_clearing_is_not_a_persons_change(
     assert any("B was put in Manual outside the add-on" in t for t in texts(later))
 
 
-def plan(action: Action, grid_kw: float) -> PlanStep:
-    return PlanStep(
-        start=datetime(2026, 6, 3, 12, 0),
-        hours=0.25,
-        import_price=0.25,
-        export_price=0.02,
-        load_kw=0.5,
-        pv_kw=0.0,
-        wallbox_kw=0.0,
-        battery_kw=0.0,
-        grid_kw=grid_kw,
-        cost_eur=0.0,
-        action=action,
-        reason=f"test: {action.value}",
-        batteries=(),
-        peak_kw=math.inf,
-        scarce=False,
-    )
-
-
 def metered(world: World, seconds: float, house_w: float = 500.0) -> None:
     """Steps with a meter that adds up: the house, plus what the batteries charge (- what they give)."""
     for _ in range(int(seconds / 10)):
@@ -181,7 +161,7 @@ def metered(world: World, seconds: float, house_w: float = 500.0) -> None:
 
 def test_a_battery_switched_in_the_app_is_left_out_of_the_plan_and_the_others_share_its_part() -> None:
     settings = Settings(enabled=True, method="planner", hysteresis=0)
-    world = World(three(), settings=settings, plan_step=plan(Action.CHARGE, grid_kw=3.0))
+    world = World(three(), settings=settings, plan_step=step(Action.CHARGE, grid_kw=3.0))
     metered(world, 120)  # the house takes 0.5 kW; the plan wants 3 kW from the grid
     assert world.in_auto() == []
     assert all((b.ac_power or 0.0) < 0 for b in world.batteries)

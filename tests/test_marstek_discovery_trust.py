@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,20 +19,9 @@ from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
 from .conftest import SimFactory, client_for, until
-from .test_venus_transport import auto_battery
+from .test_venus_transport import auto_battery, running
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@contextlib.asynccontextmanager
-async def running(link: BatteryLink) -> AsyncIterator[None]:
-    task = asyncio.create_task(link.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class _Stranger(asyncio.DatagramProtocol):

@@ -3,10 +3,6 @@ on `transport: auto` whose Local API moves while it runs on Modbus or while both
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
 import pytest
 
 from marstek_webasto_addon.devices.marstek.client import MarstekClient
@@ -22,31 +18,11 @@ from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 from marstek_webasto_addon.devices.outcome import WriteStatus
 
 from .conftest import FAST, SimFactory, client_for, free_port, until
+from .test_marstek_link import settings
+from .test_venus_transport import running
 
 pytestmark = pytest.mark.timeout(90)
 SEARCHED = ["127.0.0.0/27"]
-
-
-def settings(port: int, **overrides: float) -> LinkSettings:
-    values: dict[str, float] = {
-        "poll_interval": 0.05,
-        "offline_after": 2,
-        "rediscovery_timeout": 1.0,
-        "rediscovery_interval": 0.1,
-        **overrides,
-    }
-    return LinkSettings(rediscovery_targets=tuple(expand_targets(SEARCHED, port)), **values)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def running(link: BatteryLink) -> AsyncIterator[None]:
-    task = asyncio.create_task(link.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def swap(sim: MarstekSimulator, first: int, second: int) -> None:
