@@ -132,7 +132,10 @@ def auto_battery(
     )
     modbus = ModbusBattery("127.0.0.1", server.port, timeout=1.0, request_gap=0.005)
     silent_for = silence_before_switch(link_settings.poll_interval, link_settings.offline_window)
-    battery = FallbackBattery(client_for(sim, endpoint), modbus, name="FaseA", silent_for=silent_for)
+    # probed every 2 s on Modbus: a Local API silent past that and the offline window is searched for
+    battery = FallbackBattery(
+        client_for(sim, endpoint), modbus, name="FaseA", silent_for=silent_for, probe_every=2.0
+    )
     return battery, BatteryLink("FaseA", battery, link_settings)
 
 

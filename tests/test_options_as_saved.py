@@ -198,6 +198,7 @@ def test_device_entries_invalid_on_their_own_are_left_out_and_named(tmp_path: Pa
             "batteries": [{"name": "A", "host": "x!"}, {"name": "B", "host": "127.0.0.12"}],
             "grid_source": {"type": "battery"},
         },
+        {"batteries": [{"name": "A", "host": "x!"}, {"name": "B", "host": "127.0.0.12"}]},  # by default
     ],
 )
 def test_other_problems_still_stop_everything(tmp_path: Path, data: dict[str, Any]) -> None:

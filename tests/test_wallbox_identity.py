@@ -47,3 +47,19 @@ async def test_two_next_boxes_behind_one_host_are_two_devices_each_commanded_alo
         await recorder.publish(f"{BASE}/{ids[1]}/charging_current/set", "10")
         await recorder.wait_for(lambda: carport_sim.setpoint == 10, 20, "Carport at 10 A")
         assert garage_sim.setpoint == before  # the command reached only the box it was meant for
+
+
+async def test_a_next_beside_a_unite_on_one_host_keeps_its_identity(
+    broker: Broker, make_box: BoxFactory, tmp_path: Path
+) -> None:
+    # A UNITE is known by its serial number: a NEXT beside it on one host shares nothing with it, and keeps
+    # the id its entities have always had.
+    _, garage = await make_box(WallboxModel.NEXT)
+    unite_sim, unite = await make_box(WallboxModel.UNITE)
+    options = two_boxes(garage.port, unite.port)
+    options["wallboxes"][1]["model"] = "unite"
+    async with recording(broker) as recorder, bridge(broker, options, tmp_path):
+        ids = ["wallbox_127_0_0_1_255", f"wallbox_{unite_sim.profile.serial}"]
+        await recorder.wait_for(
+            lambda: all(f"{BASE}/{i}/state" in recorder.latest for i in ids), 20, "both boxes' states"
+        )

@@ -92,14 +92,17 @@ async def test_a_register_refused_as_absent_inside_a_gap_read_is_not_taken_for_g
     answers too): the box was said to refuse gap reads, and read in more requests from then on."""
     sim, server = await make_box(UNITE, gap_reads=True)
     sim.plug_in(Car())
-    sim.lacking.add(1006)
+    sim.lacking.add(1010)  # current_l2: a run of one register between two gaps
     client = client_for(server, UNITE)
     await client.connect()
     for _ in range(3):
         snapshot = await client.poll(include_slow=True)
         assert snapshot.values["cable_state"] == "vehicle_locked"
+    reads_before = sim.reads.get(1000, 0)
+    await client.poll()
     await client.close()
     assert not any("refuses reads across gaps" in r.getMessage() for r in caplog.records)
+    assert sim.reads.get(1000, 0) == reads_before + 1  # learnt: not a failed batch and its runs every poll
 
 
 # --- reconnects ----------------------------------------------------------------------------------------

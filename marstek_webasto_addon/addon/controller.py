@@ -523,7 +523,8 @@ class OptimiserController:
         try:
             step = self.live.step(
                 inputs.now,
-                [b for b in inputs.batteries if not b.hold],
+                # a battery a person holds, here or in the Marstek app, is none of the plan's
+                [b for b in inputs.batteries if not b.hold and b.id not in self.engine.outside],
                 self.engine.capacity,
                 settings,
                 inputs.pv_forecast_tomorrow_kwh,

@@ -108,12 +108,12 @@ class DayAheadPrices:
         spot: list[float] = []
         for moment in _wall_clock_quarters(first, steps):
             price = _spot(self.intervals, moment)
-            if price is None:
-                price = _spot(self.intervals, moment - DAY)
             if price is None and moment.astimezone() < known_until:
-                # Ending here would hide every later price from the plan (the evening's, behind one
+                # A hole: ending here would hide every later price from the plan (the evening's, behind one
                 # unreadable hour in the afternoon): the last price before the hole stands in.
                 price = spot[-1] if spot else _last_before(self.intervals, moment)
+            if price is None:
+                price = _spot(self.intervals, moment - DAY)
             if price is None:
                 break
             spot.append(price)

@@ -651,8 +651,9 @@ def load_options_sparing(path: Path, *, broker_elsewhere: bool = True) -> tuple[
             spared[key] = [entry for i, entry in enumerate(entries) if (key, i) not in bad]
     if not any(spared.get(key) for key in _DEVICE_LISTS):
         raise OptionsError(problems)
-    source = data.get("grid_source")
-    first_meter = isinstance(source, dict) and source.get("type") == "battery" and not source.get("battery")
+    source = data.get("grid_source") or {}  # the default: the first battery's CT
+    first_meter = isinstance(source, dict) and source.get("type", "battery") == "battery"
+    first_meter = first_meter and not source.get("battery")
     if ("batteries", 0) in bad and first_meter:
         # "the first battery's meter" would quietly become another battery's, which may have no CT
         raise OptionsError(problems)

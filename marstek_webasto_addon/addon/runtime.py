@@ -222,7 +222,8 @@ class Runtime:
         wallbox_settings = WallboxLinkSettings(
             poll_interval=options.wallbox_poll_interval, offline_after=options.offline_after
         )
-        shared = Counter((slug(box.host), box.unit_id) for box in options.wallboxes)
+        # a UNITE is known by its serial number: only the others share an identity by host and unit id
+        shared = Counter((slug(b.host), b.unit_id) for b in options.wallboxes if b.model != "unite")
         for box in options.wallboxes:
             config = WallboxConfig(
                 box.host,
@@ -238,7 +239,7 @@ class Runtime:
             wallbox = WallboxDevice(
                 wallbox_link,
                 known_serial=identities.get(_wallbox_key(box)),
-                by_port=shared[(slug(box.host), box.unit_id)] > 1,
+                by_port=box.model != "unite" and shared[(slug(box.host), box.unit_id)] > 1,
             )
             self.wallbox_links.append(wallbox_link)
             self.wallboxes.append(wallbox)

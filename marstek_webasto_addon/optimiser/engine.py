@@ -134,6 +134,7 @@ class Optimiser:
         # battery id -> (the mode a person chose outside the add-on, t its hold ends): held as in `held`
         self.outside: dict[str, tuple[str, float]] = {}
         self.last_mode: dict[str, str] = {}  # each battery's last known mode: a change shows against it
+        self.prior: dict[str, str] = {}  # the mode a battery was in when the optimiser last sent it Passive
         # battery id -> (t the optimiser cleared its schedules, read in Manual since): its Manual is ours
         self.clearing: dict[str, tuple[float, bool]] = {}
         self.handover: tuple[str, float, int] | None = None  # new active battery, since, power taken over
@@ -550,6 +551,9 @@ class Optimiser:
                 and before is not None
                 and before not in OUTSIDE_MODES
                 and not ours
+                # a Passive whose countdown ran out (a link outage, a refresh that did not arrive) takes the
+                # battery back to the mode it had before it: Manual after a clearing, AI if it was in AI
+                and mode != self.prior.get(battery.id)
             ):
                 outside = (mode, inputs.t + minutes * 60)
                 self._decide(
@@ -1009,6 +1013,8 @@ class Optimiser:
             )
             if mode_change or repair:  # a repair switches the battery's mode too: the interval counts it
                 self.mode_changed[battery_id] = t
+            if want.role in PASSIVE_ROLES and battery.mode not in (None, "Passive"):
+                self.prior[battery_id] = battery.mode  # where its countdown, run out, will take it back
             self.sent[battery_id] = _Sent(want.role, command.power_w, t)
             commands.append(command)
         return commands

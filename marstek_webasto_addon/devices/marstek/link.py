@@ -216,8 +216,10 @@ class BatteryLink:
         local = local_api(self.client)
         if local is None:
             return False
+        # On Modbus the Local API is only probed every few minutes: silent since the last probe is not lost.
+        probe_every = self.client.probe_every if isinstance(self.client, FallbackBattery) else 0.0
         last = local.last_answer_at
-        return last is None or time.monotonic() - last > self.settings.offline_window
+        return last is None or time.monotonic() - last > probe_every + self.settings.offline_window
 
     def _came_back(self, publish: bool = True) -> None:
         self.failures, self.last_error = 0, ""
@@ -338,8 +340,13 @@ class BatteryLink:
             self._rediscovery_interval = min(
                 self._rediscovery_interval * 2, self.settings.rediscovery_interval_max
             )
-            _LOG.warning(
-                "%s: battery %s not found; next search in %.0f s", self.name, mac, self._rediscovery_interval
+            # (online over Modbus, a search for its Local API that finds nothing is no news to warn of)
+            _LOG.log(
+                logging.INFO if self.online else logging.WARNING,
+                "%s: battery %s not found; next search in %.0f s",
+                self.name,
+                mac,
+                self._rediscovery_interval,
             )
             return False
         before = local.address[0]

@@ -427,6 +427,11 @@ class WebastoClient:
                 )
                 self._gap_reads_refused = True
                 self._build_plans()
+            elif len(reading.failed) < len(request.registers) and reading.failed - self._alone:
+                # Some runs answered: the failed ones hold what the box refuses (a run of one register is
+                # not split further above), read on their own from now on, out of the batch.
+                self._alone |= reading.failed
+                self._build_plans()
             return reading
         if len(request.registers) > 1 and exc.code != 0:  # 0: a malformed reply, not one register's fault
             reading = await self._read_plan(ReadPlan(tuple(request.single_parts())))
