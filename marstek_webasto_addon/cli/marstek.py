@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..devices.marstek.client import DEFAULT_PORT, MarstekClient, Pacing
 from ..devices.marstek.datapoints import BATTERY_POINTS, READ_METHODS, Group
@@ -108,48 +110,33 @@ class UsageError(ValueError):
     """A command line that cannot mean anything; `main` prints it as argparse does its own (exit 2)."""
 
 
-def port_number(text: str) -> int:
-    """A TCP/UDP port given on the command line, 1-65535 (argparse type)."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
-    return port
+_N = TypeVar("_N", int, float)
 
 
-def positive_int(text: str) -> int:
-    """A count that must be at least 1 (argparse type): 0 or less ran and printed nothing useful."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _number_type(
+    convert: Callable[[str], _N], what: str, ok: Callable[[_N], bool], rule: str
+) -> Callable[[str], _N]:
+    """An argparse type: `convert` the text, then check it (`rule` says what `ok` wants)."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} {rule}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """A speed or duration that must be above 0 (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A size such as PV peak power that may be 0 but not negative (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number of 0 or more")
-    return value
+# A count, speed or duration of 0 or less ran and printed nothing useful; infinity is no speed either.
+port_number = _number_type(
+    int, "a port number (1-65535)", lambda v: 1 <= v <= 65535, "is not a port (1-65535)"
+)
+positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+positive_float = _number_type(float, "a number", lambda v: 0 < v < math.inf, "must be a number above 0")
+non_negative_float = _number_type(float, "a number", lambda v: 0 <= v < math.inf, "must be 0 or more")
 
 
 def split_host_port(target: str, default_port: int) -> tuple[str, int]:
