@@ -111,6 +111,26 @@ class _Reading:
         self.failed |= other.failed
 
 
+class _Repeats:
+    """The same problem again for the same thing (a command, a read): a warning once every
+    REPEAT_WARNING_S, debug in between; news again once forgotten (it went through) or changed."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, tuple[str, float]] = {}  # what -> (why, when it was warned of)
+
+    def level(self, what: str, why: str) -> int:
+        now, last = time.monotonic(), self._said.get(what)
+        if last is not None and last[0] == why and now - last[1] < REPEAT_WARNING_S:
+            return logging.DEBUG
+        if len(self._said) >= 64:  # bounded: a box refusing ever new things must not grow it
+            self._said.clear()
+        self._said[what] = (why, now)
+        return logging.WARNING
+
+    def forget(self, what: str) -> None:
+        self._said.pop(what, None)
+
+
 def parse_firmware(text: str | None) -> tuple[int, ...] | None:
     """UNITE firmware looks like `v3.187.0-1.0.156.0`: HMI version, then power board."""
     if not text:
@@ -135,8 +155,8 @@ class WebastoClient:
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._connected_at = 0.0
-        self._warned: dict[str, tuple[str, float]] = {}  # a refused command -> (why, when it was logged)
-        self._read_warned: dict[str, tuple[str, float]] = {}  # a refused read -> (why, when it was logged)
+        self._refused_commands = _Repeats()
+        self._refused_reads = _Repeats()
         self._read_problems: list[str] = []  # the last merge's
         self._standing: dict[str, str] = {}  # problems no read clears (a refused write), shown until fixed
         self._session_count: tuple[float, float] | None = None  # (kWh, monotonic time first seen at it)
@@ -395,7 +415,7 @@ class WebastoClient:
             try:
                 words = await self._read_request(request)
                 self.last_words[request.describe()] = words  # raw, for the diagnostics
-                self._read_warned.pop(request.describe(), None)  # failing again later is news again
+                self._refused_reads.forget(request.describe())  # failing again later is news again
             except WallboxDeviceError as exc:
                 reading.add(await self._refused(request, exc))
                 continue
@@ -451,13 +471,7 @@ class WebastoClient:
             return reading
         # A register the box keeps refusing fails at every poll: in the log once every REPEAT_WARNING_S (the
         # snapshot's problems show it all the time), not every few seconds.
-        now, last = time.monotonic(), self._read_warned.get(request.describe())
-        quiet = last is not None and last[0] == str(exc) and now - last[1] < REPEAT_WARNING_S
-        if not quiet:
-            if len(self._read_warned) >= 64:
-                self._read_warned.clear()
-            self._read_warned[request.describe()] = (str(exc), now)
-        level = logging.DEBUG if quiet else logging.WARNING
+        level = self._refused_reads.level(request.describe(), str(exc))
         _LOG.log(level, "%s: %s; those values are unknown until the next read", label, exc)
         keys = [r.key for r in request.registers]
         return _Reading(dict.fromkeys(keys), [str(exc)], set(keys))
@@ -599,19 +613,13 @@ class WebastoClient:
 
     def _outcome(self, status: WriteStatus, command: str, detail: str, clamped: str = "") -> WriteOutcome:
         outcome = WriteOutcome(status, command, 1, detail, clamped)
-        level = logging.INFO if outcome.ok else logging.WARNING
+        level = logging.INFO
         if not outcome.ok:
             # The same refusal again (a correction tried at every slow poll, a controller's retries): once
             # every REPEAT_WARNING_S in the log, not every minute. Forgotten once it went through.
-            now, last = time.monotonic(), self._warned.get(command)
-            if last is not None and last[0] == detail and now - last[1] < REPEAT_WARNING_S:
-                level = logging.DEBUG
-            else:
-                if len(self._warned) >= 64:
-                    self._warned.clear()
-                self._warned[command] = (detail, now)
+            level = self._refused_commands.level(command, detail)
         else:
-            self._warned.pop(command, None)
+            self._refused_commands.forget(command)
         _LOG.log(
             level,
             "%s: %s -> %s: %s%s",
