@@ -34,7 +34,7 @@ from marstek_webasto_addon.devices.marstek.simulator.modbus_server import _Handl
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
 from .conftest import SimFactory, client_for
-from .test_venus_transport import fast, owe_a_release
+from .test_venus_transport import fast, owe_a_release, venus_on_modbus
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,16 +77,10 @@ async def test_a_clean_stop_releases_a_control_whose_release_is_still_owed(make_
     # A forced discharge; the battery cannot be reached when a person's Auto comes (the lease ends, the
     # release is owed). The battery answers again, then the add-on stops cleanly: the s6 finish script
     # runs `release` only after a crash, so the clean stop itself releases the control.
-    sim = await make_sim(1, socs=[55.0])
-    venus = sim.batteries[0]
-    server = await sim.serve_modbus()
-    client = fast(server)
-    try:
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
         await owe_a_release(client, venus, server)
         assert client.release_owed
         assert client.lease is None
-    finally:
-        await client.close()
     assert not venus.rs485_control, "a clean stop left the forced discharge on"
 
 
@@ -116,19 +110,13 @@ async def test_release_is_not_stopped_by_a_refused_read_of_a_register_it_does_no
 
 async def test_auto_is_applied_when_a_register_it_does_not_need_refuses_reads(make_sim: SimFactory) -> None:
     # Auto checks 42000, 42010/42020 and 43000: a refused 44002/44003 neither stops the release nor Auto.
-    sim = await make_sim(1, socs=[55.0])
-    venus = sim.batteries[0]
-    server = await sim.serve_modbus()
-    client = fast(server)
-    try:
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
         assert (await client.read()).any_answer
         assert (await client.set_mode(PassiveMode(800, 900))).ok
         refuse_reads(server, 44002, 44003)
         outcome = await client.set_mode(AutoMode())
         assert not venus.rs485_control
         assert outcome.ok, outcome
-    finally:
-        await client.close()
 
 
 def close_after_exceptions(server: VenusModbusServer) -> None:
@@ -153,11 +141,7 @@ async def test_a_lease_ends_on_a_battery_that_refuses_one_live_group_and_drops_t
     # A Venus A/D (closes the connection after an exception) whose temperature block is refused: the poll
     # opens the connection again and reads on, so the control registers are read and the forced discharge
     # ends with its lease.
-    sim = await make_sim(1, socs=[55.0], profile="venus_a_v150")
-    venus = sim.batteries[0]
-    server = await sim.serve_modbus()
-    client = fast(server)
-    try:
+    async with venus_on_modbus(make_sim, soc=55.0, profile="venus_a_v150") as (venus, server, client):
         assert (await client.read()).any_answer
         assert (await client.set_mode(PassiveMode(800, 2))).ok
         assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
@@ -169,18 +153,12 @@ async def test_a_lease_ends_on_a_battery_that_refuses_one_live_group_and_drops_t
             await client.read()
             await asyncio.sleep(0.3)
         assert not venus.rs485_control, "the forced discharge outlived its lease"
-    finally:
-        await client.close()
 
 
 async def test_a_lease_past_its_end_is_released_when_the_poll_fails(make_sim: SimFactory) -> None:
     # The poll loses its connection (a stall, a reset): the lease that is over is released all the same,
     # on a new connection, instead of waiting for a poll that succeeds.
-    sim = await make_sim(1, socs=[55.0])
-    venus = sim.batteries[0]
-    server = await sim.serve_modbus()
-    client = fast(server)
-    try:
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, _server, client):
         assert (await client.read()).any_answer
         assert (await client.set_mode(PassiveMode(800, 1))).ok
         await asyncio.sleep(1.1)
@@ -194,8 +172,6 @@ async def test_a_lease_past_its_end_is_released_when_the_poll_fails(make_sim: Si
         assert not report.any_answer
         assert not venus.rs485_control, "the forced discharge outlived its lease"
         assert client.lease is None
-    finally:
-        await client.close()
 
 
 def test_identity_registers_that_are_not_filled_in_are_unread() -> None:

@@ -41,6 +41,20 @@ def fast(server: VenusModbusServer, **kwargs: Any) -> ModbusBattery:
     return ModbusBattery("127.0.0.1", server.port, timeout=1.0, request_gap=0.005, **kwargs)
 
 
+@contextlib.asynccontextmanager
+async def venus_on_modbus(
+    make_sim: SimFactory, *, soc: float = 55.0, profile: str | None = None, **client: Any
+) -> AsyncIterator[tuple[SimulatedBattery, VenusModbusServer, ModbusBattery]]:
+    """One simulated Venus serving its Modbus map on 127.0.0.1, and a fast client for it (closed after)."""
+    sim = await (make_sim(1, socs=[soc]) if profile is None else make_sim(1, socs=[soc], profile=profile))
+    server = await sim.serve_modbus()
+    battery = fast(server, **client)
+    try:
+        yield sim.batteries[0], server, battery
+    finally:
+        await battery.close()
+
+
 async def owe_a_release(client: ModbusBattery, venus: SimulatedBattery, server: VenusModbusServer) -> None:
     """A forced discharge, then a person's Auto while the battery cannot be reached: the lease it
     supersedes is over and its release is owed. The battery answers again afterwards."""
@@ -492,19 +506,13 @@ async def test_auto_a_release_that_fails_when_leaving_modbus_is_done_when_modbus
 async def test_a_work_mode_that_does_not_get_through_ends_the_modbus_lease(make_sim: SimFactory) -> None:
     # A person's Auto while the battery cannot be reached: the lease it supersedes is not taken again when
     # the battery answers, and the control is released at that poll.
-    sim = await make_sim(1, socs=[55.0])
-    venus = sim.batteries[0]
-    server = await sim.serve_modbus()
-    client = fast(server)
-    try:
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
         await owe_a_release(client, venus, server)
         assert (await client.read()).any_answer
         assert not venus.rs485_control
         assert (venus.force_mode, client.lease, client.release_owed) == (ForceMode.STOP, None, False)
         await client.read()
         assert not venus.rs485_control  # and stays so
-    finally:
-        await client.close()
 
 
 # probe --------------------------------------------------------------------------------------------------
