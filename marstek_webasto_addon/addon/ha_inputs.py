@@ -31,6 +31,9 @@ _LOG = logging.getLogger(__name__)
 FORECAST_REFRESH_S = 1800.0
 # Older than this, the weather has moved on: better no forecast than a wrong one.
 FORECAST_MAX_AGE_S = 3 * 3600.0
+# A power state found in place at a (re)connection older than this is said in the log (the panel calls a
+# reading older than a minute no reading).
+OLD_STATE_NOTE_S = 60.0
 
 
 def coming_day(now: datetime) -> date:
@@ -68,7 +71,16 @@ class EntityPowerInput(GridInput):
         if implausible:
             self._unusable(f"{self.entity_id}: {implausible}")
             return
-        self.reading.value, self.reading.at, self.reading.problem = value * self.sign, state.received_at, ""
+        if state.age_at_receipt > OLD_STATE_NOTE_S and state.seen_at != self.reading.at:
+            # Kept, with its true age: the optimiser holds on a stale meter, and the panel says for how long.
+            _LOG.warning(
+                "%s: Home Assistant's %s was last updated %.0f s ago; it counts as that old",
+                self.option,
+                self.entity_id,
+                state.age_at_receipt,
+            )
+        # As old as Home Assistant says: a meter that stopped an hour before a (re)connection is not fresh.
+        self.reading.value, self.reading.at, self.reading.problem = value * self.sign, state.seen_at, ""
 
     def _unusable(self, problem: str) -> None:
         self.reading.value = None  # an unavailable meter must not leave its last number in force

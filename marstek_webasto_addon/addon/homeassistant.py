@@ -3,7 +3,8 @@
 With `homeassistant_api: true` in config.yaml the add-on talks to Core at ws://supervisor/core/websocket with
 its SUPERVISOR_TOKEN. The Supervisor drops that proxied connection whenever Core restarts, so `run()`
 reconnects with backoff, authenticates and subscribes again. Between outages the latest state of each entity
-stays readable, with the moment it arrived, so a reader can judge how old it is.
+stays readable, with the moment it arrived and how old Home Assistant said it was then, so a reader can judge
+how old it is: a meter that stopped an hour before a (re)connection is an hour old, not fresh.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ _LOG = logging.getLogger(__name__)
 SUPERVISOR_WEBSOCKET_URL = "ws://supervisor/core/websocket"
 # get_states of a large installation runs to megabytes; aiohttp's default limit is 4 MiB.
 _MAX_MESSAGE = 64 * 1024 * 1024
+# A clock difference with Home Assistant beyond this is said in the log: the ages of states are corrected
+# for it, but a user whose host clocks disagree this much has other things going wrong too.
+CLOCK_SKEW_NOTE_S = 5.0
 
 
 class HomeAssistantError(Exception):
@@ -67,6 +71,15 @@ class EntityState:
     attributes: Mapping[str, Any]
     last_updated: datetime | None  # Home Assistant's last_updated, UTC
     received_at: float  # time.monotonic() when the add-on received this version
+    # How old Home Assistant's last word on this value (last_reported, else last_updated) already was when
+    # it arrived: 0 for a change that arrived as it happened, the time since for the states a (re)connection
+    # finds in place.
+    age_at_receipt: float = 0.0
+
+    @property
+    def seen_at(self) -> float:
+        """time.monotonic() when Home Assistant last had this value from its source, as far as we know."""
+        return self.received_at - self.age_at_receipt
 
     @property
     def unit(self) -> str | None:
@@ -133,12 +146,14 @@ _KNOWN_TYPES = frozenset({"auth_required", "auth_ok", "auth_invalid", "result", 
 
 
 class _Compressed(_Message):
-    """An entity in subscribe_entities' `a`: lu is only sent when it differs from lc."""
+    """An entity in subscribe_entities' `a`: lu is only sent when it differs from lc. No Core up to 2025.4
+    sends lr (last_reported); it is taken should one start to."""
 
     s: str
     a: dict[str, Any] = {}
     lc: float | None = None
     lu: float | None = None
+    lr: float | None = None
 
 
 class _Additions(_Message):
@@ -148,6 +163,7 @@ class _Additions(_Message):
     a: dict[str, Any] = {}
     lc: float | None = None
     lu: float | None = None
+    lr: float | None = None
 
 
 class _Removals(_Message):
@@ -172,6 +188,7 @@ class _FullState(_Message):
     state: str
     attributes: dict[str, Any] = {}
     last_updated: datetime | None = None
+    last_reported: datetime | None = None  # Home Assistant 2024.3 and later
 
 
 class _StateChangedData(_Message):
@@ -286,6 +303,11 @@ class HomeAssistantClient:
         # Core answered on the current connection. The Supervisor's proxy says auth_ok before it reaches
         # Core and closes at once when it cannot: only an answer ends an outage (and its backoff).
         self._answered = False
+        # This add-on's wall clock minus Home Assistant's, measured at live changes (whose timestamps are
+        # Home Assistant's "now"); 0 until one arrives: in an add-on both read the same host clock.
+        self.clock_offset = 0.0
+        self._offset_measured = False  # on the current connection
+        self._skew_logged = False
 
     # reading ------------------------------------------------------------------------------------------------
 
@@ -433,6 +455,7 @@ class HomeAssistantClient:
             raise HomeAssistantConnectionError(f"cannot connect: {_describe(exc)}") from exc
         reader: asyncio.Task[None] | None = None
         self._answered = False
+        self._offset_measured = False
         try:
             async with asyncio.timeout(self.request_timeout):
                 await self._authenticate(ws)
@@ -627,14 +650,48 @@ class HomeAssistantClient:
             states = _STATES.validate_python(result.result)
         except ValidationError as exc:
             raise HomeAssistantConnectionError(f"get_states returned no state list: {_short(exc)}") from None
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         self._replace_all(
             [
-                EntityState(item.entity_id, item.state, item.attributes, item.last_updated, now)
+                EntityState(
+                    item.entity_id,
+                    item.state,
+                    item.attributes,
+                    item.last_updated,
+                    now,
+                    self._age(item.last_reported or item.last_updated, wall),
+                )
                 for item in states
                 if item.entity_id in self.entity_ids
             ]
         )
+
+    def _age(self, said: datetime | None, wall: float) -> float:
+        """How old a state Home Assistant has had in place is, by its own timestamp on our clock.
+
+        Unknown (no timestamp) or in the future (clocks apart by more than the correction knows): 0, as
+        old as its arrival, which is all the add-on could tell before it read these timestamps."""
+        if said is None:
+            return 0.0
+        return max(0.0, wall - self.clock_offset - said.timestamp())
+
+    def _measure_clock(self, said: datetime | None, wall: float) -> None:
+        """A live change's timestamp is Home Assistant's clock at the change, a moment before it arrived:
+        the smallest difference seen on a connection is the closest to the clocks' own."""
+        if said is None:
+            return
+        sample = wall - said.timestamp()
+        if self._offset_measured and sample >= self.clock_offset:
+            return
+        self.clock_offset, self._offset_measured = sample, True
+        if abs(sample) > CLOCK_SKEW_NOTE_S and not self._skew_logged:
+            self._skew_logged = True
+            _LOG.warning(
+                "Home Assistant's clock is %.0f s %s this add-on's; the ages of its states are corrected "
+                "for it, but check the time settings of the machines",
+                abs(sample),
+                "behind" if sample > 0 else "ahead of",
+            )
 
     def _replace_all(self, states: list[EntityState]) -> None:
         """A full picture after (re)subscribing: entities deleted while we were away go too."""
@@ -648,19 +705,31 @@ class HomeAssistantClient:
     def _on_event(self, event: dict[str, Any]) -> None:
         try:
             if self._compressed:
-                self._apply_entities(_EntitiesEvent.model_validate(event), time.monotonic())
+                self._apply_entities(_EntitiesEvent.model_validate(event), time.monotonic(), time.time())
             elif event.get("event_type") == "state_changed":
-                self._apply_state_changed(_StateChangedEvent.model_validate(event), time.monotonic())
+                self._apply_state_changed(
+                    _StateChangedEvent.model_validate(event), time.monotonic(), time.time()
+                )
         except ValidationError as exc:
             _LOG.warning("ignoring a malformed state update from Home Assistant: %s", _short(exc))
 
-    def _apply_entities(self, update: _EntitiesEvent, now: float) -> None:
+    def _apply_entities(self, update: _EntitiesEvent, now: float, wall: float) -> None:
+        # The first `a` of a subscription is what Home Assistant has in place, of any age; a later one is
+        # an entity that appeared just now.
+        initial = not self._initial.is_set()
         added = [
-            EntityState(entity_id, item.s, item.a, _timestamp(item.lu or item.lc), now)
+            EntityState(
+                entity_id,
+                item.s,
+                item.a,
+                _timestamp(item.lu or item.lc),
+                now,
+                self._age(_timestamp(item.lr or item.lu or item.lc), wall) if initial else 0.0,
+            )
             for entity_id, item in update.a.items()
             if entity_id in self.entity_ids
         ]
-        if not self._initial.is_set():
+        if initial:
             self._replace_all(added)
         else:
             for state in added:
@@ -674,23 +743,27 @@ class HomeAssistantClient:
                 continue
             plus, gone = diff.added, set(diff.removed.a)
             attributes = {key: value for key, value in old.attributes.items() if key not in gone} | plus.a
+            changed_at = _timestamp(plus.lc or plus.lu)
+            self._measure_clock(_timestamp(plus.lr) or changed_at, wall)
             self._put(
                 replace(
                     old,
                     state=old.state if plus.s is None else plus.s,
                     attributes=attributes,
-                    last_updated=_timestamp(plus.lc or plus.lu) or old.last_updated,
+                    last_updated=changed_at or old.last_updated,
                     received_at=now,
+                    age_at_receipt=0.0,  # a change, as it happens
                 )
             )
 
-    def _apply_state_changed(self, event: _StateChangedEvent, now: float) -> None:
+    def _apply_state_changed(self, event: _StateChangedEvent, now: float, wall: float) -> None:
         entity_id, new = event.data.entity_id, event.data.new_state
         if entity_id not in self.entity_ids:
             return
         if new is None:
             self._remove(entity_id)
         else:
+            self._measure_clock(new.last_reported or new.last_updated, wall)
             self._put(EntityState(entity_id, new.state, new.attributes, new.last_updated, now))
 
     def _put(self, state: EntityState) -> None:

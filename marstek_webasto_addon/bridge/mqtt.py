@@ -33,6 +33,10 @@ _LOG = logging.getLogger(__name__)
 # on updates; Home Assistant's entities are unavailable until the bridge is back).
 RECONNECT_MAX = 8.0
 PUBLISH_RETRY_S = 1.0
+# At a stop, how long the broker may take to confirm the bridge's `offline` (the bound the stop always had).
+# It is spent before the batteries are put back in Auto: runtime.SHUTDOWN_BUDGET_S leaves room for it under
+# s6's grace time, a longer wait would not.
+OFFLINE_CONFIRM_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -134,11 +138,39 @@ class MqttBridge:
                 await self._connected_session(client)
             except asyncio.CancelledError:
                 # A clean stop: say so now (the will only fires when the connection is lost uncleanly).
-                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                    await asyncio.wait_for(
-                        client.publish(self.topics.bridge_status, "offline", qos=1, retain=True), 3
-                    )
+                await self._say_offline(client)
                 raise
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """Publish `offline` and wait, for at most OFFLINE_CONFIRM_S, until the broker confirms it.
+
+        cancel_all cancels a stopping task again after RECANCEL_S: that cut the wait short, and to a slow
+        broker the publish was lost with the disconnect that followed. Home Assistant then showed every
+        device available after the add-on had stopped. Within the bound the repeated cancellations are let
+        pass here (the stop under way is the one they ask for); past it the stop goes on regardless."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OFFLINE_CONFIRM_S
+        status = self.topics.bridge_status
+        publish = asyncio.ensure_future(
+            client.publish(status, "offline", qos=1, retain=True, timeout=OFFLINE_CONFIRM_S)
+        )
+        while not publish.done() and (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({publish}, timeout=left)
+        if not publish.done():
+            publish.cancel()  # ends at its next step; the disconnect need not wait for that
+            problem = f"not confirmed by the broker within {OFFLINE_CONFIRM_S:g} s"
+        elif publish.cancelled():
+            problem = "cancelled"
+        elif (error := publish.exception()) is not None:
+            problem = f"not published ({error})"
+        else:
+            return
+        _LOG.warning(
+            "MQTT: the bridge's offline status was %s; Home Assistant may show the devices available until "
+            "the broker notices the connection is gone",
+            problem,
+        )
 
     async def _connected_session(self, client: aiomqtt.Client) -> None:
         self._client = client
