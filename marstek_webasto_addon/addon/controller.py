@@ -15,6 +15,12 @@ engine at the start, on its own clock.
 Manual, unlike Passive, has no countdown: a battery a clearing leaves there stays idle until told
 otherwise. So a clearing is marked under /data while its battery may be in Manual; a clean stop abandons a
 clearing under way and sends Auto, and a start after a crash sends Auto to the batteries still marked.
+
+A battery a person switches to Manual, AI or UPS outside the add-on (the Marstek app) is held by the engine,
+which decides when that hold begins, is renewed and ends. Each such hold is kept as a manual hold of the
+battery as well (`ManualHolds.hold_outside`): its end shows on the *Manual hold until* sensor and in the
+panel, *Return to optimiser* ends it, and it is kept under /data and given back to the engine after a
+restart with the same end, when the battery is still in the app's mode and a fresh engine would take it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..bridge.devices import BatteryDevice
+from ..bridge.holds import ManualHold
 from ..devices.marstek.commands import AutoMode, PassiveMode
 from ..devices.marstek.firmware import Mode
 from ..devices.outcome import WriteOutcome, WriteStatus
@@ -47,6 +54,9 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_CAPACITY_WH = 5120.0
 STARTUP_GRACE_S = 30.0  # a Venus E; used until the battery reports its rated capacity
 KEEP_MODE_CHANGE_S = 86400.0  # a mode change older than this is forgotten (the longest interval is 2 h)
+# The engine's end of an app-change hold and the kept hold's end are the same moment on two clocks; read
+# one step apart they differ by a little. A hold that moved more was renewed (by a minute at least).
+OUTSIDE_END_SLACK_S = 2.0
 
 
 class EngineClock(Protocol):
@@ -318,6 +328,8 @@ class OptimiserController:
         self._saved_quarter = self.engine.capacity.quarter
         self._restore_mode_changes()
         self._person_changes: dict[str, tuple[float, float]] = {}  # id -> a person's change: epoch, t
+        # battery id -> the manual hold kept for the engine's hold of a change made outside the add-on
+        self._outside_holds: dict[str, ManualHold] = {}
         self.interval = options.control_interval
         self._status: Status | None = None
         clearing = asyncio.Lock()
@@ -453,7 +465,8 @@ class OptimiserController:
             max_discharge_w=limits.discharge_w,
             ac_power=snapshot.ac_power if fresh else None,
             mode=mode.value if fresh and mode else None,
-            hold=hold.describe() if hold is not None else "",
+            # an app-change hold is the engine's own: it renews and ends it by its rules, so it is no command
+            hold=hold.describe() if hold is not None and not hold.outside_mode else "",
             mode_changed_t=changed_t,
         )
 
@@ -542,6 +555,7 @@ class OptimiserController:
         return replace(inputs, plan_step=step, plan_problem=self.live.problem)
 
     def step(self) -> None:
+        self._outside_holds_in()
         inputs = self.inputs()
         site = self.site()  # the site's totals once a step: the learner and the plan both read them
         self._observe(inputs, site)
@@ -572,6 +586,7 @@ class OptimiserController:
             if summary is not None and summary.next_change:
                 status = replace(status, next_action=summary.next_change)
         self._status = status
+        self._outside_holds_out()
         self._dispatch(result.commands)
         self._recover()
         moved = self._keep_mode_changes()
@@ -580,6 +595,62 @@ class OptimiserController:
         elif moved:  # at most once per battery per switch interval, and when a person changes a mode
             self.save()
         self.on_change()
+
+    def _outside_holds_in(self) -> None:
+        """Before a step: an app-change hold the engine does not know (kept from before a restart) goes
+        back to the engine, with its end; one a person ended here (Return to optimiser) ends there too."""
+        now_t, now = self.clock.seconds(), self.clock.now().timestamp()
+        for device in self.batteries:
+            device_id = device.device_id
+            if device_id is None:
+                continue
+            hold = device.holds.get(device_id)
+            if hold is not None and hold.outside_mode:
+                if device_id not in self.engine.outside:
+                    self.engine.restore_outside(device_id, hold.outside_mode, now_t + (hold.until - now))
+                    _LOG.info("optimiser: %s: %s; left alone until then", device.name, hold.describe())
+                self._outside_holds[device_id] = hold
+                continue
+            kept = self._outside_holds.get(device_id)
+            # gone before its end, and no command of a person's in its place: that person handed it back
+            if kept is not None and hold is None and kept.until > now and device_id in self.engine.outside:
+                self.engine.hand_back(device_id)
+                del self._outside_holds[device_id]
+
+    def _outside_holds_out(self) -> None:
+        """After a step: each app-change hold of the engine kept as the battery's manual hold, with the
+        engine's end (a renewal moves it); one the engine ended is ended there too."""
+        now_t, now = self.clock.seconds(), self.clock.now().timestamp()
+        by_id = {d.device_id: d for d in self.batteries if d.device_id is not None}
+        for device_id, (mode, end_t) in self.engine.outside.items():
+            device = by_id.get(device_id)
+            if device is None:
+                continue
+            until = now + (end_t - now_t)
+            hold = device.holds.get(device_id)
+            kept = self._outside_holds.get(device_id)
+            if hold is not None and not hold.outside_mode:
+                continue  # a command given here replaced it: the engine lets its own hold go
+            if (
+                hold is not None
+                and hold.outside_mode == mode
+                and abs(hold.until - until) <= OUTSIDE_END_SLACK_S
+            ):
+                continue
+            if hold is None and kept is not None and until - now <= OUTSIDE_END_SLACK_S:
+                continue  # ended on the wall clock a moment before the engine's: its next step decides
+            since = kept.started if kept is not None and kept.outside_mode == mode else None
+            self._outside_holds[device_id] = device.holds.hold_outside(device_id, mode, until, since)
+            self.on_outcome(device)  # the sensor shows the end at once, not at the next poll
+        for device_id in [i for i in self._outside_holds if i not in self.engine.outside]:
+            del self._outside_holds[device_id]
+            device = by_id.get(device_id)
+            if device is None:
+                continue
+            hold = device.holds.get(device_id)
+            if hold is not None and hold.outside_mode:  # the engine ended it: handed back, or switched off
+                device.holds.release(device_id)
+                self.on_outcome(device)
 
     def _restore_mode_changes(self) -> None:
         """The last mode changes from before the start into the engine, on its clock."""

@@ -8,6 +8,10 @@ renewed every `RENEW_S` until that duration ends.
 Every command from a person that changes a battery's mode also puts the battery in a manual hold: the
 optimiser leaves it alone until the command's duration ends (or the configured hold for commands without
 one) or until the person hands it back.
+
+A battery a person switched to Manual, AI or UPS outside the add-on (the Marstek app) is held by the
+optimiser too (`optimiser/engine.py` decides when that hold begins, is renewed and ends); it is kept here
+as a hold like the others (`outside_mode` set), so it shows the same end and survives a restart.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ DEFAULT_HOLD_S = 1800.0
 # The longest duration a person can set (Passive duration and Manual hold both go up to 1440 min): a
 # stored hold that ends further off than this comes from a damaged file, not from a person.
 MAX_HOLD_S = 1440 * 60
+OUTSIDE_SOURCE = "outside"  # the source of a hold the optimiser keeps for a change made outside the add-on
+# An app-change hold outlives its end here by the longest control interval and a little: the optimiser's next
+# step renews it (the battery is still in the app's mode) or ends it, and until then it must not read as ended
+# (the sensor would blank and the log say "ended" a moment before the renewal).
+OUTSIDE_GRACE_S = 305.0
 
 
 class WallClock(Protocol):
@@ -53,9 +62,14 @@ class ManualHold:
     until: float  # epoch seconds
     passive_power: int | None = None  # a Passive set-point kept alive by leases until `until`
     lease_sent: float = 0.0  # epoch of the last lease written; 0: none since the add-on started
+    # The mode a person chose outside the add-on (the Marstek app): the optimiser's app-change hold, whose
+    # renewal and end the optimiser decides. "" for a command given through the add-on.
+    outside_mode: str = ""
 
     def describe(self) -> str:
         end = datetime.fromtimestamp(self.until).strftime("%H:%M")
+        if self.outside_mode:
+            return f"manual hold until {end} ({self.command})"  # who changed it is not known
         return f"manual hold until {end} ({self.command}, from {self.source})"
 
 
@@ -135,6 +149,26 @@ class ManualHolds:
         _LOG.info("%s: %s", device_id, hold.describe())
         return hold
 
+    def hold_outside(self, device_id: str, mode: str, until: float, since: float | None = None) -> ManualHold:
+        """The optimiser's hold of a battery a person put in `mode` outside the add-on, until `until`
+        (epoch). `since`: the start of the hold this one renews (the battery stayed in that mode), which
+        is no new change of a person's; None: a new change, which the switch interval counts from."""
+        now = self.now()
+        hold = ManualHold(
+            device_id,
+            f"put in {mode} outside the add-on",
+            OUTSIDE_SOURCE,
+            now if since is None else since,
+            until,
+            outside_mode=mode,
+        )
+        self._holds[device_id] = hold
+        if since is None:
+            self._changed_at[device_id] = now
+        self._persist(device_id)
+        _LOG.info("%s: %s", device_id, hold.describe())
+        return hold
+
     def release(self, device_id: str) -> ManualHold | None:
         hold = self._holds.pop(device_id, None)
         if hold is not None:
@@ -151,7 +185,7 @@ class ManualHolds:
         if device_id is None:
             return None
         hold = self._holds.get(device_id)
-        if hold is not None and hold.until <= self.now():
+        if hold is not None and hold.until + (OUTSIDE_GRACE_S if hold.outside_mode else 0.0) <= self.now():
             _LOG.info("%s: manual hold ended (%s)", device_id, hold.command)
             self.release(device_id)
             return None

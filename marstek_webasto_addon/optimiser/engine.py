@@ -216,6 +216,19 @@ class Optimiser:
             if math.isfinite(t):
                 self.mode_changed[battery_id] = max(t, self.mode_changed.get(battery_id, t))
 
+    def restore_outside(self, battery_id: str, mode: str, until: float) -> None:
+        """A hold of a battery a person put in `mode` outside the add-on, kept from before a restart, that
+        ends at `until` (t on this engine's clock). The battery is still in that mode: without the hold, a
+        fresh engine would take it for one of its own and command it. Said when it began, not again."""
+        if math.isfinite(until):
+            self.outside[battery_id] = (mode, until)
+            self.held.add(battery_id)
+
+    def hand_back(self, battery_id: str) -> None:
+        """A person ended the hold of a change made outside the add-on (Return to optimiser): the
+        optimiser takes the battery back at its next step, and says so."""
+        self.outside.pop(battery_id, None)
+
     def mode_changes(self) -> dict[str, float]:
         """The last Auto <-> Passive change of each battery by anyone (t), to be kept across a restart."""
         known = sorted(set(self.mode_changed) | set(self._person_changed))
