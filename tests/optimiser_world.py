@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from marstek_webasto_addon.optimiser.engine import Optimiser
 from marstek_webasto_addon.optimiser.model import BatteryView, Command, Inputs, Role, StepResult
@@ -39,6 +39,7 @@ class World:
     tariff: Tariff = DEFAULT_TARIFF
     obey: bool = True
     pv_forecast_kwh: float | None = 0.0
+    pv_forecast_day: date | None = None  # None: the forecast is for tomorrow
     grid_age: float | None = 0.0
     log: list[Command] = field(default_factory=list)
     plan_step: PlanStep | None = None  # the planner strategy's running step
@@ -57,6 +58,7 @@ class World:
             self.grid_age,
             tuple(self.batteries),
             self.pv_forecast_kwh,
+            pv_forecast_day=self.pv_forecast_day,
             wallbox_power=self.wallbox,
             plan_step=self.plan_step,
             plan_problem="" if self.plan_step else "no plan in this test",

@@ -440,6 +440,7 @@ class OptimiserController:
             None if age is None else age * self.clock.speed,
             views,
             self.pv.kwh(),
+            pv_forecast_day=self.pv.for_day(),
         )
 
     def _view(self, device: BatteryDevice, now: float) -> BatteryView | None:

@@ -153,6 +153,9 @@ class WeatherPvForecast(PvForecast):
             _LOG.warning("PV forecast from %s: %s", self.entity_id, why)
         self.problem = why
 
+    def for_day(self) -> date | None:
+        return self.day  # the coming daylight: after midnight, today's
+
     def kwh(self, now: float | None = None) -> float | None:
         if self.hours is None or self.fetched_at is None:
             return None

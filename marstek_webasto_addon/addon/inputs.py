@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 from ..bridge.devices import BatteryDevice
 
@@ -131,6 +132,10 @@ class PvForecast:
 
     def kwh(self) -> float | None:
         return self._value()
+
+    def for_day(self) -> date | None:
+        """The day kwh() forecasts; None: tomorrow, the day after the moment it is read."""
+        return None
 
     def detail(self) -> dict[str, object]:
         return {"source": self.description, "problem": self.problem}

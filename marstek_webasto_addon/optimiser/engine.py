@@ -829,6 +829,7 @@ class Optimiser:
                 s.night_start_time,
                 s.day_start_time,
                 inputs.now,
+                pv_day=inputs.pv_forecast_day,
             )
             self.plan_soc = {i: b.soc or 0.0 for i, b in usable.items()}
             self._decide(inputs.now, self._describe_plan(self.plan, usable))

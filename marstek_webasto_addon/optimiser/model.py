@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,9 @@ class Inputs:
     grid_age: float | None  # seconds since the grid reading was taken
     batteries: tuple[BatteryView, ...]
     pv_forecast_tomorrow_kwh: float | None = None
+    # The day that forecast is for: None for a "tomorrow" value (after midnight the day after the night's),
+    # a date where the source says (a weather forecast read after midnight gives the coming day's).
+    pv_forecast_day: date | None = None
     wallbox_power: float | None = None  # W, what the car draws now (None: no wallbox or no reading)
     plan_step: PlanStep | None = None  # the planner strategy's running step (None: no plan)
     plan_problem: str = ""  # why there is no plan, when there is none

@@ -3,17 +3,23 @@
 deficit = desired stored energy at dawn - stored energy now - PV expected tomorrow, distributed over the
 batteries by free room (emptiest first) and charged in the cheapest tariff period of the night, at the
 lowest power that gets it done (a low power keeps the capacity-tariff peak low).
+
+"Tomorrow" is the daylight after the night, the day after its evening: after midnight that is today, while
+a "tomorrow" PV forecast read then (Forecast.Solar's energy production tomorrow) is the day after's. The
+night's quarter-hours are real ones: the spring's missing hour is no time to charge in, the autumn's
+repeated hour is charged in twice.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from .model import BatteryView, NightPlan
 from .tariff import QUARTER, Tariff
 
 MIN_CHARGE_W = 100  # below this a Passive set-point is not worth a write
+DAY = timedelta(days=1)
 
 
 def evening_of(now: datetime, night_start: time, day_start: time) -> date | None:
@@ -29,19 +35,37 @@ def evening_of(now: datetime, night_start: time, day_start: time) -> date | None
     if night_start > day_start:
         if clock >= night_start:
             return now.date()
-        return now.date() - timedelta(days=1) if clock < day_start else None
-    return now.date() - timedelta(days=1) if night_start <= clock < day_start else None
+        return now.date() - DAY if clock < day_start else None
+    return now.date() - DAY if night_start <= clock < day_start else None
 
 
-def night_quarters(evening: date, night_start: time, day_start: time) -> list[datetime]:
-    """Every quarter-hour of the night that follows `evening`, from its start to the next day start."""
-    morning = evening + timedelta(days=1)
+def _instant(at: datetime) -> datetime:
+    """The moment a wall-clock time names: an aware one in its own zone, a naive one in this process's local
+    zone (the Supervisor sets Home Assistant's), whose `fold` tells the autumn's repeated hour apart."""
+    return at.astimezone(UTC)
+
+
+def _wall_clock(instant: datetime, tz: tzinfo | None) -> datetime:
+    """`instant` on the clock the optimiser's `now` reads: naive local time (None) or aware in `tz`."""
+    if tz is not None:
+        return instant.astimezone(tz)
+    # not astimezone(): its fixed-offset result loses the fold of the autumn's second pass
+    return datetime.fromtimestamp(instant.timestamp())
+
+
+def night_quarters(
+    evening: date, night_start: time, day_start: time, tz: tzinfo | None = None
+) -> list[datetime]:
+    """Every quarter-hour of the night that follows `evening`, from its start to the next day start, 15 real
+    minutes apart: on the clock of `tz` (None: naive local time), so the spring's night has none in the hour
+    that does not exist and the autumn's has the repeated hour twice (the second pass with fold=1)."""
+    morning = evening + DAY
     # a night starting after midnight starts on the morning's date, not on the evening's
-    start = datetime.combine(evening if night_start > day_start else morning, night_start)
-    end = datetime.combine(morning, day_start)
+    start = _instant(datetime.combine(evening if night_start > day_start else morning, night_start, tz))
+    end = _instant(datetime.combine(morning, day_start, tz))
     out = []
     while start < end:
-        out.append(start)
+        out.append(_wall_clock(start, tz))
         start += QUARTER
     return out
 
@@ -55,7 +79,18 @@ def plan_night(
     night_start: time,
     day_start: time,
     now: datetime,
+    *,
+    pv_day: date | None = None,
 ) -> NightPlan:
+    """Tonight's plan at `now`. `expected_pv_wh` is the PV forecast for `pv_day` (None: the day after
+    `now`'s date, as a "tomorrow" forecast entity has it); a forecast for another day than the one after
+    the night is not counted."""
+    if (pv_day or now.date() + DAY) != evening + DAY:
+        # After midnight a "tomorrow" forecast is the day after's: a sunny day after would leave the coming
+        # day's batteries empty, a grey one would buy what the coming sun gives. The coming day's PV is not
+        # known then: as with no forecast at all, none is assumed (the batteries full at dawn, at worst some
+        # cheap night energy exported later, rather than a house on the evening's peak price).
+        expected_pv_wh = 0.0
     online = [b for b in batteries if b.online and b.soc is not None]
     stored = sum(b.stored_wh for b in online)
     deficit = max(0.0, desired_wh - stored - expected_pv_wh)
@@ -66,7 +101,11 @@ def plan_night(
         if take > 0:
             energy[battery.id] = take
             remaining -= take
-    quarters = [q for q in night_quarters(evening, night_start, day_start) if q + QUARTER > now]
+    tz = now.tzinfo
+    moment = _instant(now)
+    quarters = [
+        q for q in night_quarters(evening, night_start, day_start, tz) if _instant(q) + QUARTER > moment
+    ]
     windows: list[datetime] = []
     period = ""
     power: dict[str, int] = {}
@@ -86,17 +125,26 @@ def plan_night(
                 watts = math.ceil(energy[battery.id] / hours / 50) * 50  # a little margin, in 50 W steps
                 power[battery.id] = max(MIN_CHARGE_W, min(battery.max_charge_w, watts))
     return NightPlan(
-        evening.isoformat(), deficit, expected_pv_wh, energy, power, _merge(sorted(windows)), period
+        evening.isoformat(),
+        deficit,
+        expected_pv_wh,
+        energy,
+        power,
+        _merge(sorted(windows, key=_instant), tz),
+        period,
     )
 
 
-def _merge(quarters: list[datetime]) -> tuple[tuple[datetime, datetime], ...]:
+def _merge(quarters: list[datetime], tz: tzinfo | None) -> tuple[tuple[datetime, datetime], ...]:
+    """Quarters in time order as windows; a quarter follows another 15 real minutes after it (naive times
+    compare as the clock reads them, which would take the autumn's second pass for the first)."""
     merged: list[tuple[datetime, datetime]] = []
     for start in quarters:
-        if merged and merged[-1][1] == start:
-            merged[-1] = (merged[-1][0], start + QUARTER)
+        end = _wall_clock(_instant(start) + QUARTER, tz)
+        if merged and _instant(merged[-1][1]) == _instant(start):
+            merged[-1] = (merged[-1][0], end)
         else:
-            merged.append((start, start + QUARTER))
+            merged.append((start, end))
     return tuple(merged)
 
 

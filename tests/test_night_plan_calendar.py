@@ -1,0 +1,205 @@
+"""The rules' night plan against the calendar: which day's PV it counts when it is made after midnight, and
+the nights whose clock jumps (last Sunday of March: 02:00 -> 03:00; of October: 02:00-03:00 twice).
+
+On the pure optimiser, fed as the add-on feeds it: `now` is the naive local wall-clock time of
+`datetime.now()` in Home Assistant's zone (the Supervisor sets TZ), which marks the autumn's second pass of
+the repeated hour with fold=1."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, datetime
+from datetime import time as clock_time
+
+import pytest
+
+from marstek_webasto_addon.addon.ha_inputs import EntityPvForecast, WeatherPvForecast
+from marstek_webasto_addon.optimiser.model import Inputs, Role
+from marstek_webasto_addon.optimiser.night import plan_night
+from marstek_webasto_addon.optimiser.settings import Settings
+from marstek_webasto_addon.optimiser.tariff import DEFAULT_TARIFF
+
+from .optimiser_world import World, battery
+from .test_ha_inputs import hourly
+
+
+def rules(**values: object) -> Settings:
+    return Settings(enabled=True, method="rules").with_values(values)
+
+
+@pytest.fixture
+def brussels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process in Home Assistant's zone, as the Supervisor sets TZ for an add-on."""
+    monkeypatch.setenv("TZ", "Europe/Brussels")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+# --- which day's PV: after midnight "tomorrow" is the day after --------------------------------------------
+
+
+def test_a_night_plan_made_after_midnight_does_not_count_the_day_afters_pv() -> None:
+    # The add-on restarts at 01:00. Forecast.Solar's "energy production tomorrow" now forecasts the day
+    # after (30 kWh, sunny); the coming day's PV is not known. The batteries hold 7.2 of the 15 kWh wanted
+    # at dawn: tonight must charge, not rely on the day after's sun.
+    world = World(
+        [battery("A", 50), battery("B", 20), battery("C", 70)],
+        now=datetime(2026, 6, 4, 0, 59, 50),
+        pv_forecast_kwh=30.0,
+        settings=rules(desired_total_capacity=15.0),
+    )
+    world.grid = 300.0
+    world.run(600)
+    plan = world.engine.plan
+    assert plan is not None
+    stored = (50 + 20 + 70) / 100 * 5120
+    assert sum(plan.energy_wh.values()) == pytest.approx(15_000 - stored)
+    assert any(c.role is Role.CHARGE and c.battery_id == "b" for c in world.log)
+
+
+def test_a_forecast_arriving_after_midnight_does_not_undo_a_needed_night_charge() -> None:
+    # Home Assistant is down from 22:00 (the plan is made without a forecast: no PV, a full deficit) and back
+    # at 00:30, when the "tomorrow" entity already forecasts the day after (30 kWh). That is no forecast
+    # for the coming day: the night charge goes on.
+    world = World(
+        [battery("A", 50), battery("B", 20), battery("C", 70)],
+        now=datetime(2026, 6, 3, 21, 59, 50),
+        pv_forecast_kwh=None,
+        settings=rules(desired_total_capacity=15.0),
+    )
+    world.grid = 300.0
+    world.run(2.5 * 3600)  # to 00:30
+    world.pv_forecast_kwh = 30.0
+    world.run(3600)  # to 01:30, in the super-off-peak
+    plan = world.engine.plan
+    assert plan is not None
+    assert plan.energy_wh
+    assert any(c.role is Role.CHARGE for c in world.log)
+
+
+def test_a_forecast_said_to_be_for_the_coming_day_counts_after_midnight() -> None:
+    # A source that knows its day (a weather entity's sunny hours of today, read after midnight) gives the
+    # coming day's PV: counted as such, 5 kWh less to charge.
+    batteries = (battery("A", 50), battery("B", 20), battery("C", 70))
+    stored = (50 + 20 + 70) / 100 * 5120
+    plan = plan_night(
+        date(2026, 6, 3),
+        batteries,
+        15_000,
+        5_000,
+        DEFAULT_TARIFF,
+        clock_time(22),
+        clock_time(7),
+        datetime(2026, 6, 4, 1, 0),
+        pv_day=date(2026, 6, 4),
+    )
+    assert sum(plan.energy_wh.values()) == pytest.approx(15_000 - stored - 5_000)
+
+
+# --- nights whose clock jumps -------------------------------------------------------------------------------
+
+
+def _run_night(evening: date, settings: Settings, socs: dict[str, float]) -> tuple[World, list[float]]:
+    """Step the optimiser through the night after `evening` on the real clock (10 s steps), the batteries
+    charging at the power they are told. Returns the world and how much each step charged (Wh)."""
+    world = World([battery(name, soc) for name, soc in socs.items()], settings=settings, pv_forecast_kwh=0.0)
+    engine = world.engine
+    epoch = datetime.combine(evening, clock_time(21, 59, 50)).timestamp()
+    end = datetime.combine(date.fromordinal(evening.toordinal() + 1), clock_time(7, 5)).timestamp()
+    charged: list[float] = []
+    t = 1000.0
+    while epoch < end:
+        epoch += 10
+        t += 10
+        charging = sum(-min(0.0, b.ac_power or 0.0) for b in world.batteries if b.mode == "Passive")
+        result = engine.step(
+            Inputs(t, datetime.fromtimestamp(epoch), 300.0 + charging, 0.0, tuple(world.batteries), 0.0)
+        )
+        for command in result.commands:
+            world.apply(command)
+        step_wh = 0.0
+        for index, view in enumerate(world.batteries):
+            watts = -min(0.0, view.ac_power or 0.0) if view.mode == "Passive" else 0.0
+            step_wh += watts * 10 / 3600
+            soc = min(100.0, (view.soc or 0.0) + watts * 10 / 3600 / view.capacity_wh * 100)
+            world.batteries[index] = replace(view, soc=soc)
+        charged.append(step_wh)
+        world.log.extend(result.commands)
+    return world, charged
+
+
+def _powers(world: World) -> dict[str, int]:
+    """The highest charging power each battery was told."""
+    out: dict[str, int] = {}
+    for command in world.log:
+        if command.role is Role.CHARGE:
+            out[command.battery_id] = max(out.get(command.battery_id, 0), -command.power_w)
+    return out
+
+
+def test_the_spring_forward_night_charges_what_it_needs_in_its_five_real_hours(brussels: None) -> None:
+    # 29 March 2026, 02:00 -> 03:00: the super-off-peak (01:00-07:00) lasts five real hours, not six.
+    # A plan over six would charge at 5/6 of the power needed and leave a sixth of the deficit uncharged.
+    desired = 9_000.0
+    socs = {"A": 20.0, "B": 30.0}
+    deficit = desired - sum(socs.values()) / 100 * 5120
+    world, charged = _run_night(date(2026, 3, 28), rules(desired_total_capacity=desired / 1000), socs)
+    assert sum(charged) == pytest.approx(deficit, rel=0.02)
+    # the lowest power that gets each battery's share done in five hours (50 W steps)
+    assert _powers(world) == {
+        "a": math.ceil(4096 / 5 / 50) * 50,
+        "b": math.ceil((deficit - 4096) / 5 / 50) * 50,
+    }
+
+
+def test_the_fall_back_night_spreads_its_charge_over_seven_real_hours(brussels: None) -> None:
+    # 25 October 2026, 03:00 -> 02:00: the super-off-peak (01:00-07:00) lasts seven real hours. Charged as
+    # if it were six, the power (and the capacity tariff's night peak) is higher than it needs to be.
+    desired = 9_000.0
+    socs = {"A": 20.0, "B": 30.0}
+    deficit = desired - sum(socs.values()) / 100 * 5120
+    world, charged = _run_night(date(2026, 10, 24), rules(desired_total_capacity=desired / 1000), socs)
+    assert sum(charged) == pytest.approx(deficit, rel=0.02)
+    assert _powers(world) == {
+        "a": math.ceil(4096 / 7 / 50) * 50,
+        "b": math.ceil((deficit - 4096) / 7 / 50) * 50,
+    }
+    # and it charges through both passes of the repeated hour, not only the first
+    second_pass = datetime(2026, 10, 25, 2, 30, fold=1).timestamp()
+    first_step = datetime.combine(date(2026, 10, 24), clock_time(21, 59, 50)).timestamp()
+    assert charged[int((second_pass - first_step) / 10)] > 0
+
+
+def test_a_weather_forecast_for_the_coming_day_counts_after_midnight() -> None:
+    # A weather entity read after midnight forecasts the coming day (the source says which): the plan made
+    # at 01:00 counts its 30 kWh and charges nothing.
+    world = World(
+        [battery("A", 50), battery("B", 20), battery("C", 70)],
+        now=datetime(2026, 6, 4, 0, 59, 50),
+        pv_forecast_kwh=30.0,
+        pv_forecast_day=date(2026, 6, 4),
+        settings=rules(desired_total_capacity=15.0),
+    )
+    world.grid = 300.0
+    world.run(600)
+    plan = world.engine.plan
+    assert plan is not None
+    assert plan.expected_pv_wh == pytest.approx(30_000)
+    assert not plan.energy_wh
+    assert not any(c.role is Role.CHARGE for c in world.log)
+
+
+def test_each_pv_source_says_which_day_it_forecasts() -> None:
+    # What the controller hands the night plan with the forecast: a weather forecast read after midnight is
+    # the coming day's (today), one read in the evening tomorrow's; a "tomorrow" entity is always tomorrow.
+    weather = WeatherPvForecast("weather.home")
+    weather.update(hourly(date(2026, 6, 4), range(8, 18)), datetime(2026, 6, 4, 1, 0))
+    assert weather.for_day() == date(2026, 6, 4)
+    weather.update(hourly(date(2026, 6, 5), range(8, 18)), datetime(2026, 6, 4, 22, 0))
+    assert weather.for_day() == date(2026, 6, 5)
+    assert EntityPvForecast("sensor.energy_production_tomorrow").for_day() is None
