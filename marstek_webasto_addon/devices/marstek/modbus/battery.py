@@ -10,6 +10,13 @@ The Local API's commands map onto the control registers (docs/marstek-modbus.md 
   (at most `PASSIVE_MAX_SECONDS` after the last command, as over UDP), stops a forced charge at
   `soc_ceiling` and a forced discharge at `soc_floor` itself, takes control again when the battery dropped
   it while the lease runs, and releases control at a clean stop.
+* A person's work mode wins over a lease: the app's work mode writes the firmware byte RS485 control lives
+  in (§3.2), so control reads off and 43000 reads the person's mode. A poll that sees control off with a work
+  mode other than the stored one the add-on last set or saw (`_work_mode`) ends the lease without taking
+  control again and without writing 42000 (0x55BB reloads the byte from EEPROM, which would undo a mode the
+  app has not stored there). The same stored mode is the battery dropping control by itself (a reboot, §4.3):
+  control is taken again. Only a poll no command of the add-on overlapped is compared: one that read 42000
+  before a write and 43000 after it saw a state the battery was never in.
 * A control no lease asks for is released when it is seen (`release_owed`): at the first poll or
   `release_left_control()` after a start (a battery left in RS485 control by a run that died), and after a
   release that could not be done (a lease handed back while the battery could not be reached, a work mode
@@ -53,7 +60,8 @@ from ..firmware import Family, PowerLimits, identify
 from ..protocol import IdentityMismatch, MarstekError
 from ..transport import UdpEndpoint
 from .client import DEFAULT_PORT, DEFAULT_TIMEOUT_S, DEFAULT_UNIT, VenusModbusClient, VenusModbusConfig
-from .registers import ForceMode, Generation, WorkMode
+from .decode import ControlState
+from .registers import ForceMode, Generation, Rs485, WorkMode
 
 _LOG = logging.getLogger(__name__)
 
@@ -123,6 +131,9 @@ class ModbusBattery:
         # `release_left_control()` (a control left on by an earlier run), and again after a release that
         # could not be done. Cleared once control is seen off or released.
         self.release_owed = True
+        # The stored work mode (43000) as the add-on last set it, or read it with control off, no lease
+        # running and no command of its own under way; None: not known (a write of it that failed).
+        self._work_mode: WorkMode | None = None
         self._connecting = asyncio.Lock()
 
     transport: Literal["modbus"] = "modbus"
@@ -195,6 +206,7 @@ class ModbusBattery:
             report.unread.extend(wanted)
             return report
         started = time.monotonic()
+        client, commands = self.modbus, self.modbus.commands_started
         # Not cut at the deadline: the poll may wait for a command's writes, which must not be cut off
         # midway; every request has the client's timeout, and the link follows an overrun poll at once.
         try:
@@ -208,7 +220,8 @@ class ModbusBattery:
         report.results = {method: {} for method in wanted}
         if on_first_answer is not None:
             on_first_answer()
-        await self.keep_lease()
+        untouched = client is self.modbus and not client.commands_running
+        await self.keep_lease(settled=untouched and client.commands_started == commands)
         return report
 
     async def _connected(self) -> VenusModbusClient:
@@ -275,15 +288,24 @@ class ModbusBattery:
 
     # the lease ------------------------------------------------------------------------------------
 
-    async def keep_lease(self) -> None:
+    async def keep_lease(self, *, settled: bool = False) -> None:
         """After a poll: end the lease when due, stop at the SOC bound, take control again when it was
-        lost, and release a control no lease asks for while a release is owed (`release_owed`)."""
+        lost, and release a control no lease asks for while a release is owed (`release_owed`).
+
+        `settled`: no command of the add-on overlapped the poll, so its control readings (`polled_control`)
+        are a state the battery was in: a work mode changed outside the add-on ends the lease."""
         client = self.modbus
         control = client.control
         lease = self.lease
+        polled = client.polled_control if settled else None
         if lease is None:
+            if polled is not None and _released(polled) and polled.work_mode is not None:
+                self._work_mode = polled.work_mode  # the stored mode: what a lease is compared with
             if self.release_owed:
                 await self._release_owed()
+            return
+        if polled is not None and self._changed_outside(polled):
+            await self._yield_lease(lease, polled)
             return
         if self._clock() >= lease.until:
             await self._end_lease(lease)
@@ -303,6 +325,28 @@ class ModbusBattery:
                 "%s: the battery left the forced mode while the lease runs: taking it again", self.label
             )
             await self._apply(lease)
+
+    def _changed_outside(self, polled: ControlState) -> bool:
+        mode = polled.work_mode
+        return _released(polled) and None not in (mode, self._work_mode) and mode is not self._work_mode
+
+    async def _yield_lease(self, lease: Lease, polled: ControlState) -> None:
+        """A person's work mode: the lease ends, RS485 control stays off (their mode is the byte control
+        lives in), and only the forced set-points are cleared (ignored outside control, §3.2), so that no
+        forced power of the add-on waits in RAM for the next controller to switch control on."""
+        mode = polled.work_mode
+        assert mode is not None
+        _LOG.warning(
+            "%s: the work mode was changed to %s outside the add-on (the Marstek app?) while the lease of "
+            "Passive %+d W ran: the lease ends and RS485 control is not taken again (a person's choice wins)",
+            self.label,
+            _mode_name(mode),
+            lease.power,
+        )
+        if self.lease is lease:
+            self.lease = None
+        self._work_mode = mode
+        await self.modbus.stop()
 
     async def _end_lease(self, lease: Lease) -> None:
         outcome = await self.modbus.release()
@@ -390,14 +434,19 @@ class ModbusBattery:
             return _outcome(
                 WriteStatus.REJECTED, described, f"{command.mode.value} mode is not offered over Modbus"
             )
+        stored = self._work_mode
         if work_mode is not None:
             # A work mode ends the lease whatever comes of it: never taken again for a command it
             # superseded, and the control released at a poll if this command does not get through.
             self.lease = None
+            # Ours before it lands: a lease that follows must not take it for a person's.
+            self._work_mode = work_mode
         try:
             await self._connected()
         except MarstekError as exc:
             self.release_owed = self.release_owed or work_mode is not None
+            if work_mode is not None:
+                self._work_mode = stored  # nothing was written
             return _outcome(WriteStatus.NOT_APPLIED, described, str(exc))
         if isinstance(command, PassiveMode):
             return await self._passive(command)
@@ -405,6 +454,8 @@ class ModbusBattery:
         outcome = await self.modbus.set_work_mode(work_mode)
         # ok: released (if it was on) and verified; else a control left on is released at a poll
         self.release_owed = not outcome.ok
+        # Not applied: it may have landed or not, so learnt again at a poll without a lease.
+        self._work_mode = work_mode if outcome.ok else None
         return replace(outcome, command=described, detail=f"{outcome.command}: {outcome.detail}")
 
     async def _passive(self, command: PassiveMode) -> WriteOutcome:
@@ -481,6 +532,17 @@ class ModbusBattery:
             _LOG.warning("%s: could not release RS485 control at the stop: %s", self.label, exc)
         finally:
             await self.modbus.close()
+
+
+def _released(polled: ControlState) -> bool:
+    """42000 was read and is not on: 43000 then reads the work mode the battery follows."""
+    rs485 = polled.number("rs485_control")
+    return rs485 is not None and rs485 != Rs485.ON
+
+
+def _mode_name(mode: WorkMode) -> str:
+    names = {WorkMode.MANUAL: "Manual", WorkMode.SELF_CONSUMPTION: "Auto", WorkMode.AI: "AI"}
+    return names[mode]
 
 
 def _same_model(one: str, other: str) -> bool:

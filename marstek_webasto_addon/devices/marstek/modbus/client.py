@@ -44,9 +44,10 @@ DEFAULT_UNIT = 1
 DEFAULT_TIMEOUT_S = 10.0  # longer than firmware 150's upload stalls
 REOPEN_DELAY_S = 2.0  # a Venus D takes a new connection 1.5-2 s after closing one at an exception (§6)
 _JUST_CONNECTED_S = 2.0  # a connection dropped this soon was refused: another client holds the battery
-# A read refused as an illegal address at ABSENT_AFTER polls in a row and never answered is a register this
-# firmware lacks: asked again only this often. (Once answered, a refusal is a passing one: a battery booting
-# or behind a gateway may refuse its live registers for a moment, and they must not go unread for long.)
+# A read refused as an illegal address at ABSENT_AFTER polls in a row, each time while other reads of the same
+# poll answered, is a register this firmware lacks, or no longer has after an update: asked again only this
+# often. A battery booting or a gateway that refuses everything for a moment is not one (nothing answers),
+# nor is a timeout, a broken link or another exception code, so a live register never goes unread for long.
 ABSENT_AFTER = 3
 ABSENT_RETRY_S = 600.0
 ILLEGAL_ADDRESS = 2
@@ -115,6 +116,16 @@ class VenusModbusClient:
         # long (and a warning).
         self._absent: dict[str, float] = {}
         self._refusals: dict[str, int] = {}  # reads refused at consecutive polls, per request
+        # Reads refused as an illegal address at consecutive polls in which other reads answered: the count
+        # that takes a register for absent (a refusal for another reason ends the run).
+        self._missing: dict[str, int] = {}
+        # The control registers read by the latest poll alone (`control` keeps older readings of those it
+        # could not read): what the battery is in now, for the lease to compare with.
+        self.polled_control = ControlState()
+        # Commands under way and started so far: a poll that overlapped one may have read some control
+        # registers before a write and some after it, a state the battery was never in.
+        self.commands_running = 0
+        self.commands_started = 0
 
     # connection -----------------------------------------------------------------------------------
 
@@ -265,6 +276,8 @@ class VenusModbusClient:
         points: dict[str, Reading] = {}
         controls: dict[str, Reading] = {}
         problems: list[str] = []
+        illegal: list[tuple[str, bool]] = []  # refused as an illegal address: (what, answered before)
+        answered = False
         for request in plan.requests:
             what = f"read {request.describe()}"
             needed = any(f.key in required for f in request.fields)
@@ -273,6 +286,9 @@ class VenusModbusClient:
                 continue
             try:
                 words = await self._request(what, Function.READ_HOLDING, request.address, request.count)
+            except (ModbusLinkError, ModbusUnavailable):
+                self._missing.pop(what, None)  # no reply is no refusal: the run of refusals is broken
+                raise
             except ModbusDeviceError as exc:
                 if needed:
                     raise
@@ -280,19 +296,43 @@ class VenusModbusClient:
                 refusals = self._refusals[what] = self._refusals.get(what, 0) + 1
                 if refusals == 1:  # the same refusal poll after poll: in the log once
                     _LOG.warning("%s: %s; those values keep their last reading", self.config.label, exc)
-                lacking = exc.code == ILLEGAL_ADDRESS and request.describe() not in self.last_words
-                if lacking and refusals >= ABSENT_AFTER:
-                    if what not in self._absent:
-                        _LOG.info("%s: %s is not offered by this firmware", self.config.label, what)
-                    self._absent[what] = time.monotonic() + ABSENT_RETRY_S
+                if exc.code == ILLEGAL_ADDRESS:
+                    illegal.append((what, request.describe() in self.last_words))
+                else:
+                    self._missing.pop(what, None)  # (busy, failing): the register is there
                 continue
-            self._absent.pop(what, None)
+            answered = True
+            if self._absent.pop(what, None) is not None:
+                _LOG.info("%s: %s answers again", self.config.label, what)
             self._refusals.pop(what, None)
+            self._missing.pop(what, None)
             self.last_words[request.describe()] = words
             got_points, got_controls = read_request(request, words)
             points.update(got_points)
             controls.update(got_controls)
+        if answered:  # (a plan that failed midway raised above: a broken link counts for nothing)
+            for what, before in illegal:
+                self._count_missing(what, answered_before=before)
         return points, controls, problems
+
+    def _count_missing(self, what: str, *, answered_before: bool) -> None:
+        missing = self._missing[what] = self._missing.get(what, 0) + 1
+        if missing < ABSENT_AFTER:
+            return
+        if what not in self._absent:
+            if answered_before:
+                _LOG.warning(
+                    "%s: %s answered before but is refused as an illegal address at %d polls in a row (a "
+                    "firmware update removed it?): those values keep their last reading, asked again every "
+                    "%.0f min",
+                    self.config.label,
+                    what,
+                    missing,
+                    ABSENT_RETRY_S / 60,
+                )
+            else:
+                _LOG.info("%s: %s is not offered by this firmware", self.config.label, what)
+        self._absent[what] = time.monotonic() + ABSENT_RETRY_S
 
     # reading --------------------------------------------------------------------------------------
 
@@ -318,6 +358,7 @@ class VenusModbusClient:
         if not self.connected:
             await self.connect()
         points, controls, problems = await self._read_plan(poll_plan(self.config.generation))
+        self.polled_control = ControlState(controls)
         self.control = ControlState({**self.control.readings, **controls})
         self._merge(with_control(point_values(points), self.control), problems)
         return self.snapshot
@@ -369,6 +410,8 @@ class VenusModbusClient:
     ) -> WriteOutcome:
         """Write `steps` in order, then read the control registers back and compare with `expected`."""
         done = 0
+        self.commands_running += 1
+        self.commands_started += 1
         try:
             for key, value in steps:
                 await self._write(key, value)
@@ -382,6 +425,8 @@ class VenusModbusClient:
             return self._outcome(status, command, 1, f"the battery refused: {exc}", clamped)
         except MarstekError as exc:
             return self._outcome(WriteStatus.NOT_APPLIED, command, 1, str(exc), clamped)
+        finally:
+            self.commands_running -= 1
         unmet = [
             f"{key} reads {state.readings.get(key)!r}, not {want:g}"
             for key, want in expected

@@ -60,6 +60,8 @@ class VenusRegisterMap:
         self.battery = battery
         self.generation = generation or generation_of(battery)
         self.unit_id = 1
+        # Registers a firmware update removed: answered with exception 2 from now on, as unused addresses.
+        self.removed: set[int] = set()
         self.addresses = sorted(self._flat(self._render()))
         self._writers: dict[int, Callable[[int], None]] = self._control_writers()
 
@@ -77,7 +79,7 @@ class VenusRegisterMap:
 
     def read(self, address: int, count: int) -> list[int]:
         words = self._flat(self._render())
-        missing = [a for a in range(address, address + count) if a not in words]
+        missing = [a for a in range(address, address + count) if a not in words or a in self.removed]
         if missing:
             raise ModbusRefusal(ILLEGAL_ADDRESS, f"{missing[0]} is not a register")
         return [words[a] for a in range(address, address + count)]
@@ -153,6 +155,13 @@ class VenusRegisterMap:
         }
 
     # writing --------------------------------------------------------------------------------------
+
+    def app_sets_work_mode(self, mode: str) -> None:
+        """A person picks a work mode in the Marstek app: the firmware byte RS485 control shares (§3.2)."""
+        if mode not in _WORK_MODES:
+            raise ValueError(f"{mode!r} is not a work mode (one of {', '.join(_WORK_MODES)})")
+        self.battery.mode = mode
+        self.battery.rs485_control = False
 
     def write(self, address: int, value: int) -> None:
         writer = self._writers.get(address)
