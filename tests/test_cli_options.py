@@ -49,9 +49,9 @@ ONE_BAD_VALUE: list[tuple[tuple[str | int, ...], Any, str]] = [
     ),
     (
         ("batteries", 0, "ble_mac"),
-        "02:a1:b2:c3:d4:00",
-        "batteries[0].ble_mac: '02:a1:b2:c3:d4:00' is not a BLE MAC; use its 12 hexadecimal digits without "
-        "separators, e.g. 02a1b2c3d400",
+        "02:a1:b2:c3:d4",
+        "batteries[0].ble_mac: '02:a1:b2:c3:d4' is not a BLE MAC; use its 12 hexadecimal digits, e.g. "
+        "02a1b2c3d400 or 02:A1:B2:C3:D4:00",
     ),
     (("batteries", 0, "hots"), "127.0.0.12", "batteries[0].hots: unknown option; did you mean host?"),
     (

@@ -166,7 +166,7 @@ def test_the_bridge_example_options_pass_check_options_from_the_callers_folder(t
     env = script_env()
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "options OK: 2 batteries, 1 wallboxes"
+    assert result.stdout.strip() == "options OK: 2 batteries, 1 wallbox"
     # the same file without its broker: the answer `run` would give too
     options = json.loads(heredoc.group(1))
     del options["mqtt"]

@@ -55,7 +55,10 @@ def _host(value: str) -> str:
 
 
 _PERIOD_NAME = r"^[a-z][a-z0-9_]{0,30}$"
-_BLE_MAC = r"^[0-9a-fA-F]{12}$"
+# 12 hex digits, as the Local API spells them (`src` = `<model>-<ble_mac>`), or as a person copies them from
+# an app or a label: in upper case, in pairs with : or -, in groups of four with . or -. One declaration for
+# the Supervisor's schema and ours; `_one_spelling` turns what it lets through into the devices' spelling.
+_BLE_MAC = r"^[0-9a-fA-F]{2}([:.-]?[0-9a-fA-F]{2}){5}$"
 
 # What a value that does not match a pattern should look like, for people who do not read regexes.
 _PATTERN_HELP = {
@@ -64,7 +67,7 @@ _PATTERN_HELP = {
     _PERIOD_NAME: (
         "is not a usable name; start with a lower-case letter, then letters, digits or _, e.g. peak"
     ),
-    _BLE_MAC: "is not a BLE MAC; use its 12 hexadecimal digits without separators, e.g. 02a1b2c3d400",
+    _BLE_MAC: "is not a BLE MAC; use its 12 hexadecimal digits, e.g. 02a1b2c3d400 or 02:A1:B2:C3:D4:00",
     _NAME.pattern: "is not a usable name; use 1 to 40 characters without /, # or +",
     _TOPIC_WORD.pattern: "is not a usable MQTT topic; use letters, digits, _ and -, with / between levels",
 }
@@ -98,6 +101,13 @@ class BatteryOptions(_Strict):
     @classmethod
     def _check_host(cls, value: str) -> str:
         return _host(value) if value.strip() else ""
+
+    @field_validator("ble_mac")
+    @classmethod
+    def _one_spelling(cls, value: str | None) -> str | None:
+        # After the pattern (the only check of validity): replies are compared with this as the devices
+        # write it, so AC:D9:29:12:34:56 would otherwise never match `VenusE 3.0-acd929123456`.
+        return re.sub(r"[:.-]", "", value).lower() if value else None
 
     @model_validator(mode="after")
     def _transport_complete(self) -> BatteryOptions:
@@ -409,7 +419,7 @@ class Options(_Strict):
             if len(set(addresses)) != len(addresses):
                 raise ValueError(f"{kind}: two entries point at the same host and port")
         # Two entries for one battery would have it polled and commanded twice under one identity.
-        macs = [b.ble_mac.lower() for b in self.batteries if b.ble_mac]
+        macs = [b.ble_mac for b in self.batteries if b.ble_mac]  # in one spelling already
         repeated = sorted({mac for mac in macs if macs.count(mac) > 1})
         if repeated:
             raise ValueError(

@@ -483,19 +483,14 @@ class Runtime:
                 self.endpoints[item.port] = endpoint
                 _LOG.info("Marstek UDP: %s", endpoint.bind_note)
             learned = self.state.section("addresses").get(_battery_key(item))
-            if isinstance(learned, str) and learned != item.host:
-                _LOG.info(
-                    "%s: starting at %s, where it was last found (configured: %s)",
-                    item.name,
-                    learned,
-                    item.host,
-                )
             udp = MarstekClient(
-                learned if isinstance(learned, str) else item.host,
+                item.host,
                 item.port,
                 endpoint=self.endpoints[item.port],
                 pacing=pacing,
                 ble_mac=ble_mac,
+                # where it was last found: an IP entry starts there, a host name is asked first
+                learned=learned if isinstance(learned, str) else None,
             )
         if item.transport == "udp":
             assert udp is not None

@@ -7,9 +7,10 @@ import asyncio
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from ..demo.world import PortInUseError, check_udp_free
 from ..devices.marstek.client import DEFAULT_PORT, MarstekClient, Pacing
 from ..devices.marstek.datapoints import BATTERY_POINTS, READ_METHODS, Group
 from ..devices.marstek.discovery import broadcast_addresses, discover, expand_targets
@@ -21,6 +22,7 @@ from ..devices.marstek.protocol import MarstekError
 from ..devices.marstek.simulator import PROFILES, MarstekSimulator, ModbusQuirks, Quirks
 from ..devices.marstek.simulator.server import battery_address
 from ..devices.marstek.transport import UdpEndpoint
+from .words import counted
 
 
 def register(devices: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]]) -> None:
@@ -168,25 +170,40 @@ async def simulate(args: argparse.Namespace) -> int:
         socs=args.soc,
         latency=args.latency_ms / 1000,
     )
-    async with simulator:
+    try:
+        refuse_taken_ports(simulator.addresses)
+        await simulator.start()
+    except OSError as exc:
+        print(f"error: {_cannot_listen(exc, args)}", file=sys.stderr)
+        return 1
+    try:
         for index, (battery, (host, port)) in enumerate(
             zip(simulator.batteries, simulator.addresses, strict=True)
         ):
             modbus = ""
             if args.modbus_port is not None:
                 tcp_host, tcp_port = battery_address(args.bind, index + 1, args.modbus_port)
-                server = await simulator.serve_modbus(
-                    index,
-                    host=tcp_host,
-                    port=tcp_port,
-                    quirks=ModbusQuirks(reply_delay=args.modbus_reply_delay),
-                )
+                try:
+                    server = await simulator.serve_modbus(
+                        index,
+                        host=tcp_host,
+                        port=tcp_port,
+                        quirks=ModbusQuirks(reply_delay=args.modbus_reply_delay),
+                    )
+                except OSError as exc:
+                    print(
+                        f"error: cannot serve Modbus TCP on {tcp_host}:{tcp_port}: {exc.strerror or exc}"
+                        " (choose another --modbus-port)",
+                        file=sys.stderr,
+                    )
+                    return 1
                 modbus = f", Modbus TCP ({server.generation.value} map) on {tcp_host}:{server.port}"
             print(
                 f"{battery.profile.device} v{battery.profile.ver} {battery.ble_mac} on {host}:{port}{modbus}",
                 flush=True,
             )
-        print(f"{args.count} batteries running at {args.speed}x speed; Ctrl-C stops.", flush=True)
+        running = counted(args.count, "battery", "batteries")
+        print(f"{running} running at {args.speed}x speed; Ctrl-C stops.", flush=True)
         next_outage = args.outage_every
         elapsed = 0.0
         while True:
@@ -204,6 +221,32 @@ async def simulate(args: argparse.Namespace) -> int:
                 f"{simulator.clock.now():%H:%M:%S} grid {simulator.site.total_power():+6.0f} W  {states}",
                 flush=True,
             )
+    finally:
+        await simulator.stop()
+
+
+def refuse_taken_ports(addresses: Sequence[tuple[str, int]]) -> None:
+    """PortInUseError naming this command's option when another socket holds one of these addresses.
+
+    The simulated batteries bind with SO_REUSEADDR (clients on 0.0.0.0 share the API port with them, as on
+    a LAN), so a second simulator, or one started next to a listener already there, bound without a word
+    and took part of the other's traffic. The demo's check finds that; asked per address, so the message
+    names the port and the option to change.
+    """
+    for host, port in addresses:
+        try:
+            check_udp_free([(host, port)])
+        except PortInUseError:
+            raise PortInUseError(
+                f"UDP port {port} is in use on {host} (another `simulate marstek`, a demo or `run`?):"
+                " choose another --port"
+            ) from None
+
+
+def _cannot_listen(exc: OSError, args: argparse.Namespace) -> str:
+    if isinstance(exc, PortInUseError):
+        return str(exc)
+    return f"cannot listen on --bind {args.bind} --port {args.port}: {exc.strerror or exc}"
 
 
 def grouped(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -340,5 +383,5 @@ async def discover_command(args: argparse.Namespace) -> int:
     else:
         for b in found:
             print(f"{b.host}:{b.port}  {b.model} v{b.firmware}  ble_mac {b.ble_mac}  wifi_mac {b.wifi_mac}")
-        print(f"{len(found)} batter{'y' if len(found) == 1 else 'ies'} found")
+        print(f"{counted(len(found), 'battery', 'batteries')} found")
     return 0

@@ -28,6 +28,7 @@ from ..addon.supervisor import SUPERVISOR_URL, SupervisorError, mqtt_service, to
 from ..bridge.mqtt import BrokerSettings
 from ..web.guard import PASSWORD_ENV
 from ..web.server import INGRESS_PROXY, Panel
+from .words import counted
 
 _LOG = logging.getLogger(__name__)
 EXIT_BAD_OPTIONS = 2
@@ -86,7 +87,8 @@ async def check_options(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"error: options: {problem}", file=sys.stderr)
         return EXIT_BAD_OPTIONS
-    print(f"options OK: {len(options.batteries)} batteries, {len(options.wallboxes)} wallboxes")
+    batteries = counted(len(options.batteries), "battery", "batteries")
+    print(f"options OK: {batteries}, {counted(len(options.wallboxes), 'wallbox', 'wallboxes')}")
     return 0
 
 

@@ -86,6 +86,14 @@ for _point in BATTERY_POINTS:
 _REFUSALS = (InvalidParams, InvalidRequest, MethodNotFound, UnsupportedMethod, IdentityMismatch)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Pacing:
     """Timing per device. Defaults follow the reference's recommendations (section 1.8)."""
@@ -158,6 +166,7 @@ class MarstekClient:
         pacing: Pacing | None = None,
         limits: PowerLimits | None = None,
         ble_mac: str | None = None,
+        learned: str | None = None,
     ) -> None:
         self.host = host  # an IP address or a host name (resolved, and re-resolved now and then)
         self.identity = ble_mac.lower() if ble_mac else None  # learned from the first GetDevice otherwise
@@ -184,6 +193,32 @@ class MarstekClient:
         self.stranger: str | None = None
         self._ip: str | None = None
         self._resolved_at = -1e9
+        if learned is not None and learned != host:
+            self._start_at(learned)
+
+    def _start_at(self, learned: str) -> None:
+        """Where to start, given the IP a previous run last found this battery at (`learned`, kept under
+        /data) and the configured `host`.
+
+        A configured IP is stale once the battery has moved: start at the learned one. A host name follows
+        the battery by itself (DHCP with DNS or mDNS), while the learned IP may be years old (a previous
+        version replaced the name with it): the name is asked first, and the learned IP only stands in
+        while the name cannot be looked up. A search by BLE MAC still follows a move either way.
+        """
+        if not _is_ip(learned):
+            _LOG.warning("%s: ignoring the stored address %r: it is not an IP address", self.host, learned)
+            return
+        if _is_ip(self.host):
+            _LOG.info("%s: starting at %s, where the battery was last found", self.host, learned)
+            self.host = learned
+            return
+        _LOG.info(
+            "%s: the name is asked first; %s, where the battery was last found, stands in while the name "
+            "cannot be looked up",
+            self.host,
+            learned,
+        )
+        self._ip = learned  # `_resolved_at` stays in the past: the first request looks the name up
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -210,11 +245,7 @@ class MarstekClient:
 
     async def _resolve(self) -> str:
         """Host names are resolved off the event loop, and again every few minutes (DHCP, DNS changes)."""
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            pass
-        else:
+        if _is_ip(self.host):
             self._ip = self.host
             return self.host
         if self._ip is None or time.monotonic() - self._resolved_at > _RESOLVE_EVERY_S:
@@ -253,16 +284,14 @@ class MarstekClient:
         """A search found this battery, by its BLE MAC, at `ip`: whether the configured address leads there
         (an IP as it is, a host name looked up afresh: the name may follow a new DHCP lease sooner than the
         periodic lookup sees it). When it does, the battery is where requests go, and commands may too."""
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
+        if _is_ip(self.host):
+            here = self.host == ip
+        else:
             self._resolved_at = -1e9
             try:
                 here = await self._resolve() == ip
             except MarstekError:
                 here = False
-        else:
-            here = self.host == ip
         if here:
             self.stranger = None
         return here
