@@ -277,3 +277,58 @@ async def test_an_app_change_hold_renewed_at_its_end_never_reads_as_ended(
     assert device.values()["manual_hold"] == shown(renewed.until)
     assert "manual hold ended" not in caplog.text
     assert sim.batteries[target].mode == "AI"
+
+
+async def test_an_app_change_hold_survives_a_stop_that_lasts_past_its_end(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    """The add-on is down for longer than the hold had left (a host update): the battery, still in the app's
+    mode, is not taken by the fresh optimiser; the hold is renewed as it would have been."""
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    clock = StepClock()
+    site = Site(sim, endpoint, clock, {})
+    await site.run(60)
+    target = modes(sim).index("Passive")
+    device_id = site.devices[target].device_id
+    assert device_id is not None
+    sim.batteries[target].mode = "AI"  # the Marstek app, and left there
+    await site.run(20)
+    hold = site.holds.get(device_id)
+    assert hold is not None
+    await bounded(site.controller.stop(timeout=2.0), 10, "the stop")
+    sent = len(sim.batteries[target].setmode_log)
+    clock.advance(hold.until - clock.now().timestamp() + 20 * 60)  # back 20 min after the hold's end
+    site = Site(sim, endpoint, clock, json.loads(json.dumps(site.state)))
+    await site.run(400)  # past the few minutes the restored hold is given for the engine's first word
+    assert len(sim.batteries[target].setmode_log) == sent, "the restarted optimiser took the battery"
+    assert sim.batteries[target].mode == "AI"
+    renewed = site.holds.get(device_id)
+    assert renewed is not None
+    assert renewed.until > clock.now().timestamp() + 5 * 60
+
+
+async def test_return_to_optimiser_just_after_the_holds_end_is_not_undone(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    """Return to optimiser pressed after the hold's end but before the optimiser's next step: the optimiser
+    takes the battery back instead of renewing the hold the person just ended."""
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    clock = StepClock()
+    site = Site(sim, endpoint, clock, {})
+    await site.run(60)
+    target = modes(sim).index("Passive")
+    device = site.devices[target]
+    device_id = device.device_id
+    assert device_id is not None
+    sim.batteries[target].mode = "AI"
+    await site.run(20)
+    hold = site.holds.get(device_id)
+    assert hold is not None
+    while clock.now().timestamp() + 10 < hold.until:
+        await site.run(10)
+    clock.advance(hold.until - clock.now().timestamp() + 2)  # just past its end, no step yet
+    outcome = await device.execute("resume_optimiser", "PRESS", source="panel")
+    assert "ended the manual hold" in outcome.detail
+    await site.run(60)
+    assert site.holds.get(device_id) is None, "the ended hold came back"
+    assert sim.batteries[target].mode != "AI"  # the optimiser steers it again

@@ -613,8 +613,9 @@ class OptimiserController:
                 self._outside_holds[device_id] = hold
                 continue
             kept = self._outside_holds.get(device_id)
-            # gone before its end, and no command of a person's in its place: that person handed it back
-            if kept is not None and hold is None and kept.until > now and device_id in self.engine.outside:
+            # gone, and no command of a person's in its place: that person handed it back (an end passed is
+            # no reason: the hold outlives its end until the engine renews or ends it)
+            if kept is not None and hold is None and device_id in self.engine.outside:
                 self.engine.hand_back(device_id)
                 del self._outside_holds[device_id]
 

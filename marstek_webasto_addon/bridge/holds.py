@@ -130,6 +130,11 @@ class ManualHolds:
             )
             return None
         hold.lease_sent = 0.0  # whether the last lease reached the battery before the stop is unknown
+        if hold.outside_mode:
+            # The optimiser's first step renews it (the battery still in the app's mode) or ends it: a stop
+            # that lasted past its end must not drop it before then, or the fresh optimiser would take the
+            # battery for its own and command it.
+            hold.until = max(hold.until, now + OUTSIDE_GRACE_S)
         return hold
 
     def start(
