@@ -25,6 +25,7 @@ from marstek_webasto_addon.devices.marstek.modbus.client import (
     ABSENT_RETRY_S,
     ModbusLinkError,
 )
+from marstek_webasto_addon.devices.marstek.modbus.readplan import poll_plan
 from marstek_webasto_addon.devices.marstek.modbus.registers import ForceMode, Function, Generation
 from marstek_webasto_addon.devices.marstek.simulator import VenusModbusServer
 from marstek_webasto_addon.devices.marstek.simulator.modbus_map import ILLEGAL_ADDRESS, ModbusRefusal
@@ -218,3 +219,22 @@ async def test_refusals_that_are_no_removed_register_never_hide_it(make_sim: Sim
             await client.read()
         assert len(asked) == before + ABSENT_AFTER + 1, "a register that got no reply was taken as removed"
         assert isinstance(client, ModbusBattery)
+
+
+async def test_the_soc_is_never_hidden_once_it_answered(make_sim: SimFactory) -> None:
+    # The add-on keeps the discharge floor by the SOC it reads over Modbus: refused at several polls in a row
+    # (a firmware hiccup), it is still asked at every poll, so the SOC is read again the moment it answers.
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
+        plan = poll_plan(server.generation)
+        soc_request = next(r for r in plan.requests if any(f.key == "soc" for f in r.fields))
+        soc_address = next(f.register.address for f in soc_request.fields if f.key == "soc")
+        asked = count_asks(server, soc_address)
+        assert (await client.read()).any_answer
+        server.registers.removed.add(soc_address)
+        for _ in range(ABSENT_AFTER + 3):
+            assert (await client.read()).any_answer
+        assert len(asked) == 1 + ABSENT_AFTER + 3, "the SOC was backed off"
+        server.registers.removed.clear()
+        venus.physics.soc = 20.0
+        await client.read()
+        assert client.snapshot.values.get("soc") == pytest.approx(20.0, abs=1)

@@ -207,6 +207,7 @@ class ModbusBattery:
             return report
         started = time.monotonic()
         client, commands = self.modbus, self.modbus.commands_started
+        idle = not client.commands_running  # a command under way at the start overlaps the poll too
         # Not cut at the deadline: the poll may wait for a command's writes, which must not be cut off
         # midway; every request has the client's timeout, and the link follows an overrun poll at once.
         try:
@@ -220,7 +221,7 @@ class ModbusBattery:
         report.results = {method: {} for method in wanted}
         if on_first_answer is not None:
             on_first_answer()
-        untouched = client is self.modbus and not client.commands_running
+        untouched = client is self.modbus and idle and not client.commands_running
         await self.keep_lease(settled=untouched and client.commands_started == commands)
         return report
 

@@ -49,6 +49,10 @@ _JUST_CONNECTED_S = 2.0  # a connection dropped this soon was refused: another c
 # often. A battery booting or a gateway that refuses everything for a moment is not one (nothing answers),
 # nor is a timeout, a broken link or another exception code, so a live register never goes unread for long.
 ABSENT_AFTER = 3
+# Never hidden once they answered: the SOC the add-on keeps the floor by (over Modbus the battery's own
+# depth of discharge is not set) and the control registers a lease is checked against. A stale one would
+# let a forced discharge run below the floor; asked at every poll, as a refusal that passes may.
+_VITAL = frozenset({"soc", *CONTROL_BY_KEY})
 ABSENT_RETRY_S = 600.0
 ILLEGAL_ADDRESS = 2
 _HINT = (
@@ -296,10 +300,12 @@ class VenusModbusClient:
                 refusals = self._refusals[what] = self._refusals.get(what, 0) + 1
                 if refusals == 1:  # the same refusal poll after poll: in the log once
                     _LOG.warning("%s: %s; those values keep their last reading", self.config.label, exc)
-                if exc.code == ILLEGAL_ADDRESS:
-                    illegal.append((what, request.describe() in self.last_words))
+                before = request.describe() in self.last_words
+                vital = before and any(f.key in _VITAL for f in request.fields)
+                if exc.code == ILLEGAL_ADDRESS and not vital:
+                    illegal.append((what, before))
                 else:
-                    self._missing.pop(what, None)  # (busy, failing): the register is there
+                    self._missing.pop(what, None)  # there (busy, failing), or never hidden
                 continue
             answered = True
             if self._absent.pop(what, None) is not None:
