@@ -151,9 +151,10 @@ class FakeHomeAssistant:
     # states --------------------------------------------------------------------------------------------
 
     def preset(self, entity_id: str, state: str, attributes: dict[str, Any] | None = None) -> None:
-        """A state that exists before anyone connects."""
+        """A state that exists before anyone connects, last reported a moment ago (a live sensor: its age
+        counts from Home Assistant's timestamps)."""
         now = time.time()
-        self.states[entity_id] = FakeState(state, dict(attributes or {}), now - 60, now - 30)
+        self.states[entity_id] = FakeState(state, dict(attributes or {}), now - 60, now)
 
     async def set_state(
         self, entity_id: str, state: str, attributes: dict[str, Any] | None = None, *, keep: bool = True

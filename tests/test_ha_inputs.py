@@ -18,8 +18,8 @@ from marstek_webasto_addon.addon.ha_inputs import (
     EntityPvForecast,
     HomeAssistantInputs,
     WeatherPvForecast,
-    coming_day,
 )
+from marstek_webasto_addon.addon.inputs import coming_day
 
 from .conftest import SimFactory, until
 from .ha_fake import FakeHomeAssistant
@@ -221,8 +221,7 @@ async def test_the_live_optimiser_reads_its_meter_and_forecast_from_home_assista
         "grid_source": {"type": "entity", "entity_id": P1},
         "pv_forecast": {"type": "entity", "entity_id": PV},
         "control_interval": 1,
-        # the preset meter reading is 30 s old
-        "optimiser": {"enabled": True, "night_charging": False, "input_stale_after": 60},
+        "optimiser": {"enabled": True, "night_charging": False, "input_stale_after": 30},
     }
     status = "marstek_webasto/optimiser/state"
     async with recording(broker) as recorder, bridge(broker, options, tmp_path) as runtime:

@@ -73,7 +73,8 @@ class EntityPowerInput(GridInput):
             return
         if state.age_at_receipt > OLD_STATE_NOTE_S and state.seen_at != self.reading.at:
             # Kept, with its true age: the optimiser holds on a stale meter, and the panel says for how long.
-            _LOG.warning(
+            # (info: a PV sensor at 0 W all night is as old as the evening, and that is no fault)
+            _LOG.info(
                 "%s: Home Assistant's %s was last updated %.0f s ago; it counts as that old",
                 self.option,
                 self.entity_id,
