@@ -11,12 +11,16 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from datetime import time as clock_time
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from marstek_webasto_addon.addon.day_ahead import quarter_grid
 from marstek_webasto_addon.addon.ha_inputs import EntityPvForecast, WeatherPvForecast
+from marstek_webasto_addon.addon.ha_series import DetailedPvForecast
+from marstek_webasto_addon.addon.pv_detail import PvForecast as QuarterEnergy
 from marstek_webasto_addon.optimiser.model import Inputs, Role
 from marstek_webasto_addon.optimiser.night import plan_night
 from marstek_webasto_addon.optimiser.settings import Settings
@@ -60,6 +64,8 @@ def test_a_night_plan_made_after_midnight_does_not_count_the_day_afters_pv() -> 
     stored = (50 + 20 + 70) / 100 * 5120
     assert sum(plan.energy_wh.values()) == pytest.approx(15_000 - stored)
     assert any(c.role is Role.CHARGE and c.battery_id == "b" for c in world.log)
+    # and the decision says why the forecast was not counted
+    assert any("for another day than the coming one" in d.text for d in world.engine.decisions)
 
 
 def test_a_forecast_arriving_after_midnight_does_not_undo_a_needed_night_charge() -> None:
@@ -194,12 +200,58 @@ def test_a_weather_forecast_for_the_coming_day_counts_after_midnight() -> None:
     assert not any(c.role is Role.CHARGE for c in world.log)
 
 
-def test_each_pv_source_says_which_day_it_forecasts() -> None:
-    # What the controller hands the night plan with the forecast: a weather forecast read after midnight is
-    # the coming day's (today), one read in the evening tomorrow's; a "tomorrow" entity is always tomorrow.
+def test_each_pv_source_says_which_day_it_forecasts_for_the_night() -> None:
+    # What the controller hands the night plan: a weather forecast read after midnight is the coming day's
+    # (today), one read in the evening tomorrow's; a detailed forecast holds today's quarters too and gives
+    # the coming day's total; a "tomorrow" entity says no day (tomorrow, whenever it is read).
     weather = WeatherPvForecast("weather.home")
     weather.update(hourly(date(2026, 6, 4), range(8, 18)), datetime(2026, 6, 4, 1, 0))
-    assert weather.for_day() == date(2026, 6, 4)
+    kwh, day = weather.for_night(datetime(2026, 6, 4, 1, 0))
+    assert kwh == pytest.approx(10 * 0.6)
+    assert day == date(2026, 6, 4)
     weather.update(hourly(date(2026, 6, 5), range(8, 18)), datetime(2026, 6, 4, 22, 0))
-    assert weather.for_day() == date(2026, 6, 5)
-    assert EntityPvForecast("sensor.energy_production_tomorrow").for_day() is None
+    assert weather.for_night(datetime(2026, 6, 4, 22, 0))[1] == date(2026, 6, 5)
+    entity = EntityPvForecast("sensor.energy_production_tomorrow")
+    assert entity.for_night(datetime(2026, 6, 4, 1, 0))[1] is None
+    detailed = DetailedPvForecast(["sensor.solcast_today", "sensor.solcast_tomorrow"])
+    today, tomorrow = date.today(), date.today() + timedelta(days=1)
+    grid = quarter_grid(datetime.combine(today, clock_time(0)), 3 * 96)
+    # 1 kWh an hour today, 2 tomorrow
+    energy = {q: 0.25 if q.astimezone().date() == today else 0.5 for q in grid}
+    detailed.combined = QuarterEnergy(energy, len(energy), 0, "test")
+    after_midnight = datetime.combine(today, clock_time(1))
+    kwh, day = detailed.for_night(after_midnight)
+    assert kwh == pytest.approx(24.0)
+    assert day == today
+    kwh, day = detailed.for_night(datetime.combine(today, clock_time(22)))
+    assert kwh == pytest.approx(48.0)
+    assert day == tomorrow
+    assert detailed.kwh() == pytest.approx(48.0)  # the forecast sensor's "tomorrow" is still tomorrow
+
+
+@pytest.mark.parametrize("process_zone", ["UTC", "America/New_York"])
+def test_a_night_in_a_named_zone_is_the_same_whatever_the_machines_zone(
+    monkeypatch: pytest.MonkeyPatch, process_zone: str
+) -> None:
+    # The replay's clock is Brussels time on every machine: the spring-forward night's super-off-peak
+    # (01:00-07:00) is five real hours there, whatever zone the process runs in.
+    monkeypatch.setenv("TZ", process_zone)
+    time.tzset()
+    try:
+        plan = plan_night(
+            date(2026, 3, 28),
+            (battery("A", 20), battery("B", 30)),
+            9_000,
+            0.0,
+            DEFAULT_TARIFF,
+            clock_time(22),
+            clock_time(7),
+            datetime(2026, 3, 28, 22, 0),
+            zone=ZoneInfo("Europe/Brussels"),
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    # 01:00-07:00 on the wall clock, of which 02:00-03:00 does not exist
+    assert plan.windows == ((datetime(2026, 3, 29, 1, 0), datetime(2026, 3, 29, 7, 0)),)
+    assert plan.power_w["a"] == math.ceil(0.8 * 5120 / 5 / 50) * 50  # spread over five real hours

@@ -433,14 +433,16 @@ class OptimiserController:
         reading = self.grid_input.current()
         age = reading.age(real)
         views = tuple(view for device in self.batteries if (view := self._view(device, real)) is not None)
+        now = self.clock.now()
+        pv_kwh, pv_day = self.pv.for_night(now)
         return Inputs(
             self.clock.seconds(),
-            self.clock.now(),
+            now,
             reading.value,
             None if age is None else age * self.clock.speed,
             views,
-            self.pv.kwh(),
-            pv_forecast_day=self.pv.for_day(),
+            pv_kwh,
+            pv_forecast_day=pv_day,
         )
 
     def _view(self, device: BatteryDevice, now: float) -> BatteryView | None:

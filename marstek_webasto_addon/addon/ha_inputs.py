@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time as clock
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from ..tasks import cancel_all
@@ -25,7 +25,7 @@ from .homeassistant import (
     HomeAssistantClient,
     HomeAssistantError,
 )
-from .inputs import GridInput, PvForecast, implausible_power
+from .inputs import GridInput, PvForecast, coming_day, implausible_power
 
 _LOG = logging.getLogger(__name__)
 FORECAST_REFRESH_S = 1800.0
@@ -34,12 +34,6 @@ FORECAST_MAX_AGE_S = 3 * 3600.0
 # A power state found in place at a (re)connection older than this is said in the log (the panel calls a
 # reading older than a minute no reading).
 OLD_STATE_NOTE_S = 60.0
-
-
-def coming_day(now: datetime) -> date:
-    """The daylight the next night plan is for: today before noon (a plan made after midnight), else
-    tomorrow."""
-    return now.date() if now.time() < time(12) else now.date() + timedelta(days=1)
 
 
 class EntityPowerInput(GridInput):
@@ -154,8 +148,8 @@ class WeatherPvForecast(PvForecast):
             _LOG.warning("PV forecast from %s: %s", self.entity_id, why)
         self.problem = why
 
-    def for_day(self) -> date | None:
-        return self.day  # the coming daylight: after midnight, today's
+    def for_night(self, now: datetime) -> tuple[float | None, date | None]:
+        return self.kwh(), self.day  # the sunny hours of the coming daylight as it was when fetched
 
     def kwh(self, now: float | None = None) -> float | None:
         if self.hours is None or self.fetched_at is None:

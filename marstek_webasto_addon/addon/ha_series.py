@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from ..optimiser.planner import QUARTER, quarter_start
 from .day_ahead import HOUR, PriceFormula, PriceInterval, implausible_prices, parse_day_ahead, quarter_series
 from .homeassistant import EntityState
-from .inputs import PvForecast, implausible_power
+from .inputs import PvForecast, coming_day, implausible_power
 from .pv_detail import (
     PERIOD_KEYS_BY_DOMAIN,
     add_roofs,
@@ -248,9 +248,15 @@ class DetailedPvForecast(PvForecast):
         return values or None
 
     def kwh(self) -> float | None:
-        tomorrow = date.today() + DAY
-        start = datetime.combine(tomorrow, datetime.min.time())
-        values = self.quarters(start, 96)
+        return self._day_kwh(date.today() + DAY)
+
+    def for_night(self, now: datetime) -> tuple[float | None, date | None]:
+        # The quarters hold today's as well: after midnight the coming daylight is today's.
+        day = coming_day(now)
+        return self._day_kwh(day), day
+
+    def _day_kwh(self, day: date) -> float | None:
+        values = self.quarters(datetime.combine(day, datetime.min.time()), 96)
         return None if values is None or len(values) < 96 else round(sum(values) / 4, 2)
 
     def detail(self) -> dict[str, object]:

@@ -12,7 +12,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 
 from ..bridge.devices import BatteryDevice
 
@@ -122,6 +123,12 @@ class BatteryMeterInput(GridInput):
         return self.reading
 
 
+def coming_day(now: datetime) -> date:
+    """The daylight the next night plan is for: today before noon (a plan made after midnight), else
+    tomorrow."""
+    return now.date() if now.time() < clock_time(12) else now.date() + timedelta(days=1)
+
+
 class PvForecast:
     """Tomorrow's expected PV in kWh, from whatever source the options name; None when unknown."""
 
@@ -133,9 +140,10 @@ class PvForecast:
     def kwh(self) -> float | None:
         return self._value()
 
-    def for_day(self) -> date | None:
-        """The day kwh() forecasts; None: tomorrow, the day after the moment it is read."""
-        return None
+    def for_night(self, now: datetime) -> tuple[float | None, date | None]:
+        """The PV expected in the daylight after the night at `now` (kWh), and the day that is; None: the
+        day after `now`, as a "tomorrow" entity has it (after midnight the day after the coming one's)."""
+        return self.kwh(), None
 
     def detail(self) -> dict[str, object]:
         return {"source": self.description, "problem": self.problem}

@@ -830,6 +830,7 @@ class Optimiser:
                 s.day_start_time,
                 inputs.now,
                 pv_day=inputs.pv_forecast_day,
+                zone=inputs.zone,
             )
             self.plan_soc = {i: b.soc or 0.0 for i, b in usable.items()}
             self._decide(inputs.now, self._describe_plan(self.plan, usable))
@@ -853,18 +854,16 @@ class Optimiser:
 
     def _describe_plan(self, plan: NightPlan, usable: dict[str, BatteryView]) -> str:
         pv_kwh = plan.expected_pv_wh / 1000
+        pv = f"expected PV {pv_kwh:.1f} kWh" + (f", {plan.pv_note}" if plan.pv_note else "")
         if not plan.energy_wh:
             stored_kwh = sum(b.stored_wh for b in usable.values()) / 1000
-            return (
-                f"Night plan: no charging needed (stored {stored_kwh:.1f} kWh + expected PV {pv_kwh:.1f} kWh)"
-            )
+            return f"Night plan: no charging needed (stored {stored_kwh:.1f} kWh + {pv})"
         parts = ", ".join(
             f"{usable[i].name} {e / 1000:.1f} kWh at {plan.power_w[i]} W" for i, e in plan.energy_wh.items()
         )
         first = plan.windows[0][0] if plan.windows else None
-        return (
-            f"Night plan: deficit {plan.deficit_wh / 1000:.1f} kWh (expected PV {pv_kwh:.1f} kWh): {parts}, "
-            f"in {plan.period}" + (f" from {first:%H:%M}" if first else "")
+        return f"Night plan: deficit {plan.deficit_wh / 1000:.1f} kWh ({pv}): {parts}, in {plan.period}" + (
+            f" from {first:%H:%M}" if first else ""
         )
 
     def _night_clearing(self, inputs: Inputs, wants: dict[str, _Want]) -> list[Command]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -60,6 +60,8 @@ class Inputs:
     # The day that forecast is for: None for a "tomorrow" value (after midnight the day after the night's),
     # a date where the source says (a weather forecast read after midnight gives the coming day's).
     pv_forecast_day: date | None = None
+    # The zone `now` is local time in; None: this process's (the add-on runs in Home Assistant's).
+    zone: tzinfo | None = None
     wallbox_power: float | None = None  # W, what the car draws now (None: no wallbox or no reading)
     plan_step: PlanStep | None = None  # the planner strategy's running step (None: no plan)
     plan_problem: str = ""  # why there is no plan, when there is none
@@ -104,6 +106,7 @@ class NightPlan:
     power_w: dict[str, int]  # battery id -> charging power
     windows: tuple[tuple[datetime, datetime], ...]  # the cheapest quarter-hours, merged
     period: str  # the tariff period charged in
+    pv_note: str = ""  # why the expected PV is not the forecast's, when it is not
 
     def charging_at(self, now: datetime) -> bool:
         return any(start <= now < end for start, end in self.windows)

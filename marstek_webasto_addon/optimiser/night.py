@@ -13,6 +13,7 @@ repeated hour is charged in twice.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from .model import BatteryView, NightPlan
@@ -39,33 +40,48 @@ def evening_of(now: datetime, night_start: time, day_start: time) -> date | None
     return now.date() - DAY if night_start <= clock < day_start else None
 
 
-def _instant(at: datetime) -> datetime:
-    """The moment a wall-clock time names: an aware one in its own zone, a naive one in this process's local
-    zone (the Supervisor sets Home Assistant's), whose `fold` tells the autumn's repeated hour apart."""
-    return at.astimezone(UTC)
+@dataclass(frozen=True)
+class _Clock:
+    """The clock the optimiser's `now` reads: aware in its own zone, or naive local time in `zone` (None:
+    this process's local zone, which the Supervisor sets to Home Assistant's; the replay names its own, so
+    its nights do not depend on the machine's zone)."""
+
+    zone: tzinfo | None
+    aware: bool
+
+    @classmethod
+    def of(cls, now: datetime, zone: tzinfo | None) -> _Clock:
+        return cls(now.tzinfo, True) if now.tzinfo is not None else cls(zone, False)
+
+    def instant(self, at: datetime) -> datetime:
+        """The moment a wall-clock time names; `fold` tells the autumn's repeated hour apart."""
+        if at.tzinfo is None and self.zone is not None:
+            at = at.replace(tzinfo=self.zone)
+        return at.astimezone(UTC)
+
+    def wall(self, instant: datetime) -> datetime:
+        """`instant` as this clock reads it."""
+        if self.zone is None:
+            # not astimezone(): its fixed-offset result loses the fold of the autumn's second pass
+            return datetime.fromtimestamp(instant.timestamp())
+        local = instant.astimezone(self.zone)
+        return local if self.aware else local.replace(tzinfo=None)
+
+    def combine(self, day: date, at: time) -> datetime:
+        return self.instant(datetime.combine(day, at, self.zone if self.aware else None))
 
 
-def _wall_clock(instant: datetime, tz: tzinfo | None) -> datetime:
-    """`instant` on the clock the optimiser's `now` reads: naive local time (None) or aware in `tz`."""
-    if tz is not None:
-        return instant.astimezone(tz)
-    # not astimezone(): its fixed-offset result loses the fold of the autumn's second pass
-    return datetime.fromtimestamp(instant.timestamp())
-
-
-def night_quarters(
-    evening: date, night_start: time, day_start: time, tz: tzinfo | None = None
-) -> list[datetime]:
+def night_quarters(evening: date, night_start: time, day_start: time, clock: _Clock) -> list[datetime]:
     """Every quarter-hour of the night that follows `evening`, from its start to the next day start, 15 real
-    minutes apart: on the clock of `tz` (None: naive local time), so the spring's night has none in the hour
-    that does not exist and the autumn's has the repeated hour twice (the second pass with fold=1)."""
+    minutes apart on `clock`: the spring's night has none in the hour that does not exist and the autumn's
+    has the repeated hour twice (the second pass with fold=1)."""
     morning = evening + DAY
     # a night starting after midnight starts on the morning's date, not on the evening's
-    start = _instant(datetime.combine(evening if night_start > day_start else morning, night_start, tz))
-    end = _instant(datetime.combine(morning, day_start, tz))
+    start = clock.combine(evening if night_start > day_start else morning, night_start)
+    end = clock.combine(morning, day_start)
     out = []
     while start < end:
-        out.append(_wall_clock(start, tz))
+        out.append(clock.wall(start))
         start += QUARTER
     return out
 
@@ -81,16 +97,19 @@ def plan_night(
     now: datetime,
     *,
     pv_day: date | None = None,
+    zone: tzinfo | None = None,
 ) -> NightPlan:
-    """Tonight's plan at `now`. `expected_pv_wh` is the PV forecast for `pv_day` (None: the day after
-    `now`'s date, as a "tomorrow" forecast entity has it); a forecast for another day than the one after
-    the night is not counted."""
+    """Tonight's plan at `now` (naive: local time in `zone`, None for this process's zone). `expected_pv_wh`
+    is the PV forecast for `pv_day` (None: the day after `now`'s date, as a "tomorrow" forecast entity has
+    it); a forecast for another day than the one after the night is not counted."""
+    pv_note = ""
     if (pv_day or now.date() + DAY) != evening + DAY:
         # After midnight a "tomorrow" forecast is the day after's: a sunny day after would leave the coming
         # day's batteries empty, a grey one would buy what the coming sun gives. The coming day's PV is not
         # known then: as with no forecast at all, none is assumed (the batteries full at dawn, at worst some
         # cheap night energy exported later, rather than a house on the evening's peak price).
         expected_pv_wh = 0.0
+        pv_note = "the forecast at hand is for another day than the coming one: none counted"
     online = [b for b in batteries if b.online and b.soc is not None]
     stored = sum(b.stored_wh for b in online)
     deficit = max(0.0, desired_wh - stored - expected_pv_wh)
@@ -101,10 +120,12 @@ def plan_night(
         if take > 0:
             energy[battery.id] = take
             remaining -= take
-    tz = now.tzinfo
-    moment = _instant(now)
+    clock = _Clock.of(now, zone)
+    moment = clock.instant(now)
     quarters = [
-        q for q in night_quarters(evening, night_start, day_start, tz) if _instant(q) + QUARTER > moment
+        q
+        for q in night_quarters(evening, night_start, day_start, clock)
+        if clock.instant(q) + QUARTER > moment
     ]
     windows: list[datetime] = []
     period = ""
@@ -130,18 +151,19 @@ def plan_night(
         expected_pv_wh,
         energy,
         power,
-        _merge(sorted(windows, key=_instant), tz),
+        _merge(sorted(windows, key=clock.instant), clock),
         period,
+        pv_note,
     )
 
 
-def _merge(quarters: list[datetime], tz: tzinfo | None) -> tuple[tuple[datetime, datetime], ...]:
+def _merge(quarters: list[datetime], clock: _Clock) -> tuple[tuple[datetime, datetime], ...]:
     """Quarters in time order as windows; a quarter follows another 15 real minutes after it (naive times
     compare as the clock reads them, which would take the autumn's second pass for the first)."""
     merged: list[tuple[datetime, datetime]] = []
     for start in quarters:
-        end = _wall_clock(_instant(start) + QUARTER, tz)
-        if merged and _instant(merged[-1][1]) == _instant(start):
+        end = clock.wall(clock.instant(start) + QUARTER)
+        if merged and clock.instant(merged[-1][1]) == clock.instant(start):
             merged[-1] = (merged[-1][0], end)
         else:
             merged.append((start, end))

@@ -65,7 +65,7 @@ from ..optimiser.planner import (
 from ..optimiser.settings import Settings
 from ..optimiser.tariff import Tariff
 from .data import QUARTERS, HouseholdYear
-from .prices import FloatArray, PriceYear, local_times, tariff_prices
+from .prices import LOCAL, FloatArray, PriceYear, local_times, tariff_prices
 from .sessions import Visit, clipped, visits
 
 SCENARIOS = ("optimiser", "rules", "no_battery", "auto_one", "auto_all")
@@ -537,6 +537,7 @@ def run(
                         grid_age=0.0,
                         batteries=tuple(_view(b, i) for i, b in enumerate(batteries)),
                         pv_forecast_tomorrow_kwh=daily_pv_kwh.get((now.date().toordinal() + 1), 0.0),
+                        zone=LOCAL,  # the data's clock: Brussels time, whatever this machine's zone
                         wallbox_power=sum(site.extra),
                         plan_step=executor.step if executor is not None else None,
                         plan_problem="" if executor is None or executor.step else "no plan",
