@@ -21,13 +21,14 @@ from marstek_webasto_addon.addon.controller import OptimiserController
 from marstek_webasto_addon.addon.inputs import GridInput, PvForecast
 from marstek_webasto_addon.addon.options import parse_options
 from marstek_webasto_addon.bridge.devices import BatteryDevice
-from marstek_webasto_addon.bridge.holds import ManualHolds
+from marstek_webasto_addon.bridge.holds import RENEW_S, ManualHolds
 from marstek_webasto_addon.devices.marstek.link import BatteryLink
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
 from .conftest import SimFactory, bounded, client_for, until
 from .mqtt_fixtures import Broker, broker, recording
 from .test_bridge_mqtt import bridge, state_of
+from .test_manual_hold import ManualClock, held_device
 from .test_optimiser_live import BASE, keep_publishing, modes, options
 
 __all__ = ["broker"]
@@ -332,3 +333,47 @@ async def test_return_to_optimiser_just_after_the_holds_end_is_not_undone(
     await site.run(60)
     assert site.holds.get(device_id) is None, "the ended hold came back"
     assert sim.batteries[target].mode != "AI"  # the optimiser steers it again
+
+
+# --- a person's Passive given here, then another mode picked in the app -------------------------------------
+
+
+async def test_a_persons_passive_gives_way_to_a_mode_picked_later_in_the_app(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    clock = ManualClock()
+    sim, device = await held_device(make_sim, endpoint, clock)
+    await device.execute("discharge_now", "PRESS", "panel")
+    battery = sim.batteries[0]
+    written = len(battery.setmode_log)
+    battery.mode = "AI"  # the same person, or another, in the Marstek app: the later choice
+    await device.link.poll_once()
+    clock.advance(RENEW_S)
+    outcome = await device.renew_lease()
+    assert outcome is not None
+    assert "put in AI outside the add-on" in outcome.detail
+    assert len(battery.setmode_log) == written, "the lease renewal overrode the app"
+    assert battery.mode == "AI"
+    assert device.values()["manual_hold"] is None
+
+
+async def test_a_persons_passive_whose_countdown_ran_out_is_renewed(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # Back in the mode it had before the Passive (a countdown that ran out during a link outage) is no
+    # person's choice: the Passive is written again for the rest of its duration.
+    clock = ManualClock()
+    sim, device = await held_device(make_sim, endpoint, clock)
+    battery = sim.batteries[0]
+    prior = battery.mode
+    await device.execute("discharge_now", "PRESS", "panel")
+    written = len(battery.setmode_log)
+    battery.mode = prior
+    await device.link.poll_once()
+    clock.advance(RENEW_S)
+    outcome = await device.renew_lease()
+    assert outcome is not None
+    assert outcome.ok
+    assert len(battery.setmode_log) == written + 1
+    assert battery.mode == "Passive"
+    assert device.values()["manual_hold"] is not None

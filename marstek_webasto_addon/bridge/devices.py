@@ -26,11 +26,18 @@ from ..devices.webasto.link import WallboxLink
 from ..devices.webasto.registers import Cadence, WallboxModel
 from . import controls as c
 from .exposes import Component, Expose, bounded, sensor_from_point, sensor_from_register, state_value
-from .holds import ManualHolds
+from .holds import ManualHolds, PriorMode
 from .site_energy import METERS, SiteEnergy
 
 _LOG = logging.getLogger(__name__)
 Settings = dict[str, Any]
+# The modes a person's Passive may have come from (and its countdown goes back to)
+_PRIOR_MODES: dict[Mode, PriorMode] = {
+    Mode.AUTO: "Auto",
+    Mode.AI: "AI",
+    Mode.MANUAL: "Manual",
+    Mode.UPS: "UPS",
+}
 
 
 def slug(text: str) -> str:
@@ -326,7 +333,9 @@ class BatteryDevice(BridgedDevice):
             previous = self.holds.get(device_id)
             if passive_power is not None:
                 wish = f"Passive {passive_power:+d} W for {duration_s // 60 if duration_s else 0} min"
-                hold = self.holds.start(device_id, wish, source, duration_s, passive_power)
+                before = self.link.snapshot.mode
+                prior = _PRIOR_MODES.get(before) if before is not None else None
+                hold = self.holds.start(device_id, wish, source, duration_s, passive_power, prior or "")
                 outcome = await client.set_mode(PassiveMode(passive_power, self.holds.lease_seconds(hold)))
             elif command is None:
                 hold = self.holds.start(device_id, "clear manual schedules", source)
@@ -351,6 +360,21 @@ class BatteryDevice(BridgedDevice):
             hold = self.holds.lease_due(self.device_id)  # a newer command may have replaced it meanwhile
             if hold is None or hold.passive_power is None:
                 return None
+            mode = self.link.snapshot.mode
+            if hold.prior_mode and mode is not None and mode not in (Mode.PASSIVE, Mode(hold.prior_mode)):
+                # Put in another mode since, outside the add-on (the Marstek app): that later choice of a
+                # person's wins. (Back in the prior mode is a countdown that ran out: renewed.)
+                self.holds.release(hold.device_id)
+                outcome = WriteOutcome(
+                    WriteStatus.APPLIED,
+                    "lease renewal",
+                    0,
+                    f"not renewed: the battery was put in {mode.value} outside the add-on; the manual hold "
+                    "ended",
+                )
+                _LOG.warning("%s: %s", self.name, outcome.detail)
+                self.record(outcome)
+                return outcome
             command = PassiveMode(hold.passive_power, self.holds.lease_seconds(hold))
             outcome = await self.link.client.set_mode(command)
             if outcome.status is not WriteStatus.REJECTED and outcome.status is not WriteStatus.NOT_APPLIED:

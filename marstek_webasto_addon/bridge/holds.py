@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -51,6 +51,10 @@ class _RealClock:
         return datetime.now()
 
 
+# A mode a Passive countdown that runs out goes back to ("": not known, or Passive itself).
+PriorMode = Literal["", "Auto", "AI", "Manual", "UPS"]
+
+
 @dataclass
 class ManualHold:
     """What a person asked of one battery, and until when the optimiser must leave it alone."""
@@ -65,6 +69,9 @@ class ManualHold:
     # The mode a person chose outside the add-on (the Marstek app): the optimiser's app-change hold, whose
     # renewal and end the optimiser decides. "" for a command given through the add-on.
     outside_mode: str = ""
+    # The battery's mode when a person's Passive began (Auto, AI, Manual, UPS; "" unknown): where a
+    # countdown that ran out takes it back. Any other mode was chosen outside the add-on since.
+    prior_mode: PriorMode = ""
 
     def describe(self) -> str:
         end = datetime.fromtimestamp(self.until).strftime("%H:%M")
@@ -144,10 +151,13 @@ class ManualHolds:
         source: str,
         duration_s: float | None = None,
         passive_power: int | None = None,
+        prior_mode: PriorMode = "",
     ) -> ManualHold:
         now = self.now()
         length = duration_s if duration_s is not None else self.default_hold_s()
-        hold = ManualHold(device_id, command, source, now, now + length, passive_power, now)
+        hold = ManualHold(
+            device_id, command, source, now, now + length, passive_power, now, prior_mode=prior_mode
+        )
         self._holds[device_id] = hold
         self._changed_at[device_id] = now
         self._persist(device_id)
