@@ -300,7 +300,7 @@ async def test_an_app_change_hold_survives_a_stop_that_lasts_past_its_end(
     sent = len(sim.batteries[target].setmode_log)
     clock.advance(hold.until - clock.now().timestamp() + 20 * 60)  # back 20 min after the hold's end
     site = Site(sim, endpoint, clock, json.loads(json.dumps(site.state)))
-    await site.run(400)  # past the few minutes the restored hold is given for the engine's first word
+    await site.run(60)
     assert len(sim.batteries[target].setmode_log) == sent, "the restarted optimiser took the battery"
     assert sim.batteries[target].mode == "AI"
     renewed = site.holds.get(device_id)
@@ -349,12 +349,63 @@ async def test_a_persons_passive_gives_way_to_a_mode_picked_later_in_the_app(
     battery.mode = "AI"  # the same person, or another, in the Marstek app: the later choice
     await device.link.poll_once()
     clock.advance(RENEW_S)
-    outcome = await device.renew_lease()
-    assert outcome is not None
-    assert "put in AI outside the add-on" in outcome.detail
+    assert await device.renew_lease() is None
     assert len(battery.setmode_log) == written, "the lease renewal overrode the app"
     assert battery.mode == "AI"
-    assert device.values()["manual_hold"] is None
+    assert device.device_id is not None
+    hold = device.holds.get(device.device_id)
+    assert hold is not None
+    assert hold.outside_mode == "AI"  # held as the app's choice now, shown as such
+    assert hold.passive_power is None
+
+
+async def test_with_the_optimiser_a_persons_passive_gives_way_to_the_app_for_good(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    """The optimiser runs: after the Passive gives way, it does not take the battery out of the app's mode
+    either (it holds it as any app change)."""
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    clock = StepClock()
+    site = Site(sim, endpoint, clock, {})
+    await site.run(60)
+    device = site.devices[0]
+    battery = sim.batteries[0]
+    await device.execute("discharge_now", "PRESS", "panel")
+    await site.run(20)
+    battery.mode = "AI"  # the Marstek app
+    await site.run(RENEW_S)
+    written = len(battery.setmode_log)
+    assert await device.renew_lease() is None
+    await site.run(120)
+    assert battery.mode == "AI"
+    assert len(battery.setmode_log) == written, "the optimiser took the battery from the app's mode"
+    assert device.device_id is not None
+    hold = site.holds.get(device.device_id)
+    assert hold is not None
+    assert hold.outside_mode == "AI"
+
+
+async def test_a_persons_passive_from_ai_survives_a_clean_restart(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # The battery was in AI when the person pressed Discharge now; a clean stop puts it in Auto (the hold
+    # is kept): after the restart Auto is no choice of anyone's, and the Passive is renewed.
+    clock = ManualClock()
+    sim, device = await held_device(make_sim, endpoint, clock)
+    battery = sim.batteries[0]
+    battery.mode = "AI"
+    await device.link.poll_once()
+    await device.execute("discharge_now", "PRESS", "panel")
+    assert await device.end_lease() is not None  # the clean stop
+    await device.link.poll_once()
+    assert battery.mode == "Auto"
+    written = len(battery.setmode_log)
+    clock.advance(RENEW_S)
+    outcome = await device.renew_lease()
+    assert outcome is not None
+    assert outcome.ok
+    assert len(battery.setmode_log) == written + 1
+    assert battery.mode == "Passive"
 
 
 async def test_a_persons_passive_whose_countdown_ran_out_is_renewed(

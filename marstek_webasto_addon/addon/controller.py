@@ -330,6 +330,8 @@ class OptimiserController:
         self._person_changes: dict[str, tuple[float, float]] = {}  # id -> a person's change: epoch, t
         # battery id -> the manual hold kept for the engine's hold of a change made outside the add-on
         self._outside_holds: dict[str, ManualHold] = {}
+        for device in batteries:
+            device.holds.outside_owned = True  # the engine ends its app-change holds (see ManualHolds)
         self.interval = options.control_interval
         self._status: Status | None = None
         clearing = asyncio.Lock()
@@ -607,19 +609,17 @@ class OptimiserController:
             device_id = device.device_id
             if device_id is None:
                 continue
+            if device_id in device.holds.handed_back:
+                device.holds.handed_back.discard(device_id)
+                self.engine.hand_back(device_id)
+                self._outside_holds.pop(device_id, None)
+                continue
             hold = device.holds.get(device_id)
             if hold is not None and hold.outside_mode:
                 if device_id not in self.engine.outside:
                     self.engine.restore_outside(device_id, hold.outside_mode, now_t + (hold.until - now))
                     _LOG.info("optimiser: %s: %s; left alone until then", device.name, hold.describe())
                 self._outside_holds[device_id] = hold
-                continue
-            kept = self._outside_holds.get(device_id)
-            # gone, and no command of a person's in its place: that person handed it back (an end passed is
-            # no reason: the hold outlives its end until the engine renews or ends it)
-            if kept is not None and hold is None and device_id in self.engine.outside:
-                self.engine.hand_back(device_id)
-                del self._outside_holds[device_id]
 
     def _outside_holds_out(self) -> None:
         """After a step: each app-change hold of the engine kept as the battery's manual hold, with the

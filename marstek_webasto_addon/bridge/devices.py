@@ -26,18 +26,13 @@ from ..devices.webasto.link import WallboxLink
 from ..devices.webasto.registers import Cadence, WallboxModel
 from . import controls as c
 from .exposes import Component, Expose, bounded, sensor_from_point, sensor_from_register, state_value
-from .holds import ManualHolds, PriorMode
+from .holds import ManualHolds
 from .site_energy import METERS, SiteEnergy
 
 _LOG = logging.getLogger(__name__)
 Settings = dict[str, Any]
-# The modes a person's Passive may have come from (and its countdown goes back to)
-_PRIOR_MODES: dict[Mode, PriorMode] = {
-    Mode.AUTO: "Auto",
-    Mode.AI: "AI",
-    Mode.MANUAL: "Manual",
-    Mode.UPS: "UPS",
-}
+# Modes a person picks in the Marstek app and the optimiser never sends
+_APP_MODES = (Mode.MANUAL, Mode.AI, Mode.UPS)
 
 
 def slug(text: str) -> str:
@@ -334,8 +329,10 @@ class BatteryDevice(BridgedDevice):
             if passive_power is not None:
                 wish = f"Passive {passive_power:+d} W for {duration_s // 60 if duration_s else 0} min"
                 before = self.link.snapshot.mode
-                prior = _PRIOR_MODES.get(before) if before is not None else None
-                hold = self.holds.start(device_id, wish, source, duration_s, passive_power, prior or "")
+                prior = before.value if before is not None and before is not Mode.PASSIVE else ""
+                if before is Mode.PASSIVE and previous is not None and previous.passive_power is not None:
+                    prior = previous.prior_mode  # a new Passive of a person's over their last one
+                hold = self.holds.start(device_id, wish, source, duration_s, passive_power, prior)
                 outcome = await client.set_mode(PassiveMode(passive_power, self.holds.lease_seconds(hold)))
             elif command is None:
                 hold = self.holds.start(device_id, "clear manual schedules", source)
@@ -361,20 +358,19 @@ class BatteryDevice(BridgedDevice):
             if hold is None or hold.passive_power is None:
                 return None
             mode = self.link.snapshot.mode
-            if hold.prior_mode and mode is not None and mode not in (Mode.PASSIVE, Mode(hold.prior_mode)):
+            if mode in _APP_MODES and hold.prior_mode and mode.value != hold.prior_mode:
                 # Put in another mode since, outside the add-on (the Marstek app): that later choice of a
-                # person's wins. (Back in the prior mode is a countdown that ran out: renewed.)
-                self.holds.release(hold.device_id)
-                outcome = WriteOutcome(
-                    WriteStatus.APPLIED,
-                    "lease renewal",
-                    0,
-                    f"not renewed: the battery was put in {mode.value} outside the add-on; the manual hold "
-                    "ended",
+                # person's wins, and is held as the app's (an optimiser would take it otherwise). Back in
+                # the prior mode, or in Auto (where a clean stop leaves it and some firmware's countdown
+                # ends), is a countdown that ran out: renewed.
+                until = self.holds.now() + self.holds.default_hold_s()
+                self.holds.hold_outside(hold.device_id, mode.value, until)
+                _LOG.warning(
+                    "%s: put in %s outside the add-on: the Passive of the manual hold is not renewed",
+                    self.name,
+                    mode.value,
                 )
-                _LOG.warning("%s: %s", self.name, outcome.detail)
-                self.record(outcome)
-                return outcome
+                return None
             command = PassiveMode(hold.passive_power, self.holds.lease_seconds(hold))
             outcome = await self.link.client.set_mode(command)
             if outcome.status is not WriteStatus.REJECTED and outcome.status is not WriteStatus.NOT_APPLIED:
@@ -407,7 +403,7 @@ class BatteryDevice(BridgedDevice):
             case "mode" | "charge_now" | "discharge_now" | "stop" | "clear_schedules":
                 return await self._execute_mode(key, value, source)
             case "resume_optimiser":
-                released = self.holds.release(self.device_id or self.name)
+                released = self.holds.hand_back(self.device_id or self.name)
                 detail = (
                     "no manual hold was in force" if released is None else f"ended the {released.describe()}"
                 )

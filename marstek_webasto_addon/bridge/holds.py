@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -34,10 +34,6 @@ DEFAULT_HOLD_S = 1800.0
 # stored hold that ends further off than this comes from a damaged file, not from a person.
 MAX_HOLD_S = 1440 * 60
 OUTSIDE_SOURCE = "outside"  # the source of a hold the optimiser keeps for a change made outside the add-on
-# An app-change hold outlives its end here by the longest control interval and a little: the optimiser's next
-# step renews it (the battery is still in the app's mode) or ends it, and until then it must not read as ended
-# (the sensor would blank and the log say "ended" a moment before the renewal).
-OUTSIDE_GRACE_S = 305.0
 
 
 class WallClock(Protocol):
@@ -49,10 +45,6 @@ class WallClock(Protocol):
 class _RealClock:
     def now(self) -> datetime:
         return datetime.now()
-
-
-# A mode a Passive countdown that runs out goes back to ("": not known, or Passive itself).
-PriorMode = Literal["", "Auto", "AI", "Manual", "UPS"]
 
 
 @dataclass
@@ -71,7 +63,7 @@ class ManualHold:
     outside_mode: str = ""
     # The battery's mode when a person's Passive began (Auto, AI, Manual, UPS; "" unknown): where a
     # countdown that ran out takes it back. Any other mode was chosen outside the add-on since.
-    prior_mode: PriorMode = ""
+    prior_mode: str = ""
 
     def describe(self) -> str:
         end = datetime.fromtimestamp(self.until).strftime("%H:%M")
@@ -99,6 +91,13 @@ class ManualHolds:
         self.default_hold_s = default_hold_s
         self._holds: dict[str, ManualHold] = {}
         self._changed_at: dict[str, float] = {}  # device id -> epoch of a person's last mode change
+        # An optimiser runs and decides when its app-change holds end (`optimiser/engine.py`): they do not
+        # end here by the clock, which would drop one a moment before its renewal (the battery still in
+        # the app's mode) or while the battery cannot be read, and the optimiser would take the battery.
+        # Without an optimiser they end at their time like any other.
+        self.outside_owned = False
+        # App-change holds a person ended here (Return to optimiser), for the optimiser to let go too.
+        self.handed_back: set[str] = set()
         for device_id, fields in list(store.items()):
             try:
                 stored = _HOLD.validate_python(fields)
@@ -137,11 +136,6 @@ class ManualHolds:
             )
             return None
         hold.lease_sent = 0.0  # whether the last lease reached the battery before the stop is unknown
-        if hold.outside_mode:
-            # The optimiser's first step renews it (the battery still in the app's mode) or ends it: a stop
-            # that lasted past its end must not drop it before then, or the fresh optimiser would take the
-            # battery for its own and command it.
-            hold.until = max(hold.until, now + OUTSIDE_GRACE_S)
         return hold
 
     def start(
@@ -151,7 +145,7 @@ class ManualHolds:
         source: str,
         duration_s: float | None = None,
         passive_power: int | None = None,
-        prior_mode: PriorMode = "",
+        prior_mode: str = "",
     ) -> ManualHold:
         now = self.now()
         length = duration_s if duration_s is not None else self.default_hold_s()
@@ -190,6 +184,13 @@ class ManualHolds:
             self._persist(device_id)
         return hold
 
+    def hand_back(self, device_id: str) -> ManualHold | None:
+        """A person ends the hold (Return to optimiser)."""
+        hold = self.release(device_id)
+        if hold is not None and hold.outside_mode:
+            self.handed_back.add(device_id)
+        return hold
+
     def restore(self, hold: ManualHold) -> None:
         """Put back a hold that a refused command replaced."""
         self._holds[hold.device_id] = hold
@@ -200,7 +201,8 @@ class ManualHolds:
         if device_id is None:
             return None
         hold = self._holds.get(device_id)
-        if hold is not None and hold.until + (OUTSIDE_GRACE_S if hold.outside_mode else 0.0) <= self.now():
+        owned = hold is not None and bool(hold.outside_mode) and self.outside_owned
+        if hold is not None and not owned and hold.until <= self.now():
             _LOG.info("%s: manual hold ended (%s)", device_id, hold.command)
             self.release(device_id)
             return None
