@@ -238,3 +238,26 @@ async def test_the_soc_is_never_hidden_once_it_answered(make_sim: SimFactory) ->
         venus.physics.soc = 20.0
         await client.read()
         assert client.snapshot.values.get("soc") == pytest.approx(20.0, abs=1)
+
+
+async def test_a_forced_discharge_pauses_while_the_soc_cannot_be_read(make_sim: SimFactory) -> None:
+    # Over Modbus the add-on alone keeps the discharge floor, from the SOC it reads: a poll without it
+    # leaves the floor unguarded, so the forced discharge idles (under control) until the SOC is read again.
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
+        assert (await client.read()).any_answer
+        assert (await client.set_mode(PassiveMode(800, 900))).ok
+        assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
+        soc_address = next(
+            f.register.address
+            for r in poll_plan(server.generation).requests
+            for f in r.fields
+            if f.key == "soc"
+        )
+        server.registers.removed.add(soc_address)
+        for _ in range(2):
+            await client.read()
+            assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.STOP), "discharging blind"
+        server.registers.removed.clear()
+        await client.read()
+        assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
+        assert client.lease is not None

@@ -79,6 +79,7 @@ class Lease:
     power: int
     until: float
     at_bound: bool = False  # the SOC bound was reached: idle under control until the lease ends
+    blind: bool = False  # a discharge whose SOC the last poll could not read: idle until one is read
 
     @property
     def force(self) -> ForceMode:
@@ -222,7 +223,11 @@ class ModbusBattery:
         if on_first_answer is not None:
             on_first_answer()
         untouched = client is self.modbus and idle and not client.commands_running
-        await self.keep_lease(settled=untouched and client.commands_started == commands)
+        seen = self.snapshot.seen.get("soc")
+        await self.keep_lease(
+            settled=untouched and client.commands_started == commands,
+            soc_read=seen is not None and seen >= started,
+        )
         return report
 
     async def _connected(self) -> VenusModbusClient:
@@ -289,12 +294,14 @@ class ModbusBattery:
 
     # the lease ------------------------------------------------------------------------------------
 
-    async def keep_lease(self, *, settled: bool = False) -> None:
+    async def keep_lease(self, *, settled: bool = False, soc_read: bool = True) -> None:
         """After a poll: end the lease when due, stop at the SOC bound, take control again when it was
         lost, and release a control no lease asks for while a release is owed (`release_owed`).
 
         `settled`: no command of the add-on overlapped the poll, so its control readings (`polled_control`)
-        are a state the battery was in: a work mode changed outside the add-on ends the lease."""
+        are a state the battery was in: a work mode changed outside the add-on ends the lease. `soc_read`:
+        the poll read the SOC; a forced discharge without it idles until it is (over Modbus the floor is
+        kept by the add-on alone, from that SOC)."""
         client = self.modbus
         control = client.control
         lease = self.lease
@@ -310,6 +317,19 @@ class ModbusBattery:
             return
         if self._clock() >= lease.until:
             await self._end_lease(lease)
+            return
+        if lease.power > 0 and not lease.at_bound and not soc_read:
+            if not lease.blind:
+                lease.blind = True
+                _LOG.warning(
+                    "%s: the SOC could not be read: the forced discharge pauses until it is", self.label
+                )
+                await client.stop()
+            return
+        if lease.blind:
+            lease.blind = False
+            _LOG.info("%s: the SOC is read again: the forced discharge goes on", self.label)
+            await self._apply(lease)
             return
         soc = self.snapshot.soc
         if not lease.at_bound and soc is not None and self._beyond_bound(lease, soc):
