@@ -257,7 +257,36 @@ async def test_a_forced_discharge_pauses_while_the_soc_cannot_be_read(make_sim: 
         for _ in range(2):
             await client.read()
             assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.STOP), "discharging blind"
+        # a new command meanwhile (the optimiser's next set-point) does not discharge blind either
+        assert (await client.set_mode(PassiveMode(900, 900))).ok
+        assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.STOP), "a new command went blind"
         server.registers.removed.clear()
+        await client.read()  # one reading is not yet trusted: a SOC refused every other poll must not flap
+        assert venus.force_mode == ForceMode.STOP
         await client.read()
         assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
+        assert venus.force_discharge_w == 900
         assert client.lease is not None
+
+
+async def test_a_soc_refused_every_other_poll_does_not_switch_the_discharge_on_and_off(
+    make_sim: SimFactory,
+) -> None:
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
+        assert (await client.read()).any_answer
+        assert (await client.set_mode(PassiveMode(800, 900))).ok
+        soc_address = next(
+            f.register.address
+            for r in poll_plan(server.generation).requests
+            for f in r.fields
+            if f.key == "soc"
+        )
+        forced = []
+        for i in range(6):
+            if i % 2 == 0:
+                server.registers.removed.add(soc_address)
+            else:
+                server.registers.removed.clear()
+            await client.read()
+            forced.append(venus.force_mode)
+        assert forced == [ForceMode.STOP] * 6

@@ -64,6 +64,7 @@ from .decode import ControlState
 from .registers import ForceMode, Generation, Rs485, WorkMode
 
 _LOG = logging.getLogger(__name__)
+SOC_READS_TO_RESUME = 2  # polls in a row that read the SOC before a blind forced discharge goes on
 
 _WORK_MODES: dict[type, WorkMode] = {
     AutoMode: WorkMode.SELF_CONSUMPTION,  # what the Local API calls Auto
@@ -79,7 +80,6 @@ class Lease:
     power: int
     until: float
     at_bound: bool = False  # the SOC bound was reached: idle under control until the lease ends
-    blind: bool = False  # a discharge whose SOC the last poll could not read: idle until one is read
 
     @property
     def force(self) -> ForceMode:
@@ -132,6 +132,13 @@ class ModbusBattery:
         # `release_left_control()` (a control left on by an earlier run), and again after a release that
         # could not be done. Cleared once control is seen off or released.
         self.release_owed = True
+        # Over Modbus the add-on alone keeps the discharge floor, from the SOC it reads: a poll that answered
+        # without it makes the battery "blind", and a forced discharge idles (under control) until the SOC
+        # is read at SOC_READS_TO_RESUME polls in a row (a SOC refused every other poll must not switch the
+        # discharge on and off). A poll that failed altogether changes nothing: the link's own rules apply.
+        self.soc_blind = False
+        self._soc_reads = 0
+        self._blind_said = False
         # The stored work mode (43000) as the add-on last set it, or read it with control off, no lease
         # running and no command of its own under way; None: not known (a write of it that failed).
         self._work_mode: WorkMode | None = None
@@ -224,10 +231,12 @@ class ModbusBattery:
             on_first_answer()
         untouched = client is self.modbus and idle and not client.commands_running
         seen = self.snapshot.seen.get("soc")
-        await self.keep_lease(
-            settled=untouched and client.commands_started == commands,
-            soc_read=seen is not None and seen >= started,
-        )
+        if seen is not None and seen >= started:
+            self._soc_reads += 1
+            self.soc_blind = self.soc_blind and self._soc_reads < SOC_READS_TO_RESUME
+        else:
+            self._soc_reads, self.soc_blind = 0, True
+        await self.keep_lease(settled=untouched and client.commands_started == commands)
         return report
 
     async def _connected(self) -> VenusModbusClient:
@@ -294,14 +303,13 @@ class ModbusBattery:
 
     # the lease ------------------------------------------------------------------------------------
 
-    async def keep_lease(self, *, settled: bool = False, soc_read: bool = True) -> None:
+    async def keep_lease(self, *, settled: bool = False) -> None:
         """After a poll: end the lease when due, stop at the SOC bound, take control again when it was
         lost, and release a control no lease asks for while a release is owed (`release_owed`).
 
         `settled`: no command of the add-on overlapped the poll, so its control readings (`polled_control`)
-        are a state the battery was in: a work mode changed outside the add-on ends the lease. `soc_read`:
-        the poll read the SOC; a forced discharge without it idles until it is (over Modbus the floor is
-        kept by the add-on alone, from that SOC)."""
+        are a state the battery was in: a work mode changed outside the add-on ends the lease. A forced
+        discharge idles while the SOC cannot be read (`soc_blind`)."""
         client = self.modbus
         control = client.control
         lease = self.lease
@@ -318,17 +326,18 @@ class ModbusBattery:
         if self._clock() >= lease.until:
             await self._end_lease(lease)
             return
-        if lease.power > 0 and not lease.at_bound and not soc_read:
-            if not lease.blind:
-                lease.blind = True
+        if lease.power > 0 and not lease.at_bound and self.soc_blind:
+            if not self._blind_said:
+                self._blind_said = True
                 _LOG.warning(
                     "%s: the SOC could not be read: the forced discharge pauses until it is", self.label
                 )
-                await client.stop()
+            if not control.in_control or control.force_mode is not ForceMode.STOP:
+                await client.stop()  # again at each poll until it holds
             return
-        if lease.blind:
-            lease.blind = False
-            _LOG.info("%s: the SOC is read again: the forced discharge goes on", self.label)
+        if self._blind_said:
+            self._blind_said = False
+            _LOG.info("%s: the SOC is read again: the forced discharge may go on", self.label)
             await self._apply(lease)
             return
         soc = self.snapshot.soc
@@ -433,6 +442,8 @@ class ModbusBattery:
     async def _apply(self, lease: Lease) -> WriteOutcome:
         client = self.modbus
         soc = self.snapshot.soc
+        if lease.power > 0 and self.soc_blind:
+            return await client.take_control()  # idle, held: no discharge without a SOC to stop it by
         if lease.power == 0 or lease.at_bound or (soc is not None and self._beyond_bound(lease, soc)):
             lease.at_bound = lease.power != 0
             return await client.take_control()  # idle, held
