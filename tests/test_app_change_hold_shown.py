@@ -30,6 +30,7 @@ from .mqtt_fixtures import Broker, broker, recording
 from .test_bridge_mqtt import bridge, state_of
 from .test_manual_hold import ManualClock, held_device
 from .test_optimiser_live import BASE, keep_publishing, modes, options
+from .test_venus_transport import venus_on_modbus
 
 __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(120)
@@ -397,6 +398,10 @@ async def test_a_persons_passive_from_ai_survives_a_clean_restart(
     await device.link.poll_once()
     await device.execute("discharge_now", "PRESS", "panel")
     assert await device.end_lease() is not None  # the clean stop
+    assert device.device_id is not None
+    stopped = device.holds.get(device.device_id)
+    assert stopped is not None
+    assert stopped.prior_mode == "Auto"  # where the add-on itself left it: no one's choice after the restart
     await device.link.poll_once()
     assert battery.mode == "Auto"
     written = len(battery.setmode_log)
@@ -428,3 +433,29 @@ async def test_a_persons_passive_whose_countdown_ran_out_is_renewed(
     assert len(battery.setmode_log) == written + 1
     assert battery.mode == "Passive"
     assert device.values()["manual_hold"] is not None
+
+
+async def test_over_modbus_a_persons_passive_gives_way_to_auto_picked_in_the_app(
+    make_sim: SimFactory,
+) -> None:
+    # Over Modbus no countdown runs out (the add-on holds the lease): Auto picked in the app while a person's
+    # Passive runs is that person's later choice, and the renewal must not take RS485 control back.
+    clock = ManualClock()
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, battery):
+        link = BatteryLink("FaseA", battery)
+        server.registers.app_sets_work_mode("AI")
+        await link.poll_once()
+        device = BatteryDevice(
+            link, {"passive_power": 800, "passive_duration": 240}, holds=ManualHolds({}, clock=clock)
+        )
+        assert (await device.execute("discharge_now", "PRESS", "panel")).ok
+        assert venus.rs485_control
+        server.registers.app_sets_work_mode("Auto")
+        await link.poll_once()
+        clock.advance(RENEW_S)
+        assert await device.renew_lease() is None
+        await link.poll_once()
+        assert not venus.rs485_control, "the renewal took RS485 control back over the app's Auto"
+        assert venus.mode == "Auto"
+        assert device.device_id is not None
+        assert device.holds.get(device.device_id) is None

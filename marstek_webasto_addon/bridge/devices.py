@@ -329,6 +329,10 @@ class BatteryDevice(BridgedDevice):
             if passive_power is not None:
                 wish = f"Passive {passive_power:+d} W for {duration_s // 60 if duration_s else 0} min"
                 before = self.link.snapshot.mode
+                changed = self.holds.changed_at(device_id)
+                read_for = self.link.snapshot.age("mode")
+                if changed is not None and read_for is not None and read_for > self.holds.now() - changed:
+                    before = None  # read before the last command of a person's: not where it is now
                 prior = before.value if before is not None and before is not Mode.PASSIVE else ""
                 if before is Mode.PASSIVE and previous is not None and previous.passive_power is not None:
                     prior = previous.prior_mode  # a new Passive of a person's over their last one
@@ -358,13 +362,19 @@ class BatteryDevice(BridgedDevice):
             if hold is None or hold.passive_power is None:
                 return None
             mode = self.link.snapshot.mode
-            if mode in _APP_MODES and hold.prior_mode and mode.value != hold.prior_mode:
-                # Put in another mode since, outside the add-on (the Marstek app): that later choice of a
-                # person's wins, and is held as the app's (an optimiser would take it otherwise). Back in
-                # the prior mode, or in Auto (where a clean stop leaves it and some firmware's countdown
-                # ends), is a countdown that ran out: renewed.
-                until = self.holds.now() + self.holds.default_hold_s()
-                self.holds.hold_outside(hold.device_id, mode.value, until)
+            # Over the Local API a countdown that ran out goes back to the prior mode, or to Auto on some
+            # firmware: Auto is no one's choice there. Over Modbus no countdown runs out (the add-on holds
+            # the lease), so Auto read there was picked in the app too.
+            modbus = self.link.client.transport == "modbus"
+            chosen = mode in _APP_MODES or (mode is Mode.AUTO and modbus)
+            if chosen and mode is not None and hold.prior_mode and mode.value != hold.prior_mode:
+                # That later choice of a person's wins over the Passive: Manual, AI or UPS is held as any
+                # app change (an optimiser would take it otherwise); Auto is the optimiser's again.
+                if mode is Mode.AUTO:
+                    self.holds.release(hold.device_id)
+                else:
+                    until = self.holds.now() + self.holds.default_hold_s()
+                    self.holds.hold_outside(hold.device_id, mode.value, until)
                 _LOG.warning(
                     "%s: put in %s outside the add-on: the Passive of the manual hold is not renewed",
                     self.name,
@@ -386,7 +396,10 @@ class BatteryDevice(BridgedDevice):
         if hold is None or hold.passive_power is None or not self.available:
             return None
         async with self.mode_lock:
-            return await self.link.client.set_mode(AutoMode())
+            outcome = await self.link.client.set_mode(AutoMode())
+            if outcome.ok:
+                self.holds.left_in(hold, Mode.AUTO.value)  # a restart must not take it for the app's Auto
+            return outcome
 
     async def execute(self, key: str, value: Any, source: str = "mqtt") -> WriteOutcome:
         client = self.link.client

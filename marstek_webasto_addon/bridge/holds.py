@@ -226,6 +226,12 @@ class ManualHolds:
     def leased(self, hold: ManualHold) -> None:
         hold.lease_sent = self.now()
 
+    def left_in(self, hold: ManualHold, mode: str) -> None:
+        """The add-on put the battery of this Passive hold in `mode` itself (Auto at a clean stop): where
+        its next countdown would take it, and no person's choice."""
+        hold.prior_mode = mode
+        self._persist(hold.device_id)
+
     def _persist(self, device_id: str) -> None:
         hold = self._holds.get(device_id)
         if hold is None:
