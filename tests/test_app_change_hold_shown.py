@@ -339,6 +339,17 @@ async def test_return_to_optimiser_just_after_the_holds_end_is_not_undone(
 # --- a person's Passive given here, then another mode picked in the app -------------------------------------
 
 
+async def renewed(device: BatteryDevice, battery: Any, clock: ManualClock) -> None:
+    """The person's Passive is written again at its next renewal."""
+    written = len(battery.setmode_log)
+    clock.advance(RENEW_S)
+    outcome = await device.renew_lease()
+    assert outcome is not None
+    assert outcome.ok
+    assert len(battery.setmode_log) == written + 1
+    assert battery.mode == "Passive"
+
+
 async def test_a_persons_passive_gives_way_to_a_mode_picked_later_in_the_app(
     make_sim: SimFactory, endpoint: UdpEndpoint
 ) -> None:
@@ -404,13 +415,7 @@ async def test_a_persons_passive_from_ai_survives_a_clean_restart(
     assert stopped.prior_mode == "Auto"  # where the add-on itself left it: no one's choice after the restart
     await device.link.poll_once()
     assert battery.mode == "Auto"
-    written = len(battery.setmode_log)
-    clock.advance(RENEW_S)
-    outcome = await device.renew_lease()
-    assert outcome is not None
-    assert outcome.ok
-    assert len(battery.setmode_log) == written + 1
-    assert battery.mode == "Passive"
+    await renewed(device, battery, clock)
 
 
 async def test_a_persons_passive_whose_countdown_ran_out_is_renewed(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
@@ -28,20 +27,13 @@ from marstek_webasto_addon.optimiser.tariff import DEFAULT_TARIFF
 
 from .optimiser_world import World, battery
 from .test_ha_inputs import hourly
+from .test_input_faults import brussels
+
+__all__ = ["brussels"]
 
 
 def rules(**values: object) -> Settings:
     return Settings(enabled=True, method="rules").with_values(values)
-
-
-@pytest.fixture
-def brussels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """This process in Home Assistant's zone, as the Supervisor sets TZ for an add-on."""
-    monkeypatch.setenv("TZ", "Europe/Brussels")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 # --- which day's PV: after midnight "tomorrow" is the day after --------------------------------------------

@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,6 +31,7 @@ from . import ha_fake
 from .conftest import until
 from .ha_fake import FakeHomeAssistant, FakeState
 from .mqtt_fixtures import Broker, broker, recording
+from .test_ha_inputs import running
 
 __all__ = ["broker"]
 pytestmark = pytest.mark.timeout(90)
@@ -38,17 +39,6 @@ BASE, PREFIX = "marstek_webasto", "homeassistant"
 P1 = "sensor.p1_power"
 PV = "sensor.energy_production_tomorrow"
 HOUR = 3600.0
-
-
-@contextlib.asynccontextmanager
-async def running(inputs: HomeAssistantInputs) -> AsyncIterator[HomeAssistantInputs]:
-    task = asyncio.create_task(inputs.run())
-    try:
-        yield inputs
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def stopped_meter(fake: FakeHomeAssistant, seconds_ago: float, value: str = "0.8") -> None:
