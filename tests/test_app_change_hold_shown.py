@@ -21,7 +21,7 @@ from marstek_webasto_addon.addon.controller import OptimiserController
 from marstek_webasto_addon.addon.inputs import GridInput, PvForecast
 from marstek_webasto_addon.addon.options import parse_options
 from marstek_webasto_addon.bridge.devices import BatteryDevice
-from marstek_webasto_addon.bridge.holds import RENEW_S, ManualHolds
+from marstek_webasto_addon.bridge.holds import RENEW_S, ManualHold, ManualHolds
 from marstek_webasto_addon.devices.marstek.link import BatteryLink
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
@@ -196,6 +196,25 @@ class Site:
         return [d.text for d in self.controller.decisions]
 
 
+async def held_in_ai(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> tuple[Any, StepClock, Site, int, ManualHold]:
+    """The optimiser steering two batteries, one of them then put in AI in the Marstek app and left there:
+    the simulator, the clock, the site, that battery's index and its app-change hold."""
+    sim = await make_sim(2, socs=[60.0, 30.0])
+    clock = StepClock()
+    site = Site(sim, endpoint, clock, {})
+    await site.run(60)
+    target = modes(sim).index("Passive")
+    device_id = site.devices[target].device_id
+    assert device_id is not None
+    sim.batteries[target].mode = "AI"
+    await site.run(20)
+    hold = site.holds.get(device_id)
+    assert hold is not None
+    return sim, clock, site, target, hold
+
+
 async def test_an_app_change_hold_keeps_its_end_across_a_restart_and_ends_then(
     make_sim: SimFactory, endpoint: UdpEndpoint
 ) -> None:
@@ -256,18 +275,9 @@ async def test_an_app_change_hold_renewed_at_its_end_never_reads_as_ended(
 ) -> None:
     """The battery stays in the app's mode past the hold's end: the optimiser renews the hold, and the sensor
     goes from the old end to the new one without blanking in between (no "ended" a moment before)."""
-    sim = await make_sim(2, socs=[60.0, 30.0])
-    clock = StepClock()
-    site = Site(sim, endpoint, clock, {})
-    await site.run(60)
-    target = modes(sim).index("Passive")
+    sim, clock, site, target, hold = await held_in_ai(make_sim, endpoint)
     device = site.devices[target]
-    device_id = device.device_id
-    assert device_id is not None
-    sim.batteries[target].mode = "AI"  # the Marstek app, and left there
-    await site.run(20)
-    hold = site.holds.get(device_id)
-    assert hold is not None
+    device_id = hold.device_id
     end = hold.until
     caplog.set_level("INFO")
     while clock.now().timestamp() < end + 60:
@@ -286,17 +296,8 @@ async def test_an_app_change_hold_survives_a_stop_that_lasts_past_its_end(
 ) -> None:
     """The add-on is down for longer than the hold had left (a host update): the battery, still in the app's
     mode, is not taken by the fresh optimiser; the hold is renewed as it would have been."""
-    sim = await make_sim(2, socs=[60.0, 30.0])
-    clock = StepClock()
-    site = Site(sim, endpoint, clock, {})
-    await site.run(60)
-    target = modes(sim).index("Passive")
-    device_id = site.devices[target].device_id
-    assert device_id is not None
-    sim.batteries[target].mode = "AI"  # the Marstek app, and left there
-    await site.run(20)
-    hold = site.holds.get(device_id)
-    assert hold is not None
+    sim, clock, site, target, hold = await held_in_ai(make_sim, endpoint)
+    device_id = hold.device_id
     await bounded(site.controller.stop(timeout=2.0), 10, "the stop")
     sent = len(sim.batteries[target].setmode_log)
     clock.advance(hold.until - clock.now().timestamp() + 20 * 60)  # back 20 min after the hold's end
@@ -314,18 +315,9 @@ async def test_return_to_optimiser_just_after_the_holds_end_is_not_undone(
 ) -> None:
     """Return to optimiser pressed after the hold's end but before the optimiser's next step: the optimiser
     takes the battery back instead of renewing the hold the person just ended."""
-    sim = await make_sim(2, socs=[60.0, 30.0])
-    clock = StepClock()
-    site = Site(sim, endpoint, clock, {})
-    await site.run(60)
-    target = modes(sim).index("Passive")
+    sim, clock, site, target, hold = await held_in_ai(make_sim, endpoint)
     device = site.devices[target]
-    device_id = device.device_id
-    assert device_id is not None
-    sim.batteries[target].mode = "AI"
-    await site.run(20)
-    hold = site.holds.get(device_id)
-    assert hold is not None
+    device_id = hold.device_id
     while clock.now().timestamp() + 10 < hold.until:
         await site.run(10)
     clock.advance(hold.until - clock.now().timestamp() + 2)  # just past its end, no step yet
