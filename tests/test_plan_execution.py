@@ -34,7 +34,7 @@ def step(
         load_kw=0.5,
         pv_kw=0.0,
         wallbox_kw=0.0,
-        battery_kw=0.0,
+        battery_kw=0.5 - grid_kw,  # as a plan has it: the load the grid does not take
         grid_kw=grid_kw,
         cost_eur=0.0,
         action=action,

@@ -502,8 +502,13 @@ def test_setpoint_puts_the_forecast_error_where_the_plan_wants_it() -> None:
     assert setpoint(hold, grid_kw=4.0, battery_kw=0.0).battery_kw == pytest.approx(1.55)  # above: shaved
     assert setpoint(hold, grid_kw=0.1, battery_kw=0.0).battery_kw == 0.0  # a holding step never charges
     discharge = _step(Action.DISCHARGE, battery=3.0, grid=-2.5)
-    # the house takes 0.5 kW more than planned: the batteries make it up, the planned export stays
-    assert setpoint(discharge, grid_kw=-2.0, battery_kw=3.0).battery_kw == pytest.approx(3.5)
+    # the house takes 0.5 kW more than planned: the export shrinks, the batteries give no more than planned
+    # (what they hold back is the reserve for a spike above the peak) ...
+    assert setpoint(discharge, grid_kw=-2.0, battery_kw=3.0).battery_kw == pytest.approx(3.0)
+    # ... while 0.3 kW less than planned keeps the planned export
+    assert setpoint(discharge, grid_kw=-2.8, battery_kw=3.0).battery_kw == pytest.approx(2.7)
+    # and a spike above the month's peak is shaved whatever the plan's power
+    assert setpoint(discharge, grid_kw=3.0, battery_kw=3.0).battery_kw == pytest.approx(6.0 - 2.45)
     assert setpoint(_step(Action.SELF_CONSUMPTION, 0.5, 0.0), grid_kw=0.3, battery_kw=0.5).auto
 
 
