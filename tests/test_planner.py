@@ -505,6 +505,8 @@ def test_setpoint_puts_the_forecast_error_where_the_plan_wants_it() -> None:
     # the house takes 0.5 kW more than planned: the export shrinks, the batteries give no more than planned
     # (what they hold back is the reserve for a spike above the peak) ...
     assert setpoint(discharge, grid_kw=-2.0, battery_kw=3.0).battery_kw == pytest.approx(3.0)
+    # ... and beyond the export the grid takes it, up to the month's peak
+    assert setpoint(discharge, grid_kw=1.0, battery_kw=3.0).battery_kw == pytest.approx(3.0)
     # ... while 0.3 kW less than planned keeps the planned export
     assert setpoint(discharge, grid_kw=-2.8, battery_kw=3.0).battery_kw == pytest.approx(2.7)
     # and a spike above the month's peak is shaved whatever the plan's power

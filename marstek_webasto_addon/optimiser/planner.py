@@ -1361,8 +1361,9 @@ def setpoint(
     direction (a holding step never charges; a charging step discharges only to keep the import under the
     month's peak):
     - charge, limit charge: the batteries hold the planned grid flow;
-    - discharge: the batteries hold the planned grid flow up to the plan's power, a load above it takes from
-      the export (the energy they hold back is the capacity reserve);
+    - discharge: the batteries hold the planned grid flow up to the plan's power; a load above it takes from
+      the export, then from the grid up to the month's peak (the energy they hold back is the capacity
+      reserve; the replay measured the import this costs against the peaks it saves);
     - hold: the grid takes the load up to the month's planned peak, the batteries only what is above it
       (a load spike the forecast missed sets no new capacity peak, and stored energy is not spent on it
       otherwise);
@@ -1404,10 +1405,10 @@ def setpoint(
     }.get(step.action, planned)
     power = min(high, max(low, house - target))
     if step.action is Action.DISCHARGE:
-        # Selling: a house load above its forecast takes from the export, not from the batteries beyond the
-        # plan's power. What they hold back is the capacity reserve, kept for a spike above the month's
-        # peak; spent on the export's shortfall it was gone when the spike came (the spike itself is still
-        # shaved below).
+        # Selling: a house load above its forecast takes from the export (then from the grid, up to the
+        # month's peak), not from the batteries beyond the plan's power. What they hold back is the capacity
+        # reserve, kept for a spike above the peak; spent on the load's surprise it was gone when the spike
+        # came (the spike itself is still shaved below).
         power = min(power, max(0.0, step.battery_kw))
     if house - power > ceiling:
         power = house - ceiling  # whatever the step: no new capacity peak while the batteries can help
