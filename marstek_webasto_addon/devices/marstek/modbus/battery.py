@@ -135,7 +135,8 @@ class ModbusBattery:
         # Over Modbus the add-on alone keeps the discharge floor, from the SOC it reads: a poll that answered
         # without it makes the battery "blind", and a forced discharge idles (under control) until the SOC
         # is read at SOC_READS_TO_RESUME polls in a row (a SOC refused every other poll must not switch the
-        # discharge on and off). A poll that failed altogether changes nothing: the link's own rules apply.
+        # discharge on and off). A poll that failed altogether read no SOC either: after an outage the last
+        # reading is stale, and the battery may have discharged on all along.
         self.soc_blind = False
         self._soc_reads = 0
         self._blind_said = False
@@ -222,6 +223,10 @@ class ModbusBattery:
             await self._poll()
         except MarstekError as exc:
             report.errors[wanted[0]] = exc
+            # Blind, as at a poll that answered without the SOC. Nothing is written for it now: the battery
+            # cannot be reached, or another battery answers at the address; the next poll that reaches ours
+            # idles the discharge (`keep_lease`), and it goes on only once the SOC is read twice in a row.
+            self._soc_reads, self.soc_blind = 0, True
             await self._end_lease_if_due()
             return report
         self.last_round_trip = time.monotonic() - started

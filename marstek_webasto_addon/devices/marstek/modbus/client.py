@@ -119,10 +119,11 @@ class VenusModbusClient:
         # every exception and takes a new one only seconds later, so asking at every poll cost each poll that
         # long (and a warning).
         self._absent: dict[str, float] = {}
-        self._refusals: dict[str, int] = {}  # reads refused at consecutive polls, per request
-        # Reads refused as an illegal address at consecutive polls in which other reads answered: the count
-        # that takes a register for absent (a refusal for another reason ends the run).
-        self._missing: dict[str, int] = {}
+        # Reads refused since they last answered, per request: a key is a run of refusals already in the log
+        # (said once a run). Its count takes a register for absent: refused as an illegal address at
+        # consecutive polls in which other reads answered. A refusal for another reason, a vital register's
+        # refusal, or no reply restarts the count; only an answer ends the run.
+        self._refused: dict[str, int] = {}
         # The control registers read by the latest poll alone (`control` keeps older readings of those it
         # could not read): what the battery is in now, for the lease to compare with.
         self.polled_control = ControlState()
@@ -291,27 +292,27 @@ class VenusModbusClient:
             try:
                 words = await self._request(what, Function.READ_HOLDING, request.address, request.count)
             except (ModbusLinkError, ModbusUnavailable):
-                self._missing.pop(what, None)  # no reply is no refusal: the run of refusals is broken
+                if what in self._refused:  # no reply is no refusal: the count restarts
+                    self._refused[what] = 0
                 raise
             except ModbusDeviceError as exc:
                 if needed:
                     raise
                 problems.append(str(exc))
-                refusals = self._refusals[what] = self._refusals.get(what, 0) + 1
-                if refusals == 1:  # the same refusal poll after poll: in the log once
+                if what not in self._refused:  # the same refusal poll after poll: in the log once
                     _LOG.warning("%s: %s; those values keep their last reading", self.config.label, exc)
+                    self._refused[what] = 0
                 before = request.describe() in self.last_words
                 vital = before and any(f.key in _VITAL for f in request.fields)
                 if exc.code == ILLEGAL_ADDRESS and not vital:
                     illegal.append((what, before))
                 else:
-                    self._missing.pop(what, None)  # there (busy, failing), or never hidden
+                    self._refused[what] = 0  # there (busy, failing), or never hidden
                 continue
             answered = True
             if self._absent.pop(what, None) is not None:
                 _LOG.info("%s: %s answers again", self.config.label, what)
-            self._refusals.pop(what, None)
-            self._missing.pop(what, None)
+            self._refused.pop(what, None)
             self.last_words[request.describe()] = words
             got_points, got_controls = read_request(request, words)
             points.update(got_points)
@@ -322,7 +323,7 @@ class VenusModbusClient:
         return points, controls, problems
 
     def _count_missing(self, what: str, *, answered_before: bool) -> None:
-        missing = self._missing[what] = self._missing.get(what, 0) + 1
+        missing = self._refused[what] = self._refused.get(what, 0) + 1
         if missing < ABSENT_AFTER:
             return
         if what not in self._absent:
