@@ -342,13 +342,27 @@ async def renewed(device: BatteryDevice, battery: Any, clock: ManualClock) -> No
     assert battery.mode == "Passive"
 
 
+async def persons_passive(
+    make_sim: SimFactory, endpoint: UdpEndpoint, mode: str | None = None
+) -> tuple[ManualClock, BatteryDevice, Any, str]:
+    """A person's Discharge now (from the panel) on one battery, no optimiser running; the battery in `mode`
+    before it, as the bridge read it (None: the simulator's own). Returns the clock, the device, the
+    simulated battery and the mode it had before the Passive."""
+    clock = ManualClock()
+    sim, device = await held_device(make_sim, endpoint, clock)
+    battery = sim.batteries[0]
+    if mode is not None:
+        battery.mode = mode
+        await device.link.poll_once()
+    prior = battery.mode
+    await device.execute("discharge_now", "PRESS", "panel")
+    return clock, device, battery, prior
+
+
 async def test_a_persons_passive_gives_way_to_a_mode_picked_later_in_the_app(
     make_sim: SimFactory, endpoint: UdpEndpoint
 ) -> None:
-    clock = ManualClock()
-    sim, device = await held_device(make_sim, endpoint, clock)
-    await device.execute("discharge_now", "PRESS", "panel")
-    battery = sim.batteries[0]
+    clock, device, battery, _ = await persons_passive(make_sim, endpoint)
     written = len(battery.setmode_log)
     battery.mode = "AI"  # the same person, or another, in the Marstek app: the later choice
     await device.link.poll_once()
@@ -394,12 +408,7 @@ async def test_a_persons_passive_from_ai_survives_a_clean_restart(
 ) -> None:
     # The battery was in AI when the person pressed Discharge now; a clean stop puts it in Auto (the hold
     # is kept): after the restart Auto is no choice of anyone's, and the Passive is renewed.
-    clock = ManualClock()
-    sim, device = await held_device(make_sim, endpoint, clock)
-    battery = sim.batteries[0]
-    battery.mode = "AI"
-    await device.link.poll_once()
-    await device.execute("discharge_now", "PRESS", "panel")
+    clock, device, battery, _ = await persons_passive(make_sim, endpoint, "AI")
     assert await device.end_lease() is not None  # the clean stop
     assert device.device_id is not None
     stopped = device.holds.get(device.device_id)
@@ -415,11 +424,7 @@ async def test_a_persons_passive_whose_countdown_ran_out_is_renewed(
 ) -> None:
     # Back in the mode it had before the Passive (a countdown that ran out during a link outage) is no
     # person's choice: the Passive is written again for the rest of its duration.
-    clock = ManualClock()
-    sim, device = await held_device(make_sim, endpoint, clock)
-    battery = sim.batteries[0]
-    prior = battery.mode
-    await device.execute("discharge_now", "PRESS", "panel")
+    clock, device, battery, prior = await persons_passive(make_sim, endpoint)
     written = len(battery.setmode_log)
     battery.mode = prior
     await device.link.poll_once()

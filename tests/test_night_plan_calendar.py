@@ -140,37 +140,34 @@ def _powers(world: World) -> dict[str, int]:
     return out
 
 
-def test_the_spring_forward_night_charges_what_it_needs_in_its_five_real_hours(brussels: None) -> None:
-    # 29 March 2026, 02:00 -> 03:00: the super-off-peak (01:00-07:00) lasts five real hours, not six.
-    # A plan over six would charge at 5/6 of the power needed and leave a sixth of the deficit uncharged.
+@pytest.mark.parametrize(
+    ("evening", "real_hours", "repeated"),
+    [
+        # 29 March 2026, 02:00 -> 03:00: the super-off-peak (01:00-07:00) lasts five real hours, not six.
+        # A plan over six would charge at 5/6 of the power needed and leave a sixth of the deficit uncharged.
+        pytest.param(date(2026, 3, 28), 5, None, id="spring-forward"),
+        # 25 October 2026, 03:00 -> 02:00: the super-off-peak (01:00-07:00) lasts seven real hours. Charged
+        # as if it were six, the power (and the capacity tariff's night peak) is higher than it needs to be;
+        # and it must charge through both passes of the repeated hour, not only the first.
+        pytest.param(date(2026, 10, 24), 7, datetime(2026, 10, 25, 2, 30, fold=1), id="fall-back"),
+    ],
+)
+def test_a_night_whose_clock_jumps_charges_its_deficit_over_its_real_hours(
+    brussels: None, evening: date, real_hours: int, repeated: datetime | None
+) -> None:
     desired = 9_000.0
     socs = {"A": 20.0, "B": 30.0}
     deficit = desired - sum(socs.values()) / 100 * 5120
-    world, charged = _run_night(date(2026, 3, 28), rules(desired_total_capacity=desired / 1000), socs)
+    world, charged = _run_night(evening, rules(desired_total_capacity=desired / 1000), socs)
     assert sum(charged) == pytest.approx(deficit, rel=0.02)
-    # the lowest power that gets each battery's share done in five hours (50 W steps)
+    # the lowest power that gets each battery's share done in the night's real hours (50 W steps)
     assert _powers(world) == {
-        "a": math.ceil(4096 / 5 / 50) * 50,
-        "b": math.ceil((deficit - 4096) / 5 / 50) * 50,
+        "a": math.ceil(4096 / real_hours / 50) * 50,
+        "b": math.ceil((deficit - 4096) / real_hours / 50) * 50,
     }
-
-
-def test_the_fall_back_night_spreads_its_charge_over_seven_real_hours(brussels: None) -> None:
-    # 25 October 2026, 03:00 -> 02:00: the super-off-peak (01:00-07:00) lasts seven real hours. Charged as
-    # if it were six, the power (and the capacity tariff's night peak) is higher than it needs to be.
-    desired = 9_000.0
-    socs = {"A": 20.0, "B": 30.0}
-    deficit = desired - sum(socs.values()) / 100 * 5120
-    world, charged = _run_night(date(2026, 10, 24), rules(desired_total_capacity=desired / 1000), socs)
-    assert sum(charged) == pytest.approx(deficit, rel=0.02)
-    assert _powers(world) == {
-        "a": math.ceil(4096 / 7 / 50) * 50,
-        "b": math.ceil((deficit - 4096) / 7 / 50) * 50,
-    }
-    # and it charges through both passes of the repeated hour, not only the first
-    second_pass = datetime(2026, 10, 25, 2, 30, fold=1).timestamp()
-    first_step = datetime.combine(date(2026, 10, 24), clock_time(21, 59, 50)).timestamp()
-    assert charged[int((second_pass - first_step) / 10)] > 0
+    if repeated is not None:  # the second pass of the repeated hour charges too
+        first_step = datetime.combine(evening, clock_time(21, 59, 50)).timestamp()
+        assert charged[int((repeated.timestamp() - first_step) / 10)] > 0
 
 
 def test_a_weather_forecast_for_the_coming_day_counts_after_midnight() -> None:

@@ -642,7 +642,11 @@ class OptimiserController:
             ):
                 continue
             if hold is None and kept is not None and until - now <= OUTSIDE_END_SLACK_S:
-                continue  # ended on the wall clock a moment before the engine's: its next step decides
+                # Gone though the engine holds on: a person's command replaced it and ran out between two
+                # steps (shorter than the control interval), never seen by the engine. Its end is now (or
+                # past, the battery unread): not put back for that moment; the engine's next step that reads
+                # the battery renews it or ends it.
+                continue
             since = kept.started if kept is not None and kept.outside_mode == mode else None
             self._outside_holds[device_id] = device.holds.hold_outside(device_id, mode, until, since)
             self.on_outcome(device)  # the sensor shows the end at once, not at the next poll
