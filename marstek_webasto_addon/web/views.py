@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..addon.runtime import Runtime
 
 # Keys the API adds next to a device's state values; a state key must never take one of these names.
-META_KEYS = frozenset({"id", "kind", "name", "available", "attributes", "roles"})
+META_KEYS = frozenset({"id", "kind", "name", "available", "attributes", "roles", "manual_hold_outside_mode"})
 
 
 def expose_json(expose: Expose) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def device_state(device: BridgedDevice) -> dict[str, Any]:
     clash = META_KEYS & values.keys()
     if clash:  # a table row named like a meta key would silently shadow it
         raise ValueError(f"{device.name}: state keys {sorted(clash)} are reserved by the panel API")
-    return {
+    data = {
         **values,
         "id": device.device_id,
         "kind": device.kind,
@@ -48,6 +48,19 @@ def device_state(device: BridgedDevice) -> dict[str, Any]:
         "available": device.available,
         "attributes": device.attributes(),
     }
+    if isinstance(device, BatteryDevice):
+        data["manual_hold_outside_mode"] = hold_outside_mode(device, values)
+    return data
+
+
+def hold_outside_mode(device: BatteryDevice, values: dict[str, Any]) -> str | None:
+    """The mode a person switched the battery to in the Marstek app, while the optimiser holds it for that
+    (an app-change hold, `ManualHolds.hold_outside`); None: no hold, or one a command given here set. Only
+    with the hold the state's `manual_hold` shows: the panel never reads an origin without an end."""
+    if values.get("manual_hold") is None:
+        return None
+    hold = device.holds.get(device.device_id)
+    return (hold.outside_mode or None) if hold is not None else None
 
 
 def waiting(device: BridgedDevice, reason: str | None) -> dict[str, Any]:

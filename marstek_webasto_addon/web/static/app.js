@@ -387,7 +387,8 @@ function buildBattery(meta) {
       h("div", { class: "control" }, h("label", { for: durationInput.id, text: "Minutes" }), durationInput),
       ...buttons, nowError);
   }
-  // A person's command holds the battery: say until when, and offer to hand it back to the optimiser.
+  // A person's command holds the battery, or a mode switched in the Marstek app (manual_hold_outside_mode):
+  // say which and until when, and offer to hand it back to the optimiser.
   const holdText = h("span", { "data-bind": "manual_hold" });
   const holdError = h("div", { class: "field-error", "data-error": "resume_optimiser" });
   const hold = h("div", { class: "hold", hidden: true }, holdText);
@@ -427,7 +428,11 @@ function buildBattery(meta) {
       hold.hidden = !v.manual_hold;
       if (v.manual_hold) {
         const until = new Date(v.manual_hold).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-        setText(holdText, `Your command holds this battery until ${until}: the optimiser leaves it alone.`);
+        // An app-change hold (the mode switched in the Marstek app) is no command given here.
+        const appMode = v.manual_hold_outside_mode;
+        setText(holdText, appMode
+          ? `Switched to ${enumLabel(appMode)} in the Marstek app: the optimiser leaves this battery alone until ${until}. Return to optimiser hands it back now.`
+          : `Your command holds this battery until ${until}: the optimiser leaves it alone.`);
       }
       if (powerInput && !prefilled && v.passive_power !== null && v.passive_power !== undefined) {
         powerInput.value = Math.abs(v.passive_power);
