@@ -38,8 +38,9 @@ LABELS: dict[str, dict[str, str]] = {
     "idle": {"en": "Idle", "nl": "Rust", "de": "Leerlauf"},
     "charge": {"en": "Charge", "nl": "Laden", "de": "Laden"},
     "discharge": {"en": "Discharge", "nl": "Ontladen", "de": "Entladen"},
-    "manual hold": {"en": "Held by your command", "nl": "Vastgehouden door uw opdracht",
-                    "de": "Von Ihrem Befehl gehalten"},
+    # a person's command given here, or a mode they picked in the Marstek app
+    "manual hold": {"en": "Held by your choice", "nl": "Vastgehouden door uw keuze",
+                    "de": "Durch Ihre Wahl gehalten"},
     "untouched": {"en": "Untouched", "nl": "Ongemoeid", "de": "Unberührt"},
     # the plan's actions
     "self_consumption": {"en": "Self-consumption", "nl": "Eigen verbruik", "de": "Eigenverbrauch"},
