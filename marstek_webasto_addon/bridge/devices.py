@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..devices.marstek.commands import AiMode, AutoMode, ManualSlot, ModeCommand, PassiveMode, UpsMode
-from ..devices.marstek.datapoints import BATTERY_POINTS
+from ..devices.marstek.datapoints import BATTERY_POINTS, Method
 from ..devices.marstek.firmware import Mode
 from ..devices.marstek.link import BatteryLink
 from ..devices.outcome import WriteOutcome, WriteStatus
@@ -353,6 +353,48 @@ class BatteryDevice(BridgedDevice):
         lease = " (renewed every 5 min)" if passive_power is not None else ""
         return replace(outcome, detail=f"{outcome.detail}; {hold.describe()}{lease}")
 
+    # A renewal decides on a reading of the mode at most this old (s); an older one is taken again first.
+    fresh_mode_s = 3.0
+    mode_read_s = 4.0  # the most a renewal waits for that reading (two read attempts at the defaults)
+
+    async def _mode_for_renewal(self) -> Mode | None:
+        """The battery's mode for a lease renewal to decide on: read again when the last reading is older
+        than `fresh_mode_s`, so that a mode picked in the Marstek app since the last poll is not overwritten
+        once by the renewal; else, or when that read fails, the last reading.
+
+        Once a renewal (every few minutes) only: the polls themselves are left as they are."""
+        snapshot = self.link.snapshot
+        age = snapshot.age("mode")
+        if age is not None and age <= self.fresh_mode_s:
+            return snapshot.mode
+        client = self.link.client
+        if client.transport != "udp":
+            # Over Modbus the client has no read of the mode alone: its `read()` is a whole poll (seconds,
+            # not cut at a deadline) that also keeps the lease, beside the link's own poll. The last poll's
+            # reading decides there, as before.
+            return snapshot.mode
+        started = time.monotonic()
+        report = await client.read([Method.ES_MODE], deadline=started + self.mode_read_s, give_up_after=1)
+        snapshot = self.link.snapshot
+        age = snapshot.age("mode")
+        if age is None or age > time.monotonic() - started:
+            # Not answered in time (or not at all on this firmware, or without a mode): renewing on the last
+            # reading is what the add-on did before it asked, and a silent battery must not lose the
+            # person's Passive for it.
+            why = "; ".join(str(e) for e in report.errors.values()) or (
+                "not answered on this firmware"
+                if Method.ES_MODE in report.skipped
+                else "no mode in the answer"
+            )
+            _LOG.info(
+                "%s: the mode could not be read before renewing the Passive (%s): deciding on the last "
+                "reading (%s)",
+                self.name,
+                why,
+                "never read" if age is None else f"{age:.0f} s old",
+            )
+        return snapshot.mode
+
     async def renew_lease(self) -> WriteOutcome | None:
         """Write a person's Passive command again before its countdown runs out (None: nothing due)."""
         if not self.available or self.holds.lease_due(self.device_id) is None:
@@ -361,7 +403,8 @@ class BatteryDevice(BridgedDevice):
             hold = self.holds.lease_due(self.device_id)  # a newer command may have replaced it meanwhile
             if hold is None or hold.passive_power is None:
                 return None
-            mode = self.link.snapshot.mode
+            # Read now, not at the last poll: a mode picked in the app since then wins as well.
+            mode = await self._mode_for_renewal()
             # Over the Local API a countdown that ran out goes back to the prior mode, or to Auto on some
             # firmware: Auto is no one's choice there. Over Modbus no countdown runs out (the add-on holds
             # the lease), so Auto read there was picked in the app too.

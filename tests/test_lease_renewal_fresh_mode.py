@@ -1,0 +1,133 @@
+"""A person's Passive is renewed every 5 minutes, unless another mode was picked in the Marstek app since:
+the renewal decides on the mode read just before it (when the last poll's reading is older than a few
+seconds), so a mode picked less than one poll before the renewal is not overwritten by it. When that read
+fails, the renewal goes on the last reading, as before.
+
+A simulated battery on 127.0.0.1 over the Local API; the holds on a clock the test moves, the readings'
+ages on real time (a few seconds are waited out where a reading must be older than `fresh_mode_s`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from marstek_webasto_addon.bridge.devices import BatteryDevice
+from marstek_webasto_addon.bridge.holds import LEASE_S, RENEW_S
+from marstek_webasto_addon.devices.marstek.client import ReadReport
+from marstek_webasto_addon.devices.marstek.datapoints import Method
+from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
+
+from .conftest import SimFactory, until
+from .test_manual_hold import ManualClock, held_device
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def discharging(make_sim: SimFactory, endpoint: UdpEndpoint) -> tuple[Any, BatteryDevice, ManualClock]:
+    """A person's Discharge now (Passive +2500 W for 240 min) given from Auto, and a poll that read it."""
+    clock = ManualClock()
+    sim, device = await held_device(make_sim, endpoint, clock)
+    assert (await device.execute("discharge_now", "PRESS", "panel")).ok
+    await device.link.poll_once()
+    battery = sim.batteries[0]
+    assert battery.mode == "Passive"
+    assert device.link.snapshot.mode is not None
+    assert device.link.snapshot.mode.value == "Passive"
+    return sim, device, clock
+
+
+async def older_than_fresh(device: BatteryDevice) -> None:
+    """Real time past `fresh_mode_s`: the last poll's reading of the mode is no longer fresh enough."""
+    await asyncio.sleep(device.fresh_mode_s + 0.3)
+
+
+async def test_ai_picked_in_the_app_after_the_last_poll_is_not_overwritten_by_the_renewal(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    sim, device, clock = await discharging(make_sim, endpoint)
+    battery = sim.batteries[0]
+    written = len(battery.setmode_log)
+    await older_than_fresh(device)
+    battery.mode = "AI"  # the Marstek app, after the last poll; no poll before the renewal
+    clock.advance(RENEW_S)
+    assert await device.renew_lease() is None
+    assert len(battery.setmode_log) == written, "the renewal wrote Passive over the app's AI"
+    assert battery.mode == "AI"
+    assert device.device_id is not None
+    hold = device.holds.get(device.device_id)
+    assert hold is not None
+    assert hold.outside_mode == "AI"  # held as the app's change, as when a poll sees it
+    assert hold.passive_power is None
+    assert "put in AI outside the add-on" in hold.describe()
+    # nothing is renewed later either
+    clock.advance(RENEW_S)
+    assert await device.renew_lease() is None
+    assert len(battery.setmode_log) == written
+
+
+async def test_when_the_mode_cannot_be_read_the_renewal_goes_on_the_last_reading(
+    make_sim: SimFactory, endpoint: UdpEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim, device, clock = await discharging(make_sim, endpoint)
+    battery = sim.batteries[0]
+    written = len(battery.setmode_log)
+    profile = battery.profile
+    # The battery stops answering ES.GetMode (a struggling firmware); everything else still answers.
+    battery.profile = replace(
+        profile, methods=profile.methods - {Method.ES_MODE}, silent=profile.silent | {Method.ES_MODE}
+    )
+    await older_than_fresh(device)
+    caplog.set_level("INFO")
+    clock.advance(RENEW_S)
+    renewal = asyncio.create_task(device.renew_lease())
+    # It answers again once the renewal went out, so that the write can be verified as usual.
+    await until(lambda: len(battery.setmode_log) > written or renewal.done(), 15)
+    battery.profile = profile
+    outcome = await renewal
+    assert "the mode could not be read before renewing the Passive" in caplog.text
+    assert outcome is not None
+    assert outcome.ok, outcome
+    assert len(battery.setmode_log) == written + 1
+    assert battery.setmode_log[-1]["passive_cfg"] == {"power": 2500, "cd_time": LEASE_S}
+    assert battery.mode == "Passive"
+    assert device.device_id is not None
+    hold = device.holds.get(device.device_id)
+    assert hold is not None
+    assert hold.passive_power == 2500  # still the person's Passive
+    assert device.holds.lease_due(device.device_id) is None  # renewed
+
+
+async def test_the_renewal_asks_only_for_the_mode_and_only_when_the_last_reading_is_not_fresh(
+    make_sim: SimFactory, endpoint: UdpEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, device, clock = await discharging(make_sim, endpoint)
+    client = device.link.client
+    asked: list[list[Method]] = []
+    read = client.read
+
+    async def recording(methods: Iterable[Method] = (), **options: Any) -> ReadReport:
+        wanted = list(methods)
+        asked.append(wanted)
+        return await read(wanted, **options)
+
+    monkeypatch.setattr(client, "read", recording)
+    # A reading from just now: taken as it is, no request of its own.
+    await device.link.poll_once()
+    asked.clear()
+    clock.advance(RENEW_S)
+    renewed = await device.renew_lease()
+    assert renewed is not None
+    assert renewed.ok
+    assert asked == []
+    # Older than `fresh_mode_s`: ES.GetMode alone, once.
+    await older_than_fresh(device)
+    clock.advance(RENEW_S)
+    renewed = await device.renew_lease()
+    assert renewed is not None
+    assert renewed.ok
+    assert asked == [[Method.ES_MODE]]
+    assert sim.batteries[0].mode == "Passive"
