@@ -174,6 +174,46 @@ async def test_on_auto_while_on_modbus_the_renewal_reads_the_mode_there_too(
         await battery.close()
 
 
+async def test_on_auto_while_on_udp_the_renewal_reads_over_udp_and_never_switches(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # The fallback's own read switches to Modbus once the Local API has been silent for long enough; the
+    # link's poll may be doing that very switch at the same moment, so the renewal's look at the mode must
+    # not (a second switch released the Passive the first had just carried over).
+    sim = await make_sim(1, socs=[55.0])
+    venus = sim.batteries[0]
+    server = await sim.serve_modbus()
+    battery = FallbackBattery(client_for(sim, endpoint), fast(server), name="FaseA", silent_for=0.5)
+    try:
+        clock = ManualClock()
+        link = BatteryLink("FaseA", battery, LinkSettings(poll_interval=2.0))
+        assert await link.poll_once()
+        assert battery.transport == "udp"
+        device = BatteryDevice(
+            link, {"passive_power": 800, "passive_duration": 240}, holds=ManualHolds({}, clock=clock)
+        )
+        assert (await device.execute("discharge_now", "PRESS", "panel")).ok
+        assert await link.poll_once()
+        assert venus.mode == "Passive"
+        through_fallback: list[Collection[Method]] = []
+        fallback_read = battery.read
+
+        async def recording(methods: Collection[Method] = (), **options: Any) -> ReadReport:
+            through_fallback.append(methods)
+            return await fallback_read(methods, **options)
+
+        battery.read = recording  # type: ignore[method-assign,assignment]
+        await older_than_fresh(device)
+        venus.mode = "AI"  # the Marstek app, after the last poll
+        clock.advance(RENEW_S)
+        assert await device.renew_lease() is None, "the renewal wrote Passive over the app's AI"
+        assert through_fallback == [], "the renewal's read went through the fallback's switching read"
+        assert battery.transport == "udp"
+        assert device.link.snapshot.mode is Mode.AI
+    finally:
+        await battery.close()
+
+
 async def test_when_the_mode_cannot_be_read_in_time_the_renewal_goes_on_the_last_reading(
     make_sim: SimFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

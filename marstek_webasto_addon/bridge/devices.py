@@ -374,7 +374,10 @@ class BatteryDevice(BridgedDevice):
         started = time.monotonic()
         deadline = started + self.mode_read_s
         if client.transport == "udp":
-            report = await client.read([Method.ES_MODE], deadline=deadline, give_up_after=1)
+            # On `auto`, its UDP client's own read: the fallback's read may switch to Modbus at the end of a
+            # silence, and the link's poll may be doing the same at that moment.
+            udp = client.udp if isinstance(client, FallbackBattery) else client
+            report = await udp.read([Method.ES_MODE], deadline=deadline, give_up_after=1)
             why = "; ".join(str(e) for e in report.errors.values()) or (
                 "not answered on this firmware"
                 if Method.ES_MODE in report.skipped
@@ -415,11 +418,13 @@ class BatteryDevice(BridgedDevice):
             if hold is None or hold.passive_power is None:
                 return None
             # Read now, not at the last poll: a mode picked in the app since then wins as well.
+            modbus = self.link.client.transport == "modbus"
             mode = await self._mode_for_renewal()
+            if (self.link.client.transport == "modbus") != modbus:
+                return None  # `auto` switched while it was read: the next round reads it where it is now
             # Over the Local API a countdown that ran out goes back to the prior mode, or to Auto on some
             # firmware: Auto is no one's choice there. Over Modbus no countdown runs out (the add-on holds
             # the lease), so Auto read there was picked in the app too.
-            modbus = self.link.client.transport == "modbus"
             chosen = mode in _APP_MODES or (mode is Mode.AUTO and modbus)
             if chosen and mode is not None and hold.prior_mode and mode.value != hold.prior_mode:
                 # That later choice of a person's wins over the Passive: Manual, AI or UPS is held as any
