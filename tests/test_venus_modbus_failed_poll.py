@@ -1,10 +1,11 @@
-"""A Venus over Modbus: a poll that fails altogether leaves the add-on as blind as one that answered without
-the SOC (simulator on 127.0.0.1).
+"""A Venus over Modbus: a poll that fails altogether, once the SOC it goes on is too old, leaves the add-on
+as blind as one that answered without the SOC (simulator on 127.0.0.1).
 
 Over Modbus the add-on alone keeps the discharge floor, from the SOC it reads. After an outage (no reply, a
-link that is down) the last reading is stale and the battery discharged on all along, so a forced discharge
-idles at the first poll that reaches the battery again, and goes on only once the SOC is read at two polls
-in a row. Nothing is written while the battery cannot be reached.
+link that is down) longer than `soc_stale_s` the last reading is stale and the battery discharged on all
+along, so a forced discharge idles at the first poll that reaches the battery again, and goes on only once
+the SOC is read at two polls in a row. A single failed poll (a network chip that resets) pauses nothing.
+Nothing is written while the battery cannot be reached.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def forced(venus: SimulatedBattery) -> tuple[bool, int, int]:  # (the simulator 
 
 
 @contextlib.asynccontextmanager
-async def unreachable(server: VenusModbusServer, client: ModbusBattery, fault: Fault) -> AsyncIterator[None]:
+async def unreachable(
+    server: VenusModbusServer, client: ModbusBattery, fault: Fault, *, lasting: bool = True
+) -> AsyncIterator[None]:
     """The battery cannot be reached inside the block: it leaves requests unanswered past the client's
-    timeout (1 s), or the link is down (connections refused); it answers again after."""
+    timeout (1 s), or the link is down (connections refused); it answers again after. `lasting`: longer
+    than the SOC may be old (the time itself is not waited for)."""
+    stale_s = client.soc_stale_s
+    if lasting:
+        client.soc_stale_s = 0.0
     if fault == "no reply":
         server.quirks.reply_delay = 3.0
     else:
@@ -47,6 +54,7 @@ async def unreachable(server: VenusModbusServer, client: ModbusBattery, fault: F
     finally:
         server.quirks.reply_delay = 0.0
         server.quirks.refuse_connections = False
+        client.soc_stale_s = stale_s
 
 
 async def discharging(venus: SimulatedBattery, client: ModbusBattery, watts: int) -> None:
@@ -92,8 +100,22 @@ async def test_a_discharge_command_after_a_failed_poll_idles_until_the_soc_is_re
         assert forced(venus) == (True, ForceMode.DISCHARGE, 900)
 
 
-async def test_polls_failing_every_other_time_never_resume_the_discharge(make_sim: SimFactory) -> None:
-    # A link that comes and goes never gives two readings in a row: the SOC is never trusted again.
+@pytest.mark.parametrize("fault", ["no reply", "link down"])
+async def test_a_single_failed_poll_with_a_recent_soc_pauses_nothing(
+    make_sim: SimFactory, fault: Fault
+) -> None:
+    # A network chip that resets now and then: the SOC the discharge goes on is seconds old.
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
+        await discharging(venus, client, 800)
+        async with unreachable(server, client, fault, lasting=False):
+            assert not (await client.read()).any_answer
+        assert not client.soc_blind
+        assert (await client.read()).any_answer
+        assert forced(venus) == (True, ForceMode.DISCHARGE, 800), "one failed poll paused the discharge"
+
+
+async def test_long_outages_between_single_readings_never_resume_the_discharge(make_sim: SimFactory) -> None:
+    # A link that comes and goes for long never gives two readings in a row: the SOC is never trusted again.
     async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
         await discharging(venus, client, 800)
         for _ in range(3):

@@ -157,8 +157,8 @@ class ModbusBattery:
         # Over Modbus the add-on alone keeps the discharge floor, from the SOC it reads: a poll that answered
         # without it makes the battery "blind", and a forced discharge idles (under control) until the SOC
         # is read at SOC_READS_TO_RESUME polls in a row (a SOC refused every other poll must not switch the
-        # discharge on and off). A poll that failed altogether read no SOC either: after an outage the last
-        # reading is stale, and the battery may have discharged on all along.
+        # discharge on and off). A poll that failed altogether read no SOC either: after an outage longer than
+        # `soc_stale_s` the last reading is stale, and the battery may have discharged on all along.
         self.soc_blind = False
         self._soc_reads = 0
         self._blind_said = False
@@ -169,6 +169,9 @@ class ModbusBattery:
         # Reads of the mode alone a caller stopped waiting for: they end in the background (`read_mode`).
         self._mode_reads: set[asyncio.Task[_ModeReading | None]] = set()
 
+    # A poll that fails altogether makes a forced discharge idle once the SOC it goes on is this old (s):
+    # three poll intervals, so a single failed poll does not pause it.
+    soc_stale_s = 30.0
     transport: Literal["modbus"] = "modbus"
     transports: tuple[Literal["modbus"], ...] = ("modbus",)
 
@@ -247,10 +250,14 @@ class ModbusBattery:
             await self._poll()
         except MarstekError as exc:
             report.errors[wanted[0]] = exc
-            # Blind, as at a poll that answered without the SOC. Nothing is written for it now: the battery
-            # cannot be reached, or another battery answers at the address; the next poll that reaches ours
-            # idles the discharge (`keep_lease`), and it goes on only once the SOC is read twice in a row.
-            self._soc_reads, self.soc_blind = 0, True
+            # Once the last SOC is older than `soc_stale_s`, blind, as at a poll that answered without it
+            # (one failed poll of a network chip that resets now and then leaves it a few seconds old: no
+            # pause for that). Nothing is written for it now: the battery cannot be reached, or another
+            # battery answers at the address; the next poll that reaches ours idles the discharge
+            # (`keep_lease`), and it goes on only once the SOC is read twice in a row.
+            age = self.snapshot.age("soc")
+            if age is None or age > self.soc_stale_s:
+                self._soc_reads, self.soc_blind = 0, True
             await self._end_lease_if_due()
             return report
         self.last_round_trip = time.monotonic() - started
@@ -432,7 +439,10 @@ class ModbusBattery:
             if not self._blind_said:
                 self._blind_said = True
                 _LOG.warning(
-                    "%s: the SOC could not be read: the forced discharge pauses until it is", self.label
+                    "%s: no recent SOC reading (not read, or the link was out): the forced discharge pauses "
+                    "until the SOC is read at %d polls in a row",
+                    self.label,
+                    SOC_READS_TO_RESUME,
                 )
             if not control.in_control or control.force_mode is not ForceMode.STOP:
                 await client.stop()  # again at each poll until it holds
