@@ -84,9 +84,11 @@ async def test_the_card_says_a_mode_switched_in_the_app_holds_the_battery_not_yo
         re.compile(
             rf"^Switched to UPS \(backup\) in the Marstek app: the optimiser leaves this battery alone until "
             rf"{END}\. Return to optimiser hands it back now\.$"
-        )
+        ),
+        timeout=15_000,  # (the hold reaches the page with the demo's next poll)
     )
     await expect(card.locator('[data-bind="manual_hold"]')).to_have_text(
-        re.compile(rf"^Your command holds this battery until {END}: the optimiser leaves it alone\.$")
+        re.compile(rf"^Your command holds this battery until {END}: the optimiser leaves it alone\.$"),
+        timeout=15_000,
     )
     assert getattr(page, "errors") == []  # noqa: B009

@@ -40,7 +40,7 @@ LABELS: dict[str, dict[str, str]] = {
     "discharge": {"en": "Discharge", "nl": "Ontladen", "de": "Entladen"},
     # a person's command given here, or a mode they picked in the Marstek app
     "manual hold": {"en": "Held by your choice", "nl": "Vastgehouden door uw keuze",
-                    "de": "Durch Ihre Wahl gehalten"},
+                    "de": "Von Ihnen festgelegt"},
     "untouched": {"en": "Untouched", "nl": "Ongemoeid", "de": "Unberührt"},
     # the plan's actions
     "self_consumption": {"en": "Self-consumption", "nl": "Eigen verbruik", "de": "Eigenverbrauch"},
