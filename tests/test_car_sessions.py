@@ -25,7 +25,7 @@ from marstek_webasto_addon.optimiser.planner import (
     plan,
     setpoint,
 )
-from marstek_webasto_addon.replay.sessions import Visit, clipped, visits
+from marstek_webasto_addon.replay.sessions import Visit, clipped, peak_from_arrival_kw, visits
 
 DAY = datetime(2026, 3, 10)
 STEPS = 192  # today and tomorrow
@@ -162,6 +162,18 @@ def test_sessions_are_taken_from_a_profile() -> None:
     assert clipped(found, power, 76, 96 + 30) == (Visit(76, 96 + 28, 11.0, 11.0, 4.14),)
     # a one-phase car: the minimum is 6 A on one phase
     assert visits([0.0, 3700.0, 0.0])[0].min_kw == pytest.approx(1.38)
+
+
+def test_the_peak_a_session_allows_from_its_plug_in_is_its_stays_average_need() -> None:
+    stay = Visit(4, 12, 8.0, 11.0, 4.14)  # 2 h, 8 kWh for the car
+    house = [0.5] * 16  # 1 kWh over the stay
+    # car and house over the stay, less what the batteries could give: 8 + 1 - 2 kWh in 2 h
+    assert peak_from_arrival_kw(stay, house, 2.0) == pytest.approx(3.5)
+    assert peak_from_arrival_kw(stay, house, 0.0) == pytest.approx(4.5)
+    # PV above the house's load (a negative net load) counts towards the car; never below zero
+    sunny = [0.5] * 4 + [-2.0] * 8 + [0.5] * 4
+    assert peak_from_arrival_kw(stay, sunny, 2.0) == pytest.approx((8 - 4 - 2) / 2)
+    assert peak_from_arrival_kw(stay, sunny, 20.0) == 0.0
 
 
 def test_a_scarce_step_never_gives_the_car_the_batteries_energy() -> None:

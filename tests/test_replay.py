@@ -194,6 +194,9 @@ def test_the_planned_car_is_charged_by_its_departures_from_the_grid(cache: Path)
     assert car["battery_to_car_kwh"] <= 0.01
     assert abs(planned["energy_balance_error_kwh"]) < 0.01
     assert planned["mean_monthly_peak_kw"] < fixed["mean_monthly_peak_kw"] - 5  # the car no longer sets it
+    # what the sessions allowed from the batteries' state at each plug-in is a floor under the month's peak
+    assert set(car["peak_from_arrival_kw"]) == {"2021-01"}
+    assert 0 < car["peak_from_arrival_kw"]["2021-01"] <= planned["monthly_peaks_kw"]["2021-01"]
     best = bound(
         year,
         tariff_prices(DEFAULT_TARIFF),

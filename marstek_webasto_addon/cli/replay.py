@@ -295,6 +295,11 @@ def _table(
         for name, result in results.items():
             peaks = result.get("monthly_peaks_kw", {})
             print(f"{name:<11}" + "".join(f"{_cell(peaks.get(month)):>10}" for month in months))
+        # The lowest peak the car's sessions allowed from the batteries' state at each plug-in (what a
+        # controller that learns of a session at its arrival could at best do; the bound knew in advance).
+        arrival = results.get("optimiser", {}).get("car", {}).get("peak_from_arrival_kw")
+        if arrival:
+            print(f"{'at plug-in':<11}" + "".join(f"{_cell(arrival.get(month)):>10}" for month in months))
 
 
 def _cell(value: object) -> str:

@@ -66,7 +66,7 @@ from ..optimiser.settings import Settings
 from ..optimiser.tariff import Tariff
 from .data import QUARTERS, HouseholdYear
 from .prices import LOCAL, FloatArray, PriceYear, local_times, tariff_prices
-from .sessions import Visit, clipped, visits
+from .sessions import Visit, clipped, peak_from_arrival_kw, visits
 
 SCENARIOS = ("optimiser", "rules", "no_battery", "auto_one", "auto_all")
 CAR_MODES = ("fixed", "plan")  # the car as the profile charged it, or its sessions planned by the optimiser
@@ -495,8 +495,12 @@ def run(
     last_modes = {b.ble_mac: b.mode for b in batteries}
     first_local = year.local_time(start_quarter)
     clock = _clock(year)
+    arriving = {v.arrival: i for i, v in enumerate(sessions)} if car is not None else {}
+    stored_at_arrival: dict[int, float] = {}  # session index -> kWh the batteries could deliver then
     for quarter in range(start_quarter, min(len(clock), start_quarter + quarters)):
         household.quarter = quarter
+        if quarter in arriving:
+            stored_at_arrival[arriving[quarter]] = _deliverable_kwh(batteries)
         if car is None:
             site.extra = household.wallbox_w()
         base = clock[quarter]
@@ -582,7 +586,41 @@ def run(
             "missing_kwh": round(sum(missing), 2),
             "battery_to_car_kwh": round(totals.battery_to_car_wh / 1000, 2),
         }
+        if car is not None:
+            figures["car"]["peak_from_arrival_kw"] = _peaks_from_arrival(
+                year, clock, sessions, stored_at_arrival
+            )
     return figures
+
+
+def _deliverable_kwh(batteries: list[SimulatedBattery]) -> float:
+    """What the batteries could deliver now: their energy above the floor, after the inverter's loss."""
+    return sum(
+        max(0.0, b.physics.soc - b.physics.soc_floor)
+        / 100
+        * b.physics.capacity_wh
+        / 1000
+        * b.physics.discharge_efficiency
+        for b in batteries
+    )
+
+
+def _peaks_from_arrival(
+    year: HouseholdYear, clock: tuple[datetime, ...], sessions: tuple[Visit, ...], stored: dict[int, float]
+) -> dict[str, float]:
+    """Per month, the lowest peak its sessions allowed from the batteries' state at each plug-in
+    (`sessions.peak_from_arrival_kw`); only sessions within one month (a stay across two bounds their
+    higher peak, not each), and only months with one."""
+    net_kw = [(load - pv) / 1000 for load, pv in zip(year.load_w, year.pv_w, strict=True)]
+    months: dict[str, float] = {}
+    for index, usable in stored.items():
+        visit = sessions[index]
+        first, last = clock[visit.arrival], clock[min(visit.departure, len(clock)) - 1]
+        if (first.year, first.month) != (last.year, last.month):
+            continue
+        key = f"{first.year}-{first.month:02d}"
+        months[key] = round(max(months.get(key, 0.0), peak_from_arrival_kw(visit, net_kw, usable)), 3)
+    return dict(sorted(months.items()))
 
 
 def car_visits(year: HouseholdYear, start_quarter: int, quarters: int) -> tuple[Visit, ...]:

@@ -92,3 +92,19 @@ def clipped(found: Sequence[Visit], power_w: Sequence[float], first: int, last: 
         if energy > 0:
             out.append(Visit(arrival, departure, round(energy, 4), visit.max_kw, visit.min_kw))
     return tuple(out)
+
+
+def peak_from_arrival_kw(visit: Visit, net_kw: Sequence[float], usable_kwh: float) -> float:
+    """The lowest quarter-hour import any controller could keep during `visit`, from what the batteries held
+    (`usable_kwh`, deliverable above their floor) when the car plugged in: the car's energy and the house's
+    net load over the stay (`net_kw`: load - PV per data quarter, known exactly), less all of that stored
+    energy, spread evenly over the stay. A stay's average import is never above its highest quarter.
+
+    The perfect-foresight bound knows every arrival and fills the batteries for it; a controller that learns
+    of a session at its plug-in can do no better than this from the state it is in then (with the stay's
+    future known; PV a surplus sends elsewhere and the batteries' limits only raise it)."""
+    hours = (visit.departure - visit.arrival) / 4
+    if hours <= 0:
+        return 0.0
+    need = visit.energy_kwh + sum(net_kw[visit.arrival : visit.departure]) / 4 - usable_kwh
+    return max(0.0, need / hours)
