@@ -45,6 +45,16 @@ async def older_than_fresh(device: BatteryDevice) -> None:
     await asyncio.sleep(device.fresh_mode_s + 0.3)
 
 
+def held_for_the_apps(device: BatteryDevice, mode: str) -> None:
+    """The person's Passive gave way: the battery is held for the app's mode, as when a poll sees it."""
+    assert device.device_id is not None
+    hold = device.holds.get(device.device_id)
+    assert hold is not None
+    assert hold.outside_mode == mode
+    assert hold.passive_power is None
+    assert f"put in {mode} outside the add-on" in hold.describe()
+
+
 async def test_ai_picked_in_the_app_after_the_last_poll_is_not_overwritten_by_the_renewal(
     make_sim: SimFactory, endpoint: UdpEndpoint
 ) -> None:
@@ -57,12 +67,7 @@ async def test_ai_picked_in_the_app_after_the_last_poll_is_not_overwritten_by_th
     assert await device.renew_lease() is None
     assert len(battery.setmode_log) == written, "the renewal wrote Passive over the app's AI"
     assert battery.mode == "AI"
-    assert device.device_id is not None
-    hold = device.holds.get(device.device_id)
-    assert hold is not None
-    assert hold.outside_mode == "AI"  # held as the app's change, as when a poll sees it
-    assert hold.passive_power is None
-    assert "put in AI outside the add-on" in hold.describe()
+    held_for_the_apps(device, "AI")
     # nothing is renewed later either
     clock.advance(RENEW_S)
     assert await device.renew_lease() is None

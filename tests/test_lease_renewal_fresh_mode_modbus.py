@@ -35,6 +35,7 @@ from marstek_webasto_addon.devices.marstek.simulator.device import SimulatedBatt
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
 from .conftest import SimFactory, client_for, until
+from .test_lease_renewal_fresh_mode import held_for_the_apps
 from .test_manual_hold import ManualClock
 from .test_venus_transport import fast
 
@@ -43,9 +44,7 @@ pytestmark = pytest.mark.timeout(60)
 Held = tuple[SimulatedBattery, VenusModbusServer, ModbusBattery, BatteryDevice, ManualClock]
 
 
-async def persons_discharge(
-    client: BatteryClient, venus: SimulatedBattery
-) -> tuple[BatteryDevice, ManualClock]:
+async def persons_passive(client: BatteryClient) -> tuple[BatteryDevice, ManualClock]:
     """A person's Discharge now (Passive +800 W for 240 min) given from Auto, and a poll that read it."""
     clock = ManualClock()
     link = BatteryLink("FaseA", client, LinkSettings(poll_interval=2.0))
@@ -55,9 +54,31 @@ async def persons_discharge(
     )
     assert (await device.execute("discharge_now", "PRESS", "panel")).ok
     assert await link.poll_once()
-    assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
     assert link.snapshot.mode is Mode.PASSIVE
     return device, clock
+
+
+async def persons_discharge(
+    client: BatteryClient, venus: SimulatedBattery
+) -> tuple[BatteryDevice, ManualClock]:
+    """`persons_passive` over Modbus: a forced discharge under RS485 control."""
+    device, clock = await persons_passive(client)
+    assert (venus.rs485_control, venus.force_mode) == (True, ForceMode.DISCHARGE)
+    return device, clock
+
+
+@contextlib.asynccontextmanager
+async def on_auto(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> AsyncIterator[tuple[Any, SimulatedBattery, VenusModbusServer, FallbackBattery]]:
+    """One simulated Venus with `transport: auto` (the Local API, Modbus after 0.5 s of its silence)."""
+    sim = await make_sim(1, socs=[55.0])
+    server = await sim.serve_modbus()
+    battery = FallbackBattery(client_for(sim, endpoint), fast(server), name="FaseA", silent_for=0.5)
+    try:
+        yield sim, sim.batteries[0], server, battery
+    finally:
+        await battery.close()
 
 
 @contextlib.asynccontextmanager
@@ -90,12 +111,7 @@ async def renewal_gives_way_to_the_apps_ai(
     assert venus.mode == "AI"
     assert (venus.force_mode, venus.force_discharge_w) == (ForceMode.STOP, 0)  # nothing left in RAM
     assert device.link.snapshot.mode is Mode.AI
-    assert device.device_id is not None
-    hold = device.holds.get(device.device_id)
-    assert hold is not None
-    assert hold.outside_mode == "AI"  # held as the app's change, as when a poll sees it
-    assert hold.passive_power is None
-    assert "put in AI outside the add-on" in hold.describe()
+    held_for_the_apps(device, "AI")
     # Neither the polls after it nor a later renewal take control back.
     assert await device.link.poll_once()
     clock.advance(RENEW_S)
@@ -159,19 +175,13 @@ async def test_beside_the_links_own_polls_the_renewal_reads_renews_and_gives_way
 async def test_on_auto_while_on_modbus_the_renewal_reads_the_mode_there_too(
     make_sim: SimFactory, endpoint: UdpEndpoint
 ) -> None:
-    sim = await make_sim(1, socs=[55.0])
-    venus = sim.batteries[0]
-    server = await sim.serve_modbus()
-    battery = FallbackBattery(client_for(sim, endpoint), fast(server), name="FaseA", silent_for=0.5)
-    try:
+    async with on_auto(make_sim, endpoint) as (sim, venus, server, battery):
         sim.outage(0, 1e6)  # the Local API is silent from the start: on Modbus at the first poll
         device, clock = await persons_discharge(battery, venus)
         assert battery.transport == "modbus"
         await renewal_gives_way_to_the_apps_ai(device, venus, server, clock)
         assert battery.modbus.lease is None
         assert battery.transport == "modbus"
-    finally:
-        await battery.close()
 
 
 async def test_on_auto_while_on_udp_the_renewal_reads_over_udp_and_never_switches(
@@ -180,20 +190,9 @@ async def test_on_auto_while_on_udp_the_renewal_reads_over_udp_and_never_switche
     # The fallback's own read switches to Modbus once the Local API has been silent for long enough; the
     # link's poll may be doing that very switch at the same moment, so the renewal's look at the mode must
     # not (a second switch released the Passive the first had just carried over).
-    sim = await make_sim(1, socs=[55.0])
-    venus = sim.batteries[0]
-    server = await sim.serve_modbus()
-    battery = FallbackBattery(client_for(sim, endpoint), fast(server), name="FaseA", silent_for=0.5)
-    try:
-        clock = ManualClock()
-        link = BatteryLink("FaseA", battery, LinkSettings(poll_interval=2.0))
-        assert await link.poll_once()
+    async with on_auto(make_sim, endpoint) as (_, venus, _, battery):
+        device, clock = await persons_passive(battery)
         assert battery.transport == "udp"
-        device = BatteryDevice(
-            link, {"passive_power": 800, "passive_duration": 240}, holds=ManualHolds({}, clock=clock)
-        )
-        assert (await device.execute("discharge_now", "PRESS", "panel")).ok
-        assert await link.poll_once()
         assert venus.mode == "Passive"
         through_fallback: list[Collection[Method]] = []
         fallback_read = battery.read
@@ -210,8 +209,6 @@ async def test_on_auto_while_on_udp_the_renewal_reads_over_udp_and_never_switche
         assert through_fallback == [], "the renewal's read went through the fallback's switching read"
         assert battery.transport == "udp"
         assert device.link.snapshot.mode is Mode.AI
-    finally:
-        await battery.close()
 
 
 async def test_when_the_mode_cannot_be_read_in_time_the_renewal_goes_on_the_last_reading(
