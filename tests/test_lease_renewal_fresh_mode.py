@@ -9,20 +9,24 @@ ages on real time (a few seconds are waited out where a reading must be older th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from marstek_webasto_addon.bridge.devices import BatteryDevice
-from marstek_webasto_addon.bridge.holds import LEASE_S, RENEW_S
+from marstek_webasto_addon.bridge.holds import LEASE_S, RENEW_S, ManualHolds
 from marstek_webasto_addon.devices.marstek.client import ReadReport
 from marstek_webasto_addon.devices.marstek.datapoints import Method
+from marstek_webasto_addon.devices.marstek.fallback import FallbackBattery
+from marstek_webasto_addon.devices.marstek.firmware import Mode
+from marstek_webasto_addon.devices.marstek.link import BatteryLink, LinkSettings
 from marstek_webasto_addon.devices.marstek.transport import UdpEndpoint
 
-from .conftest import SimFactory, until
+from .conftest import SimFactory, client_for, until
 from .test_manual_hold import ManualClock, held_device
+from .test_venus_transport import fast
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,3 +140,42 @@ async def test_the_renewal_asks_only_for_the_mode_and_only_when_the_last_reading
     assert renewed.ok
     assert asked == [[Method.ES_MODE]]
     assert sim.batteries[0].mode == "Passive"
+
+
+async def test_on_auto_while_on_udp_the_renewal_reads_over_udp_and_never_switches(
+    make_sim: SimFactory, endpoint: UdpEndpoint
+) -> None:
+    # The fallback's own read switches to Modbus once the Local API has been silent for long enough; the
+    # link's poll may be doing that very switch at the same moment, so the renewal's look at the mode must
+    # not (a second switch released the Passive the first had just carried over).
+    sim = await make_sim(1, socs=[55.0])
+    venus = sim.batteries[0]
+    battery = FallbackBattery(client_for(sim, endpoint), fast(await sim.serve_modbus()), silent_for=0.5)
+    try:
+        clock = ManualClock()
+        link = BatteryLink("FaseA", battery, LinkSettings(poll_interval=2.0))
+        assert await link.poll_once()
+        device = BatteryDevice(
+            link, {"passive_power": 800, "passive_duration": 240}, holds=ManualHolds({}, clock=clock)
+        )
+        assert (await device.execute("discharge_now", "PRESS", "panel")).ok
+        assert await link.poll_once()
+        assert (battery.transport, venus.mode) == ("udp", "Passive")
+        through_fallback: list[Collection[Method]] = []
+        fallback_read = battery.read
+
+        async def recording(methods: Collection[Method] = (), **options: Any) -> ReadReport:
+            through_fallback.append(methods)
+            return await fallback_read(methods, **options)
+
+        battery.read = recording  # type: ignore[method-assign,assignment]
+        await older_than_fresh(device)
+        venus.mode = "AI"  # the Marstek app, after the last poll
+        clock.advance(RENEW_S)
+        assert await device.renew_lease() is None, "the renewal wrote Passive over the app's AI"
+        assert through_fallback == [], "the renewal's read went through the fallback's switching read"
+        assert battery.transport == "udp"
+        assert device.link.snapshot.mode is Mode.AI
+        held_for_the_apps(device, "AI")
+    finally:
+        await battery.close()

@@ -10,6 +10,7 @@ Nothing is written while the battery cannot be reached.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
@@ -124,3 +125,33 @@ async def test_long_outages_between_single_readings_never_resume_the_discharge(m
             assert (await client.read()).any_answer
             assert forced(venus) == IDLE, "the discharge went on between two failed polls"
         assert client.lease is not None
+
+
+async def test_two_readings_in_a_row_are_needed_even_across_a_brief_failure(make_sim: SimFactory) -> None:
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, server, client):
+        await discharging(venus, client, 800)
+        async with unreachable(server, client, "link down"):
+            assert not (await client.read()).any_answer
+        assert (await client.read()).any_answer  # one reading
+        async with unreachable(server, client, "link down", lasting=False):
+            assert not (await client.read()).any_answer  # a brief failure breaks the run
+        assert (await client.read()).any_answer
+        assert forced(venus) == IDLE, "the discharge went on after readings that were not in a row"
+        assert (await client.read()).any_answer
+        assert forced(venus) == (True, ForceMode.DISCHARGE, 800)
+
+
+async def test_a_command_on_a_soc_no_poll_read_lately_idles_until_it_is_read_twice(
+    make_sim: SimFactory,
+) -> None:
+    # A renewal, or a switch from the Local API, between polls that stopped reading the SOC for a while.
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, _, client):
+        assert (await client.read()).any_answer
+        client.soc_stale_s = 0.5
+        await asyncio.sleep(0.6)
+        assert (await client.set_mode(PassiveMode(900, 900))).ok
+        assert forced(venus) == IDLE, "a discharge began on a SOC no poll had read lately"
+        assert (await client.read()).any_answer
+        assert forced(venus) == IDLE
+        assert (await client.read()).any_answer
+        assert forced(venus) == (True, ForceMode.DISCHARGE, 900)

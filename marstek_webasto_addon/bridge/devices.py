@@ -21,8 +21,6 @@ from ..devices.marstek.datapoints import BATTERY_POINTS, Method
 from ..devices.marstek.fallback import FallbackBattery
 from ..devices.marstek.firmware import Mode
 from ..devices.marstek.link import BatteryLink
-from ..devices.marstek.modbus.battery import ModbusBattery
-from ..devices.marstek.protocol import MarstekError
 from ..devices.outcome import WriteOutcome, WriteStatus
 from ..devices.webasto.client import WallboxError
 from ..devices.webasto.link import WallboxLink
@@ -358,7 +356,7 @@ class BatteryDevice(BridgedDevice):
 
     # A renewal decides on a reading of the mode at most this old (s); an older one is taken again first.
     fresh_mode_s = 3.0
-    mode_read_s = 4.0  # the most a renewal waits for that reading (UDP: two attempts; Modbus: 42000, 43000)
+    mode_read_s = 4.0  # the most a renewal waits for that reading (two read attempts at the defaults)
 
     async def _mode_for_renewal(self) -> Mode | None:
         """The battery's mode for a lease renewal to decide on: read again when the last reading is older
@@ -371,29 +369,19 @@ class BatteryDevice(BridgedDevice):
         if age is not None and age <= self.fresh_mode_s:
             return snapshot.mode
         client = self.link.client
+        if client.transport != "udp":
+            # Over Modbus the client has no read of the mode alone: its `read()` is a whole poll (seconds,
+            # not cut at a deadline) that also keeps the lease, beside the link's own poll. The last poll's
+            # reading decides there, as before.
+            return snapshot.mode
         started = time.monotonic()
-        deadline = started + self.mode_read_s
-        if client.transport == "udp":
-            # On `auto`, its UDP client's own read: the fallback's read may switch to Modbus at the end of a
-            # silence, and the link's poll may be doing the same at that moment.
-            udp = client.udp if isinstance(client, FallbackBattery) else client
-            report = await udp.read([Method.ES_MODE], deadline=deadline, give_up_after=1)
-            why = "; ".join(str(e) for e in report.errors.values()) or (
-                "not answered on this firmware"
-                if Method.ES_MODE in report.skipped
-                else "no mode in the answer"
-            )
-        else:
-            # Over Modbus (also `auto` while on it): RS485 control and the work mode alone, not a whole poll,
-            # waited for until the same deadline; a work mode picked in the app ends the add-on's lease there
-            # as at a poll that saw it. The mode it read decides: a poll beside it may merge an older one.
-            modbus = client.modbus if isinstance(client, FallbackBattery) else client
-            if not isinstance(modbus, ModbusBattery):
-                return snapshot.mode
-            try:
-                return await modbus.read_mode(deadline)
-            except MarstekError as exc:
-                why = str(exc)
+        # On `auto`, its UDP client's own read: the fallback's read may switch to Modbus at the end of a
+        # silence, and the link's poll may be doing the same at that moment.
+        udp = client.udp if isinstance(client, FallbackBattery) else client
+        report = await udp.read([Method.ES_MODE], deadline=started + self.mode_read_s, give_up_after=1)
+        why = "; ".join(str(e) for e in report.errors.values()) or (
+            "not answered on this firmware" if Method.ES_MODE in report.skipped else "no mode in the answer"
+        )
         snapshot = self.link.snapshot
         age = snapshot.age("mode")
         if age is None or age > time.monotonic() - started:

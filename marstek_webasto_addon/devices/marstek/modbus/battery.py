@@ -16,8 +16,7 @@ The Local API's commands map onto the control registers (docs/marstek-modbus.md 
   control again and without writing 42000 (0x55BB reloads the byte from EEPROM, which would undo a mode the
   app has not stored there). The same stored mode is the battery dropping control by itself (a reboot, §4.3):
   control is taken again. Only a poll no command of the add-on overlapped is compared: one that read 42000
-  before a write and 43000 after it saw a state the battery was never in. `read_mode()` reads 42000 and
-  43000 alone (a lease renewal's look at the mode just before it writes) and judges them the same way.
+  before a write and 43000 after it saw a state the battery was never in.
 * A control no lease asks for is released when it is seen (`release_owed`): at the first poll or
   `release_left_control()` after a start (a battery left in RS485 control by a run that died), and after a
   release that could not be done (a lease handed back while the battery could not be reached, a work mode
@@ -57,13 +56,11 @@ from ..commands import (
 )
 from ..datapoints import READ_METHODS, Method
 from ..decode import BatterySnapshot
-from ..firmware import Family, Mode, PowerLimits, identify
+from ..firmware import Family, PowerLimits, identify
 from ..protocol import IdentityMismatch, MarstekError
 from ..transport import UdpEndpoint
 from .client import DEFAULT_PORT, DEFAULT_TIMEOUT_S, DEFAULT_UNIT, VenusModbusClient, VenusModbusConfig
-from .codec import Reading
-from .decode import ControlState, point_values, with_control
-from .readplan import ReadPlan, ReadRequest, poll_plan
+from .decode import ControlState
 from .registers import ForceMode, Generation, Rs485, WorkMode
 
 _LOG = logging.getLogger(__name__)
@@ -74,25 +71,6 @@ _WORK_MODES: dict[type, WorkMode] = {
     AiMode: WorkMode.AI,
     ManualSlot: WorkMode.MANUAL,
 }
-# What tells the mode: RS485 control (42000), else the work mode the battery follows (43000).
-_MODE_KEYS = frozenset({"rs485_control", "work_mode"})
-
-
-def _mode_requests(generation: Generation) -> tuple[ReadRequest, ...]:
-    """The poll's own requests for 42000 and 43000: the same reads, filed under the same names."""
-    return tuple(r for r in poll_plan(generation).requests if any(f.key in _MODE_KEYS for f in r.fields))
-
-
-@dataclass(frozen=True)
-class _ModeReading:
-    """42000 and 43000 as `read_mode` read them, and whether a command of the add-on may have overlapped."""
-
-    client: VenusModbusClient
-    idle: bool  # no command was under way at the start
-    commands: int  # the client's `commands_started` at the start
-    points: dict[str, Reading]
-    controls: dict[str, Reading]
-    problems: list[str]
 
 
 @dataclass
@@ -166,8 +144,6 @@ class ModbusBattery:
         # running and no command of its own under way; None: not known (a write of it that failed).
         self._work_mode: WorkMode | None = None
         self._connecting = asyncio.Lock()
-        # Reads of the mode alone a caller stopped waiting for: they end in the background (`read_mode`).
-        self._mode_reads: set[asyncio.Task[_ModeReading | None]] = set()
 
     # A poll that fails altogether makes a forced discharge idle once the SOC it goes on is this old (s):
     # three poll intervals, so a single failed poll does not pause it.
@@ -255,9 +231,10 @@ class ModbusBattery:
             # pause for that). Nothing is written for it now: the battery cannot be reached, or another
             # battery answers at the address; the next poll that reaches ours idles the discharge
             # (`keep_lease`), and it goes on only once the SOC is read twice in a row.
+            self._soc_reads = 0  # (the SOC is read at polls in a row to resume, never across a failed one)
             age = self.snapshot.age("soc")
             if age is None or age > self.soc_stale_s:
-                self._soc_reads, self.soc_blind = 0, True
+                self.soc_blind = True
             await self._end_lease_if_due()
             return report
         self.last_round_trip = time.monotonic() - started
@@ -336,79 +313,6 @@ class ModbusBattery:
         if isinstance(model_before, str) and isinstance(model, str) and _same_model(model, model_before):
             values["model"] = model_before
         self.last_src = str(values.get("model") or "") or None
-
-    async def read_mode(self, deadline: float) -> Mode | None:
-        """The mode as it is now, from RS485 control (42000) and the work mode (43000) alone, not a whole
-        poll: for a decision that must not go on the last poll's reading (a lease renewal). Into the
-        snapshot and the control readings as a poll puts them, and judged as a poll judges them while the
-        lease runs: a work mode picked outside the add-on ends the lease (`_yield_lease`). Nothing else of
-        `keep_lease` is done here (the polls do it).
-
-        Raises MarstekError when the mode could not be read by `deadline` (time.monotonic()): OutOfTime,
-        not connected (connections are made by the polls and the commands), refused, no reply, or a
-        command of the add-on that overlapped the reading (it may show a state the battery was never in).
-        A request under way at the deadline is not cut off, as its late reply would meet the next request
-        on the connection: it ends in the background, its reading dropped."""
-        wait = deadline - time.monotonic()
-        if wait < 0.05:
-            raise OutOfTime(f"no time left to ask {self.label}")
-        task = asyncio.create_task(self._read_mode_registers(deadline), name=f"{self.label}: the mode")
-        self._mode_reads.add(task)
-        task.add_done_callback(self._mode_read_ended)
-        done, _ = await asyncio.wait({task}, timeout=wait)
-        if task.cancelled():
-            raise MarstekError(f"{self.label} was closed")
-        reading = task.result() if done else None
-        if reading is None:
-            raise OutOfTime(f"no answer from {self.label} within {wait:.1f} s")
-        client = reading.client
-        if (
-            client is not self.modbus
-            or not reading.idle
-            or client.commands_running
-            or client.commands_started != reading.commands
-        ):
-            raise MarstekError(f"a command to {self.label} overlapped the reading of its mode")
-        # (No await from here to the judgement: nothing else reaches the battery in between.)
-        client.control = ControlState({**client.control.readings, **reading.controls})
-        values = with_control(point_values(reading.points), client.control)
-        snapshot = client.snapshot.with_readings(
-            values, client.snapshot.firmware, reading.problems, label=client.config.label
-        )
-        client.snapshot = snapshot
-        read = snapshot.seen.get("mode") == snapshot.updated_at
-        mode = snapshot.mode
-        lease, polled = self.lease, ControlState(reading.controls)
-        if lease is not None and self._changed_outside(polled):
-            await self._yield_lease(lease, polled)
-        if not read:
-            raise MarstekError(f"43000 on {self.label} reads no work mode")
-        # The mode read, not the snapshot's after the yield: a poll that overlapped this reading may have
-        # merged its older one in the meantime.
-        return mode
-
-    async def _read_mode_registers(self, deadline: float) -> _ModeReading | None:
-        """(None: the deadline came before the battery was asked.)"""
-        # On a connection `_connected()` has made and checked, never on one it is making: a connection
-        # opened again may reach another battery until its MAC is read.
-        async with self._connecting:
-            client = self.modbus
-            reading = _ModeReading(client, not client.commands_running, client.commands_started, {}, {}, [])
-            for request in _mode_requests(client.config.generation):
-                if time.monotonic() >= deadline:
-                    return None  # the caller has stopped waiting: not asked
-                points, controls, problems = await client._read_plan(
-                    ReadPlan((request,)), required=_MODE_KEYS
-                )
-                reading.points.update(points)
-                reading.controls.update(controls)
-                reading.problems.extend(problems)
-        return reading
-
-    def _mode_read_ended(self, task: asyncio.Task[_ModeReading | None]) -> None:
-        self._mode_reads.discard(task)
-        if not task.cancelled():
-            task.exception()  # (one given up on: its failure is the next poll's to tell)
 
     # the lease ------------------------------------------------------------------------------------
 
@@ -554,6 +458,11 @@ class ModbusBattery:
     async def _apply(self, lease: Lease) -> WriteOutcome:
         client = self.modbus
         soc = self.snapshot.soc
+        age = self.snapshot.age("soc")
+        if lease.power > 0 and not self.soc_blind and (age is None or age > self.soc_stale_s):
+            # A command (a renewal, a switch from the Local API) on a SOC no poll has read lately: blind
+            # until the polls read it twice in a row, as after an outage.
+            self._soc_reads, self.soc_blind = 0, True
         if lease.power > 0 and self.soc_blind:
             return await client.take_control()  # idle, held: no discharge without a SOC to stop it by
         if lease.power == 0 or lease.at_bound or (soc is not None and self._beyond_bound(lease, soc)):
@@ -676,8 +585,6 @@ class ModbusBattery:
             _LOG.warning("%s: could not release RS485 control at the stop: %s", self.label, exc)
         finally:
             await self.modbus.close()
-            for task in list(self._mode_reads):
-                task.cancel()  # (its connection is closed: no late reply can meet another request)
 
 
 def _released(polled: ControlState) -> bool:
