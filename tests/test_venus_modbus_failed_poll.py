@@ -5,7 +5,8 @@ Over Modbus the add-on alone keeps the discharge floor, from the SOC it reads. A
 link that is down) longer than `soc_stale_s` the last reading is stale and the battery discharged on all
 along, so a forced discharge idles at the first poll that reaches the battery again, and goes on only once
 the SOC is read at two polls in a row. A single failed poll (a network chip that resets) pauses nothing.
-Nothing is written while the battery cannot be reached.
+Nothing is written while the battery cannot be reached. A poll one of the add-on's own commands overlapped
+does not take the forced mode again either: its readings may predate the command's writes.
 """
 
 from __future__ import annotations
@@ -155,3 +156,21 @@ async def test_a_command_on_a_soc_no_poll_read_lately_idles_until_it_is_read_twi
         assert forced(venus) == IDLE
         assert (await client.read()).any_answer
         assert forced(venus) == (True, ForceMode.DISCHARGE, 900)
+
+
+async def test_a_poll_a_command_overlapped_does_not_take_the_forced_mode_again(
+    make_sim: SimFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its control registers may have been read before the command's writes landed: a "battery that left the
+    # forced mode" there is the command's own change under way, and writing the lease again from the poll
+    # interleaved with the command's writes (and spoiled its read-back). A clean poll still takes it again.
+    async with venus_on_modbus(make_sim, soc=55.0) as (venus, _, client):
+        await discharging(venus, client, 800)
+        venus.force_mode = ForceMode.STOP  # what a poll read before a command's force_mode write landed
+        await client._poll()
+        await client.keep_lease(settled=False)
+        assert venus.force_mode == ForceMode.STOP, "a poll a command overlapped wrote the lease again"
+        assert "left the forced mode" not in caplog.text
+        await client.keep_lease(settled=True)
+        assert forced(venus) == (True, ForceMode.DISCHARGE, 800)
+        assert "left the forced mode" in caplog.text

@@ -365,6 +365,11 @@ class ModbusBattery:
             )
             await client.stop()
             return
+        if not settled:
+            # A command overlapped the poll: its control readings may predate the command's writes (which
+            # verified their own read-back). Taking control "again" now would write beside that command, and
+            # spoil its read-back; the next poll no command overlaps decides.
+            return
         wanted = ForceMode.STOP if lease.at_bound else lease.force
         if not control.in_control or control.force_mode is not wanted:
             _LOG.warning(
