@@ -425,15 +425,9 @@ async def test_a_persons_passive_whose_countdown_ran_out_is_renewed(
     # Back in the mode it had before the Passive (a countdown that ran out during a link outage) is no
     # person's choice: the Passive is written again for the rest of its duration.
     clock, device, battery, prior = await persons_passive(make_sim, endpoint)
-    written = len(battery.setmode_log)
     battery.mode = prior
     await device.link.poll_once()
-    clock.advance(RENEW_S)
-    outcome = await device.renew_lease()
-    assert outcome is not None
-    assert outcome.ok
-    assert len(battery.setmode_log) == written + 1
-    assert battery.mode == "Passive"
+    await renewed(device, battery, clock)
     assert device.values()["manual_hold"] is not None
 
 
