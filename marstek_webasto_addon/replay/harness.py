@@ -309,8 +309,8 @@ class CarExecutor:
             budget = (self.step.peak_kw - PEAK_MARGIN_KW) * QUARTER_H - imported_kwh
             room = budget / rest_h - house_grid_kw  # the car's average over the rest of the quarter
             if kw > room:
-                # below the minimum: the minimum for as much of this minute as the quarter has room for
-                kw = room if room >= visit.min_kw else max(0.0, min(visit.min_kw, room * rest_h * 60))
+                below = room < visit.min_kw
+                kw = _minimum_bursts(budget, rest_h, house_grid_kw, visit.min_kw) if below else room
         return kw
 
     def charged(self, kw: float, hours: float) -> None:
@@ -591,6 +591,20 @@ def run(
                 year, clock, sessions, stored_at_arrival
             )
     return figures
+
+
+def _minimum_bursts(budget_kwh: float, rest_h: float, house_kw: float, min_kw: float) -> float:
+    """The car's power for this minute when the quarter has no room for its minimum throughout: the minimum
+    for as much of the minute as the budget (`budget_kwh` of import left) allows, front-loaded.
+
+    The meter's quarter counts import only: a house that exports (`house_kw` < 0) takes from the car's own
+    import only while the car runs; the export in the minutes it is off does not count against the import."""
+    with_car = min_kw + house_kw
+    if with_car <= 0:
+        return min_kw  # the house's export covers the minimum: nothing is imported
+    # A house that imports does so all along; one that exports lends the car its export while it runs.
+    on_h = (budget_kwh - house_kw * rest_h) / min_kw if house_kw >= 0 else budget_kwh / with_car
+    return min_kw * max(0.0, min(1.0, on_h * 60))
 
 
 def _deliverable_kwh(batteries: list[SimulatedBattery]) -> float:
