@@ -179,3 +179,48 @@ async def test_on_auto_while_on_udp_the_renewal_reads_over_udp_and_never_switche
         held_for_the_apps(device, "AI")
     finally:
         await battery.close()
+
+
+async def test_the_renewals_read_of_the_mode_leaves_the_polls_other_values_as_they_were(
+    make_sim: SimFactory, endpoint: UdpEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ES.GetMode carries the battery's power and SOC too, but a poll takes those from ES.GetStatus, the
+    # better source: the renewal's look at the mode must not put ES.GetMode's copies in their place.
+    sim, device, clock = await discharging(make_sim, endpoint)
+    battery = sim.batteries[0]
+    polled = device.link.snapshot
+    power, soc = polled.number("ac_power"), polled.number("soc")
+    power_seen, soc_seen, mode_seen = polled.seen["ac_power"], polled.seen["soc"], polled.seen["mode"]
+    assert power is not None
+    assert soc is not None
+    client = device.link.client
+    reports: list[ReadReport] = []
+    read = client.read
+
+    async def recording(methods: Iterable[Method] = (), **options: Any) -> ReadReport:
+        report = await read(methods, **options)
+        reports.append(report)
+        return report
+
+    monkeypatch.setattr(client, "read", recording)
+    await older_than_fresh(device)
+    # From now on its answers report another power and SOC than the poll read (only ES.GetMode is asked
+    # before the assertions); and AI is picked in the app.
+    battery.quirks.rogue_values = {"ongrid_power": 1234, "bat_soc": 40}
+    battery.mode = "AI"
+    clock.advance(RENEW_S)
+    assert await device.renew_lease() is None
+    held_for_the_apps(device, "AI")
+    assert len(reports) == 1
+    answer = reports[0].results[Method.ES_MODE]
+    assert (answer["ongrid_power"], answer["bat_soc"]) == (1234, 40), "ES.GetMode reported other values"
+    snapshot = device.link.snapshot
+    assert snapshot.mode is Mode.AI
+    assert snapshot.seen["mode"] > mode_seen  # the mode, read again
+    assert snapshot.number("ac_power") == power, "ES.GetMode's power replaced the poll's ES.GetStatus one"
+    assert snapshot.number("soc") == soc, "ES.GetMode's SOC replaced the poll's ES.GetStatus one"
+    assert (snapshot.seen["ac_power"], snapshot.seen["soc"]) == (power_seen, soc_seen)  # nor their ages
+    # The next poll reads them from ES.GetStatus as before.
+    await device.link.poll_once()
+    assert device.link.snapshot.number("ac_power") == 1234
+    assert device.link.snapshot.number("soc") == 40

@@ -18,9 +18,8 @@ from typing import Any, Protocol
 from .. import __version__
 from ..devices.marstek.commands import AiMode, AutoMode, ManualSlot, ModeCommand, PassiveMode, UpsMode
 from ..devices.marstek.datapoints import BATTERY_POINTS, Method
-from ..devices.marstek.fallback import FallbackBattery
 from ..devices.marstek.firmware import Mode
-from ..devices.marstek.link import BatteryLink
+from ..devices.marstek.link import BatteryLink, local_api
 from ..devices.outcome import WriteOutcome, WriteStatus
 from ..devices.webasto.client import WallboxError
 from ..devices.webasto.link import WallboxLink
@@ -374,11 +373,20 @@ class BatteryDevice(BridgedDevice):
             # not cut at a deadline) that also keeps the lease, beside the link's own poll. The last poll's
             # reading decides there, as before.
             return snapshot.mode
-        started = time.monotonic()
         # On `auto`, its UDP client's own read: the fallback's read may switch to Modbus at the end of a
         # silence, and the link's poll may be doing the same at that moment.
-        udp = client.udp if isinstance(client, FallbackBattery) else client
-        report = await udp.read([Method.ES_MODE], deadline=started + self.mode_read_s, give_up_after=1)
+        udp = local_api(client)
+        if udp is None:
+            return snapshot.mode
+        started = time.monotonic()
+        # The mode alone goes into the snapshot: ES.GetMode's power, SOC and CT copies rank below what the
+        # last poll read from ES.GetStatus and EM.GetStatus, and are left as that poll left them.
+        report = await udp.read(
+            [Method.ES_MODE],
+            deadline=started + self.mode_read_s,
+            give_up_after=1,
+            only={Method.ES_MODE: ("mode",)},
+        )
         why = "; ".join(str(e) for e in report.errors.values()) or (
             "not answered on this firmware" if Method.ES_MODE in report.skipped else "no mode in the answer"
         )

@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -522,6 +522,7 @@ class MarstekClient:
         persist: bool = False,
         give_up_after: int = 2,
         on_first_answer: Callable[[], None] | None = None,
+        only: Mapping[Method, Collection[str]] | None = None,
     ) -> ReadReport:
         """Read these methods one after the other, in the order given; errors are collected, not raised.
 
@@ -529,7 +530,10 @@ class MarstekClient:
         is listed in `unread`. `persist` retries the first method until the battery answers or the
         deadline comes, so lost packets cost retries rather than freshness. When nothing has answered and
         `give_up_after` methods in a row were silent, the rest is skipped. `on_first_answer` is called at
-        the first answer, before the rest is read.
+        the first answer, before the rest is read. `only` names, per method, the wire fields of its answer
+        that go into `snapshot`: the rest of that answer is in the report but leaves the snapshot's values
+        (and their ages) as they were, e.g. a lesser source's copies of what a poll read from a better one.
+        A method it does not name goes in whole.
         """
         report = ReadReport()
         wanted = list(dict.fromkeys(methods))
@@ -577,20 +581,26 @@ class MarstekClient:
                 # Some HMG-50 Venus C builds leave the MACs out; the reply's src still ends in it.
                 mac = str(fields.get("ble_mac") or mac_from_src(self.last_src) or "").lower()
                 self.identity = mac or None
-            self._merge(method, fields, report)
+            self._merge(method, fields, report, None if only is None else only.get(method))
             if first and on_first_answer is not None:
                 on_first_answer()
         return report
 
-    def _merge(self, method: Method, fields: dict[str, Any], report: ReadReport) -> None:
+    def _merge(
+        self, method: Method, fields: dict[str, Any], report: ReadReport, keep: Collection[str] | None = None
+    ) -> None:
         """Into the snapshot at once: its age is the age of the last answer, not of the last full read.
 
         Within one read the table's ranking of sources still holds: a value a better source has already
-        given is not overwritten by a lesser one that answered later.
+        given is not overwritten by a lesser one that answered later. With `keep`, only those fields go in.
         """
         answered = report.results.keys() - {method}
         outranked = {name for name, better in _RANKED_BELOW.get(method, ()) if better & answered}
-        fresh = {name: value for name, value in fields.items() if name not in outranked}
+        fresh = {
+            name: value
+            for name, value in fields.items()
+            if name not in outranked and (keep is None or name in keep)
+        }
         previous_ver = self.snapshot.firmware.ver
         self.snapshot = self.snapshot.merged({method: fresh}, list(report.problems))
         if previous_ver is not None and self.snapshot.firmware.ver != previous_ver:
