@@ -37,6 +37,7 @@ from marstek_webasto_addon.optimiser.car import (
     SurplusPriority,
     WallboxLimits,
 )
+from marstek_webasto_addon.optimiser.car_sessions import CarSession, wallbox_minutes
 
 from .webasto_fixtures import BoxFactory, client_for, make_box
 
@@ -359,25 +360,62 @@ def test_plan_pauses_when_even_the_minimum_breaks_the_target_then_charges_in_the
 
 
 def test_plan_without_slack_gives_the_planned_power_past_the_target_and_says_why() -> None:
-    # 8 kW target, the house at 5 kW: 3 kW (4 A) left for the car, which the plan gives 6.9 kW (10 A)
+    # 8 kW target, the house at 7.6 kW: 400 W (0 A) left for the car, which the plan gives 6.9 kW (10 A);
+    # not even five minutes at the minimum fit: (7600 + 4140) x 5/60 + 7600 x 10/60 = 2245 Wh > 2000 Wh
     site = Site(
-        mode=ChargeMode.PLAN, house_w=5000.0, planned_w=6900.0, quarter=QuarterBudget(0.0, 900.0, 8.0)
+        mode=ChargeMode.PLAN, house_w=7600.0, planned_w=6900.0, quarter=QuarterBudget(0.0, 900.0, 8.0)
     )
     capped = site.step()
-    assert (capped.current_a, capped.state) == (0, CarState.PAUSED)  # 4 A is below the minimum
+    assert (capped.current_a, capped.state) == (0, CarState.PAUSED)
     site.plan_slack = False  # the departure is near: what is not charged now cannot be made up
     due = site.run(5)
     assert (due.current_a, due.state) == (10, CarState.CHARGING)
-    # heading for (5000 + 10 x 690) x 0.25 / 0.25 = 11.9 kW
+    # heading for (7600 + 10 x 690) x 0.25 / 0.25 = 14.5 kW
     assert due.reason == (
         "plan 6.9 kW: 10 A, the departure first "
-        "(capacity: quarter-hour heading for 11.9 kW over 8.0 kW target)"
+        "(capacity: quarter-hour heading for 14.5 kW over 8.0 kW target)"
     )
-    site.plan_slack = True  # slack again (a re-plan moved the departure): the cap holds it back at once
-    assert site.run(10).current_a == 0
+    site.plan_slack = True  # slack again (a re-plan moved the departure): the cap holds it back at once,
+    # to the minimum while the quarter's budget lasts (no import counted yet: 15 s more of it fit) ...
+    held = site.run(10)
+    assert (held.current_a, held.reason) == (
+        6,
+        "plan 6.9 kW: 10 A, capped: 6 A while the quarter's budget lasts (8.0 kW target)",
+    )
+    site.quarter = QuarterBudget(1500.0, 600.0, 8.0)  # ... and pauses once it is spent
+    assert site.run(15).current_a == 0
     # and without a capacity tariff, no slack changes nothing
     free = Site(mode=ChargeMode.PLAN, planned_w=6900.0, plan_slack=False).step()
     assert (free.current_a, free.reason) == (10, "plan 6.9 kW: 10 A")
+
+
+@pytest.mark.parametrize("house_w", [250.0, -409.0])
+def test_plan_below_the_minimum_charges_the_minimum_while_the_quarters_budget_lasts(house_w: float) -> None:
+    # 2.86 kW planned on a NEXT (4.14 kW minimum): the minimum for the first ten minutes of the quarter
+    # (`wallbox_minutes`), under a 2.45 kW target. Judged as if the minimum ran to the quarter's end, the
+    # cap paused it until the budget allowed that, in the eighth minute: the car got 0.35 of 0.55 kWh.
+    session = CarSession(START, START + timedelta(hours=12), 30.0, 11.0, 4.14)
+    minutes = wallbox_minutes(2.86, session)
+    site = Site(mode=ChargeMode.PLAN, house_w=house_w)
+    target_kw, every = 2.45, 5.0
+    imported_wh = given_wh = 0.0
+    for k in range(int(900 / every)):
+        site.t = k * every
+        site.planned_w = minutes[int(site.t // 60)] * 1000
+        site.quarter = QuarterBudget(imported_wh, 900 - site.t, target_kw)
+        site.step()
+        imported_wh += max(0.0, house_w + site.car_w) * every / 3600  # the meter counts import only
+        given_wh += site.car_w * every / 3600
+    budget_wh = target_kw * 250
+    assert imported_wh <= budget_wh
+    # all the budget allows at the minimum, or the plan's energy: short by at most the look-ahead of a
+    # running car's check (a current interval) and a step
+    allowed_wh = budget_wh - house_w * 250 if house_w >= 0 else budget_wh * 4140 / (4140 + house_w)
+    look_ahead_s = CarSettings().current_interval_s + every
+    assert given_wh >= min(allowed_wh, 2860 * 0.25) - 4140 * look_ahead_s / 3600
+    assert (
+        site.log[0].reason == "plan 4.1 kW: 6 A, capped: 6 A while the quarter's budget lasts (2.5 kW target)"
+    )
 
 
 @pytest.mark.parametrize(("limits", "planned"), [(NEXT, 6000.0), (NEXT, 9500.0), (UNITE, 2000.0)])

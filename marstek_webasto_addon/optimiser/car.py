@@ -165,6 +165,18 @@ class _Cap:
         budget_wh = self.target_kw * QUARTER_H * 1000 - self.import_wh
         return math.floor((budget_wh / self.hours_left - self.house_w - margin_w) / self.per_amp + 1e-9)
 
+    def burst_fits(self, amps: int, hold_s: float) -> bool:
+        """Whether the car may draw `amps` for `hold_s` more and then stop within the budget: the house's
+        own import to the quarter's end counted too. The meter counts import only: a house that exports
+        lends the car its export only while the car runs."""
+        if self.amps is None or self.note:
+            return False
+        hold_h = min(self.hours_left, hold_s / 3600)
+        budget_wh = self.target_kw * QUARTER_H * 1000 - self.import_wh
+        car_w = amps * self.per_amp
+        spent = max(0.0, self.house_w + car_w) * hold_h + max(0.0, self.house_w) * (self.hours_left - hold_h)
+        return spent <= budget_wh
+
     def heading(self, amps: int) -> str:
         """What the quarter comes to if the car drew `amps` to its end, as the reason shows it."""
         if self.note:
@@ -262,7 +274,10 @@ class CarController:
             if self.charging and not self._on_time_over(i):
                 left = self._on_left(i)
                 return self._capped(
-                    i, lim.min_current_a, f"{text}: minimum on-time, {lim.min_current_a} A for {left:.0f} s"
+                    i,
+                    lim.min_current_a,
+                    f"{text}: minimum on-time, {lim.min_current_a} A for {left:.0f} s",
+                    burst=True,
                 )
             minimum = self._minimum_w(lim, self._phases())
             return 0, CarState.WAITING, f"{text}, below the {minimum / 1000:.1f} kW minimum: paused"
@@ -274,7 +289,7 @@ class CarController:
             capped = cap.amps is not None and cap.amps < want
             over = f", the departure first ({cap.heading(want)})" if capped else ""
             return want, CarState.CHARGING, f"{note}{text}: {want} A{over}"
-        return self._capped(i, want, f"{note}{text}: {want} A")
+        return self._capped(i, want, f"{note}{text}: {want} A", burst=True)
 
     def _plan_step_up(self, i: CarInputs, exact: float, lower: int) -> int:
         """1 while the quarter is behind its plan by PLAN_CARRY_AS and until it is as far ahead (a hysteresis:
@@ -358,10 +373,15 @@ class CarController:
     # limits ---------------------------------------------------------------------------------------------
 
     def _capped(
-        self, i: CarInputs, want: int, reason: str, *, keep_minimum: bool = False
+        self, i: CarInputs, want: int, reason: str, *, keep_minimum: bool = False, burst: bool = False
     ) -> tuple[int, CarState, str]:
         """The capacity cap over a current the mode wants: lower at once (the bill counts every second);
-        below the minimum, a pause, or the minimum where a person asked for charging."""
+        below the minimum, a pause, or the minimum where a person asked for charging.
+
+        `burst` (plan): below the minimum, the minimum for as long as the quarter's budget lasts, then a
+        pause. A plan below the wallbox's minimum is carried out as the minimum for part of the quarter
+        (`wallbox_minutes`); judged as if it ran to the quarter's end, the cap paused it until the last
+        minutes, and the car got about half of what the budget allowed."""
         lim = i.limits
         cap = self._cap(i)
         if cap.amps is None or cap.amps >= want:
@@ -374,6 +394,11 @@ class CarController:
                 amps = max(self.current_a, min(amps, cap.below(i.settings.deadband_w)))
             return amps, CarState.CHARGING, f"{cap.heading(want)}: {amps} A"
         even = f"{cap.heading(lim.min_current_a)} even at {lim.min_current_a} A"
+        # Started, the minimum runs its on-time; running, it stops at the next step if the budget is gone.
+        hold_s = i.settings.current_interval_s if self.charging else i.settings.min_on_s
+        if burst and cap.burst_fits(lim.min_current_a, hold_s):
+            lasts = f"{lim.min_current_a} A while the quarter's budget lasts ({cap.target_kw:.1f} kW target)"
+            return lim.min_current_a, CarState.CHARGING, f"{reason}, capped: {lasts}"
         if keep_minimum:
             return lim.min_current_a, CarState.CHARGING, f"{even}: the minimum kept, charging was asked for"
         return 0, CarState.PAUSED, f"{even}: paused"
