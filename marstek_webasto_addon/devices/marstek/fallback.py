@@ -22,7 +22,10 @@ clock of the battery's countdowns: the simulators' in the demo), and RS485 contr
 Modbus. Every switch is logged once, with its reason. Only the latest command is carried: any other mode
 command forgets the Passive, whatever its outcome (a person's Auto that the silent Local API did not take
 must not be overridden by the optimiser's Passive before it at the switch), and commands and the carrying
-are serialised, so a carried Passive never goes out after the command that superseded it.
+are serialised, so a carried Passive never goes out after the command that superseded it. Nor is a Passive
+carried that was seen to end on the transport it left (`_forget_ended_passive`): a mode picked in the
+Marstek app ends it (over Modbus, by ending its lease), and sending it again at the switch would override
+the person's choice.
 
 While on the Local API, Modbus is still visited for one thing: RS485 control that no command asks for is
 released (`ModbusBattery.release_owed`). At the start (a run that died may have left the battery under
@@ -46,8 +49,8 @@ from .client import MarstekClient, ReadReport
 from .commands import ManualSlot, ModeCommand, PassiveMode
 from .datapoints import READ_METHODS, Method
 from .decode import BatterySnapshot
-from .firmware import PowerLimits
-from .modbus.battery import ModbusBattery
+from .firmware import Mode, PowerLimits
+from .modbus.battery import Lease, ModbusBattery
 from .protocol import MarstekError
 from .transport import UdpEndpoint
 
@@ -71,6 +74,17 @@ class Switch:
     at: float  # time.monotonic()
     to: Transport
     reason: str
+
+
+@dataclass(frozen=True)
+class RunningPassive:
+    """The running Passive as last sent: what a switch carries over, and what tells whether it ended."""
+
+    power: int
+    end: float  # on the fallback's `clock`
+    sent_at: float  # time.monotonic() when that sending was over: a mode read after it is the battery's since
+    taken: bool  # read back applied, so a later reading of another mode means it ended
+    lease: Lease | None  # the Modbus lease that sending started (None: not sent over Modbus, or not taken)
 
 
 class FallbackBattery:
@@ -100,7 +114,7 @@ class FallbackBattery:
         self._next_probe = 0.0
         self._probes_answered = 0  # in a row, while on Modbus
         self._modbus_answers = True
-        self._passive: tuple[int, float] | None = None  # the running Passive: power, end (on `clock`)
+        self._passive: RunningPassive | None = None
         self._dod: int | None = None  # a depth of discharge asked on Modbus: the battery's own, at the return
         self._commanding = asyncio.Lock()  # one command at a time, a carried Passive included
         self._releasing: asyncio.Task[None] | None = None  # a release owed, done beside the UDP polls
@@ -305,6 +319,7 @@ class FallbackBattery:
             # Under the command lock: no command goes out over Modbus between the release and the switch
             # (its lease would be left where no poll keeps it).
             async with self._commanding:
+                self._forget_ended_passive()  # (before the release ends the lease for its own reason)
                 released = await self.modbus.release_control()
                 if released is not None and not released.ok:
                     _LOG.warning(
@@ -315,6 +330,7 @@ class FallbackBattery:
                     self._next_release = 0.0
                 self._become(to, source)
         else:
+            self._forget_ended_passive()
             self._become(to, source)
         self.switches.append(Switch(time.monotonic(), to.transport, reason))
         _LOG.warning("%s: now over %s (was %s): %s", self.name, to.transport, source.transport, reason)
@@ -334,6 +350,39 @@ class FallbackBattery:
         self._probes_answered = 0
         self._next_probe = time.monotonic() + self.probe_every
 
+    def _forget_ended_passive(self) -> None:
+        """Before leaving the transport in use: forget the running Passive if it was seen to end there with
+        no command since (each replaces or forgets it), so the switch does not send it again over a mode the
+        battery was put in meanwhile, most likely by a person in the Marstek app.
+
+        Over Modbus, its lease ended: a poll saw a work mode picked outside the add-on, or its time ran out.
+        Over the Local API, a reading of the mode since it was read back applied is another mode. A Passive
+        that never got through is still carried (a silent Local API has read nothing since)."""
+        running = self._passive
+        if running is None:
+            return
+        if self.active is self.modbus:
+            ended = running.lease is not None and self.modbus.lease is not running.lease
+        else:
+            snapshot = self.udp.snapshot
+            read_at = snapshot.seen.get("mode")
+            mode = snapshot.mode
+            ended = (
+                running.taken
+                and read_at is not None
+                and read_at > running.sent_at
+                and mode not in (None, Mode.PASSIVE)
+            )
+        if ended:
+            self._passive = None
+            _LOG.info(
+                "%s: Passive %+d W ended over %s (another mode was picked, in the Marstek app?): not carried "
+                "over",
+                self.name,
+                running.power,
+                self.active.transport,
+            )
+
     async def _carry_passive(self, to: MarstekClient | ModbusBattery) -> None:
         """The running Passive, again over `to` for the rest of its time. Under the command lock, so it never
         goes out after a command that superseded it; not at all while a command is being sent (over the
@@ -352,25 +401,42 @@ class FallbackBattery:
 
     async def _send_passive_again(self, to: MarstekClient | ModbusBattery) -> WriteOutcome | None:
         """(With the command lock held.)"""
-        if self._passive is None or to is not self.active:
+        running = self._passive
+        if running is None or to is not self.active:
             return None
-        power, end = self._passive
-        left = round(end - self._clock())
+        left = round(running.end - self._clock())
         if left <= 0:
             return None
-        return await to.set_mode(PassiveMode(power, left))
+        return await self._send_passive(to, PassiveMode(running.power, left), running.end)
+
+    async def _send_passive(
+        self, to: MarstekClient | ModbusBattery, command: PassiveMode, end: float | None = None
+    ) -> WriteOutcome:
+        """(With the command lock held.) `command` over `to`, kept as the running Passive unless refused
+        (a refusal changed nothing on the battery: what ran before runs on). `end`: None, its duration from
+        when it was sent."""
+        before = self.modbus.lease
+        outcome = await to.set_mode(command)
+        if outcome.status is not WriteStatus.REJECTED:
+            lease = self.modbus.lease if to is self.modbus else None
+            # A lease from before it (the battery could not be reached) is not this Passive's.
+            started = lease if lease is not before else None
+            if end is None:
+                end = self._clock() + command.duration_s
+            self._passive = RunningPassive(command.power, end, time.monotonic(), outcome.ok, started)
+        return outcome
 
     # commands: over the transport in use ----------------------------------------------------------
 
     async def set_mode(self, command: ModeCommand) -> WriteOutcome:
         async with self._commanding:
+            via = self.active
             if not isinstance(command, PassiveMode):
                 self._passive = None  # superseded, whatever comes of this command
-            via = self.active
-            outcome = await via.set_mode(command)
-            if not isinstance(command, PassiveMode) or outcome.status is WriteStatus.REJECTED:
+                return await via.set_mode(command)
+            outcome = await self._send_passive(via, command)
+            if outcome.status is WriteStatus.REJECTED:
                 return outcome
-            self._passive = (command.power, self._clock() + command.duration_s)
             if self.active is not via and not outcome.ok:
                 # The transport changed while it was being sent (the switch left it to this command): again
                 # over the new one, for the rest of its time.

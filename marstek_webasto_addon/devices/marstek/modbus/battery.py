@@ -23,6 +23,10 @@ The Local API's commands map onto the control registers (docs/marstek-modbus.md 
   that was not applied), and at a clean stop: a person's Auto is never overridden by a lease it ended, and a
   control the add-on dropped is never left on for good. A lease past its end is released even when the poll
   failed.
+* One writer at a time (`_writing`): a command's writes and read-back never interleave with the lease's
+  upkeep after a poll (taking the forced mode again, a stop, a release), whose writes would leave the old
+  lease's set-points on the battery and spoil the command's read-back. A command waits for an upkeep under
+  way (a few writes); an upkeep never waits for a command: it skips that poll, as the command decides.
 * Only the pinned battery (`ble_mac`, else the first MAC read) is kept connected: a connection that reads
   another MAC is dropped at once, so another battery at the address is never read as ours nor released.
 
@@ -144,6 +148,7 @@ class ModbusBattery:
         # running and no command of its own under way; None: not known (a write of it that failed).
         self._work_mode: WorkMode | None = None
         self._connecting = asyncio.Lock()
+        self._writing = asyncio.Lock()  # a command, or the lease's upkeep after a poll: never both at once
 
     # A poll that fails altogether makes a forced discharge idle once the SOC it goes on is this old (s):
     # three poll intervals, so a single failed poll does not pause it.
@@ -232,8 +237,7 @@ class ModbusBattery:
             # battery answers at the address; the next poll that reaches ours idles the discharge
             # (`keep_lease`), and it goes on only once the SOC is read twice in a row.
             self._soc_reads = 0  # (the SOC is read at polls in a row to resume, never across a failed one)
-            age = self.snapshot.age("soc")
-            if age is None or age > self.soc_stale_s:
+            if self._soc_stale():
                 self.soc_blind = True
             await self._end_lease_if_due()
             return report
@@ -322,7 +326,17 @@ class ModbusBattery:
 
         `settled`: no command of the add-on overlapped the poll, so its control readings (`polled_control`)
         are a state the battery was in: a work mode changed outside the add-on ends the lease. A forced
-        discharge idles while the SOC cannot be read (`soc_blind`)."""
+        discharge idles while the SOC cannot be read (`soc_blind`).
+
+        Skipped while a command is writing: it came after the poll's readings and decides (a new lease, or
+        none), and the poll task must not wait for it; the next poll looks again."""
+        if self._writing.locked():
+            return
+        async with self._writing:
+            await self._keep_lease(settled)
+
+    async def _keep_lease(self, settled: bool) -> None:
+        """(With the write lock held.)"""
         client = self.modbus
         control = client.control
         lease = self.lease
@@ -409,17 +423,20 @@ class ModbusBattery:
         """After a failed poll: a lease past its end is released all the same (a forced power must not
         outlive it because some reading failed), on a new connection if the poll lost its own."""
         lease = self.lease
-        if lease is None or self._clock() < lease.until:
-            return
-        try:
-            await self._connected()
-        except MarstekError as exc:
-            if not self._told_lease_over:  # once an outage: the poll's own error says the rest
-                self._told_lease_over = True
-                _LOG.warning("%s: the lease of Passive %+d W is over, but: %s", self.label, lease.power, exc)
-            return
-        self._told_lease_over = False
-        await self._end_lease(lease)
+        if lease is None or self._clock() < lease.until or self._writing.locked():
+            return  # (a command writing decides, as in `keep_lease`)
+        async with self._writing:
+            try:
+                await self._connected()
+            except MarstekError as exc:
+                if not self._told_lease_over:  # once an outage: the poll's own error says the rest
+                    self._told_lease_over = True
+                    _LOG.warning(
+                        "%s: the lease of Passive %+d W is over, but: %s", self.label, lease.power, exc
+                    )
+                return
+            self._told_lease_over = False
+            await self._end_lease(lease)
 
     async def _release_owed(self) -> WriteOutcome | None:
         """Release the control last read if it is on (nothing asks for it); None: it was off."""
@@ -443,17 +460,23 @@ class ModbusBattery:
         battery cannot be reached (the release stays owed)."""
         if not self._owes_release():
             return None
-        try:
-            client = await self._connected()
-            await client.read_control(("rs485_control",))
-            # (a command that came meanwhile holds a lease: the lease decides)
-            return await self._release_owed() if self._owes_release() else None
-        finally:
-            if self.lease is None:
-                await self.modbus.close()
+        async with self._writing:
+            try:
+                client = await self._connected()
+                await client.read_control(("rs485_control",))
+                # (a command that came before this got its turn holds a lease: the lease decides)
+                return await self._release_owed() if self._owes_release() else None
+            finally:
+                if self.lease is None:
+                    await self.modbus.close()
 
     def _owes_release(self) -> bool:
         return self.lease is None and self.release_owed
+
+    def _soc_stale(self) -> bool:
+        """No SOC was read for `soc_stale_s`: too old for a forced discharge to go on (or none was read)."""
+        age = self.snapshot.age("soc")
+        return age is None or age > self.soc_stale_s
 
     def _beyond_bound(self, lease: Lease, soc: float) -> bool:
         if lease.power < 0:
@@ -463,8 +486,7 @@ class ModbusBattery:
     async def _apply(self, lease: Lease) -> WriteOutcome:
         client = self.modbus
         soc = self.snapshot.soc
-        age = self.snapshot.age("soc")
-        if lease.power > 0 and not self.soc_blind and (age is None or age > self.soc_stale_s):
+        if lease.power > 0 and not self.soc_blind and self._soc_stale():
             # A command (a renewal, a switch from the Local API) on a SOC no poll has read lately: blind
             # until the polls read it twice in a row, as after an outage.
             self._soc_reads, self.soc_blind = 0, True
@@ -492,6 +514,12 @@ class ModbusBattery:
             return _outcome(
                 WriteStatus.REJECTED, described, f"{command.mode.value} mode is not offered over Modbus"
             )
+        async with self._writing:  # (after an upkeep under way: its writes are over before these begin)
+            return await self._write_mode(command, work_mode)
+
+    async def _write_mode(self, command: ModeCommand, work_mode: WorkMode | None) -> WriteOutcome:
+        """(With the write lock held.)"""
+        described = command.describe()
         stored = self._work_mode
         if work_mode is not None:
             # A work mode ends the lease whatever comes of it: never taken again for a command it
@@ -569,13 +597,14 @@ class ModbusBattery:
     async def release_control(self) -> WriteOutcome | None:
         """End the lease and hand control back, if the add-on holds it (None: nothing held). A release
         that fails stays owed (`release_owed`): done at the next poll or `release_left_control()`."""
-        held = self.lease is not None or (self.modbus.connected and self.modbus.control.in_control)
-        self.lease = None
-        if not held:
-            return None
-        outcome = await self.modbus.release()
-        self.release_owed = not outcome.ok
-        return outcome
+        async with self._writing:
+            held = self.lease is not None or (self.modbus.connected and self.modbus.control.in_control)
+            self.lease = None
+            if not held:
+                return None
+            outcome = await self.modbus.release()
+            self.release_owed = not outcome.ok
+            return outcome
 
     async def close(self) -> None:
         """A clean stop: never leave RS485 control on without a reason. The s6 finish script releases only
