@@ -21,6 +21,17 @@ which decides when that hold begins, is renewed and ends. Each such hold is kept
 battery as well (`ManualHolds.hold_outside`): its end shows on the *Manual hold until* sensor and in the
 panel, *Return to optimiser* ends it, and it is kept under /data and given back to the engine after a
 restart with the same end, when the battery is still in the app's mode and a fresh engine would take it.
+
+The engine works a Passive set-point out from the meter and the batteries' powers, which must show the same
+moment: a meter that already shows a command beside a battery power read before it made the engine take the
+command for the house (the Modbus demo's batteries flapped charge <-> discharge at every step after a start:
+a Modbus write's read-back reads no power, and the polls come slower than the control steps). So each step
+tells the engine which batteries' readings do not show their last write yet (`_settling`): a write queued or
+under way, or no poll begun after it ended. The first poll stamped after a write may have begun before it
+(a poll and a command share the connection request by request) and caught the battery on its way to the
+new power: only the next one counts, and a meter reading at least as recent. A write older than three poll
+intervals and 10 s (as long as a reading counts as fresh) holds nothing back any more: a power the transport
+has stopped reading must not hold the set-points for good.
 """
 
 from __future__ import annotations
@@ -166,6 +177,10 @@ class _Actuator:
         self.task: asyncio.Task[None] | None = None
         self.clearing_now = False  # its slots are being written: the task may be cancelled at a stop
         self.stopping = False  # the add-on stops: no clearing starts any more
+        # time.monotonic() when the last write that moved the battery (another role or power) ended, and the
+        # first power reading stamped after it: the readings show that write from the next one on
+        self.written_at: float | None = None
+        self.read_after: float | None = None
 
     def submit(self, command: Command) -> None:
         if command.clear_schedules:
@@ -213,6 +228,7 @@ class _Actuator:
             return WriteOutcome(WriteStatus.NOT_APPLIED, what, 1, f"the write failed: {exc!r}")
 
     async def _send_guarded(self, command: Command) -> WriteOutcome | None:
+        before = None if self.unconfirmed else self.last_role  # what the battery was surely doing
         self.sending = command  # a stop sends Auto after it, whatever it was
         try:
             outcome = await self._guarded(
@@ -222,7 +238,26 @@ class _Actuator:
             self.sending = None
         if outcome is not None:
             self.unconfirmed = not outcome.ok
+            same = before is not None and (before.role, before.power_w) == (command.role, command.power_w)
+            if outcome.attempts > 0 and not same:  # a countdown refresh moves nothing
+                self.written_at, self.read_after = time.monotonic(), None
         return outcome
+
+    def shows_last_write(
+        self, read_at: float | None, grid_at: float | None, now: float, window: float
+    ) -> bool:
+        """Whether a power reading stamped `read_at` (and the meter's, `grid_at`) show the last write that
+        moved the battery: read by a poll begun after the write ended (see the module's docstring)."""
+        if self.role is not None or self.sending is not None:
+            return False  # a write queued or under way
+        written = self.written_at
+        if written is None or now - written > window:
+            return True
+        if read_at is None or read_at < written:
+            return False
+        if self.read_after is None:
+            self.read_after = read_at  # the first poll after the write: it may have begun before it
+        return read_at > self.read_after and (grid_at is None or grid_at >= self.read_after)
 
     async def _clear(self) -> WriteOutcome | None:
         device = self.device
@@ -565,7 +600,7 @@ class OptimiserController:
         site = self.site()  # the site's totals once a step: the learner and the plan both read them
         self._observe(inputs, site)
         inputs = self._with_plan(inputs, site)
-        result = self.engine.step(inputs)
+        result = self.engine.step(inputs, settling=self._settling())
         for decision in result.decisions:
             _LOG.info("optimiser: %s", decision.text)
         stale = result.status.stale_input and result.status.enabled
@@ -692,6 +727,20 @@ class OptimiserController:
         self.store["month_ledger"] = self.live.month.snapshot()
         self._saved_quarter = self.engine.capacity.quarter
         self.save()
+
+    def _settling(self) -> frozenset[str]:
+        """The batteries whose power reading does not show the optimiser's last write to them yet."""
+        now = time.monotonic()
+        grid_at = self.grid_input.current().at
+        settling = set()
+        for device in self.batteries:
+            link = device.link
+            window = 3 * link.settings.poll_interval + 10  # as long as a battery counts as fresh
+            read_at = link.snapshot.seen.get("ac_power")
+            actuator = self._actuators[id(device)]
+            if device.device_id is not None and not actuator.shows_last_write(read_at, grid_at, now, window):
+                settling.add(device.device_id)
+        return frozenset(settling)
 
     def _dispatch(self, commands: Sequence[Command]) -> None:
         by_id = {b.device_id: b for b in self.batteries}

@@ -16,13 +16,22 @@ per minimum switch interval, counted from the last change by anyone, the Auto of
 and across a restart (the controller keeps `mode_changes()` and gives them back with `restore_mode_changes`);
 every Passive command carries a countdown of at most 15 minutes and is refreshed before it runs out, so a
 battery falls back by itself when the add-on dies; stale grid input or the master switch off means Auto.
+
+Consistent readings: a Passive set-point is worked out from the meter and the batteries' powers together (the
+house is the grid plus the batteries). The meter shows a command at once, a battery's reading only at a poll
+after it: worked out in between, a charge reads back as a load to cover, the next step's discharge as none,
+and the batteries flap charge <-> idle <-> discharge at every step. So while a battery's reading does not
+show its last command yet (`settling`, given by the controller, which sees the writes and the polls), no
+Passive battery's role or power changes; a countdown refresh still goes, and a set-point the SOC window
+takes to 0 W goes at once. Nor is such a battery's mode, read before the command, taken for the battery
+leaving it (the command is not sent again for that).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -142,15 +151,19 @@ class Optimiser:
         self.step_s = 0.0  # the time between the last two steps
         self.last_grid: float | None = None
         self.was_enabled = settings.enabled  # nothing to release when it starts switched off
+        self.settling: frozenset[str] = frozenset()  # this step's batteries whose reading predates a command
         self.strategy = "starting"
         self.next_action = ""
         self._new: list[Decision] = []
 
     # entry point ------------------------------------------------------------------------------------
 
-    def step(self, inputs: Inputs) -> StepResult:
+    def step(self, inputs: Inputs, settling: Collection[str] = ()) -> StepResult:
+        """`settling`: the batteries whose power reading does not show their last command yet (a write under
+        way, or no poll since it ended): set-points wait for them (see the module's *Consistent readings*)."""
         s = self.settings
         self._new = []
+        self.settling = frozenset(settling)
         self._account(inputs)
         inputs = self._outside_changes(inputs)
         self._track_holds(inputs)
@@ -973,6 +986,10 @@ class Optimiser:
         commands: list[Command] = []
         countdown = int(s.passive_countdown * 60)
         batteries = {b.id: b for b in inputs.batteries}
+        # A reading of these batteries predates a command: the total worked out from the meter is off by that
+        # command, so the Passive set-points sent stay until the readings show it (a mode change has its own
+        # switch interval; a safety fallback goes at once).
+        waiting = not safety and not self.settling.isdisjoint(wants)
         # Auto last: a battery leaves Auto before another one enters it (never two in Auto together)
         for battery_id in sorted(wants, key=lambda i: wants[i].role is Role.AUTO):
             want, battery = wants[battery_id], batteries[battery_id]
@@ -995,13 +1012,16 @@ class Optimiser:
             reason = want.reason
             repair = False
             if not mode_change and sent is not None:
+                shown = battery_id not in self.settling  # a mode read before the last command says nothing
                 if want.role in PASSIVE_ROLES:
                     moved = abs(power - sent.power) >= (1 if want.exact else POWER_DEADBAND_W)
                     changed = want.role is not sent.role or moved
+                    if changed and waiting and not (power == 0 and want.power != 0):  # (0 W: the SOC window)
+                        want, power, changed = replace(want, role=sent.role), sent.power, False
                     # two thirds in, or earlier when the next step may come too late (a countdown set
                     # short from Home Assistant, long control steps): never a gap between two commands
                     refresh = t - sent.at >= min(countdown * 2 / 3, countdown - 2 * self.step_s)
-                    left = battery.mode not in (None, "Passive") and t - sent.at >= REPAIR_S
+                    left = shown and battery.mode not in (None, "Passive") and t - sent.at >= REPAIR_S
                     if changed and t - sent.at < POWER_UPDATE_S and want.role is sent.role:
                         continue
                     if not (changed or refresh or left):
@@ -1012,7 +1032,7 @@ class Optimiser:
                     elif refresh and not changed:
                         reason = "countdown refresh"
                 else:
-                    left = battery.mode not in (None, "Auto") and t - sent.at >= REPAIR_S
+                    left = shown and battery.mode not in (None, "Auto") and t - sent.at >= REPAIR_S
                     if not left:
                         continue
                     reason = f"{battery.name} is in {battery.mode}, not Auto: sent again"
