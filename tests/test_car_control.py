@@ -63,6 +63,7 @@ class Site:
     quarter: QuarterBudget | None = None
     planned_w: float = 0.0
     plan_slack: bool = True
+    plan_floor_w: float | None = None
     plugged_in: bool = True
     t: float = 0.0
     car_w: float = 0.0
@@ -86,6 +87,7 @@ class Site:
             quarter=self.quarter,
             planned_power_w=self.planned_w,
             plan_slack=self.plan_slack,
+            plan_floor_w=self.plan_floor_w,
         )
 
     def step(self) -> CarDecision:
@@ -387,6 +389,32 @@ def test_plan_without_slack_gives_the_planned_power_past_the_target_and_says_why
     # and without a capacity tariff, no slack changes nothing
     free = Site(mode=ChargeMode.PLAN, planned_w=6900.0, plan_slack=False).step()
     assert (free.current_a, free.reason) == (10, "plan 6.9 kW: 10 A")
+
+
+HEADING = "capacity: quarter-hour heading for"
+
+
+@pytest.mark.parametrize(
+    ("floor_w", "amps", "reason"),
+    [
+        (None, 10, f"plan 6.9 kW: 10 A, the departure first ({HEADING} 14.5 kW over 8.0 kW target)"),
+        (4500.0, 7, f"plan 6.9 kW: 7 A, the departure first ({HEADING} 12.4 kW over 8.0 kW target)"),
+        (3000.0, 6, f"plan 6.9 kW: 6 A, the departure first ({HEADING} 11.7 kW over 8.0 kW target)"),
+        (0.0, 0, f"{HEADING} 11.7 kW over 8.0 kW target even at 6 A: paused"),
+    ],
+)
+def test_plan_without_slack_is_held_down_to_what_its_departure_needs_now(
+    floor_w: float | None, amps: int, reason: str
+) -> None:
+    # 8 kW target, the house at 7.6 kW: the cap leaves the car nothing; the plan wants 6.9 kW (10 A). Without
+    # slack, the car gets what its departure needs now (`plan_floor_w`: 4500 W is 7 A, 3000 W the minimum),
+    # not the plan's power: a house above its forecast set a new peak in a session's last quarters.
+    site = Site(
+        mode=ChargeMode.PLAN, house_w=7600.0, planned_w=6900.0, quarter=QuarterBudget(0.0, 900.0, 8.0)
+    )
+    site.plan_slack, site.plan_floor_w = False, floor_w
+    decision = site.step()
+    assert (decision.current_a, decision.reason) == (amps, reason)
 
 
 @pytest.mark.parametrize("house_w", [250.0, -409.0])

@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from time import monotonic
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from ..optimiser.car_sessions import (
     CarSession,
     PastSession,
     SessionPlan,
+    departure_floor_kwh,
     expected_session,
     has_slack,
     next_departure,
@@ -335,9 +336,15 @@ class CarControl:
         # The plan's session, as the plan saw it: the energy still needed when it was made (a little more
         # than now, never less) by the departure (`next_departure`).
         session = planned[1].session if planned is not None else None
-        slack = session is None or has_slack(
-            session.energy_kwh, (session.departure - now).total_seconds() / 3600, session.max_kw
-        )
+        hours_left = 0.0 if session is None else (session.departure - now).total_seconds() / 3600
+        slack = session is None or has_slack(session.energy_kwh, hours_left, session.max_kw)
+        floor_w = None
+        if session is not None and not slack:
+            quarter_end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+            quarter_end += timedelta(minutes=15)
+            rest_h = max(1.0, (quarter_end - now).total_seconds()) / 3600
+            due = departure_floor_kwh(session.energy_kwh, hours_left, rest_h, session.max_kw)
+            floor_w = due / rest_h * 1000
         return CarInputs(
             t=self.clock.seconds(),
             now=now,
@@ -360,6 +367,7 @@ class CarControl:
                 self._planned_now(planned, now) * 1000 if planned is not None else None if no_plan else 0.0
             ),
             plan_slack=slack,
+            plan_floor_w=floor_w,
         )
 
     def _plan_in_force(self, plugged_in: bool) -> tuple[tuple[float, SessionPlan] | None, bool]:

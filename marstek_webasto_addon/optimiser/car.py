@@ -131,6 +131,10 @@ class CarInputs:
     # plan: the session can still be met if the car waits (`car_sessions.has_slack`); without slack the
     # capacity cap does not hold the planned power back: the departure comes first
     plan_slack: bool = True
+    # plan, without slack: what the car must draw for the rest of the quarter so that half the wallbox's full
+    # power after it still meets the departure (`car_sessions.departure_floor_kwh`, as W); the capacity cap
+    # holds it down to that, not below. None: not known, the planned power goes past the cap
+    plan_floor_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -286,10 +290,23 @@ class CarController:
         want = self._paced(i, amps)
         if not i.plan_slack:
             cap = self._cap(i)
-            capped = cap.amps is not None and cap.amps < want
-            over = f", the departure first ({cap.heading(want)})" if capped else ""
-            return want, CarState.CHARGING, f"{note}{text}: {want} A{over}"
+            if cap.amps is None or cap.amps >= want:
+                return want, CarState.CHARGING, f"{note}{text}: {want} A"
+            due = want if i.plan_floor_w is None else self._due_amps(i, want)
+            held = self._capped(i, want, f"{note}{text}: {want} A", burst=True)
+            if held[0] >= due:
+                return held
+            return due, CarState.CHARGING, f"{note}{text}: {due} A, the departure first ({cap.heading(due)})"
         return self._capped(i, want, f"{note}{text}: {want} A", burst=True)
+
+    def _due_amps(self, i: CarInputs, want: int) -> int:
+        """The amperes the departure needs now (`plan_floor_w`): at least the minimum when it needs any, at
+        most what the plan wants."""
+        floor_w = i.plan_floor_w or 0.0
+        if floor_w <= 0:
+            return 0
+        amps = max(i.limits.min_current_a, math.ceil(floor_w / self._per_amp(i.limits) - 1e-9))
+        return min(want, amps)
 
     def _plan_step_up(self, i: CarInputs, exact: float, lower: int) -> int:
         """1 while the quarter is behind its plan by PLAN_CARRY_AS and until it is as far ahead (a hysteresis:

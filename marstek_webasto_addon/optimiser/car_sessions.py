@@ -77,6 +77,14 @@ def has_slack(left_kwh: float, hours_left: float, max_kw: float) -> bool:
     return left_kwh < SLACK_SHARE * max_kw * (hours_left - SLACK_CUSHION_H)
 
 
+def departure_floor_kwh(left_kwh: float, hours_left: float, rest_h: float, max_kw: float) -> float:
+    """What a session without slack must still get in the running quarter's rest (`rest_h`): what half the
+    wallbox's full power after it could not give by the departure (0: all of it could wait). The capacity cap
+    holds such a session's car down to it, not below; the plan's own power was the floor before, and a house
+    above its forecast set a new peak in the last quarters of a session that could have waited a little."""
+    return max(0.0, left_kwh - SLACK_SHARE * max_kw * max(0.0, hours_left - rest_h))
+
+
 @dataclass(frozen=True)
 class PastSession:
     """A stay that ended: plugged in at `arrival`, out at `departure`, `energy_kwh` charged."""

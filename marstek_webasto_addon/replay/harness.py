@@ -43,6 +43,7 @@ from ..optimiser.car_sessions import (
     EXPECT_DAYS,
     CarSession,
     PastSession,
+    departure_floor_kwh,
     expected_session,
     has_slack,
     wallbox_power,
@@ -292,7 +293,9 @@ class CarExecutor:
         can wait: while its session has slack, it takes only what the quarter's import (`imported_kwh` so
         far, the house's `house_grid_kw` without the car for the rest) leaves under the month's planned
         peak, below its minimum for as much of the minute as the quarter has room for, and the next plan
-        moves what it did not take. A house load above its forecast then sets no new peak."""
+        moves what it did not take. A house load above its forecast then sets no new peak. Without slack
+        it is held down only to what its departure needs now (`car_sessions.departure_floor_kwh`), as the
+        add-on's car control does."""
         if self.visit is None or minute >= MINUTES:
             return 0.0
         visit = self.visits[self.visit]
@@ -304,13 +307,18 @@ class CarExecutor:
         kw = wallbox_power(min(want, left), minutes_left, visit.min_kw, visit.max_kw)
         kw = max(0.0, min(kw, left / hours))
         hours_left = (visit.departure - quarter) * QUARTER_H - minute / 60
-        if self.step is not None and has_slack(left, hours_left, visit.max_kw) and kw > 0:
+        if self.step is not None and kw > 0:
             rest_h = minutes_left / 60
             budget = (self.step.peak_kw - PEAK_MARGIN_KW) * QUARTER_H - imported_kwh
             room = budget / rest_h - house_grid_kw  # the car's average over the rest of the quarter
             if kw > room:
                 below = room < visit.min_kw
-                kw = _minimum_bursts(budget, rest_h, house_grid_kw, visit.min_kw) if below else room
+                capped = _minimum_bursts(budget, rest_h, house_grid_kw, visit.min_kw) if below else room
+                if has_slack(left, hours_left, visit.max_kw):
+                    return capped
+                # No slack: held down to what the departure needs now, not below.
+                due = departure_floor_kwh(left, hours_left, rest_h, visit.max_kw)
+                kw = max(capped, min(kw, wallbox_power(due, minutes_left, visit.min_kw, visit.max_kw)))
         return kw
 
     def charged(self, kw: float, hours: float) -> None:
