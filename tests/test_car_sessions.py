@@ -400,3 +400,21 @@ def test_a_short_stay_spreads_its_import_over_the_stay_when_the_quarters_cost_th
     assert grid.max() - grid.min() <= 0.01, f"the stay's import per quarter: {grid.round(2)}"
     surplus_kwh = ((2.5 - 1.13) + 2 * (2.6 - 0.5)) / 4  # the PV the car takes in the three quarters
     assert grid.max() == pytest.approx((2.29 - surplus_kwh) / 0.75, abs=0.05)  # no more than it must
+
+
+def test_batteries_that_may_not_feed_the_car_still_sell_while_it_is_not_plugged_in() -> None:
+    # The car is there from 18:00; at noon the export pays more than any import: the batteries sell then.
+    # The rule that keeps them from feeding the car held for the whole horizon once a car was in it.
+    export, price = np.full(STEPS, 0.02), np.full(STEPS, 0.279)
+    export[steps_of(1, 2)], price[steps_of(1, 2)] = 0.6, 0.7  # plan from 11:00: noon is its second hour
+    session = CarSession(at(18), at(31), energy_kwh=10.0)
+    full = tuple(BatterySpec(f"b{i}", capacity_kwh=5.12, soc=90.0) for i in range(3))
+    result = plan(
+        inputs(start=at(11), import_price=price, export_price=export, batteries=full, car=(session,))
+    )
+    noon = result.steps[steps_of(1, 2).start]
+    assert noon.battery_kw > noon.load_kw + 1.0, "the batteries sell at noon"
+    assert noon.grid_kw < -1.0
+    evening = [step for step in result.steps[steps_of(7, 20)] if step.car_kw > 0]
+    assert evening
+    assert all(step.battery_kw <= step.load_kw - step.pv_kw + 1e-6 for step in evening)

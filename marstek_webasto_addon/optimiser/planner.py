@@ -381,7 +381,7 @@ class Problem:
     net: FloatArray  # load + wallbox - pv (kW)
     import_price: FloatArray
     export_price: FloatArray
-    house_net: FloatArray | None  # load - pv where the batteries must not feed the car, else None
+    house_net: FloatArray | None  # load - pv where the batteries must not feed the car (else inf), or None
     groups: tuple[Group, ...]
     month: IntArray  # month index per step
     month_floor: FloatArray  # lower bound of each month's peak (kW)
@@ -892,7 +892,11 @@ def _problem(inputs: PlanInputs, window_start: datetime, window_steps: int) -> t
         terminal = max(0.0, _quantile(last_day, TERMINAL_QUANTILE) * eta_d) if len(pi) else 0.0
     car_max, needs, car_index = _car(inputs, window_start, first, dt, pi)
     car_on = car_max is not None and bool(np.any(car_max > 0))
-    cover = None if inputs.batteries_cover_wallbox or not (np.any(wallbox > 0) or car_on) else load - pv
+    cover = None
+    if not inputs.batteries_cover_wallbox and (np.any(wallbox > 0) or car_on):
+        # Only where the wallbox may charge: at other steps the batteries may sell as without a car.
+        charging = (wallbox > 0) | (car_max > 0 if car_max is not None else False)
+        cover = np.where(charging, load - pv, math.inf)
     reserve = None
     if np.any(weights > 0) and len(inputs.load_high_kw):
         reserve = _reserve(inputs, groups, load + standby, pv, dt, floors[month], keys)
