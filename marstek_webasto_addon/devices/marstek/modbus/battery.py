@@ -16,7 +16,11 @@ The Local API's commands map onto the control registers (docs/marstek-modbus.md 
   control again and without writing 42000 (0x55BB reloads the byte from EEPROM, which would undo a mode the
   app has not stored there). The same stored mode is the battery dropping control by itself (a reboot, §4.3):
   control is taken again. Only a poll no command of the add-on overlapped is compared: one that read 42000
-  before a write and 43000 after it saw a state the battery was never in.
+  before a write and 43000 after it saw a state the battery was never in. When the stored mode is not known
+  (a Passive carried over from the Local API before any poll without a lease read it, a work mode write that
+  was not applied), a control read off after the lease held it (`Lease.held`) is taken for a person's choice
+  all the same: the lease yields, and the mode read is the stored one from then on (a battery that dropped
+  control by itself is then left in its own mode, the safe side).
 * A control no lease asks for is released when it is seen (`release_owed`): at the first poll or
   `release_left_control()` after a start (a battery left in RS485 control by a run that died), and after a
   release that could not be done (a lease handed back while the battery could not be reached, a work mode
@@ -84,6 +88,10 @@ class Lease:
     power: int
     until: float
     at_bound: bool = False  # the SOC bound was reached: idle under control until the lease ends
+    # RS485 control was seen on for it (a take verified by its read-back, or a poll no command overlapped)
+    # and no release of the add-on's own is under way: a control read off now was let go by someone else,
+    # not a take of ours that did not land.
+    held: bool = False
 
     @property
     def force(self) -> ForceMode:
@@ -145,7 +153,8 @@ class ModbusBattery:
         self._soc_reads = 0
         self._blind_said = False
         # The stored work mode (43000) as the add-on last set it, or read it with control off, no lease
-        # running and no command of its own under way; None: not known (a write of it that failed).
+        # running and no command of its own under way; None: not known (a write of it that failed, or none
+        # read yet: a lease then yields to any control read off after it held it, see `_changed_outside`).
         self._work_mode: WorkMode | None = None
         self._connecting = asyncio.Lock()
         self._writing = asyncio.Lock()  # a command, or the lease's upkeep after a poll: never both at once
@@ -347,7 +356,9 @@ class ModbusBattery:
             if self.release_owed:
                 await self._release_owed()
             return
-        if polled is not None and self._changed_outside(polled):
+        if polled is not None and polled.number("rs485_control") == Rs485.ON:
+            lease.held = True
+        if polled is not None and self._changed_outside(lease, polled):
             await self._yield_lease(lease, polled)
             return
         if self._clock() >= lease.until:
@@ -391,9 +402,16 @@ class ModbusBattery:
             )
             await self._apply(lease)
 
-    def _changed_outside(self, polled: ControlState) -> bool:
+    def _changed_outside(self, lease: Lease, polled: ControlState) -> bool:
         mode = polled.work_mode
-        return _released(polled) and None not in (mode, self._work_mode) and mode is not self._work_mode
+        if not _released(polled) or mode is None:
+            return False
+        if self._work_mode is None:
+            # Nothing to compare with: a control the lease held and no release of ours let go is a
+            # person's (their choice wins; the battery's own mode is the safe side). A take that never
+            # landed is tried again.
+            return lease.held
+        return mode is not self._work_mode
 
     async def _yield_lease(self, lease: Lease, polled: ControlState) -> None:
         """A person's work mode: the lease ends, RS485 control stays off (their mode is the byte control
@@ -401,12 +419,20 @@ class ModbusBattery:
         forced power of the add-on waits in RAM for the next controller to switch control on."""
         mode = polled.work_mode
         assert mode is not None
+        unknown = (
+            ""
+            if self._work_mode is not None
+            else " (the stored work mode was not known: RS485 control released by someone else is taken as "
+            "a person's choice)"
+        )
         _LOG.warning(
             "%s: the work mode was changed to %s outside the add-on (the Marstek app?) while the lease of "
-            "Passive %+d W ran: the lease ends and RS485 control is not taken again (a person's choice wins)",
+            "Passive %+d W ran: the lease ends and RS485 control is not taken again (a person's choice "
+            "wins)%s",
             self.label,
             _mode_name(mode),
             lease.power,
+            unknown,
         )
         if self.lease is lease:
             self.lease = None
@@ -414,6 +440,7 @@ class ModbusBattery:
         await self.modbus.stop()
 
     async def _end_lease(self, lease: Lease) -> None:
+        lease.held = False  # a control read off from now on may be this release's
         outcome = await self.modbus.release()
         if outcome.ok and self.lease is lease:  # (not a renewal that came meanwhile: it takes it again)
             _LOG.info("%s: the lease of Passive %+d W ended: control released", self.label, lease.power)
@@ -484,6 +511,11 @@ class ModbusBattery:
         return lease.power > 0 and soc <= self.soc_floor
 
     async def _apply(self, lease: Lease) -> WriteOutcome:
+        outcome = await self._force(lease)
+        lease.held = lease.held or outcome.ok  # (verified by its read-back: control on)
+        return outcome
+
+    async def _force(self, lease: Lease) -> WriteOutcome:
         client = self.modbus
         soc = self.snapshot.soc
         if lease.power > 0 and not self.soc_blind and self._soc_stale():
