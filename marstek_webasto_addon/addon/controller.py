@@ -31,7 +31,10 @@ under way, or no poll begun after it ended. The first poll stamped after a write
 (a poll and a command share the connection request by request) and caught the battery on its way to the
 new power: only the next one counts, and a meter reading at least as recent. A write older than three poll
 intervals and 10 s (as long as a reading counts as fresh) holds nothing back any more: a power the transport
-has stopped reading must not hold the set-points for good.
+has stopped reading must not hold the set-points for good. Nor does a write queued or under way for longer,
+counted from when it was submitted (or its sending began): a role waiting behind a schedule clearing over
+UDP (a minute or two a battery) would otherwise hold every set-point of the site as long, the start of night
+charging or peak assist among them.
 """
 
 from __future__ import annotations
@@ -181,11 +184,17 @@ class _Actuator:
         # first power reading stamped after it: the readings show that write from the next one on
         self.written_at: float | None = None
         self.read_after: float | None = None
+        # time.monotonic() when the role waiting now was submitted (the first of those that replaced one
+        # another), and when the one being written began to be sent
+        self.queued_at = 0.0
+        self.sending_at = 0.0
 
     def submit(self, command: Command) -> None:
         if command.clear_schedules:
             self.clear = True
         else:
+            if self.role is None:
+                self.queued_at = time.monotonic()
             self.role = command  # a newer role replaces one that has not been sent yet
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._work(), name=f"optimiser-{self.device.name}")
@@ -230,6 +239,7 @@ class _Actuator:
     async def _send_guarded(self, command: Command) -> WriteOutcome | None:
         before = None if self.unconfirmed else self.last_role  # what the battery was surely doing
         self.sending = command  # a stop sends Auto after it, whatever it was
+        self.sending_at = time.monotonic()
         try:
             outcome = await self._guarded(
                 self._send(command), f"{command.describe()} (optimiser: {command.reason})"
@@ -247,9 +257,12 @@ class _Actuator:
         self, read_at: float | None, grid_at: float | None, now: float, window: float
     ) -> bool:
         """Whether a power reading stamped `read_at` (and the meter's, `grid_at`) show the last write that
-        moved the battery: read by a poll begun after the write ended (see the module's docstring)."""
-        if self.role is not None or self.sending is not None:
-            return False  # a write queued or under way
+        moved the battery: read by a poll begun after the write ended (see the module's docstring). A write
+        queued or under way holds back for `window` at most, as one that ended does."""
+        if self.sending is not None and now - self.sending_at <= window:
+            return False  # a write under way
+        if self.role is not None and now - self.queued_at <= window:
+            return False  # a write queued (behind a schedule clearing, perhaps)
         written = self.written_at
         if written is None or now - written > window:
             return True

@@ -22,8 +22,13 @@ house is the grid plus the batteries). The meter shows a command at once, a batt
 after it: worked out in between, a charge reads back as a load to cover, the next step's discharge as none,
 and the batteries flap charge <-> idle <-> discharge at every step. So while a battery's reading does not
 show its last command yet (`settling`, given by the controller, which sees the writes and the polls), no
-Passive battery's role or power changes; a countdown refresh still goes, and a set-point the SOC window
-takes to 0 W goes at once. Nor is such a battery's mode, read before the command, taken for the battery
+Passive battery's role or power changes on what the readings say: not even towards less (right after a
+larger set-point the stale total asks for less, right after a smaller one for more: a reduction let through
+at once brings the flapping back, a power swinging by a kilowatt at every other poll). What does not come
+from the readings still goes at once: the set-point kept is held within the battery's SOC window and limits
+of now (a discharge at its floor, a charge at full, go to 0 W at once, and a countdown refresh never renews
+a set-point outside them), and a stop the battery's SOC asks for (`_Want.soc_stop`: empty, full, charged to
+its night goal) goes as it is. Nor is such a battery's mode, read before the command, taken for the battery
 leaving it (the command is not sent again for that).
 """
 
@@ -106,6 +111,9 @@ class _Want:
     # One of a group whose total moved by the deadband: sent even if its own share moved less (three
     # batteries each 80 W off are 240 W at the meter).
     exact: bool = False
+    # A stop the battery's own SOC asks for (empty, full, charged to its night goal), not worked out from the
+    # meter: it goes at once while the readings settle (see the module's *Consistent readings*).
+    soc_stop: bool = False
 
 
 class Optimiser:
@@ -439,7 +447,7 @@ class Optimiser:
             self.strategy = "all full: surplus goes to the grid"
             self.overflow = self.support = None
             for i in usable:
-                wants[i] = _Want(Role.IDLE, reason="all batteries full")
+                wants[i] = _Want(Role.IDLE, reason="all batteries full", soc_stop=True)
             self.next_action = (
                 f"restart after {s.hysteresis:g} min of consumption with a battery above {s.restart_soc:g} %"
             )
@@ -729,6 +737,10 @@ class Optimiser:
             if why:
                 self._decide(inputs.now, f"Overflow charging of {current.name} stops: {why}")
                 self.overflow = None
+                if (current.soc or 0) >= s.all_full_soc and wants[current.id].role is Role.IDLE:
+                    wants[current.id] = _Want(
+                        Role.IDLE, reason="overflow charging: it is full", soc_stop=True
+                    )
                 return
             self.overflow_power = max(100, min(int(s.overflow_max_power), current.max_charge_w, wanted))
             wants[current.id] = _Want(Role.CHARGE, -self.overflow_power, reason="overflow charging")
@@ -783,6 +795,9 @@ class Optimiser:
                 if why:
                     self._decide(inputs.now, f"Load support by {current.name} stops: {why}")
                 self.support = None
+                empty = (current.soc or 0) <= current.soc_floor + SOC_MARGIN
+                if empty and wants[current.id].role is Role.IDLE:
+                    wants[current.id] = _Want(Role.IDLE, reason="load support: it is empty", soc_stop=True)
                 return
             self.support_power = max(100, min(current.max_discharge_w, wanted))
             wants[current.id] = _Want(Role.DISCHARGE, self.support_power, reason="load support")
@@ -855,7 +870,7 @@ class Optimiser:
                 if i in plan.power_w and (battery.soc or 0) < goal - 0.5:
                     wants[i] = _Want(Role.CHARGE, -plan.power_w[i], reason=f"night charging to {goal:.0f} %")
                 else:
-                    wants[i] = _Want(Role.IDLE, reason="night charging: this battery is done")
+                    wants[i] = _Want(Role.IDLE, reason="night charging: this battery is done", soc_stop=True)
             self.next_action = ""
             return
         self.strategy = "night: no rotation"
@@ -987,8 +1002,9 @@ class Optimiser:
         countdown = int(s.passive_countdown * 60)
         batteries = {b.id: b for b in inputs.batteries}
         # A reading of these batteries predates a command: the total worked out from the meter is off by that
-        # command, so the Passive set-points sent stay until the readings show it (a mode change has its own
-        # switch interval; a safety fallback goes at once).
+        # command, so the Passive set-points sent stay until the readings show it, a smaller power as a
+        # larger one (a mode change has its own switch interval; a safety fallback goes at once). They stay
+        # within the SOC window and limits of now, and a stop the SOC asks for goes (*Consistent readings*).
         waiting = not safety and not self.settling.isdisjoint(wants)
         # Auto last: a battery leaves Auto before another one enters it (never two in Auto together)
         for battery_id in sorted(wants, key=lambda i: wants[i].role is Role.AUTO):
@@ -1016,8 +1032,12 @@ class Optimiser:
                 if want.role in PASSIVE_ROLES:
                     moved = abs(power - sent.power) >= (1 if want.exact else POWER_DEADBAND_W)
                     changed = want.role is not sent.role or moved
-                    if changed and waiting and not (power == 0 and want.power != 0):  # (0 W: the SOC window)
-                        want, power, changed = replace(want, role=sent.role), sent.power, False
+                    if changed and waiting and not want.soc_stop:
+                        # the set-point sent stays, as the SOC window and the limits allow it now
+                        want = replace(want, role=sent.role)
+                        power = self._clamp(battery, replace(want, power=sent.power))
+                        changed = power != sent.power
+                        reason = "kept within its SOC window and limits while the readings settle"
                     # two thirds in, or earlier when the next step may come too late (a countdown set
                     # short from Home Assistant, long control steps): never a gap between two commands
                     refresh = t - sent.at >= min(countdown * 2 / 3, countdown - 2 * self.step_s)
