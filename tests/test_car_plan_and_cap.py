@@ -200,3 +200,42 @@ async def test_pv_chosen_again_after_a_persons_own_current_starts_afresh(make_bo
     finally:
         await site.client.close()
     assert set(evening) == {0}, f"pv without surplus set {evening}"
+
+
+# --- a session without slack: held down to what its departure needs now ------------------------------------
+
+
+async def test_the_departure_floor_counts_to_a_departure_inside_the_quarter(make_box: BoxFactory) -> None:
+    # 1.5 kWh by 18:10: 9 kW over the 10 minutes left, not 6 kW over the quarter's 15.
+    site = await plan_mode(make_box)
+    try:
+        site.control.set_target(energy_kwh=1.5)
+        session = CarSession(START, START + timedelta(minutes=10), 1.5, max_kw=11.04, min_kw=4.14)
+        site.plan = (11.04, SessionPlan(session, 1.5, 0.0, 0.0))
+        assert await site.link.poll_once()
+        inputs = site.control.inputs()
+    finally:
+        await site.client.close()
+    assert inputs is not None
+    assert not inputs.plan_slack
+    assert inputs.plan_floor_w == pytest.approx(9000.0, rel=0.01)
+
+
+async def test_the_departure_floor_counts_what_the_car_took_since_the_plan(make_box: BoxFactory) -> None:
+    # 4.64 kWh by 19:00 (no slack): 0.5 kWh is due this quarter. The plan's figure stays 4.64 all quarter;
+    # counted from it, the floor climbed to the plan's full power whatever the car took meanwhile.
+    site = await plan_mode(make_box)
+    try:
+        site.control.set_target(energy_kwh=4.64)
+        session = CarSession(START, START + timedelta(hours=1), 4.64, max_kw=11.04, min_kw=4.14)
+        site.plan = (11.04, SessionPlan(session, 4.64, 0.0, 0.0))
+        assert await site.link.poll_once()
+        first = site.control.inputs()
+        site.control._stay_kwh = 0.5  # the wallbox's meter: what was due this quarter is in the car
+        after = site.control.inputs()
+    finally:
+        await site.client.close()
+    assert first is not None
+    assert after is not None
+    assert first.plan_floor_w == pytest.approx(2000.0, rel=0.01)  # 0.5 kWh over the quarter
+    assert after.plan_floor_w == 0.0

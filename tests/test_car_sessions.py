@@ -418,3 +418,13 @@ def test_batteries_that_may_not_feed_the_car_still_sell_while_it_is_not_plugged_
     evening = [step for step in result.steps[steps_of(7, 20)] if step.car_kw > 0]
     assert evening
     assert all(step.battery_kw <= step.load_kw - step.pv_kw + 1e-6 for step in evening)
+
+
+def test_a_night_stay_is_not_spread_below_the_wallboxs_minimum() -> None:
+    # 10 kWh over a night whose cheap hours cost the same: spread over them (as a short stay's import is),
+    # every quarter would be below the wallbox's minimum, a start every quarter-hour where one run does.
+    session = CarSession(at(18), at(31), energy_kwh=10.0)
+    result = plan(inputs(import_price=night_prices(), capacity=CapacityTariff(floor_kw=15.0), car=(session,)))
+    car = car_power(result)
+    assert car.sum() / 4 == pytest.approx(10.0, abs=0.01)
+    assert np.count_nonzero(car > 1e-6) <= 5, f"the car in {np.count_nonzero(car > 1e-6)} quarter-hours"

@@ -339,11 +339,14 @@ class CarControl:
         hours_left = 0.0 if session is None else (session.departure - now).total_seconds() / 3600
         slack = session is None or has_slack(session.energy_kwh, hours_left, session.max_kw)
         floor_w = None
-        if session is not None and not slack:
+        live = self.session(now) if session is not None and not slack else None
+        if session is not None and live is not None:
+            # From what the car still needs now (the plan's figure is from the quarter's start), over the
+            # rest of this quarter or up to the departure if that comes first.
             quarter_end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
             quarter_end += timedelta(minutes=15)
-            rest_h = max(1.0, (quarter_end - now).total_seconds()) / 3600
-            due = departure_floor_kwh(session.energy_kwh, hours_left, rest_h, session.max_kw)
+            rest_h = max(1.0, (min(quarter_end, session.departure) - now).total_seconds()) / 3600
+            due = departure_floor_kwh(live.energy_kwh, hours_left, rest_h, live.max_kw)
             floor_w = due / rest_h * 1000
         return CarInputs(
             t=self.clock.seconds(),

@@ -83,8 +83,8 @@ are modelled as their sum, a "group" g; three Venus E are one group: 5 variables
   carried out PEAK_MARGIN_KW under it, and the rest is room for the house above its forecast (else a long
   session comes short every quarter and makes it up with a new peak before the departure: in the replay,
   November's peak with a Tesla 4.93 kW without a margin, 4.67 kW at 0.05 kW, 4.29 kW at 0.15 kW).
-  Ties go to the lowest import at the stay's highest quarter (STAY_PEAK_EUR_PER_KW), then to charging
-  sooner. The car's own taper near full is not modelled.
+  Ties go to the lowest import at a short stay's highest quarter with the capacity tariff
+  (STAY_PEAK_EUR_PER_KW), then to charging sooner. The car's own taper near full is not modelled.
 """
 
 from __future__ import annotations
@@ -118,12 +118,15 @@ PEAK_MARGIN_KW = 0.05  # carrying out a step aims this far under the month's pea
 # against 0.05 takes February's peak with a Tesla from 2.80 to 2.66 kW (the bound's: 2.50), November's from
 # 4.67 to 4.29, for EUR 3 a year less over three cars and households (one EUR 0.43 more).
 CAR_PEAK_MARGIN_KW = 0.15
-# Between equally cheap plans for a stay, the one with the lowest import at its highest quarter wins: the
-# import is spread over the stay rather than taken at its start ("sooner"), so a house load above its
-# forecast finds room under the month's peak. (A 45-minute stay at noon in August took the wallbox's full
-# power in its first quarter, PV covering the rest later; the house came 0.7 kW above its forecast and set
-# the month's peak 0.3 kW over the bound's.)
+# Between equally cheap plans for a short stay, with the capacity tariff, the one with the lowest import at
+# its highest quarter wins: the import is spread over the stay rather than taken at its start ("sooner"), so
+# a house load above its forecast finds room under the month's peak. (A 45-minute stay at noon in August took
+# the wallbox's full power in its first quarter, PV covering the rest later; the house came 0.7 kW above its
+# forecast and set the month's peak 0.3 kW over the bound's.) Not for a long stay: spread over a night, its
+# import falls below the wallbox's minimum, which charges in bursts, a start every quarter-hour where one run
+# would do, and a car that leaves early is the emptier.
 STAY_PEAK_EUR_PER_KW = 1e-4
+SHORT_STAY_STEPS = 8  # two hours
 RESERVE_STEPS = 4  # the capacity reserve covers this many quarter-hours of high load ahead
 SCARCE_STEPS = 24  # energy is scarce when the plan empties the batteries within this many quarter-hours
 RESERVE_SHARE = 0.5  # and never more than this share of the usable energy
@@ -599,7 +602,8 @@ def _numbers(
         upper[ix.later[i]] = need.later_kwh
         row_lo[ix.need[i]] = need.energy
         row_hi[ix.need[i]] = need.energy
-        cost[ix.stay_peak[i]] = STAY_PEAK_EUR_PER_KW if problem.tie_breaks else 0.0
+        short = need.end - need.begin <= SHORT_STAY_STEPS and ix.capacity
+        cost[ix.stay_peak[i]] = STAY_PEAK_EUR_PER_KW if problem.tie_breaks and short else 0.0
         row_lo[ix.stay_rows[i]] = -inf
         row_hi[ix.stay_rows[i]] = 0.0
     return cost, lower, upper, row_lo, row_hi

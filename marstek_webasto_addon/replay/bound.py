@@ -86,6 +86,7 @@ def bound(
             CarNeed(v.arrival - start_quarter, v.departure - start_quarter, v.energy_kwh) for v in car
         )
     with_car = bool(np.any(fixed_car > 0)) or bool(car)
+    charging = (fixed_car > 0) | (car_max > 0 if car_max is not None else False)
     times = (year.clock if year.clock is not None else local_times())[span]
     keys = sorted(month_shares)
     month = np.array([keys.index((at.year, at.month)) for at in times], dtype=np.int32)
@@ -96,7 +97,8 @@ def bound(
         net=load - pv,
         import_price=prices.import_price[span],
         export_price=prices.export_price[span],
-        house_net=None if feed_car or not with_car else house - pv,
+        # (as the planner: kept from the car only where it may charge, free to sell elsewhere)
+        house_net=None if feed_car or not with_car else np.where(charging, house - pv, np.inf),
         groups=groups,
         month=month,
         month_floor=np.full(len(keys), tariff.capacity_floor_kw),

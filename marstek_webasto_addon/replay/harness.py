@@ -313,7 +313,9 @@ class CarExecutor:
             room = budget / rest_h - house_grid_kw  # the car's average over the rest of the quarter
             if kw > room:
                 below = room < visit.min_kw
-                capped = _minimum_bursts(budget, rest_h, house_grid_kw, visit.min_kw) if below else room
+                capped = min(
+                    kw, _minimum_bursts(budget, rest_h, house_grid_kw, visit.min_kw) if below else room
+                )
                 if has_slack(left, hours_left, visit.max_kw):
                     return capped
                 # No slack: held down to what the departure needs now, not below.
