@@ -21,7 +21,7 @@ from marstek_webasto_addon.devices.webasto.client import WebastoClient
 from marstek_webasto_addon.devices.webasto.link import WallboxLink, WallboxLinkSettings
 from marstek_webasto_addon.devices.webasto.registers import WallboxModel
 from marstek_webasto_addon.devices.webasto.simulator import Car, WallboxServer, WallboxSim
-from marstek_webasto_addon.optimiser.car import ChargeMode, QuarterBudget
+from marstek_webasto_addon.optimiser.car import CarInputs, ChargeMode, QuarterBudget
 from marstek_webasto_addon.optimiser.car_sessions import CarSession, SessionPlan
 
 from .test_car_control import Site, StepClock
@@ -205,37 +205,37 @@ async def test_pv_chosen_again_after_a_persons_own_current_starts_afresh(make_bo
 # --- a session without slack: held down to what its departure needs now ------------------------------------
 
 
-async def test_the_departure_floor_counts_to_a_departure_inside_the_quarter(make_box: BoxFactory) -> None:
-    # 1.5 kWh by 18:10: 9 kW over the 10 minutes left, not 6 kW over the quarter's 15.
+async def without_slack(
+    make_box: BoxFactory, energy_kwh: float, stay: timedelta, took_kwh: float | None = None
+) -> CarInputs:
+    """The car control's inputs for a plan made at the plug-in (18:00) for `energy_kwh` by 18:00 + `stay`;
+    `took_kwh`: what the wallbox's meter says the car took since."""
     site = await plan_mode(make_box)
     try:
-        site.control.set_target(energy_kwh=1.5)
-        session = CarSession(START, START + timedelta(minutes=10), 1.5, max_kw=11.04, min_kw=4.14)
-        site.plan = (11.04, SessionPlan(session, 1.5, 0.0, 0.0))
+        site.control.set_target(energy_kwh=energy_kwh)
+        session = CarSession(START, START + stay, energy_kwh, max_kw=11.04, min_kw=4.14)
+        site.plan = (11.04, SessionPlan(session, energy_kwh, 0.0, 0.0))
         assert await site.link.poll_once()
+        if took_kwh is not None:
+            site.control._stay_kwh = took_kwh
         inputs = site.control.inputs()
     finally:
         await site.client.close()
     assert inputs is not None
     assert not inputs.plan_slack
+    return inputs
+
+
+async def test_the_departure_floor_counts_to_a_departure_inside_the_quarter(make_box: BoxFactory) -> None:
+    # 1.5 kWh by 18:10: 9 kW over the 10 minutes left, not 6 kW over the quarter's 15.
+    inputs = await without_slack(make_box, 1.5, timedelta(minutes=10))
     assert inputs.plan_floor_w == pytest.approx(9000.0, rel=0.01)
 
 
 async def test_the_departure_floor_counts_what_the_car_took_since_the_plan(make_box: BoxFactory) -> None:
-    # 4.64 kWh by 19:00 (no slack): 0.5 kWh is due this quarter. The plan's figure stays 4.64 all quarter;
-    # counted from it, the floor climbed to the plan's full power whatever the car took meanwhile.
-    site = await plan_mode(make_box)
-    try:
-        site.control.set_target(energy_kwh=4.64)
-        session = CarSession(START, START + timedelta(hours=1), 4.64, max_kw=11.04, min_kw=4.14)
-        site.plan = (11.04, SessionPlan(session, 4.64, 0.0, 0.0))
-        assert await site.link.poll_once()
-        first = site.control.inputs()
-        site.control._stay_kwh = 0.5  # the wallbox's meter: what was due this quarter is in the car
-        after = site.control.inputs()
-    finally:
-        await site.client.close()
-    assert first is not None
-    assert after is not None
-    assert first.plan_floor_w == pytest.approx(2000.0, rel=0.01)  # 0.5 kWh over the quarter
+    # 4.64 kWh by 19:00 (no slack): 0.5 kWh is due this quarter (2 kW over it). The plan's figure stays 4.64
+    # all quarter; counted from it, the floor climbed to the full power whatever the car took meanwhile.
+    first = await without_slack(make_box, 4.64, timedelta(hours=1))
+    assert first.plan_floor_w == pytest.approx(2000.0, rel=0.01)
+    after = await without_slack(make_box, 4.64, timedelta(hours=1), took_kwh=0.5)  # what was due is in
     assert after.plan_floor_w == 0.0

@@ -52,16 +52,21 @@ def last(commands: list[Command], why: str) -> Command:
     return commands[-1]
 
 
-def support_world() -> SettlingWorld:
-    """A in Auto at its maximum, C helping with 700 W (load support), B idle in Passive."""
-    world = SettlingWorld([battery("A", 60), battery("B", 30), battery("C", 65)])
+def a_at_its_maximum(world: SettlingWorld, grid: float, seconds: float) -> None:
+    """A active in Auto, past the switch interval, then at its maximum with `grid` W still imported."""
     world.engine.active, world.engine.last_switch = "a", 1000.0
     world.grid = 0.0
     world.step()
     world.run(310)
     world.set("A", ac_power=2500.0)
-    world.grid = 700
-    world.run(130)
+    world.grid = grid
+    world.run(seconds)
+
+
+def support_world() -> SettlingWorld:
+    """A in Auto at its maximum, C helping with 700 W (load support), B idle in Passive."""
+    world = SettlingWorld([battery("A", 60), battery("B", 30), battery("C", 65)])
+    a_at_its_maximum(world, grid=700, seconds=130)
     support = last(world.sent_to("c", 0), "no load support")
     assert (support.role, support.power_w) == (Role.DISCHARGE, 700)
     return world
@@ -74,13 +79,7 @@ def peak_world() -> SettlingWorld:
         now=datetime(2026, 6, 3, 17, 54, 50),
         settings=Settings(enabled=True, method="rules", peak_target=2.5),
     )
-    world.engine.active, world.engine.last_switch = "a", 1000.0
-    world.grid = 0.0
-    world.step()
-    world.run(310)
-    world.set("A", ac_power=2500.0)
-    world.grid = 3000
-    world.run(120)
+    a_at_its_maximum(world, grid=3000, seconds=120)
     assert world.engine.peak_assist_on
     helpers = {c.battery_id for c in world.log if c.role is Role.DISCHARGE and c.power_w > 0}
     assert helpers == {"b", "c"}, world.log

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,7 +50,10 @@ def year(cache: Path) -> HouseholdYear:
     return household_year("family", region=5, kwp=5.0)
 
 
-def short_bound(year: HouseholdYear, start: int, quarters: int, prices: object = None) -> dict[str, object]:
+def short_bound(
+    year: HouseholdYear, start: int, quarters: int, prices: object = None, *, with_car: bool = False
+) -> dict[str, Any]:
+    """The bound over the span; `with_car`: over the car's sessions in it, the batteries not feeding it."""
     return bound(
         year,
         prices or tariff_prices(DEFAULT_TARIFF),  # type: ignore[arg-type]
@@ -60,6 +64,8 @@ def short_bound(year: HouseholdYear, start: int, quarters: int, prices: object =
         batteries=3,
         profile="venus_e3_v150",
         start_soc=50.0,
+        car=car_visits(year, start, quarters) if with_car else None,
+        feed_car=not with_car,
     )
 
 
@@ -197,19 +203,7 @@ def test_the_planned_car_is_charged_by_its_departures_from_the_grid(cache: Path)
     # what the sessions allowed from the batteries' state at each plug-in is a floor under the month's peak
     assert set(car["peak_from_arrival_kw"]) == {"2021-01"}
     assert 0 < car["peak_from_arrival_kw"]["2021-01"] <= planned["monthly_peaks_kw"]["2021-01"]
-    best = bound(
-        year,
-        tariff_prices(DEFAULT_TARIFF),
-        DEFAULT_TARIFF,
-        month_fractions(start, quarters),
-        start_quarter=start,
-        quarters=quarters,
-        batteries=3,
-        profile="venus_e3_v150",
-        start_soc=50.0,
-        car=car_visits(year, start, quarters),
-        feed_car=False,
-    )
+    best = short_bound(year, start, quarters, with_car=True)
     assert best["car"]["charged_kwh"] == pytest.approx(car["charged_kwh"], abs=0.1)
     assert best["car"]["battery_to_car_kwh"] == pytest.approx(0.0, abs=1e-6)
     assert best["bill_eur"] <= planned["bill_eur"] < fixed["bill_eur"]
@@ -230,19 +224,7 @@ def test_the_bound_stays_below_the_planned_car_with_dynamic_prices(cache: Path) 
         quarters=quarters,
         setup=ReplaySetup(car_mode="plan"),
     )
-    best = bound(
-        year,
-        prices,
-        DEFAULT_TARIFF,
-        month_fractions(start, quarters),
-        start_quarter=start,
-        quarters=quarters,
-        batteries=3,
-        profile="venus_e3_v150",
-        start_soc=50.0,
-        car=car_visits(year, start, quarters),
-        feed_car=False,
-    )
+    best = short_bound(year, start, quarters, prices, with_car=True)
     assert best["car"]["battery_to_car_kwh"] == pytest.approx(0.0, abs=1e-6)
     assert best["bill_eur"] <= planned["bill_eur"]
 
