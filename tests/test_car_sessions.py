@@ -11,6 +11,7 @@ import pytest
 from marstek_webasto_addon.optimiser.car_sessions import (
     CarSession,
     PastSession,
+    burst_hours,
     expected_session,
     has_slack,
     next_departure,
@@ -143,6 +144,19 @@ def test_the_wallbox_carries_out_a_quarter_below_its_minimum_as_minutes_at_the_m
     assert set(low[8:]) == {0.0}
     assert sum(low) / 15 == pytest.approx(2.0)  # the quarter's energy exactly
     assert wallbox_minutes(0.0, session) == (0.0,) * 15
+
+
+def test_a_burst_at_the_minimum_counts_import_only() -> None:
+    # 0.5 kWh of the quarter's import left, 0.25 h to go. A house importing 1 kW takes 0.25 kWh of it
+    # whether the car runs or not: the car's 4 kW get the other 0.25 kWh, 3.75 minutes.
+    assert burst_hours(0.5, 0.25, 1.0, 4.0) == pytest.approx(0.25 / 4.0)
+    # A house exporting 2 kW lends the car its export only while the car runs: 0.5 kWh at 2 kW net.
+    assert burst_hours(0.5, 0.25, -2.0, 4.0) == pytest.approx(0.25)
+    assert burst_hours(0.2, 0.25, -2.0, 4.0) == pytest.approx(0.1)
+    # An export that covers the car imports nothing, even with the budget spent; no budget, no burst.
+    assert burst_hours(-1.0, 0.25, -5.0, 4.0) == 0.25
+    assert burst_hours(0.1, 0.25, 1.0, 4.0) == 0.0
+    assert burst_hours(5.0, 0.25, 0.0, 4.0) == 0.25  # never past the quarter's end
 
 
 def test_sessions_are_taken_from_a_profile() -> None:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from .car_sessions import burst_hours
+
 QUARTER_H = 0.25
 
 
@@ -170,16 +172,14 @@ class _Cap:
         return math.floor((budget_wh / self.hours_left - self.house_w - margin_w) / self.per_amp + 1e-9)
 
     def burst_fits(self, amps: int, hold_s: float) -> bool:
-        """Whether the car may draw `amps` for `hold_s` more and then stop within the budget: the house's
-        own import to the quarter's end counted too. The meter counts import only: a house that exports
-        lends the car its export only while the car runs."""
+        """Whether the car may draw `amps` for `hold_s` more and then stop within the budget, the house's
+        own import to the quarter's end counted too (`car_sessions.burst_hours`, the replay's rule)."""
         if self.amps is None or self.note:
             return False
         hold_h = min(self.hours_left, hold_s / 3600)
-        budget_wh = self.target_kw * QUARTER_H * 1000 - self.import_wh
-        car_w = amps * self.per_amp
-        spent = max(0.0, self.house_w + car_w) * hold_h + max(0.0, self.house_w) * (self.hours_left - hold_h)
-        return spent <= budget_wh
+        budget_kwh = self.target_kw * QUARTER_H - self.import_wh / 1000
+        car_kw = amps * self.per_amp / 1000
+        return hold_h <= burst_hours(budget_kwh, self.hours_left, self.house_w / 1000, car_kw) + 1e-9
 
     def heading(self, amps: int) -> str:
         """What the quarter comes to if the car drew `amps` to its end, as the reason shows it."""

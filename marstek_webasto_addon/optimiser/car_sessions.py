@@ -85,6 +85,21 @@ def departure_floor_kwh(left_kwh: float, hours_left: float, rest_h: float, max_k
     return max(0.0, left_kwh - SLACK_SHARE * max_kw * max(0.0, hours_left - rest_h))
 
 
+def burst_hours(budget_kwh: float, rest_h: float, house_kw: float, car_kw: float) -> float:
+    """How long the car may draw `car_kw` from now and then stop, with the quarter's import staying within
+    `budget_kwh` (what is left of it) over its rest (`rest_h`); at most `rest_h`.
+
+    The meter's quarter counts import only. A house that imports (`house_kw` >= 0) does so to the quarter's
+    end, with the car or without; a house that exports lends the car its export only while the car runs:
+    the export in the minutes the car is off does not count against the import. The replay's wallbox and
+    the live capacity cap both decide a burst at the wallbox's minimum by this one rule."""
+    with_car = car_kw + house_kw
+    if with_car <= 0:
+        return rest_h  # the house's export covers the car: nothing is imported
+    on_h = (budget_kwh - house_kw * rest_h) / car_kw if house_kw >= 0 else budget_kwh / with_car
+    return max(0.0, min(rest_h, on_h))
+
+
 @dataclass(frozen=True)
 class PastSession:
     """A stay that ended: plugged in at `arrival`, out at `departure`, `energy_kwh` charged."""

@@ -43,6 +43,7 @@ from ..optimiser.car_sessions import (
     EXPECT_DAYS,
     CarSession,
     PastSession,
+    burst_hours,
     departure_floor_kwh,
     expected_session,
     has_slack,
@@ -313,9 +314,9 @@ class CarExecutor:
             room = budget / rest_h - house_grid_kw  # the car's average over the rest of the quarter
             if kw > room:
                 below = room < visit.min_kw
-                capped = min(
-                    kw, _minimum_bursts(budget, rest_h, house_grid_kw, visit.min_kw) if below else room
-                )
+                # below the minimum: the minimum for as much of this minute as the budget allows, front-loaded
+                burst = min(1.0, burst_hours(budget, rest_h, house_grid_kw, visit.min_kw) * 60)
+                capped = min(kw, visit.min_kw * burst if below else room)
                 if has_slack(left, hours_left, visit.max_kw):
                     return capped
                 # No slack: held down to what the departure needs now, not below.
@@ -601,20 +602,6 @@ def run(
                 year, clock, sessions, stored_at_arrival
             )
     return figures
-
-
-def _minimum_bursts(budget_kwh: float, rest_h: float, house_kw: float, min_kw: float) -> float:
-    """The car's power for this minute when the quarter has no room for its minimum throughout: the minimum
-    for as much of the minute as the budget (`budget_kwh` of import left) allows, front-loaded.
-
-    The meter's quarter counts import only: a house that exports (`house_kw` < 0) takes from the car's own
-    import only while the car runs; the export in the minutes it is off does not count against the import."""
-    with_car = min_kw + house_kw
-    if with_car <= 0:
-        return min_kw  # the house's export covers the minimum: nothing is imported
-    # A house that imports does so all along; one that exports lends the car its export while it runs.
-    on_h = (budget_kwh - house_kw * rest_h) / min_kw if house_kw >= 0 else budget_kwh / with_car
-    return min_kw * max(0.0, min(1.0, on_h * 60))
 
 
 def _deliverable_kwh(batteries: list[SimulatedBattery]) -> float:
