@@ -65,6 +65,10 @@ CAR_STOP_RETRY_S = 1800.0  # a car that stopped itself is offered current again 
 PLAN_WAIT_S = 60.0
 PHASE_RETRY_S = 60.0  # a phase switch the box refused is not asked again sooner (one warning a minute)
 STAYS_KEPT = 100  # about two months of a car that comes home every evening and at noon
+# The car's phases are read only while it clearly charges (the UNITE shows a few watts with no car at all);
+# a phase carries its charging above PHASE_ON_A (a phase it does not use reads about 0 A).
+CHARGING_W = 1000.0
+PHASE_ON_A = 1.0
 
 
 class Clock(Protocol):
@@ -133,6 +137,9 @@ class CarControl:
         if math.isnan(self._meter_at_plug):
             self._meter_at_plug = None
         self._stay_kwh = 0.0
+        # the most phases the car was seen to draw on in the stay under way; None: not seen charging yet
+        seen = saved.get("phases_seen")
+        self._phases_seen: int | None = seen if type(seen) is int and 1 <= seen <= 3 else None
 
     @property
     def key(self) -> str:
@@ -192,6 +199,7 @@ class CarControl:
             ],
             "plugged_since": None if self._plugged_since is None else self._plugged_since.isoformat(),
             "meter_at_plug": self._meter_at_plug,
+            "phases_seen": self._phases_seen,
         }
         self.save()
         self.on_change()
@@ -222,6 +230,7 @@ class CarControl:
             meter = link.snapshot.number("energy_total")
             if self._car_here is False:
                 self._plugged_since, self._stay_kwh, self._meter_at_plug = now, 0.0, meter
+                self._phases_seen = None  # another car, maybe
                 self._store()
             elif self._plugged_since is not None and meter is not None:
                 base = self._meter_at_plug
@@ -231,13 +240,32 @@ class CarControl:
                     self._store()
             self._car_here = True
             self._stay_kwh = max(self._stay_kwh, self.stay_kwh() or 0.0)
+            self._see_phases()
             return
         arrival = self._plugged_since
         if self._car_here and arrival is not None and now > arrival:
             self.stays = [*self.stays, PastSession(arrival, now, self._stay_kwh)][-STAYS_KEPT:]
         self._car_here = False
-        if arrival is not None:
-            self._plugged_since = self._meter_at_plug = None
+        if arrival is not None or self._phases_seen is not None:
+            self._plugged_since = self._meter_at_plug = self._phases_seen = None
+            self._store()
+
+    def _see_phases(self) -> None:
+        """Counts the phases the car draws on from the box's per-phase currents. Only a box on three phases
+        tells (on one, every car draws on one). The most seen in the stay counts: a reading while the car
+        ramps its current up may catch a phase before it carries anything."""
+        snapshot = self.wallbox.link.snapshot
+        if self._phases() != 3 or (snapshot.number("power") or 0.0) < CHARGING_W:
+            return
+        seen = 0
+        for key in ("current_l1", "current_l2", "current_l3"):
+            amps = snapshot.number(key)
+            if amps is None:
+                return  # a phase not read: the count would be too low
+            seen += amps > PHASE_ON_A
+        if seen > (self._phases_seen or 0):
+            self._phases_seen = seen
+            _LOG.info("%s: the car charges on %d phase%s", self.wallbox.name, seen, "s" if seen > 1 else "")
             self._store()
 
     def stay_kwh(self) -> float | None:
@@ -272,7 +300,7 @@ class CarControl:
         minimum, maximum = self.wallbox.link.client.current_limits()
         if maximum < minimum:
             return 0.0, 0.0
-        per_amp = self._phases() * VOLTS / 1000
+        per_amp = self._car_phases() * VOLTS / 1000
         return minimum * per_amp, maximum * per_amp
 
     def _can_switch_phases(self) -> bool:
@@ -309,8 +337,15 @@ class CarControl:
         return self._car_stopped_at is not None
 
     def _phases(self) -> int:
+        """The box's phases: what a phase switch is decided against."""
         values = self.wallbox.link.snapshot.values
         return 1 if values.get("phase_switch") == "1" or values.get("phases_installed") == "1" else 3
+
+    def _car_phases(self) -> int:
+        """The phases the car's power comes from: the box's, or fewer once the car was seen charging on fewer
+        (a single-phase on-board charger on a three-phase box draws a third of the box's power)."""
+        box = self._phases()
+        return box if self._phases_seen is None else min(box, self._phases_seen)
 
     # one control interval -----------------------------------------------------------------------------
 
@@ -329,7 +364,11 @@ class CarControl:
         reading = self.grid.current()
         age = reading.age()
         fresh = reading.value is not None and age is not None and age <= GRID_FRESH_S
-        phases = self._phases()
+        # The controller's phases turn its watts into amperes (the plan's power, the surplus, the capacity
+        # cap): the car's. On a box that switches phases they are also the phases it asks the box for,
+        # compared with the box's (`step`): there they stay the box's, or the car's phases would ask for
+        # switches the box does not need.
+        phases = self._phases() if client.supports("phase_switch") else self._car_phases()
         mode = ChargeMode(self.status.mode)
         planned, no_plan = self._plan_in_force(plugged_in) if mode is ChargeMode.PLAN else (None, False)
         now = self.clock.now()
