@@ -416,7 +416,17 @@ class Problem:
             self.standby_choice,
             self.car_max is not None,
             tuple((need.begin, need.end) for need in self.car_needs),
+            # which stays get a stay-peak column: it turns on the tie-breaks too, which nothing above shows
+            self.priced_stays(),
         )
+
+    def priced_stays(self) -> tuple[int, ...]:
+        """The car needs whose highest import is priced (STAY_PEAK_EUR_PER_KW): the short stays, with the
+        capacity tariff and the tie-breaks. Only they get a stay-peak column and rows: elsewhere the column
+        would cost nothing and its rows, one per quarter of a night's stay, would only slow the solve."""
+        if not self.tie_breaks or not np.any(self.month_weight > 0):
+            return ()
+        return tuple(i for i, need in enumerate(self.car_needs) if need.end - need.begin <= SHORT_STAY_STEPS)
 
 
 @dataclass(frozen=True)
@@ -464,8 +474,10 @@ class _Index:
         col += needs
         self.later = col + np.arange(needs, dtype=np.int32)
         col += needs
-        self.stay_peak = col + np.arange(needs, dtype=np.int32)
-        col += needs
+        # One stay-peak column and its rows per priced stay, in the order of `stays` (car need indices).
+        self.stays = problem.priced_stays()
+        self.stay_peak = col + np.arange(len(self.stays), dtype=np.int32)
+        col += len(self.stays)
         self.cols = col
         self.balance = steps
         row = n
@@ -478,9 +490,10 @@ class _Index:
         self.need = row + np.arange(needs, dtype=np.int32)
         row += needs
         self.stay_rows: list[npt.NDArray[np.int32]] = []
-        for need in problem.car_needs:
-            self.stay_rows.append(row + np.arange(need.end - need.begin, dtype=np.int32))
-            row += need.end - need.begin
+        for i in self.stays:
+            span = problem.car_needs[i].end - problem.car_needs[i].begin
+            self.stay_rows.append(row + np.arange(span, dtype=np.int32))
+            row += span
         self.rows = row
 
 
@@ -522,8 +535,10 @@ def _matrix(problem: Problem, ix: _Index) -> tuple[IntArray, IntArray, FloatArra
         put(ix.car[need.begin : need.end], ix.need[i], dt[need.begin : need.end])
         put(ix.miss[i], ix.need[i], 1.0)
         put(ix.later[i], ix.need[i], 1.0)
-        put(ix.imp[need.begin : need.end], ix.stay_rows[i], 1.0)
-        put(np.full(len(ix.stay_rows[i]), ix.stay_peak[i]), ix.stay_rows[i], -1.0)
+    for k, i in enumerate(ix.stays):
+        need = problem.car_needs[i]
+        put(ix.imp[need.begin : need.end], ix.stay_rows[k], 1.0)
+        put(np.full(len(ix.stay_rows[k]), ix.stay_peak[k]), ix.stay_rows[k], -1.0)
     col = np.concatenate(cols)
     row = np.concatenate(rows)
     val = np.concatenate(vals)
@@ -602,10 +617,10 @@ def _numbers(
         upper[ix.later[i]] = need.later_kwh
         row_lo[ix.need[i]] = need.energy
         row_hi[ix.need[i]] = need.energy
-        short = need.end - need.begin <= SHORT_STAY_STEPS and ix.capacity
-        cost[ix.stay_peak[i]] = STAY_PEAK_EUR_PER_KW if problem.tie_breaks and short else 0.0
-        row_lo[ix.stay_rows[i]] = -inf
-        row_hi[ix.stay_rows[i]] = 0.0
+    cost[ix.stay_peak] = STAY_PEAK_EUR_PER_KW
+    for rows in ix.stay_rows:
+        row_lo[rows] = -inf
+        row_hi[rows] = 0.0
     return cost, lower, upper, row_lo, row_hi
 
 
