@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from time import monotonic
 from typing import Any, Protocol
 
@@ -46,6 +46,7 @@ from ..optimiser.car_sessions import (
     next_departure,
     wallbox_minutes,
 )
+from ..optimiser.tariff import quarter_end
 from .inputs import GridInput
 
 _LOG = logging.getLogger(__name__)
@@ -382,9 +383,7 @@ class CarControl:
         if session is not None and live is not None:
             # From what the car still needs now (the plan's figure is from the quarter's start), over the
             # rest of this quarter or up to the departure if that comes first.
-            quarter_end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
-            quarter_end += timedelta(minutes=15)
-            rest_h = max(1.0, (min(quarter_end, session.departure) - now).total_seconds()) / 3600
+            rest_h = max(1.0, (min(quarter_end(now), session.departure) - now).total_seconds()) / 3600
             due = departure_floor_kwh(live.energy_kwh, hours_left, rest_h, live.max_kw)
             floor_w = due / rest_h * 1000
         return CarInputs(

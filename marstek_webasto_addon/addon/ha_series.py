@@ -13,7 +13,8 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 
-from ..optimiser.planner import QUARTER, quarter_start
+from ..optimiser.planner import QUARTER
+from ..optimiser.tariff import quarter_start
 from .day_ahead import HOUR, PriceFormula, PriceInterval, implausible_prices, parse_day_ahead, quarter_series
 from .homeassistant import EntityState
 from .inputs import PvForecast, coming_day, implausible_power

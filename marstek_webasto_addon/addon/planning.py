@@ -36,10 +36,9 @@ from ..optimiser.planner import (
     Planner,
     PlanStep,
     horizon_steps,
-    quarter_start,
 )
 from ..optimiser.settings import Settings
-from ..optimiser.tariff import CapacityTracker, Tariff
+from ..optimiser.tariff import CapacityTracker, Tariff, quarter_start
 from .ha_series import DayAheadPrices, DetailedPvForecast
 from .quarter_history import QuarterHistory
 

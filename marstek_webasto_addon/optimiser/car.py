@@ -41,6 +41,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from .car_sessions import burst_hours
+from .tariff import quarter_start
 
 QUARTER_H = 0.25
 
@@ -311,7 +312,7 @@ class CarController:
     def _plan_step_up(self, i: CarInputs, exact: float, lower: int) -> int:
         """1 while the quarter is behind its plan by PLAN_CARRY_AS and until it is as far ahead (a hysteresis:
         the current changes every few minutes, not every step); else 0."""
-        quarter = i.now.replace(minute=i.now.minute - i.now.minute % 15, second=0, microsecond=0)
+        quarter = quarter_start(i.now)
         if quarter != self.plan_quarter:
             self.plan_quarter, self.plan_carry, self.plan_upper = quarter, 0.0, False
         elif self.plan_t is not None:

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from .tariff import quarter_end
+
 MIN_AMPS = 6.0
 VOLTS = 230.0
 NEXT_MAX_KW = 11.0
@@ -159,8 +161,7 @@ def expected_session(
     if any(s.arrival > arrival - EXPECT_EARLY for s in past):
         return None
     if arrival < now:
-        arrival = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
-        arrival += timedelta(minutes=15)
+        arrival = quarter_end(now)
     if departure is not None:
         leave = arrival.replace(hour=departure.hour, minute=departure.minute)
         leave += timedelta(days=1) if leave <= arrival else timedelta()

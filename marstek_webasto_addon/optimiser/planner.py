@@ -102,6 +102,7 @@ import numpy.typing as npt
 from highspy._core import _Highs
 
 from .car_sessions import CarSession, SessionPlan
+from .tariff import quarter_start
 
 QUARTER_H = 0.25
 QUARTER = timedelta(minutes=15)
@@ -829,10 +830,6 @@ def _groups(batteries: tuple[BatterySpec, ...]) -> tuple[tuple[Group, ...], list
             )
         )
     return tuple(groups), list(keyed.values())
-
-
-def quarter_start(at: datetime) -> datetime:
-    return at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
 
 
 def horizon_steps(start: datetime, days_after: int = 1) -> int:

@@ -105,7 +105,12 @@ _MONTH_KEY = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 
 def quarter_start(at: datetime) -> datetime:
+    """The clock quarter-hour `at` is in: the meter's (and the capacity tariff's), and the plan's step."""
     return at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
+
+
+def quarter_end(at: datetime) -> datetime:
+    return quarter_start(at) + QUARTER
 
 
 @dataclass
