@@ -70,6 +70,7 @@ STAYS_KEPT = 100  # about two months of a car that comes home every evening and 
 # a phase carries its charging above PHASE_ON_A (a phase it does not use reads about 0 A).
 CHARGING_W = 1000.0
 PHASE_ON_A = 1.0
+PHASES_CONFIRM_S = 20.0
 
 
 class Clock(Protocol):
@@ -141,6 +142,7 @@ class CarControl:
         # the most phases the car was seen to draw on in the stay under way; None: not seen charging yet
         seen = saved.get("phases_seen")
         self._phases_seen: int | None = seen if type(seen) is int and 1 <= seen <= 3 else None
+        self._fewer_phases: tuple[float, int] | None = None  # (since, count): fewer than three, not yet held
 
     @property
     def key(self) -> str:
@@ -253,10 +255,15 @@ class CarControl:
 
     def _see_phases(self) -> None:
         """Counts the phases the car draws on from the box's per-phase currents. Only a box on three phases
-        tells (on one, every car draws on one). The most seen in the stay counts: a reading while the car
-        ramps its current up may catch a phase before it carries anything."""
+        tells (on one, every car draws on one), and not while a switch the add-on asked for may not show yet
+        (the box's phases are read at the slow cadence; the currents at every poll). More phases count at
+        once, fewer only once they held PHASES_CONFIRM_S: a car ramping its current up, or a reading from
+        around a switch, shows fewer than it uses, and a three-phase car taken for one would be given three
+        times the power the capacity cap allows."""
         snapshot = self.wallbox.link.snapshot
-        if self._phases() != 3 or (snapshot.number("power") or 0.0) < CHARGING_W:
+        settled = self.wallbox.link.client.phase_setpoint in (None, "3")
+        if self._phases() != 3 or not settled or (snapshot.number("power") or 0.0) < CHARGING_W:
+            self._fewer_phases = None
             return
         seen = 0
         for key in ("current_l1", "current_l2", "current_l3"):
@@ -264,10 +271,21 @@ class CarControl:
             if amps is None:
                 return  # a phase not read: the count would be too low
             seen += amps > PHASE_ON_A
-        if seen > (self._phases_seen or 0):
-            self._phases_seen = seen
-            _LOG.info("%s: the car charges on %d phase%s", self.wallbox.name, seen, "s" if seen > 1 else "")
-            self._store()
+        if seen >= (self._phases_seen or 3):
+            self._fewer_phases = None
+            if seen == self._phases_seen or self._phases_seen is None:
+                return  # as taken: three until seen otherwise
+        elif self._phases_seen is None:
+            t = self.clock.seconds()
+            if self._fewer_phases is None or self._fewer_phases[1] != seen:
+                self._fewer_phases = (t, seen)
+            if t - self._fewer_phases[0] < PHASES_CONFIRM_S:
+                return
+        else:
+            return  # never fewer than already seen in the stay
+        self._phases_seen = seen
+        _LOG.info("%s: the car charges on %d phase%s", self.wallbox.name, seen, "s" if seen > 1 else "")
+        self._store()
 
     def stay_kwh(self) -> float | None:
         """What the car took since it was plugged in: the wallbox's energy meter since the plug-in, else the
@@ -308,11 +326,14 @@ class CarControl:
         # A single-phase installation (register 404) has no three phases to switch to; after a switch the
         # box refused, the controller works with the phases it has until the retry (a car paused for a
         # switch down that never comes would wait for ever).
+        # A car seen charging on fewer than three phases gains nothing from three: the box stays as it is for
+        # the stay (switched for such a car, it would go back and forth).
         link = self.wallbox.link
         return (
             link.client.supports("phase_switch")
             and link.snapshot.values.get("phases_installed") != "1"
             and monotonic() >= self._phase_retry_at
+            and (self._phases_seen is None or self._phases_seen >= 3)
         )
 
     def _plugged_in(self, values: Mapping[str, object]) -> bool | None:
@@ -366,10 +387,9 @@ class CarControl:
         age = reading.age()
         fresh = reading.value is not None and age is not None and age <= GRID_FRESH_S
         # The controller's phases turn its watts into amperes (the plan's power, the surplus, the capacity
-        # cap): the car's. On a box that switches phases they are also the phases it asks the box for,
-        # compared with the box's (`step`): there they stay the box's, or the car's phases would ask for
-        # switches the box does not need.
-        phases = self._phases() if client.supports("phase_switch") else self._car_phases()
+        # cap): the car's. Where they are fewer than the box's, the box does not switch phases
+        # (`_can_switch_phases`), so they are never asked of the box.
+        phases = self._car_phases()
         mode = ChargeMode(self.status.mode)
         planned, no_plan = self._plan_in_force(plugged_in) if mode is ChargeMode.PLAN else (None, False)
         now = self.clock.now()
