@@ -361,6 +361,17 @@ def test_plan_pauses_when_even_the_minimum_breaks_the_target_then_charges_in_the
     assert (planned.current_a, planned.reason) in ((8, "plan 6.0 kW: 8 A"), (9, "plan 6.0 kW: 9 A"))
 
 
+def test_plan_does_not_start_the_car_in_a_quarters_last_minute() -> None:
+    """Started at 12:14:10, the minimum on-time would run into the next quarter whatever its plan is."""
+    site = Site(mode=ChargeMode.PLAN, planned_w=6000.0, t=845.0)
+    late = site.step()
+    assert (late.current_a, late.state) == (0, CarState.WAITING)
+    assert late.reason == "plan 6.0 kW: the quarter-hour ends, the next one's plan decides"
+    assert site.run(900).current_a == 8  # 6000 / 690 = 8.7 A
+    site.t = 1790.0  # charging already: it goes on to the quarter's end and past it
+    assert site.step().current_a in (8, 9)
+
+
 def test_plan_without_slack_gives_the_planned_power_past_the_target_and_says_why() -> None:
     # 8 kW target, the house at 7.6 kW: 400 W (0 A) left for the car, which the plan gives 6.9 kW (10 A);
     # not even five minutes at the minimum fit: (7600 + 4140) x 5/60 + 7600 x 10/60 = 2245 Wh > 2000 Wh

@@ -41,7 +41,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from .car_sessions import burst_hours
-from .tariff import quarter_start
+from .tariff import quarter_end, quarter_start
 
 QUARTER_H = 0.25
 
@@ -89,6 +89,10 @@ class HomeBatteries:
 
 
 PLAN_CARRY_AS = 60.0  # plan: ampere-seconds behind (or ahead) before the current steps up (or back)
+# plan: a car not charging does not start in a quarter's last seconds. Its minimum on-time would run on into
+# the next quarter whatever that quarter's plan is (or start and stop it within seconds, where the capacity
+# budget ends it); the next quarter's plan decides a moment later.
+PLAN_LATE_START_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -288,6 +292,8 @@ class CarController:
             return 0, CarState.WAITING, f"{text}, below the {minimum / 1000:.1f} kW minimum: paused"
         if not self.charging and not self._off_time_over(i):
             return 0, CarState.WAITING, f"{text}: off-time, starts in {self._off_left(i):.0f} s"
+        if not self.charging and (quarter_end(i.now) - i.now).total_seconds() < PLAN_LATE_START_S:
+            return 0, CarState.WAITING, f"{text}: the quarter-hour ends, the next one's plan decides"
         want = self._paced(i, amps)
         if not i.plan_slack:
             cap = self._cap(i)
