@@ -518,6 +518,17 @@ def test_a_switchable_wallbox_starts_pv_on_one_phase_and_the_next_does_not_start
     assert {d.phases for d in next_.log} == {3}
 
 
+def test_when_switching_comes_back_the_phases_are_the_boxs_not_the_last_asked() -> None:
+    """A box that could not switch (a refused switch's retry time, a car's phases being learnt) worked on one
+    phase; once it may switch again on three, 8 kW of surplus keeps it on three, not a switch down to the
+    one phase the controller last worked with."""
+    site = Site(limits=replace(UNITE, phases=1, can_switch_phases=False))
+    site.surplus(8000)
+    assert site.run(120).phases == 1
+    site.limits = replace(UNITE, phases=3)
+    assert site.run(125).phases == 3
+
+
 def surplus_swings(limits: WallboxLimits) -> Site:
     """min_pv: 5000 W, from t = 5 2000 W, from t = 135 5000 W again."""
     site = Site(mode=ChargeMode.MIN_PV, limits=limits)

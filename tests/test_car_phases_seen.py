@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 
 from marstek_webasto_addon.addon.car_control import CarControl
+from marstek_webasto_addon.bridge.devices import WallboxDevice
 from marstek_webasto_addon.devices.webasto.registers import WallboxModel
 from marstek_webasto_addon.devices.webasto.simulator import Car
-from marstek_webasto_addon.optimiser.car import ChargeMode, QuarterBudget
+from marstek_webasto_addon.optimiser.car import CarDecision, ChargeMode, QuarterBudget
 from marstek_webasto_addon.optimiser.car_sessions import CarSession, SessionPlan
 
-from .test_car_control import PHASE_SWITCH, controlled_unite, written
+from .test_car_control import PHASE_SWITCH, StepClock, controlled_unite, written
 from .test_car_plan_and_cap import PlanMode, _controlled, night_plan
 from .webasto_fixtures import BoxFactory, make_box
 
@@ -176,3 +177,91 @@ async def test_a_one_phase_car_on_a_unite_takes_the_pv_surplus_at_one_phases_amp
             amps.append(decision.current_a)
         assert amps[-1] == 16, amps
         assert sim.writes.get(PHASE_SWITCH, 0) == 0
+
+
+async def unite_steps(
+    control: CarControl,
+    wallbox: WallboxDevice,
+    clock: StepClock,
+    seconds: float,
+    surplus_w: float | None = None,
+) -> list[CarDecision]:
+    """Control steps every 5 s for `seconds`, the box read after each; `surplus_w`: PV beyond the house."""
+    decisions = []
+    end = clock.t + seconds
+    while clock.t < end:
+        clock.t += 5
+        if surplus_w is not None:
+            control.grid.set((wallbox.link.snapshot.number("power") or 0.0) - surplus_w)
+        decision = control.step()
+        await written(control)
+        assert await wallbox.link.poll_once()
+        assert decision is not None
+        decisions.append(decision)
+    return decisions
+
+
+async def test_three_phases_seen_are_final_for_the_stay(make_box: BoxFactory) -> None:
+    """A three-phase car that later shows one phase for half a minute (an unbalanced taper, a reading from
+    around a switch) is still a three-phase car: its amperes stay at 690 W and the box may switch."""
+    async with controlled_unite(make_box, "now") as (sim, wallbox, control, clock):
+        assert sim.car is not None
+        await unite_steps(control, wallbox, clock, 60)
+        sim.car.phases = 1
+        await unite_steps(control, wallbox, clock, 60)
+        inputs = control.inputs()
+        assert control.set_mode(ChargeMode.PLAN.value) is None
+        assert limits(control.session(clock.now())) == pytest.approx(THREE_PHASES, abs=0.01)
+        assert inputs is not None
+        assert (inputs.limits.phases, inputs.limits.can_switch_phases) == (3, True)
+
+
+async def test_power_on_no_phase_is_no_count(make_box: BoxFactory) -> None:
+    """Per-phase currents out of step with the total power (all about 0 A at 4 kW) count no phases: taken
+    for a car on none, the stay would be planned at 0 kW."""
+    async with controlled_unite(make_box, "plan") as (_, wallbox, control, clock):
+        values = wallbox.link.snapshot.values
+        for _ in range(12):
+            clock.t += 5
+            values.update(power=4000, current_l1=0.0, current_l2=0.0, current_l3=0.0)
+            control.observe_stay(clock.now())
+        assert limits(control.session(clock.now())) == pytest.approx(THREE_PHASES, abs=0.01)
+
+
+async def test_a_unite_slow_to_switch_up_does_not_make_a_three_phase_car_a_one_phase_one(
+    make_box: BoxFactory,
+) -> None:
+    """2 kW of surplus: one phase; then 6 kW: three. The box reads back three phases at once but keeps the
+    car on L1 for 30 s more. Taken for a one-phase car, it was given 16 A worked out at 230 W an ampere
+    (11 kW on three phases with 6 kW of surplus) and the box was switched down and up again."""
+    async with controlled_unite(make_box, "pv") as (sim, wallbox, control, clock):
+        assert sim.car is not None
+        await unite_steps(control, wallbox, clock, 300, surplus_w=2000.0)
+        assert wallbox.link.snapshot.values["phase_switch"] == "1"
+        highest_w, lag_until, was = 0.0, None, sim.phase_switch
+        end = clock.t + 900
+        while clock.t < end:
+            await unite_steps(control, wallbox, clock, 5, surplus_w=6000.0)
+            if sim.phase_switch != was and lag_until is None:
+                lag_until, sim.car.phases = clock.t + 30, 1
+            if lag_until is not None and clock.t >= lag_until:
+                sim.car.phases = 3
+            was = sim.phase_switch
+            highest_w = max(highest_w, wallbox.link.snapshot.number("power") or 0.0)
+        assert wallbox.link.snapshot.values["phase_switch"] == "3"
+        assert sim.writes.get(PHASE_SWITCH, 0) == 2  # down at the start, up once
+        assert highest_w <= 6000.0
+
+
+async def test_a_two_phase_car_keeps_the_unites_switch_to_one_phase(make_box: BoxFactory) -> None:
+    """On one phase a two-phase car's minimum is 1.4 kW instead of 2.8 kW: the box may still switch."""
+    async with controlled_unite(make_box, "now") as (sim, wallbox, control, clock):
+        assert sim.car is not None
+        sim.car.phases = 2
+        assert await wallbox.link.poll_once()
+        await unite_steps(control, wallbox, clock, 60)
+        inputs = control.inputs()
+        assert control.set_mode(ChargeMode.PLAN.value) is None
+        assert limits(control.session(clock.now())) == pytest.approx((7.36, 2.76), abs=0.01)
+        assert inputs is not None
+        assert (inputs.limits.phases, inputs.limits.can_switch_phases) == (3, True)

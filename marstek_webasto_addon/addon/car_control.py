@@ -71,6 +71,8 @@ STAYS_KEPT = 100  # about two months of a car that comes home every evening and 
 CHARGING_W = 1000.0
 PHASE_ON_A = 1.0
 PHASES_CONFIRM_S = 20.0
+PHASES_CONFIRM_READINGS = 3
+PHASE_SETTLE_S = 60.0
 
 
 class Clock(Protocol):
@@ -142,7 +144,9 @@ class CarControl:
         # the most phases the car was seen to draw on in the stay under way; None: not seen charging yet
         seen = saved.get("phases_seen")
         self._phases_seen: int | None = seen if type(seen) is int and 1 <= seen <= 3 else None
-        self._fewer_phases: tuple[float, int] | None = None  # (since, count): fewer than three, not yet held
+        # fewer than three phases seen, not yet held: (since, count, readings)
+        self._fewer_phases: tuple[float, int, int] | None = None
+        self._phases_asked_at: float | None = None  # the last phase switch the add-on asked for (clock)
 
     @property
     def key(self) -> str:
@@ -233,7 +237,7 @@ class CarControl:
             meter = link.snapshot.number("energy_total")
             if self._car_here is False:
                 self._plugged_since, self._stay_kwh, self._meter_at_plug = now, 0.0, meter
-                self._phases_seen = None  # another car, maybe
+                self._phases_seen = self._fewer_phases = None  # another car, maybe
                 self._store()
             elif self._plugged_since is not None and meter is not None:
                 base = self._meter_at_plug
@@ -250,18 +254,23 @@ class CarControl:
             self.stays = [*self.stays, PastSession(arrival, now, self._stay_kwh)][-STAYS_KEPT:]
         self._car_here = False
         if arrival is not None or self._phases_seen is not None:
-            self._plugged_since = self._meter_at_plug = self._phases_seen = None
+            self._plugged_since = self._meter_at_plug = self._phases_seen = self._fewer_phases = None
             self._store()
 
     def _see_phases(self) -> None:
         """Counts the phases the car draws on from the box's per-phase currents. Only a box on three phases
-        tells (on one, every car draws on one), and not while a switch the add-on asked for may not show yet
-        (the box's phases are read at the slow cadence; the currents at every poll). More phases count at
-        once, fewer only once they held PHASES_CONFIRM_S: a car ramping its current up, or a reading from
-        around a switch, shows fewer than it uses, and a three-phase car taken for one would be given three
+        tells (on one, every car draws on one), and not for PHASE_SETTLE_S after a switch the add-on asked
+        for (a box may keep the car on one phase a while after reporting three). Three are final for the
+        stay. Fewer count only once the same count held PHASES_CONFIRM_S over PHASES_CONFIRM_READINGS
+        readings, and a count never goes down: a car ramping its current up, or a reading from around a
+        switch, shows fewer phases than it uses, and a three-phase car taken for one would be given three
         times the power the capacity cap allows."""
         snapshot = self.wallbox.link.snapshot
-        settled = self.wallbox.link.client.phase_setpoint in (None, "3")
+        t = self.clock.seconds()
+        client = self.wallbox.link.client
+        settled = client.phase_setpoint in (None, "3") and (
+            self._phases_asked_at is None or t - self._phases_asked_at >= PHASE_SETTLE_S
+        )
         if self._phases() != 3 or not settled or (snapshot.number("power") or 0.0) < CHARGING_W:
             self._fewer_phases = None
             return
@@ -269,20 +278,19 @@ class CarControl:
         for key in ("current_l1", "current_l2", "current_l3"):
             amps = snapshot.number(key)
             if amps is None:
+                self._fewer_phases = None
                 return  # a phase not read: the count would be too low
             seen += amps > PHASE_ON_A
-        if seen >= (self._phases_seen or 3):
-            self._fewer_phases = None
-            if seen == self._phases_seen or self._phases_seen is None:
-                return  # as taken: three until seen otherwise
-        elif self._phases_seen is None:
-            t = self.clock.seconds()
-            if self._fewer_phases is None or self._fewer_phases[1] != seen:
-                self._fewer_phases = (t, seen)
-            if t - self._fewer_phases[0] < PHASES_CONFIRM_S:
+        if seen == 0 or self._phases_seen == 3 or seen <= (self._phases_seen or 0):
+            return  # no phase carries the power (a reading out of step), or nothing new
+        if seen < 3 and self._phases_seen is None:
+            since, count, readings = self._fewer_phases or (t, seen, 0)
+            if count != seen:
+                since, readings = t, 0
+            self._fewer_phases = (since, seen, readings + 1)
+            if t - since < PHASES_CONFIRM_S or readings + 1 < PHASES_CONFIRM_READINGS:
                 return
-        else:
-            return  # never fewer than already seen in the stay
+        self._fewer_phases = None
         self._phases_seen = seen
         _LOG.info("%s: the car charges on %d phase%s", self.wallbox.name, seen, "s" if seen > 1 else "")
         self._store()
@@ -326,14 +334,14 @@ class CarControl:
         # A single-phase installation (register 404) has no three phases to switch to; after a switch the
         # box refused, the controller works with the phases it has until the retry (a car paused for a
         # switch down that never comes would wait for ever).
-        # A car seen charging on fewer than three phases gains nothing from three: the box stays as it is for
-        # the stay (switched for such a car, it would go back and forth).
+        # A car seen charging on one phase gains nothing from three: the box stays as it is for the stay
+        # (switched for such a car, it would go back and forth). A two-phase car's minimum is lower on one.
         link = self.wallbox.link
         return (
             link.client.supports("phase_switch")
             and link.snapshot.values.get("phases_installed") != "1"
             and monotonic() >= self._phase_retry_at
-            and (self._phases_seen is None or self._phases_seen >= 3)
+            and self._phases_seen != 1
         )
 
     def _plugged_in(self, values: Mapping[str, object]) -> bool | None:
@@ -387,9 +395,10 @@ class CarControl:
         age = reading.age()
         fresh = reading.value is not None and age is not None and age <= GRID_FRESH_S
         # The controller's phases turn its watts into amperes (the plan's power, the surplus, the capacity
-        # cap): the car's. Where they are fewer than the box's, the box does not switch phases
-        # (`_can_switch_phases`), so they are never asked of the box.
-        phases = self._car_phases()
+        # cap): the car's where the box does not switch. Where it does, they are also the phases asked of
+        # the box and stay the box's (a two-phase car is then worked out on three: less than it could take).
+        switchable = self._can_switch_phases()
+        phases = self._phases() if switchable else self._car_phases()
         mode = ChargeMode(self.status.mode)
         planned, no_plan = self._plan_in_force(plugged_in) if mode is ChargeMode.PLAN else (None, False)
         now = self.clock.now()
@@ -418,7 +427,7 @@ class CarControl:
                 minimum,
                 maximum,
                 phases,
-                can_switch_phases=self._can_switch_phases(),
+                can_switch_phases=switchable,
             ),
             batteries=self._home_batteries(),
             settings=self.settings(),
@@ -504,6 +513,7 @@ class CarControl:
         if phases is not None and amps == 0 and client.current_setpoint != 0:
             await self._write(0, reason)
         if phases is not None and self.status.mode != MANUAL:
+            self._phases_asked_at = self.clock.seconds()
             outcome = await client.set_phases(phases)
             self._record(outcome, reason)
             if outcome.status not in (WriteStatus.APPLIED, WriteStatus.ACCEPTED):

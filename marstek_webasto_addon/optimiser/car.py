@@ -203,6 +203,7 @@ class CarController:
     charging: bool = False
     current_a: int = 0
     phases: int | None = None  # what was last asked for
+    could_switch: bool = False  # the box could switch phases at the last step
     started_t: float | None = None  # None: no start the minimum on-time still guards
     stopped_t: float | None = None  # None: no stop the minimum off-time still guards
     changed_t: float | None = None  # the last current change
@@ -227,8 +228,11 @@ class CarController:
             self.mode = i.mode
             self.started_t = self.stopped_t = None
             self._forget_surplus()
-        if self.phases is None or not lim.can_switch_phases:
+        # Without switching the box's phases are the ones; when switching comes back (a refused switch's
+        # retry, a car's phases learnt), from the phases the box is on, not from what was asked before.
+        if self.phases is None or not lim.can_switch_phases or not self.could_switch:
             self.phases = lim.phases
+        self.could_switch = lim.can_switch_phases
         feed = self._may_feed(i)
         available = _available(i, feed)
         idle = _idle(i)
