@@ -24,13 +24,7 @@ from marstek_webasto_addon.optimiser.planner import (
     solve,
 )
 
-DAY = datetime(2026, 3, 10)
-STEPS = 192  # today and tomorrow
-
-
-def at(hours: float) -> datetime:
-    return DAY + timedelta(hours=hours)
-
+from .test_car_sessions import DAY, STEPS, at
 
 # 45 minutes at noon (3 quarters), and a night from 18:00 to 07:00 (52 quarters)
 SHORT = CarSession(at(12), at(12.75), energy_kwh=2.0, max_kw=3.7, min_kw=1.38)
