@@ -73,6 +73,8 @@ async def test_the_stay_is_planned_at_the_power_of_the_phases_the_car_draws_on(
             assert inputs.plan_floor_w is not None
             assert inputs.plan_floor_w > 0
         assert await site.step() == 16  # the plan's full power: 16 A per phase whatever the phases
+        shown = "(the car charges on 1 phase: 3.7 kW at most)"
+        assert (shown in control.describe()) is (car_phases == 1), control.describe()
         # after a restart of the add-on, from /data: the car is not taken for a three-phase one again
         again = CarControl(control.wallbox, control.grid, [], control.store, lambda: None, clock=site.clock)
         assert limits(again.session(site.clock.now())) == pytest.approx(power, abs=0.01)

@@ -578,14 +578,23 @@ class CarControl:
                 why, reason = "the planner is off or has none", decision.reason.removeprefix("no plan: ")
                 return f"no plan for the car ({why}): charging now; {reason}"
             session = planned[1]
+            car = self._fewer_phases_note()
             if not session.met:
                 return (
-                    f"the plan misses {session.missing_kwh:.1f} kWh by {session.session.departure:%H:%M}; "
-                    f"{decision.reason}"
+                    f"the plan misses {session.missing_kwh:.1f} kWh by {session.session.departure:%H:%M}"
+                    f"{car}; {decision.reason}"
                 )
             by = f"{session.session.departure:%H:%M}"
-            return f"{session.planned_kwh:.1f} kWh planned by {by}; {decision.reason}"
+            return f"{session.planned_kwh:.1f} kWh planned by {by}{car}; {decision.reason}"
         return decision.reason
+
+    def _fewer_phases_note(self) -> str:
+        """Why a car is planned at less than the wallbox gives, when it is: it charges on fewer phases."""
+        if self._phases_seen is None or self._phases_seen >= self._phases():
+            return ""
+        _, max_kw = self._power_limits_kw()
+        n = self._phases_seen
+        return f" (the car charges on {n} phase{'s' if n > 1 else ''}: {max_kw:.1f} kW at most)"
 
 
 def _time(value: object) -> datetime | None:
