@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from .car_sessions import burst_hours
+from .car_sessions import CAP_MARGIN_KW, burst_hours
 from .tariff import quarter_end, quarter_start
 
 QUARTER_H = 0.25
@@ -165,6 +165,7 @@ class _Cap:
     note: str = ""  # why the cap is what it is when it could not be worked out
     target_kw: float = 0.0
     import_wh: float = 0.0
+    budget_wh: float = 0.0  # what the quarter may still import: up to CAP_MARGIN_KW under the target
     house_w: float = 0.0  # the rest of the house's import
     hours_left: float = 0.0
     per_amp: float = 0.0
@@ -173,8 +174,8 @@ class _Cap:
         """The most amperes that keep `margin_w` under the budget."""
         if self.amps is None or self.note:
             return self.amps or 0
-        budget_wh = self.target_kw * QUARTER_H * 1000 - self.import_wh
-        return math.floor((budget_wh / self.hours_left - self.house_w - margin_w) / self.per_amp + 1e-9)
+        room_w = self.budget_wh / self.hours_left - self.house_w - margin_w
+        return math.floor(room_w / self.per_amp + 1e-9)
 
     def burst_fits(self, amps: int, hold_s: float) -> bool:
         """Whether the car may draw `amps` for `hold_s` more and then stop within the budget, the house's
@@ -182,9 +183,9 @@ class _Cap:
         if self.amps is None or self.note:
             return False
         hold_h = min(self.hours_left, hold_s / 3600)
-        budget_kwh = self.target_kw * QUARTER_H - self.import_wh / 1000
         car_kw = amps * self.per_amp / 1000
-        return hold_h <= burst_hours(budget_kwh, self.hours_left, self.house_w / 1000, car_kw) + 1e-9
+        fits_h = burst_hours(self.budget_wh / 1000, self.hours_left, self.house_w / 1000, car_kw)
+        return hold_h <= fits_h + 1e-9
 
     def heading(self, amps: int) -> str:
         """What the quarter comes to if the car drew `amps` to its end, as the reason shows it."""
@@ -438,11 +439,11 @@ class CarController:
         if i.grid_power is None:
             return _Cap(lim.min_current_a, "grid reading stale, the capacity cap cannot be checked")
         hours_left = max(q.seconds_left, 1.0) / 3600
-        budget_wh = q.target_kw * QUARTER_H * 1000 - q.import_wh
+        budget_wh = (q.target_kw - CAP_MARGIN_KW) * QUARTER_H * 1000 - q.import_wh
         house_w = i.grid_power - i.car_power  # negative: the house exports, and the car may take that too
         per_amp = self._per_amp(lim)
         amps = math.floor((budget_wh / hours_left - house_w) / per_amp + 1e-9)
-        return _Cap(amps, "", q.target_kw, q.import_wh, house_w, hours_left, per_amp)
+        return _Cap(amps, "", q.target_kw, q.import_wh, budget_wh, house_w, hours_left, per_amp)
 
     def _may_feed(self, i: CarInputs) -> bool:
         s, soc = i.settings, i.batteries.soc

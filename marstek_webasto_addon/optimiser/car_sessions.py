@@ -45,6 +45,10 @@ DEPARTURE_LEAD = timedelta(minutes=15)  # a departure set less than this after t
 # make it all up at full power in its last quarters (a new peak then, and a car short at its departure).
 SLACK_SHARE = 0.5
 SLACK_CUSHION_H = 0.5
+# The car's capacity cap aims this far under the month's target, live and in the replay: a quarter that ends
+# exactly on it would set a new peak on the meter's watts more than the add-on counts (the planner's
+# PEAK_MARGIN_KW for the batteries' set-points).
+CAP_MARGIN_KW = 0.05
 
 
 def min_charge_kw(phases: int) -> float:

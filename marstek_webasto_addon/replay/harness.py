@@ -40,6 +40,7 @@ from ..devices.marstek.simulator.device import SimulatedBattery, ticking_order
 from ..devices.marstek.simulator.physics import BatteryPhysics, PhaseTriple, Site
 from ..devices.marstek.simulator.profiles import PROFILES
 from ..optimiser.car_sessions import (
+    CAP_MARGIN_KW,
     EXPECT_DAYS,
     CarSession,
     PastSession,
@@ -53,7 +54,6 @@ from ..optimiser.engine import Optimiser
 from ..optimiser.forecast import load_forecast, load_high_forecast, pv_forecast_with_error, pv_nowcast
 from ..optimiser.model import BatteryView, Command, Inputs, Role
 from ..optimiser.planner import (
-    PEAK_MARGIN_KW,
     PV_PLAN_FACTOR,
     QUARTER,
     QUARTER_H,
@@ -310,7 +310,7 @@ class CarExecutor:
         hours_left = (visit.departure - quarter) * QUARTER_H - minute / 60
         if self.step is not None and kw > 0:
             rest_h = minutes_left / 60
-            budget = (self.step.peak_kw - PEAK_MARGIN_KW) * QUARTER_H - imported_kwh
+            budget = (self.step.peak_kw - CAP_MARGIN_KW) * QUARTER_H - imported_kwh
             room = budget / rest_h - house_grid_kw  # the car's average over the rest of the quarter
             if kw > room:
                 below = room < visit.min_kw
